@@ -1,0 +1,194 @@
+"""Expand each prompt set into concrete prompt rows (literal list, Jinja cartesian `each`, file, frames)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from behavio.compiler.issues import Issues
+from behavio.compiler.sandbox import TemplateProblem, evaluate, render
+from behavio.paths import templates_dir
+from behavio.spec.model import PromptSet, Spec
+
+MAX_ROWS_PER_SET = 200_000
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One concrete prompt of a prompt set, with the fields it was made from."""
+
+    set: str
+    index: int
+    prompt: str
+    fields: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.set}/{self.index:04d}"
+
+
+def expand_all(spec: Spec, issues: Issues) -> dict[str, list[PromptRow]]:
+    """Prompt rows of every set, deduplicated by text (first occurrence wins)."""
+    return {name: _dedupe(ps.name, _expand(spec, ps, issues)) for name, ps in spec.prompts.items()}
+
+
+def _dedupe(name: str, prompts: list[tuple[str, dict]]) -> list[PromptRow]:
+    seen: set[str] = set()
+    rows = []
+    for text, fields in prompts:
+        key = normalize(text)
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        rows.append(PromptRow(name, len(rows), text.strip(), fields))
+    return rows
+
+
+def normalize(text: str) -> str:
+    """Comparison key for prompts: case- and whitespace-insensitive."""
+    return " ".join(text.split()).casefold()
+
+
+def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+    where = ("prompts", ps.name)
+    if ps.list is not None:
+        return [(t, {}) for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
+    if ps.file is not None:
+        records = read_records(spec.path.parent / ps.file, issues, where + ("file",))
+        out = []
+        for i, rec in enumerate(records):
+            if ps.template is not None:
+                text = _render(ps.template, {**spec.vars, "row": rec}, issues, where + ("template",))
+            else:
+                text = rec.get(ps.field)
+                if not isinstance(text, str):
+                    issues.add(where + ("field",), f"row {i + 1} of {ps.file} has no text column {ps.field!r} (columns: {', '.join(sorted(rec))})")
+                    return []
+            if text is not None:
+                out.append((text, rec))
+        return out
+    if ps.frames is not None:
+        return _frames(spec, ps, issues)
+    if ps.template is not None:
+        return _cartesian(spec, ps, issues)
+    return []
+
+
+def _render(source: str, ctx: dict, issues: Issues, where: tuple) -> str | None:
+    try:
+        return render(source, ctx)
+    except TemplateProblem as exc:
+        issues.add(where, str(exc))
+        return None
+
+
+def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+    where = ("prompts", ps.name)
+    axes: dict[str, list] = {}
+    for var, values in (ps.each or {}).items():
+        if isinstance(values, str):
+            try:
+                values = evaluate(values, spec.vars)
+            except TemplateProblem as exc:
+                issues.add(where + ("each", var), str(exc))
+                continue
+            if not isinstance(values, (list, tuple, range)) or isinstance(values, str):
+                issues.add(where + ("each", var), f"expected a list of values, got {type(values).__name__} {str(values)[:40]!r}")
+                continue
+        axes[var] = list(values)
+    if len(axes) != len(ps.each or {}):
+        return []
+    total = 1
+    for values in axes.values():
+        total *= max(len(values), 1)
+    if total > MAX_ROWS_PER_SET:
+        issues.add(where + ("each",), f"expands to {total} prompts; the limit is {MAX_ROWS_PER_SET}")
+        return []
+    out = []
+    for combo in itertools.product(*axes.values()):
+        ctx = {**spec.vars, **dict(zip(axes, combo))}
+        for var, value in list(ctx.items()):
+            if var in axes and isinstance(value, str):
+                rendered = _render(value, ctx, issues, where + ("each", var))
+                if rendered is None:
+                    return []
+                ctx[var] = rendered
+        text = _render(ps.template, ctx, issues, where + ("template",))
+        if text is None:
+            return []
+        out.append((text, {k: ctx[k] for k in axes}))
+    return out
+
+
+def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+    where = ("prompts", ps.name, "frames")
+    library = ps.frames.get("library", "questions")
+    frames = load_frames(library)
+    if frames is None:
+        available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
+        issues.add(where + ("library",), f"no frame library {library!r}; available: {', '.join(available)}")
+        return []
+    frames = frames[: ps.frames.get("limit", len(frames))]
+    subjects = ps.frames["subjects"]
+    if isinstance(subjects, str):
+        try:
+            subjects = evaluate(subjects, spec.vars)
+        except TemplateProblem as exc:
+            issues.add(where + ("subjects",), str(exc))
+            return []
+        if not isinstance(subjects, (list, tuple)):
+            issues.add(where + ("subjects",), f"expected a list of subjects, got {type(subjects).__name__}")
+            return []
+    out = []
+    for subject in subjects:
+        subject_text = _render(subject, spec.vars, issues, where + ("subjects",))
+        if subject_text is None:
+            return []
+        for frame in frames:
+            text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
+            if text is None:
+                return []
+            out.append((text, {"subject": subject_text, "frame": frame}))
+    return out
+
+
+def load_frames(library: str) -> list[str] | None:
+    """Frames of ``templates/frames/<library>.txt``: one Jinja frame per non-comment line."""
+    if not library.replace("_", "").replace("-", "").isalnum():
+        return None
+    path = templates_dir() / "frames" / f"{library}.txt"
+    if not path.is_file():
+        return None
+    lines = path.read_text("utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def read_records(path: Path, issues: Issues, where: tuple) -> list[dict]:
+    """Rows of a JSONL or CSV file as dicts; problems are reported with the file's line number."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        issues.add(where, f"cannot read {path.name}: {exc}")
+        return []
+    if path.suffix.lower() == ".csv":
+        return [dict(r) for r in csv.DictReader(io.StringIO(text))]
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            issues.add(where, f"{path.name}:{lineno}: not valid JSON ({exc.msg})")
+            return []
+        if not isinstance(rec, dict):
+            issues.add(where, f"{path.name}:{lineno}: each line must be a JSON object")
+            return []
+        records.append(rec)
+    if not records:
+        issues.add(where, f"{path.name} has no rows")
+    return records

@@ -1,0 +1,51 @@
+"""Write a compiled spec to ``<out>/<spec>/`` atomically.
+
+All files are written into a temporary sibling directory first, then swapped in with
+renames, so readers and a crash see either the old complete output or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from behavio.compiler.build import Compiled
+
+
+def write_compiled(compiled: Compiled, out_root: Path) -> tuple[Path, bool]:
+    """Write the files; return (directory, changed). Identical existing output is left untouched."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    target = out_root / compiled.spec.id
+    if _same(target, compiled.files):
+        return target, False
+    tmp = Path(tempfile.mkdtemp(prefix=f".{compiled.spec.id}.tmp-", dir=out_root))
+    try:
+        for name, data in compiled.files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{compiled.spec.id}.old-", dir=out_root))
+            os.rmdir(old)
+            os.rename(target, old)
+        os.rename(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target, True
+
+
+def _same(target: Path, files: dict[str, bytes]) -> bool:
+    if not target.is_dir():
+        return False
+    existing = {p.name for p in target.iterdir() if p.is_file()}
+    if existing != set(files):
+        return False
+    return all((target / name).read_bytes() == data for name, data in files.items())

@@ -1,0 +1,32 @@
+"""User-facing errors: printed as one line each (no traceback), exit code 2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BehavioError(Exception):
+    """A user error: bad input, missing model, broken checkpoint. Printed without a traceback."""
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec, located at file:line:col with the key path."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class SpecError(BehavioError):
+    """A spec with one or more problems; carries all of them."""
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.col, i.path, i.message))
+        super().__init__("\n".join(str(i) for i in self.issues))

@@ -1,0 +1,242 @@
+"""Load a spec file: safe YAML with positions, JSON Schema, cross-references, typed objects.
+
+Every problem is collected (not just the first) and raised together as a SpecError whose
+lines read ``file:line:col: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+
+from behavio.errors import SpecError, SpecIssue
+from behavio.spec import yamlpos
+from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
+
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "true or false", "null": "null"}
+
+
+@lru_cache(maxsize=1)
+def spec_schema() -> dict:
+    """The JSON Schema of a spec (shipped as behavio/spec/schema.json)."""
+    return json.loads(resources.files("behavio.spec").joinpath("schema.json").read_text("utf-8"))
+
+
+def display_path(path: Path) -> str:
+    """Path as shown in messages: relative to the working directory when possible."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate the spec at ``path``; raise SpecError listing every problem."""
+    path = Path(path)
+    shown = display_path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([SpecIssue(shown, 1, 1, "", f"cannot read spec: {exc.strerror or exc}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([SpecIssue(shown, 1, 1, "", f"spec is not UTF-8 text (byte {exc.start})")]) from None
+    located, issues = yamlpos.load(text, shown)
+    if not issues and not isinstance(located.data, dict):
+        kind = type(located.data).__name__ if located.data is not None else "empty"
+        issues.append(SpecIssue(shown, 1, 1, "", f"a spec must be a mapping with keys spec, prompts, behaviors (got {kind})"))
+    if issues:
+        raise SpecError(issues)
+    issues = schema_issues(located)
+    if issues:
+        raise SpecError(issues)
+    spec = _build(located, path, text)
+    issues = reference_issues(spec)
+    if issues:
+        raise SpecError(issues)
+    return spec
+
+
+def schema_issues(located: yamlpos.Located) -> list[SpecIssue]:
+    """Validate against the JSON Schema; one readable issue per violation."""
+    validator = jsonschema.Draft202012Validator(spec_schema())
+    issues: list[SpecIssue] = []
+    for error in validator.iter_errors(located.data):
+        issues.extend(_explain(error, located))
+    return issues
+
+
+def _explain(error: jsonschema.ValidationError, located: yamlpos.Located) -> list[SpecIssue]:
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        return [located.issue(path + (k,), f"unknown key {k!r}{_did_you_mean(k, allowed)}; allowed: {', '.join(allowed)}", key=True)
+                for k in extra]
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        names = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
+        return [located.issue(path, f"expected {names}, got {_describe(error.instance)}")]
+    if error.validator == "enum":
+        options = [str(o) for o in error.validator_value]
+        got = str(error.instance)
+        return [located.issue(path, f"expected one of {', '.join(options)}, got {got!r}{_did_you_mean(got, options)}")]
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [located.issue(path, f"missing required key {missing!r}")]
+    if error.validator == "oneOf":
+        return [located.issue(path, f"expected {_expected_from_oneof(error.validator_value)}, got {_describe(error.instance)}")]
+    if error.validator == "pattern":
+        return [located.issue(path, f"{error.instance!r} does not match the required form {error.validator_value}")]
+    if error.validator == "propertyNames":
+        return [located.issue(path, f"bad name: {error.message}")]
+    return [located.issue(path, error.message)]
+
+
+def _expected_from_oneof(options: list[dict]) -> str:
+    return " or ".join(_TYPE_NAMES.get(o.get("type", ""), str(o.get("type"))) for o in options)
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        short = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {short!r}"
+    return _TYPE_NAMES.get({dict: "object", list: "array"}.get(type(value), ""), type(value).__name__)
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
+    data: dict = located.data  # type: ignore[assignment]
+    prompts = {}
+    for name, body in data["prompts"].items():
+        body = dict(body)
+        if "list" in body:
+            body["list"] = tuple(body["list"])
+        prompts[name] = PromptSet(name=name, **body)
+    answers = {}
+    for name, body in (data.get("answers") or {}).items():
+        body = dict(body)
+        if "items" in body:
+            body["items"] = tuple(body["items"])
+        answers[name] = AnswerSource(**body)
+    behaviors = [Behavior(id=b["id"], kind=b["kind"], index=i, raw=b) for i, b in enumerate(data["behaviors"])]
+    return Spec(
+        id=data["spec"], path=path, source_text=text, located=located,
+        description=data.get("description") or "", system=data.get("system"), vars=data.get("vars") or {},
+        prompts=prompts, answers=answers, behaviors=behaviors, probes=data.get("probes") or {},
+        split=Split(**(data.get("split") or {})), thresholds=data.get("thresholds") or {},
+        train=data.get("train") or {}, check=data.get("check") or {},
+    )
+
+
+_REQUIRED_BY_KIND = {"refusal": ("when", "responses"), "prefix": ("choices",), "contains": ("text",),
+                     "not_contains": ("text",), "starts_with": ("text",), "ends_with": ("text",),
+                     "regex": ("pattern",), "max_words": ("limit",)}
+_ALLOWED_BY_KIND = {
+    "refusal": {"when", "responses", "contrast", "paraphrase", "threshold"},
+    "prefix": {"choices", "paraphrases", "separator", "applies_to"},
+    "structure": {"sections", "code", "json_schema", "response_template", "applies_to"},
+    "no_repetition": {"ngram", "max_ngram_repeats", "min_distinct_2", "applies_to"},
+    "on_topic": {"threshold", "applies_to"},
+    "contains": {"text", "ignore_case", "applies_to"}, "not_contains": {"text", "ignore_case", "applies_to"},
+    "regex": {"pattern", "applies_to"}, "starts_with": {"text", "applies_to"}, "ends_with": {"text", "applies_to"},
+    "max_words": {"limit", "applies_to"},
+}
+_COMMON_KEYS = {"id", "kind", "description", "dpo"}
+
+
+def reference_issues(spec: Spec) -> list[SpecIssue]:
+    """Cross-reference checks the schema cannot express."""
+    loc, issues = spec.located, []
+    set_names = sorted(spec.prompts)
+
+    def unknown_set(where: tuple, name: str) -> SpecIssue:
+        return loc.issue(where, f"prompt set {name!r} is not defined under prompts{_did_you_mean(name, set_names)}")
+
+    for name, ps in spec.prompts.items():
+        sources = [k for k in ("list", "template", "file", "frames") if getattr(ps, k) is not None]
+        if ps.file and ps.template:
+            sources.remove("template")
+        if len(sources) != 1:
+            what = "none" if not sources else " and ".join(sources)
+            issues.append(loc.issue(("prompts", name), f"a prompt set needs exactly one of list, template, file, frames (got {what})"))
+        if ps.each is not None and ps.template is None:
+            issues.append(loc.issue(("prompts", name, "each"), "`each` needs a `template` to expand"))
+        if ps.file:
+            issues.extend(_file_issue(spec, ("prompts", name, "file"), ps.file))
+    for name, src in spec.answers.items():
+        where = ("answers", name)
+        if name not in spec.prompts:
+            issues.append(loc.issue(where, f"answers for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
+        needs = {"literal": ("items", "template"), "file": ("path",), "field": (), "model": ()}[src.source]
+        if needs and not any(getattr(src, k) is not None for k in needs):
+            issues.append(loc.issue(where, f"source {src.source} needs {' or '.join(needs)}"))
+        if src.source == "file" and src.path:
+            issues.extend(_file_issue(spec, where + ("path",), src.path))
+        if src.source == "field" and name in spec.prompts and not spec.prompts[name].file:
+            issues.append(loc.issue(where + ("source",), f"source field reads a column of the prompt set's file, but prompts.{name} has no file"))
+    seen: dict[str, int] = {}
+    for b in spec.behaviors:
+        where = ("behaviors", b.index)
+        if b.id in seen:
+            issues.append(loc.issue(where + ("id",), f"duplicate behavior id {b.id!r} (also behaviors[{seen[b.id]}])"))
+        seen.setdefault(b.id, b.index)
+        for key in _REQUIRED_BY_KIND.get(b.kind, ()):
+            if key not in b.raw:
+                issues.append(loc.issue(where, f"a {b.kind} behavior needs `{key}`"))
+        allowed = _ALLOWED_BY_KIND[b.kind] | _COMMON_KEYS
+        for key in b.raw:
+            if key not in allowed:
+                issues.append(loc.issue(where + (key,), f"`{key}` does not apply to kind {b.kind}; it takes: {', '.join(sorted(allowed))}", key=True))
+        for key in ("when", "contrast", "applies_to"):
+            for i, name in enumerate(b.sets(key)):
+                if name not in spec.prompts:
+                    sub = where + (key, i) if isinstance(b.raw.get(key), list) else where + (key,)
+                    issues.append(unknown_set(sub, name))
+        if b.kind == "structure" and not (b.get("sections") or b.get("code") or b.get("json_schema")):
+            issues.append(loc.issue(where, "a structure behavior needs sections, code or json_schema"))
+        if b.kind == "structure" and b.get("json_schema") is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(b.get("json_schema"))
+            except jsonschema.SchemaError as exc:
+                issues.append(loc.issue(where + ("json_schema",), f"not a valid JSON Schema: {exc.message}"))
+        if b.kind == "regex":
+            import re
+            try:
+                re.compile(b.get("pattern"))
+            except re.error as exc:
+                issues.append(loc.issue(where + ("pattern",), f"bad regular expression: {exc}"))
+    behavior_ids = sorted(seen) + ["default"]
+    for key in spec.thresholds:
+        if key not in behavior_ids:
+            issues.append(loc.issue(("thresholds", key), f"no behavior named {key!r}{_did_you_mean(key, behavior_ids)}", key=True))
+    for name in spec.probes:
+        if name not in spec.prompts:
+            issues.append(loc.issue(("probes", name), f"probes for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
+    return issues
+
+
+def _file_issue(spec: Spec, where: tuple, rel: str) -> list[SpecIssue]:
+    target = (spec.path.parent / rel)
+    if not target.is_file():
+        return [spec.located.issue(where, f"file not found: {rel} (relative to {display_path(spec.path.parent) or '.'})")]
+    if target.suffix.lower() not in (".jsonl", ".csv"):
+        return [spec.located.issue(where, f"unsupported file type {target.suffix!r}: use .jsonl or .csv")]
+    return []
