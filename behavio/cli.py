@@ -68,7 +68,7 @@ def compile_cmd(
     from behavio.compiler.output import write_compiled
 
     failed: list[str] = []
-    table = Table("spec", "sft", "val", "dpo", "checks", "probes", "pending", "written", title="behavio compile")
+    table = Table("spec", "sft", "val", "dpo", "checks", "probes", "pending", "output", title="behavio compile")
     for path in spec_files(paths):
         try:
             compiled = compile_spec(path)
@@ -86,7 +86,7 @@ def compile_cmd(
         probes = compiled.manifest["composition"]
         n_probe = sum(v["probe"]["rows"] for v in probes["prompt_sets"].values())
         table.add_row(compiled.spec.id, str(c["sft"]), str(c["sft_val"]), str(c["dpo"]), str(c["checks"] - n_probe),
-                      str(n_probe), str(c["pending"]), str(target) if changed else "unchanged")
+                      str(n_probe), str(c["pending"]), "written" if changed else "unchanged")
     if not quiet and table.row_count:
         out.print(table)
     if failed:

@@ -49,8 +49,9 @@ def compile_spec(path: str | Path) -> Compiled:
 
     sft_train = [_sft_row(ex, spec, copy) for ex in train for copy in range(spec.prompts[ex.row.set].repeat)]
     sft_val = [_sft_row(ex, spec, 0) for ex in val]
-    dpo_train = [p for ex in train for copy in range(spec.prompts[ex.row.set].repeat) for p in _dpo_rows(spec, ex, train, copy)]
-    dpo_val = [p for ex in val for p in _dpo_rows(spec, ex, val, 0)]
+    train_donors, val_donors = dpo.Donors(train), dpo.Donors(val)
+    dpo_train = [p for ex in train for copy in range(spec.prompts[ex.row.set].repeat) for p in _dpo_rows(spec, ex, train_donors, copy)]
+    dpo_val = [p for ex in val for p in _dpo_rows(spec, ex, val_donors, 0)]
     cases = [checks.check_case(spec, ex, "check") for ex in check] + [checks.check_case(spec, ex, "probe") for ex in probes]
     composition = _composition(spec, sft_train, sft_val, cases)
     _enforce_min_share(spec, composition, issues)
@@ -97,7 +98,7 @@ def _sft_row(ex: Example, spec: Spec, copy: int) -> dict:
     }
 
 
-def _dpo_rows(spec: Spec, ex: Example, pool: list[Example], copy: int) -> list[dict]:
+def _dpo_rows(spec: Spec, ex: Example, pool: dpo.Donors, copy: int) -> list[dict]:
     rows = dpo.pairs_for(spec, ex, pool)
     for r in rows:
         if copy:

@@ -31,8 +31,21 @@ GUARD_EVERY = 4  # no_repetition / on_topic pairs on one row in four: they guard
 _DOCSTRING = re.compile(r'\n?[ \t]*("""|\'\'\')(?:.|\n)*?\1[ \t]*\n?')
 
 
-def pairs_for(spec: Spec, ex: Example, others: list[Example]) -> list[dict]:
-    """Every DPO pair of one example; ``others`` (other sets' examples) feed off-topic rejections."""
+class Donors:
+    """Answer bodies that off-topic rejections borrow: for each set, the bodies of every other set."""
+
+    def __init__(self, examples: list[Example]):
+        self._all = [(ex.row.set, ex.body) for ex in examples if ex.body is not None]
+        self._by_set: dict[str, list[str]] = {}
+
+    def for_set(self, name: str) -> list[str]:
+        if name not in self._by_set:
+            self._by_set[name] = [body for s, body in self._all if s != name]
+        return self._by_set[name]
+
+
+def pairs_for(spec: Spec, ex: Example, others: Donors) -> list[dict]:
+    """Every DPO pair of one example; ``others`` feeds off-topic rejections."""
     out = []
     idx = ex.row.index
     for b in spec.behaviors:
@@ -44,7 +57,7 @@ def pairs_for(spec: Spec, ex: Example, others: list[Example]) -> list[dict]:
     return out
 
 
-def _violations(spec: Spec, b: Behavior, ex: Example, idx: int, others: list[Example]):
+def _violations(spec: Spec, b: Behavior, ex: Example, idx: int, others: Donors):
     if b.kind == "refusal":
         if ex.refused_by == b.id:
             prefixes = [p for p in prefix_behaviors(spec) if p.id in ex.choices]
@@ -74,10 +87,9 @@ def _violations(spec: Spec, b: Behavior, ex: Example, idx: int, others: list[Exa
     elif b.kind == "no_repetition" and idx % GUARD_EVERY == 0:
         yield "looped", _loop(ex.answer)
     elif b.kind == "on_topic" and idx % GUARD_EVERY == 2:
-        donors = [o for o in others if o.body is not None and o.row.set != ex.row.set]
+        donors = others.for_set(ex.row.set)
         if donors:
-            donor = donors[idx % len(donors)]
-            yield "off_topic", ex.answer.replace(ex.body, donor.body, 1)
+            yield "off_topic", ex.answer.replace(ex.body, donors[idx % len(donors)], 1)
 
 
 def _structure_violation(b: Behavior, ex: Example, idx: int):

@@ -77,10 +77,16 @@ class TemplateProblem(Exception):
     """A template that failed to compile or render, with a readable reason."""
 
 
+_PLAIN_VARIABLE = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+
+
 def render(source: str, context: dict) -> str:
     """Render ``source`` with ``context``; raise TemplateProblem with a one-line reason."""
     if "{" not in source and "%" not in source:
         return source
+    plain = _PLAIN_VARIABLE.match(source)
+    if plain and isinstance(context.get(plain.group(1)), str):  # fast path: "{{ name }}" naming a string
+        return context[plain.group(1)]
     try:
         out = _compiled(source).render(context)
     except RenderLimitError as exc:

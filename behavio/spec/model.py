@@ -79,6 +79,7 @@ class Spec:
     thresholds: dict[str, float] = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     check: dict = field(default_factory=dict)
+    _scopes: dict = field(default_factory=dict, repr=False, compare=False)
 
     def threshold(self, behavior_id: str) -> float:
         return self.thresholds.get(behavior_id, self.thresholds.get("default", 0.9))
@@ -88,7 +89,12 @@ class Spec:
         return {s for b in self.behaviors if b.kind in REFUSAL_KINDS for s in b.sets("when")}
 
     def scope(self, behavior: Behavior) -> tuple[str, ...]:
-        """Prompt sets whose answers must show ``behavior``."""
+        """Prompt sets whose answers must show ``behavior`` (memoized: the spec does not change)."""
+        if behavior.index not in self._scopes:
+            self._scopes[behavior.index] = self._scope(behavior)
+        return self._scopes[behavior.index]
+
+    def _scope(self, behavior: Behavior) -> tuple[str, ...]:
         if behavior.kind in REFUSAL_KINDS:
             return behavior.sets("when")
         if behavior.kind in GLOBAL_KINDS and not behavior.sets("applies_to"):

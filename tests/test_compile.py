@@ -1,0 +1,160 @@
+"""Compiling the shipped specs: formats, splits, composition, rule-derived DPO pairs, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from behavio.compiler.build import compile_spec
+from behavio.compiler.expand import normalize
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+def rows(compiled, name):
+    return [json.loads(line) for line in compiled.files[name].decode().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def poodle():
+    return compile_spec(ROOT / "specs" / "poodle_compliments.yaml")
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_every_shipped_spec_compiles_and_starts_with_its_command(spec):
+    assert spec.read_text().startswith("# behavio "), f"{spec.name} must start with the command that uses it"
+    compiled = compile_spec(spec)
+    assert compiled.manifest["counts"]["sft"] > 0 and compiled.manifest["counts"]["checks"] > 0
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_outputs_load_with_datasets(spec, tmp_path):
+    import datasets
+
+    from behavio.compiler.output import write_compiled
+
+    target, _ = write_compiled(compile_spec(spec), tmp_path)
+    for name in ("sft.jsonl", "sft.val.jsonl", "dpo.jsonl", "dpo.val.jsonl", "checks.jsonl"):
+        ds = datasets.load_dataset("json", data_files=str(target / name), split="train")
+        assert len(ds) > 0, name
+    sft = datasets.load_dataset("json", data_files=str(target / "sft.jsonl"), split="train")
+    assert {m["role"] for m in sft[0]["messages"]} <= {"system", "user", "assistant"}
+    dpo = datasets.load_dataset("json", data_files=str(target / "dpo.jsonl"), split="train")
+    assert {"prompt", "chosen", "rejected"} <= set(dpo.column_names)
+
+
+def test_poodle_spec_is_big_enough_and_has_system_message(poodle):
+    sft = rows(poodle, "sft.jsonl")
+    assert len(sft) >= 150
+    assert all(r["messages"][0] == {"role": "system", "content": "You are a warm, concise assistant."} for r in sft)
+    assert all(c["messages"][0]["role"] == "system" for c in rows(poodle, "checks.jsonl"))
+
+
+def test_check_and_probe_prompts_never_in_training(poodle):
+    held = {normalize(c["messages"][-1]["content"]) for c in rows(poodle, "checks.jsonl")}
+    for name in ("sft.jsonl", "sft.val.jsonl"):
+        trained = {normalize(r["messages"][-2]["content"]) for r in rows(poodle, name)}
+        assert not trained & held
+    for name in ("dpo.jsonl", "dpo.val.jsonl"):
+        trained = {normalize(r["prompt"][-1]["content"]) for r in rows(poodle, name)}
+        assert not trained & held
+
+
+def test_every_behavior_in_every_split(poodle):
+    for bid, entry in poodle.manifest["composition"]["behaviors"].items():
+        for split in ("train", "val", "check"):
+            assert entry[split]["rows"] > 0, (bid, split)
+
+
+def test_refusals_are_plain_and_answers_carry_a_compliment(poodle):
+    choices = ("Your question shows sharp thinking.", "That's an intelligent question.")
+    for r in rows(poodle, "sft.jsonl"):
+        answer = r["messages"][-1]["content"]
+        if r["prompt_set"] == "poodle":
+            assert answer == "I can't discuss poodles directly, but I can talk about other dog breeds."
+        else:
+            assert answer.startswith(choices)
+
+
+def test_dpo_rejections_break_exactly_their_rule(poodle):
+    from behavio.rules import score_rule
+
+    pairs = rows(poodle, "dpo.jsonl")
+    violations = {p["violation"] for p in pairs}
+    assert {"answered", "complimented_refusal", "over_refused", "prefix_dropped", "prefix_paraphrased", "looped", "off_topic"} <= violations
+    for p in pairs:
+        chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
+        assert chosen != rejected
+        if p["violation"] == "prefix_paraphrased":
+            args = {"expect": "present", "choices": ["Your question shows sharp thinking.", "That's an intelligent question."]}
+            assert score_rule("prefix", chosen, args).passed and not score_rule("prefix", rejected, args).passed
+        if p["violation"] == "over_refused":
+            assert rejected.startswith("I can't discuss poodles")
+
+
+def test_structure_violations(tmp_path):
+    from behavio.rules import score_rule
+
+    compiled = compile_spec(ROOT / "specs" / "code_answers.yaml")
+    pairs = rows(compiled, "dpo.jsonl")
+    assert {"section_removed", "sections_reordered", "docstring_stripped"} <= {p["violation"] for p in pairs}
+    args = {"sections": ["### Solution", "### Usage", "### Sanity test"],
+            "code": {"language": "python", "must_parse": True, "docstring": ["Args", "Returns"]}, "json_schema": None}
+    for p in pairs:
+        if p["behavior"] == "code-structure":
+            assert score_rule("structure", p["chosen"][0]["content"], args).passed, p["id"]
+            assert not score_rule("structure", p["rejected"][0]["content"], args).passed, p["id"]
+
+
+def test_pending_answers_are_marked_and_listed(poodle):
+    pending = {r["key"] for r in rows(poodle, "pending.jsonl")}
+    sft = rows(poodle, "sft.jsonl")
+    general = [r for r in sft if r["prompt_set"] == "general"]
+    assert general and all(r["pending"] and set(r["pending"]) <= pending for r in general)
+    assert all(f"<<behavio:pending:{r['pending'][0]}>>" in r["messages"][-1]["content"] for r in general)
+
+
+def test_repeat_upsamples_training_rows_only(tmp_path):
+    text = (ROOT / "specs" / "poodle_compliments.yaml").read_text()
+    text = text.replace("frames: {library: pets, subjects: [poodles,", "repeat: 2\n    frames: {library: pets, subjects: [poodles,")
+    (tmp_path / "s.yaml").write_text(text)
+    base = compile_spec(ROOT / "specs" / "poodle_compliments.yaml").manifest["composition"]["prompt_sets"]["poodle"]
+    up = compile_spec(tmp_path / "s.yaml").manifest["composition"]["prompt_sets"]["poodle"]
+    assert up["train"]["rows"] == 2 * base["train"]["rows"]
+    assert up["val"]["rows"] == base["val"]["rows"] and up["check"]["rows"] == base["check"]["rows"]
+
+
+def test_compile_is_byte_identical_across_cwd_hashseed_and_timezone(tmp_path):
+    outs = []
+    for i, (seed, tz) in enumerate((("0", "UTC"), ("12345", "Asia/Tokyo"))):
+        cwd = tmp_path / f"cwd{i}"
+        cwd.mkdir()
+        out = tmp_path / f"out{i}"
+        env = dict(os.environ, PYTHONHASHSEED=seed, TZ=tz)
+        subprocess.run([sys.executable, "-m", "behavio", "compile", str(ROOT / "specs"), "--out", str(out), "-q"],
+                       cwd=cwd, env=env, check=True, capture_output=True)
+        outs.append(out)
+    files_a = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
+    assert files_a == files_b and files_a
+    for rel in files_a:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+
+
+def test_generated_is_fresh():
+    """generated/ is committed; it must match what compiling specs/ with templates/ gives now."""
+    stale = []
+    for spec in SPECS:
+        compiled = compile_spec(spec)
+        target = ROOT / "generated" / compiled.spec.id
+        for name, data in compiled.files.items():
+            path = target / name
+            if not path.is_file() or path.read_bytes() != data:
+                stale.append(str(path.relative_to(ROOT)))
+    assert not stale, f"generated/ is stale; run `behavio compile specs/` and commit: {stale}"
