@@ -115,8 +115,13 @@ def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders
 
 @app.command()
 @user_errors
-def schema():
+def schema(markdown: bool = typer.Option(False, "--markdown", help="Print the spec reference (docs/spec.md) instead.")):
     """Print the spec's JSON Schema (point editors at it: # yaml-language-server: $schema=...)."""
+    if markdown:
+        from behavio.spec.reference import reference_markdown
+
+        sys.stdout.write(reference_markdown())
+        return
     from behavio.spec.load import spec_schema
 
     sys.stdout.write(json.dumps(spec_schema(), indent=2) + "\n")

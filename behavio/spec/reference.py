@@ -1,0 +1,69 @@
+"""The spec reference (docs/spec.md) rendered from the JSON Schema, so the docs cannot drift."""
+
+from __future__ import annotations
+
+from behavio.spec.load import spec_schema
+
+HEADER = """\
+# Spec reference
+
+<!-- Generated from behavio/spec/schema.json by `behavio schema --markdown > docs/spec.md`; a test keeps it fresh. -->
+
+Every spec is one YAML file. Editors validate and complete it when its first lines include
+`# yaml-language-server: $schema=<path to behavio/spec/schema.json>` (print the schema with
+`behavio schema`). Unknown keys are errors. Every string marked *Jinja* is rendered in a sandbox
+with strict undefined variables; `vars` are available everywhere, `row` holds the fields of the
+prompt's source row (file columns or `each` values), `prompt` the prompt text.
+"""
+
+
+def _type(node: dict) -> str:
+    if "enum" in node:
+        return " \\| ".join(f"`{v}`" for v in node["enum"])
+    if "oneOf" in node:
+        return " or ".join(_type(o) for o in node["oneOf"])
+    t = node.get("type", "any")
+    if t == "array":
+        return f"list of {_type(node.get('items', {}))}"
+    return str(t)
+
+
+def _rows(props: dict, prefix: str = "") -> list[str]:
+    lines = []
+    for key, node in props.items():
+        default = f"`{node['default']}`" if "default" in node else ""
+        desc = node.get("description", "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{prefix}{key}` | {_type(node)} | {default} | {desc} |")
+        if node.get("type") == "object" and "properties" in node and key not in ("json_schema",):
+            lines += _rows(node["properties"], f"{prefix}{key}.")
+    return lines
+
+
+def _table(title: str, intro: str, props: dict) -> str:
+    head = ["", f"## {title}", "", intro, "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    return "\n".join(head + _rows(props)) + "\n"
+
+
+def _example() -> str:
+    from behavio.starter import STARTER
+
+    text = STARTER.format(name="my-spec", schema="behavio/spec/schema.json")
+    return ("\n## Example\n\nWhat `behavio init my-spec` writes; every shipped spec in `specs/` demonstrates more "
+            "features (natural frames, probes, file sources, structure with a response template).\n\n```yaml\n" + text + "```\n")
+
+
+def reference_markdown() -> str:
+    schema = spec_schema()
+    props = schema["properties"]
+    top = {k: v for k, v in props.items() if k not in ("prompts", "answers", "behaviors", "probes")}
+    parts = [HEADER, _example(),
+             _table("Top level", schema["description"], {**top, "prompts": props["prompts"], "answers": props["answers"],
+                                                          "behaviors": props["behaviors"], "probes": props["probes"]}),
+             _table("Prompt set (`prompts.<name>`)", props["prompts"]["additionalProperties"]["description"],
+                    props["prompts"]["additionalProperties"]["properties"]),
+             _table("Answer source (`answers.<prompt set>`)", props["answers"]["additionalProperties"]["description"],
+                    props["answers"]["additionalProperties"]["properties"]),
+             _table("Behavior (`behaviors[]`)", "Which keys each kind takes is checked; see docs/rules.md for what each kind checks "
+                    "and the compiler's docstring in behavio/compiler/dpo.py for the DPO violations each kind generates.",
+                    props["behaviors"]["items"]["properties"])]
+    return "\n".join(parts)

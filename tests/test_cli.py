@@ -1,0 +1,79 @@
+"""The command line: exit codes, messages without tracebacks, init/validate/schema, docs freshness."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from behavio.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_every_command_has_help():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    listing = result.output.split("Commands:")[1]
+    commands = [line.split()[0] for line in listing.splitlines() if line.startswith("  ") and line.split()]
+    assert {"compile", "validate", "init", "schema"} <= set(commands)
+    for command in commands:
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0, command
+        assert "Usage" in sub.output
+
+
+def test_validate_shipped_specs():
+    result = runner.invoke(app, ["validate", str(ROOT / "specs")])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_init_writes_a_spec_that_compiles(tmp_path):
+    result = runner.invoke(app, ["init", "my-bot", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    spec = tmp_path / "my-bot.yaml"
+    assert spec.read_text().startswith("# behavio compile")
+    compiled = runner.invoke(app, ["compile", str(spec), "--out", str(tmp_path / "gen")])
+    assert compiled.exit_code == 0, compiled.output
+    assert (tmp_path / "gen" / "my-bot" / "sft.jsonl").stat().st_size > 0
+    again = runner.invoke(app, ["init", "my-bot", "--dir", str(tmp_path)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_init_rejects_bad_name(tmp_path):
+    result = runner.invoke(app, ["init", "My Bot", "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "lowercase" in result.output
+
+
+def test_missing_path_is_a_clean_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "behavio", "compile", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "no such file or folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_spec_exit_code_and_message_without_traceback(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("spec: x\nprompts: {a: {list: [q]}}\nbehaviors:\n  - id: b\n    kind: nope\n")
+    result = subprocess.run([sys.executable, "-m", "behavio", "compile", str(spec), "--out", str(tmp_path / "g")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{spec}:5:11: behaviors[0].kind: expected one of" in result.stderr
+
+
+def test_schema_is_json_and_docs_are_fresh():
+    result = runner.invoke(app, ["schema"])
+    assert json.loads(result.output)["title"] == "behavio spec"
+    markdown = runner.invoke(app, ["schema", "--markdown"]).output
+    assert (ROOT / "docs" / "spec.md").read_text() == markdown, "docs/spec.md is stale: behavio schema --markdown > docs/spec.md"
+
+
+def test_compile_twice_reports_unchanged(tmp_path):
+    args = ["compile", str(ROOT / "specs" / "support_desk.yaml"), "--out", str(tmp_path)]
+    assert "written" in runner.invoke(app, args).output
+    assert "unchanged" in runner.invoke(app, args).output
