@@ -107,8 +107,12 @@ def _dpo_rows(spec: Spec, ex: Example, pool: dpo.Donors, copy: int) -> list[dict
     return rows
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)  # one encoder: json.dumps(**kw) builds one per call
+
+
 def _jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")
+    encode = _ENCODER.encode
+    return "".join(encode(r) + "\n" for r in rows).encode("utf-8")
 
 
 def _composition(spec: Spec, train: list[dict], val: list[dict], cases: list[dict]) -> dict:
