@@ -29,7 +29,8 @@ def rules_for(spec: Spec, ex: Example) -> list[dict]:
         elif b.kind == "on_topic" and ex.refused_by is None:
             rules.append(_rule(b, "on_topic", **({"threshold": b.get("threshold")} if b.get("threshold") is not None else {})))
         elif b.kind in ASSERTION_KINDS:
-            args = {k: b.get(k) for k in ("text", "ignore_case", "pattern", "limit") if b.get(k) is not None}
+            args = {k: b.get(k) for k in ("ignore_case", "limit") if b.get(k) is not None}
+            args.update(ex.assertions.get(b.id, {}))
             rules.append(_rule(b, b.kind, **args))
     return rules
 

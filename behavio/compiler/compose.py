@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 
 from behavio.compiler.expand import PromptRow, normalize, read_records
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, render
-from behavio.spec.model import Behavior, Spec
+from behavio.spec.model import ASSERTION_KINDS, Behavior, Spec
 
 PENDING_PREFIX = "<<behavio:pending:"
 PENDING_SUFFIX = ">>"
@@ -44,6 +45,7 @@ class Example:
     choices: dict[str, list[str]] = field(default_factory=dict)     # prefix behavior id -> rendered choices
     refusals: dict[str, list[str]] = field(default_factory=dict)    # refusal behavior id -> rendered texts
     refused_by: str | None = None       # refusal behavior that refuses this row
+    assertions: dict[str, dict] = field(default_factory=dict)       # assertion behavior id -> args rendered for this row
     answer_body: str | None = None      # what answering would look like (for refused rows' DPO)
 
     @property
@@ -85,6 +87,17 @@ class Composer:
                 if None in texts:
                     return None
                 ex.refusals[b.id] = texts
+            if b.kind in ASSERTION_KINDS and row.set in self.spec.scope(b):
+                args = {}
+                for key in ("text", "pattern"):
+                    if b.get(key) is not None:
+                        args[key] = self._render(b.get(key), ctx, ("behaviors", b.index, key))
+                        if args[key] is None:
+                            return None
+                if b.kind == "regex" and not _valid_regex(args["pattern"]):
+                    self.issues.add(("behaviors", b.index, "pattern"), f"pattern for row {row.id} is not a valid regular expression: {args['pattern'][:80]!r}")
+                    return None
+                ex.assertions[b.id] = args
             if b.kind == "prefix" and (row.set in self.spec.scope(b) or row.set in self._refusal_of):
                 choices = [self._render(t, ctx, ("behaviors", b.index, "choices", i)) for i, t in enumerate(b.get("choices"))]
                 if None in choices:
@@ -97,7 +110,7 @@ class Composer:
             if not probe:
                 ex.answer_body = self.body(row, prompt, ctx, required=False)
             return ex
-        if probe:
+        if probe or self.spec.prompts[row.set].holdout:
             return ex
         body = self.body(row, prompt, ctx, required=True)
         if body is None:
@@ -178,6 +191,14 @@ class Composer:
 def _pick(spec: Spec, row: PromptRow, salt: str, options: list[str]) -> str:
     """Deterministic choice (independent of PYTHONHASHSEED): str seeds are hashed with SHA-512."""
     return random.Random(f"{spec.split.seed}:{row.id}:{salt}").choice(options)
+
+
+def _valid_regex(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def prefix_behaviors(spec: Spec) -> list[Behavior]:

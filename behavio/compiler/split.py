@@ -47,6 +47,8 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
 
 
 def _split_set(spec: Spec, name: str, rows: list[PromptRow], issues: Issues):
+    if spec.prompts[name].holdout:
+        return [], [], list(rows)
     n = len(rows)
     wanted = sum(1 for share in (spec.split.val, spec.split.check) if share > 0) + 1
     if n < wanted:

@@ -22,6 +22,7 @@ class PromptSet:
     field: str = "prompt"
     frames: dict | None = None
     repeat: int = 1
+    holdout: bool = False
 
 
 @dataclass(frozen=True)
