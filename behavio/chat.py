@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, Union
 
+from behavio.control_tokens import neutralize
 from behavio.errors import BehavioError
 
 if TYPE_CHECKING:
@@ -105,10 +106,14 @@ def fold_system(messages: Sequence[Message]) -> list[Message]:
 def prepare_messages(
     messages: Sequence[Message], tokenizer: PreTrainedTokenizerBase, fold: Fold = "auto"
 ) -> list[Message]:
-    """``messages`` ready for the template: the system message folded when ``fold`` says so."""
+    """``messages`` ready for the template: control markers in the text neutralized (data must never
+    forge a turn), and the system message folded when ``fold`` says so."""
     if fold == "auto":
         fold = needs_system_fold(tokenizer)
-    return fold_system(messages) if fold else [dict(m) for m in messages]
+    specials = tuple(str(t) for t in getattr(tokenizer, "all_special_tokens", ()))
+    clean = [{**m, "content": neutralize(m["content"], specials)} if isinstance(m.get("content"), str) else dict(m)
+             for m in messages]
+    return fold_system(clean) if fold else clean
 
 
 # ---------------------------------------------------------------------------------------------

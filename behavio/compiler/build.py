@@ -17,6 +17,7 @@ from behavio.compiler.compose import Composer, Example, PENDING_PREFIX
 from behavio.compiler.expand import PromptRow, expand_all
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
+from behavio.control_tokens import find_markers
 from behavio.compiler.suite import render_suite, suite_filename
 from behavio.errors import SpecIssue
 from behavio.paths import templates_dir
@@ -46,6 +47,7 @@ def compile_spec(path: str | Path) -> Compiled:
     check = _compose(composer, parts.check)
     probes = _compose(composer, [PromptRow(name, i, text) for name, texts in spec.probes.items() for i, text in enumerate(texts)], probe=True)
     issues.raise_if_any()
+    _warn_control_markers(train + val + check + probes, issues)
 
     sft_train = [_sft_row(ex, spec, copy) for ex in train for copy in range(spec.prompts[ex.row.set].repeat)]
     sft_val = [_sft_row(ex, spec, 0) for ex in val]
@@ -71,6 +73,21 @@ def compile_spec(path: str | Path) -> Compiled:
 
 def _compose(composer: Composer, rows: list[PromptRow], probe: bool = False) -> list[Example]:
     return [ex for row in rows if (ex := composer.compose(row, probe=probe)) is not None]
+
+
+def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
+    """Warn (once per prompt set) when spec text or data holds chat control markers such as <|im_end|>."""
+    found: dict[str, tuple[str, set[str], int]] = {}
+    for ex in examples:
+        texts = [m["content"] for m in ex.prompt] + [ex.answer or "", ex.body or ""]
+        markers = {m for t in texts for m in find_markers(t)}
+        if markers:
+            first, seen, n = found.get(ex.row.set, (ex.id, set(), 0))
+            found[ex.row.set] = (first, seen | markers, n + 1)
+    for name, (first, markers, n) in sorted(found.items()):
+        where = ("prompts", name) if name in issues.spec.prompts else ("probes",)
+        issues.warn(where, f"{n} example(s) contain chat control markers {', '.join(sorted(markers))} (first: {first}); "
+                    "they are neutralized in training and checking, never used as control tokens")
 
 
 def _pending_keys(*texts: str) -> list[str]:
