@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from behavio import __version__
 from behavio.paths import templates_dir
@@ -14,8 +15,7 @@ def suite_filename(spec_id: str) -> str:
 
 
 def render_suite(spec: Spec) -> str:
-    # Our own template, not user input: a plain environment is fine; spec values are passed via |tojson.
-    env = Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
+    env = ImmutableSandboxedEnvironment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=False)
     return env.get_template("test_suite.py.j2").render(
         version=__version__, spec_id=spec.id, spec_file=spec.path.name, description=spec.description,
