@@ -60,7 +60,13 @@ def load(text: str, file: str) -> tuple[Located, list[SpecIssue]]:
     """Parse ``text``; return the located data and every issue found while building it."""
     loc = Located(data=None, file=file)
     issues: list[SpecIssue] = []
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # raised while reading a str: a non-printable character
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        issues.append(SpecIssue(file, line, col, "", f"YAML error: character U+{exc.character:04X} is not allowed in YAML"))
+        return loc, issues
     try:
         try:
             node = loader.get_single_node()
