@@ -158,3 +158,13 @@ def test_generated_is_fresh():
             if not path.is_file() or path.read_bytes() != data:
                 stale.append(str(path.relative_to(ROOT)))
     assert not stale, f"generated/ is stale; run `behavio compile specs/` and commit: {stale}"
+
+
+def test_structure_without_sections_strips_docstrings_only(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "specs" / "data", tmp_path / "data")
+    text = (ROOT / "specs" / "code_answers.yaml").read_text().replace('    sections: ["### Solution", "### Usage", "### Sanity test"]\n', "")
+    (tmp_path / "c.yaml").write_text(text)
+    pairs = rows(compile_spec(tmp_path / "c.yaml"), "dpo.jsonl")
+    assert {p["violation"] for p in pairs if p["behavior"] == "code-structure"} == {"docstring_stripped"}

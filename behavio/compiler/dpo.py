@@ -120,6 +120,8 @@ def _structure_violation(b: Behavior, ex: Example, idx: int):
 
 def _split_sections(text: str, sections: list[str]):
     """Split ``text`` at the required header lines: (text before, [section texts]); None if a header is missing."""
+    if not sections:
+        return None
     positions = []
     for header in sections:
         m = re.search(rf"(?m)^[ \t]*{re.escape(header)}[ \t]*$", text)

@@ -79,6 +79,10 @@ def load(text: str, file: str) -> tuple[Located, list[SpecIssue]]:
         except yaml.YAMLError as exc:
             issues.append(SpecIssue(file, 1, 1, "", f"YAML error: {exc}"))
             return loc, issues
+        except RecursionError:  # PyYAML composes recursively: hundreds of nested [ or { exhaust the stack
+            line, col = _deep_position(text)
+            issues.append(SpecIssue(file, line, col, "", f"nesting deeper than {MAX_DEPTH} levels"))
+            return loc, issues
         if node is None:
             loc.data = None
             return loc, issues
@@ -87,6 +91,22 @@ def load(text: str, file: str) -> tuple[Located, list[SpecIssue]]:
     finally:
         loader.dispose()
     return loc, issues
+
+
+def _deep_position(text: str) -> tuple[int, int]:
+    """Where flow-style brackets first nest deeper than MAX_DEPTH (1:1 if they never do)."""
+    depth, line, col = 0, 1, 0
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, col
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return 1, 1
 
 
 class _TooBig(Exception):
