@@ -142,6 +142,130 @@ def init(
 
 
 @app.command()
+@user_errors
+def check(
+    spec: Path = typer.Argument(..., help="Spec file; its check cases are compiled in memory (never stale)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id/path, 'default', or an adapter directory."),
+    all_checkpoints: Optional[Path] = typer.Option(None, "--all-checkpoints", help="Run directory: check every checkpoint-*/."),
+    responses: Optional[Path] = typer.Option(None, "--responses", help="JSONL of {id|prompt, response} to score; no model needed."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model for adapters (default: the run's config.json)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test per check case)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scorecard(s) as JSON."),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="Write the scorecard as Markdown (every failing case)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Tokens per answer (spec check.max_new_tokens, default 96)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated at once (spec check.batch_size, default 16)."),
+    quantization: str = typer.Option("auto", "--quantization", help="auto (4bit on CUDA, none on CPU), 4bit or none."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Generate again even when cached answers exist."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the model directory."),
+    failures: int = typer.Option(10, "--failures", help="Failing cases to print (0: none)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only the table and errors."),
+):
+    """Score a model, every checkpoint of a run, or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
+    from behavio.check import engine, report
+
+    sources = [s for s in (model, all_checkpoints, responses) if s is not None]
+    if len(sources) != 1:
+        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses")
+    cs = engine.load_check_spec(spec)
+    gen = dict(base_model=base_model, quantization=quantization, trust_remote_code=trust_remote_code,
+               use_cache=not no_cache, quiet=quiet)
+    if all_checkpoints is not None:
+        log = (lambda m: None) if quiet else (lambda m: err.print(m, markup=False, highlight=False))
+        run = engine.check_checkpoints(cs, all_checkpoints, max_new_tokens=max_new_tokens, batch_size=batch_size, log=log, **gen)
+        written = report.write_run_outputs(run)
+        report.wide(out).print(report.run_table(run))
+        for warning in run.warnings:
+            err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        out.print(report.best_sentence(run).replace("**", ""), highlight=False)
+        if run.best and failures:
+            report.print_failures(out, run.best, failures)
+        out.print(f"wrote {', '.join(str(p) for p in written)}; generated {run.generated} answers", highlight=False)
+        cards, data, code = run.cards, run.to_dict(), run.exit_code
+        if md_out:
+            report.write_text(md_out, report.run_markdown(run))
+    else:
+        if responses is not None:
+            from behavio.check.responses import read_responses
+
+            card = engine.score_cases(cs.cases, read_responses(responses, cs.cases), cs.thresholds, label=responses.name)
+            missing = sum(c.response is None for c in card.cases)
+            if missing:
+                err.print(f"warning: {responses}: no response for {missing} of {len(card.cases)} check cases (counted as failing)",
+                          markup=False, highlight=False)
+        else:
+            card = engine.check_model(cs, model, max_new_tokens=max_new_tokens, batch_size=batch_size, **gen)
+        report.wide(out).print(report.card_table(card, title=f"behavio check {cs.id}: {card.label}"))
+        if failures:
+            report.print_failures(out, card, failures)
+        cards, code = [card], 0 if card.meets_thresholds else 1
+        data = {"spec": cs.id, "spec_sha256": cs.spec_sha256, "checks_sha256": cs.checks_sha256, "scorecard": card.to_dict()}
+        if md_out:
+            report.write_text(md_out, report.card_markdown(card, "#"))
+    if json_out:
+        report.write_json(json_out, data)
+    if junit:
+        report.write_junit(junit, cards, cs.id)
+    if code == 2:
+        for ckpt in run.broken:
+            err.print(f"broken checkpoint: {ckpt.problem}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
+def train(
+    spec: Path = typer.Argument(..., help="Spec file (compiled in memory; its train: block gives the settings)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Training settings as key=value, e.g. lr=5e-5 max_minutes=90."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Model to fine-tune (overrides train.base_model)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Run directory to continue from its newest complete checkpoint."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where new run directories go."),
+    no_check: bool = typer.Option(False, "--no-check", help="Do not score the checkpoints after training."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
+):
+    """Fill answers, train LoRA/QLoRA SFT then DPO into runs/<spec>-<time>/, score every checkpoint."""
+    from behavio.train.commands import train_command
+
+    raise typer.Exit(train_command(spec, list(overrides or []), base_model=base_model, resume=resume, runs_dir=runs_dir,
+                                   check=not no_check, quiet=quiet, err=err))
+
+
+@app.command()
+@user_errors
+def run(
+    spec: Path = typer.Argument(..., help="Spec file."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Training settings as key=value."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Model to fine-tune (overrides train.base_model)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the run directory goes."),
+    out_dir: Path = typer.Option(Path("generated"), "--out", "-o", help="Where compile writes generated/<spec>/."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the scorecard and errors."),
+):
+    """compile -> train -> check every checkpoint, one command. Exit 0: best meets thresholds, 1: not, 2: error."""
+    from behavio.train.commands import run_command
+
+    raise typer.Exit(run_command(spec, list(overrides or []), base_model=base_model, runs_dir=runs_dir, out_dir=out_dir,
+                                 quiet=quiet, out=out, err=err))
+
+
+@app.command()
+@user_errors
+def preview(
+    spec: Path = typer.Argument(..., help="Spec file."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Training settings as key=value (max_length, fold_system...)."),
+    count: int = typer.Option(3, "--count", "-n", min=1, help="Examples to show."),
+    stage: str = typer.Option("sft", "--stage", help="sft, or dpo (chosen and rejected)."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Whose tokenizer and chat template to use."),
+    template: Optional[str] = typer.Option(None, "--template", help="Use a shipped chat template: chatml, llama3, mistral, gemma."),
+    fill: bool = typer.Option(False, "--fill", help="Write pending answers with the base model instead of a placeholder."),
+    plain: bool = typer.Option(False, "--plain", help="Mark trained text with [[...]] instead of colour."),
+):
+    """Print a few training examples with the trained (loss-bearing) tokens highlighted."""
+    from behavio.train.commands import preview_command
+
+    raise typer.Exit(preview_command(spec, count=count, stage=stage, base_model=base_model, template=template, fill=fill,
+                                     plain=plain, overrides=list(overrides or []), out=out))
+
+
+@app.command()
 def version():
     """Print behavio's version."""
     out.print(__version__)

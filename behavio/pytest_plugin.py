@@ -18,6 +18,8 @@ def pytest_addoption(parser):
                     help="model id/path or adapter dir to generate answers with (env BEHAVIO_MODEL)")
     group.addoption("--behavio-responses", default=os.environ.get("BEHAVIO_RESPONSES"),
                     help="JSONL of {id|prompt, response} to score instead of generating (env BEHAVIO_RESPONSES)")
+    group.addoption("--behavio-base-model", default=os.environ.get("BEHAVIO_BASE_MODEL"),
+                    help="base model of an adapter dir given as --behavio-model (default: the adapter's own record)")
     group.addoption("--behavio-max-new-tokens", type=int, default=None, help="tokens generated per case")
 
 
@@ -31,6 +33,7 @@ def behavio_responses(request):
     model = request.config.getoption("--behavio-model")
     responses_file = request.config.getoption("--behavio-responses")
     max_new = request.config.getoption("--behavio-max-new-tokens")
+    base_model = request.config.getoption("--behavio-base-model")
     cache: dict[Path, object] = {}
 
     def get(checks_path: Path):
@@ -42,7 +45,7 @@ def behavio_responses(request):
                 elif model:
                     from behavio.check.engine import responses_from_model
 
-                    cache[checks_path] = responses_from_model(model, cases, max_new_tokens=max_new)
+                    cache[checks_path] = responses_from_model(model, cases, max_new_tokens=max_new, base_model=base_model)
                 else:
                     pytest.skip("no --behavio-model or --behavio-responses given (or BEHAVIO_MODEL / BEHAVIO_RESPONSES)")
             except BehavioError as exc:

@@ -21,11 +21,24 @@ class Responses:
     def response_for(self, case: dict) -> str | None:
         if case["id"] in self.by_id:
             return self.by_id[case["id"]]
-        prompt = next((m["content"] for m in reversed(case["messages"]) if m["role"] == "user"), "")
-        return self.by_prompt.get(normalize(prompt))
+        return self.by_prompt.get(_prompt(case))
 
     def finished(self, case: dict) -> bool:
-        return case["id"] not in self.unfinished
+        return case["id"] not in self.unfinished and f"prompt:{_prompt(case)}" not in self.unfinished
+
+    @classmethod
+    def from_generations(cls, cases: list[dict], generations: list) -> "Responses":
+        """Responses from ``generations`` (``.text``, ``.finished``), one per case in the same order."""
+        out = cls()
+        for case, gen in zip(cases, generations, strict=True):
+            out.by_id[case["id"]] = gen.text
+            if not gen.finished:
+                out.unfinished.add(case["id"])
+        return out
+
+
+def _prompt(case: dict) -> str:
+    return normalize(next((m["content"] for m in reversed(case["messages"]) if m["role"] == "user"), ""))
 
 
 def read_responses(path: str | Path, cases: list[dict]) -> Responses:
@@ -34,6 +47,7 @@ def read_responses(path: str | Path, cases: list[dict]) -> Responses:
     if not path.is_file():
         raise BehavioError(f"{path}: responses file not found")
     known = {c["id"] for c in cases}
+    prompts = {_prompt(c) for c in cases}
     out = Responses()
     problems = []
     with open(path, encoding="utf-8", errors="replace") as fh:
@@ -54,12 +68,15 @@ def read_responses(path: str | Path, cases: list[dict]) -> Responses:
                     continue
                 out.by_id[row["id"]] = row["response"]
             elif isinstance(row.get("prompt"), str):
+                if normalize(row["prompt"]) not in prompts:
+                    problems.append(f"{path}:{lineno}: no check case has the prompt {row['prompt'][:60]!r}")
+                    continue
                 out.by_prompt[normalize(row["prompt"])] = row["response"]
             else:
                 problems.append(f"{path}:{lineno}: needs \"id\" (a check case id) or \"prompt\"")
                 continue
             if row.get("finished") is False:
-                out.unfinished.add(row.get("id") or "")
+                out.unfinished.add(row["id"] if isinstance(row.get("id"), str) else f"prompt:{normalize(row['prompt'])}")
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise BehavioError("\n".join(problems[:5]) + more)

@@ -1,0 +1,369 @@
+"""The check engine: answer a spec's check cases with a model (or read saved answers) and score them.
+
+- ``score_cases``: responses -> Scorecard, rule by rule (no model needed).
+- ``check_model``: one base model or adapter directory.
+- ``check_checkpoints`` / ``check_run``: every checkpoint of a run, the base loaded once and each
+  LoRA adapter attached in turn; generations cached by (model/adapter content hash, settings,
+  case messages), so re-checking an unchanged run generates nothing and loads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from behavio.check.checkpoints import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, check_safetensors, content_hash,
+                                       find_checkpoints, read_json, run_base_model)
+from behavio.check.responses import Responses
+from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard, pick_best, rank_key
+from behavio.compiler.compose import pending_key
+from behavio.errors import BehavioError
+from behavio.generate import Generation, GenerationCache, cache_root, effective_quantization, generate_cached
+
+DEFAULT_MAX_NEW_TOKENS = 96
+DEFAULT_BATCH_SIZE = 16
+Log = Callable[[str], None]
+
+
+def _quiet_log(_: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- spec and cases
+
+@dataclass
+class CheckSpec:
+    """What checking needs from a spec: its id, check cases, thresholds, generation settings, hash."""
+
+    id: str
+    path: Path
+    cases: list[dict]
+    thresholds: dict[str, float]
+    max_new_tokens: int
+    batch_size: int
+    spec_sha256: str
+    checks_sha256: str
+
+
+def load_check_spec(spec_path: str | Path) -> CheckSpec:
+    """Compile the spec in memory (never stale files) and take its check cases."""
+    from behavio.compiler.build import compile_spec
+
+    compiled = compile_spec(spec_path)
+    data = compiled.files["checks.jsonl"]
+    cases = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    spec = compiled.spec
+    return CheckSpec(id=spec.id, path=Path(spec_path), cases=cases,
+                     thresholds={b.id: spec.threshold(b.id) for b in spec.behaviors},
+                     max_new_tokens=int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+                     batch_size=int(spec.check.get("batch_size", DEFAULT_BATCH_SIZE)),
+                     spec_sha256=compiled.manifest["spec_sha256"], checks_sha256=hashlib.sha256(data).hexdigest())
+
+
+# ---------------------------------------------------------------- scoring
+
+def rule_name(rule: dict) -> str:
+    """A rule's kind, qualified by what it expects: ``refusal:refuse``, ``refusal:answer``, ``prefix:absent``."""
+    expect = rule.get("args", {}).get("expect")
+    return f"{rule['kind']}:{expect}" if expect else rule["kind"]
+
+
+def _user_prompt(case: dict) -> str:
+    return next((m["content"] for m in reversed(case["messages"]) if m["role"] == "user"), "")
+
+
+def score_case(case: dict, response: str | None, finished: bool = True) -> CaseResult:
+    """Every rule of ``case`` on ``response`` (a missing response fails every rule)."""
+    from behavio.rules import score_rule
+
+    verdicts = []
+    for rule in case["rules"]:
+        if response is None:
+            verdicts.append(RuleVerdict(rule["behavior"], rule_name(rule), False, 0.0, "no response for this case"))
+            continue
+        try:
+            result = score_rule(rule["kind"], response, rule["args"], case, finished)
+        except KeyError as exc:
+            raise BehavioError(f"check case {case['id']}: {exc.args[0]}") from None
+        verdicts.append(RuleVerdict(rule["behavior"], rule_name(rule), result.passed, float(result.score), result.explanation))
+    return CaseResult(id=case["id"], split=case.get("split", "check"), prompt_set=case.get("prompt_set", ""),
+                      prompt=_user_prompt(case), response=response, finished=finished, verdicts=verdicts)
+
+
+def _prewarm_embeddings(cases: list[dict], responses: Responses, batch: int = 32) -> None:
+    """Embed every text the semantic rules will compare in a few length-sorted batches (the rules
+    then hit the embedding cache) instead of one model call per text."""
+    from behavio.rules import embeddings
+
+    texts: set[str] = set()
+    for case in cases:
+        response = responses.response_for(case)
+        for rule in case["rules"]:
+            if response is None or not response.strip():
+                continue
+            if rule["kind"] == "on_topic":
+                texts |= {_user_prompt(case), response}
+            elif rule["kind"] == "refusal" and rule["args"].get("paraphrase"):
+                texts |= {response, *rule["args"].get("responses", [])}
+    if not texts or not embeddings.available():
+        return
+    ordered = sorted(texts, key=len)
+    for start in range(0, len(ordered), batch):
+        embeddings.embed(ordered[start:start + batch])
+
+
+def score_cases(cases: list[dict], responses: Responses, spec_thresholds: dict[str, float], *, label: str = "responses",
+                step: int | None = None, stage: str | None = None, meta: dict | None = None) -> Scorecard:
+    """Score ``responses`` to ``cases`` against the spec's thresholds (behavior id -> minimum pass rate)."""
+    _prewarm_embeddings(cases, responses)
+    results = [score_case(c, responses.response_for(c), responses.finished(c)) for c in cases]
+    return Scorecard(label=label, thresholds=dict(spec_thresholds), cases=results, step=step, stage=stage, meta=meta or {})
+
+
+# ---------------------------------------------------------------- models and adapters
+
+@dataclass
+class Base:
+    """A loaded base model with its tokenizer and fingerprint."""
+
+    path: Path
+    model: object
+    tokenizer: object
+    fingerprint: str
+
+
+def resolve_model(name: str | Path) -> Path:
+    from behavio.models import resolve_base_model
+
+    try:
+        return Path(resolve_base_model(str(name)))
+    except BehavioError:
+        raise
+    except Exception as exc:  # e.g. a hub id that is not available offline
+        raise BehavioError(f"{name}: cannot find this model ({type(exc).__name__}: {exc})") from None
+
+
+def load_base(path: Path, *, quantization: str = "auto", trust_remote_code: bool = False) -> Base:
+    from behavio.models import load_model, load_tokenizer, model_fingerprint
+
+    model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
+    model.eval()
+    return Base(path, model, load_tokenizer(path), model_fingerprint(path))
+
+
+class Adapters:
+    """Attaches LoRA adapters to one base model in turn (PEFT load_adapter / set_adapter), dropping the previous."""
+
+    def __init__(self, base: Base):
+        self.base = base
+        self.peft = None
+        self.active: str | None = None
+        self._n = 0
+
+    def activate(self, path: Path):
+        """The model with the adapter at ``path`` active; BehavioError naming ``path`` if it does not load."""
+        from peft import PeftModel
+
+        self._n += 1
+        name = f"adapter{self._n}"
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base.model, str(path), adapter_name=name, is_trainable=False)
+            else:
+                self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+                self.peft.set_adapter(name)
+        except Exception as exc:
+            raise BehavioError(f"{path}: adapter does not load on {self.base.path.name} ({type(exc).__name__}: {exc})") from None
+        if self.active is not None:
+            self.peft.delete_adapter(self.active)
+        self.active = name
+        self.peft.eval()
+        return self.peft
+
+
+def _model_hash(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _check_cache(model_hash: str, max_new_tokens: int, quantization: str, use_cache: bool) -> GenerationCache:
+    settings = {"purpose": "check", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization), "greedy": True, "v": 1}
+    return GenerationCache(cache_root() / "checks", model_hash, settings, enabled=use_cache)
+
+
+def _case_items(cases: list[dict]) -> dict[str, list[dict]]:
+    return {pending_key(c["messages"]): c["messages"] for c in cases}
+
+
+def _responses(cases: list[dict], gens: dict[str, Generation]) -> Responses:
+    return Responses.from_generations(cases, [gens[pending_key(c["messages"])] for c in cases])
+
+
+def _cached(cases: list[dict], cache: GenerationCache) -> dict[str, Generation] | None:
+    items = _case_items(cases)
+    gens = {k: cache.get(k) for k in items}
+    return gens if all(gens.values()) else None  # type: ignore[return-value]
+
+
+def _adapter_dir(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file()
+
+
+def _adapter_base(path: Path, base_model: str | None) -> str:
+    if base_model:
+        return base_model
+    meta = read_json(path / "behavio.json") if (path / "behavio.json").is_file() else {}
+    name = meta.get("base_model") or read_json(path / ADAPTER_CONFIG).get("base_model_name_or_path")
+    if not name:
+        raise BehavioError(f"{path / ADAPTER_CONFIG}: no base_model_name_or_path; pass --base-model")
+    return name
+
+
+def generate_responses(model_name: str | Path, cases: list[dict], *, max_new_tokens: int, batch_size: int,
+                       base_model: str | None = None, quantization: str = "auto", trust_remote_code: bool = False,
+                       use_cache: bool = True, quiet: bool = False) -> tuple[Responses, int]:
+    """Answers of a base model or adapter directory to ``cases``; returns (responses, cases generated)."""
+    from behavio.models import model_fingerprint
+
+    path = Path(model_name)
+    adapter = path if path.is_dir() and _adapter_dir(path) else None
+    if adapter is not None:
+        read_json(adapter / ADAPTER_CONFIG)
+        check_safetensors(adapter / ADAPTER_WEIGHTS)
+        base_path = resolve_model(_adapter_base(adapter, base_model))
+        model_hash = _model_hash(model_fingerprint(base_path), content_hash(adapter))
+    else:
+        base_path = resolve_model(model_name)
+        model_hash = _model_hash(model_fingerprint(base_path))
+    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache)
+    gens = _cached(cases, cache)
+    if gens is not None:
+        return _responses(cases, gens), 0
+    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+    model = Adapters(base).activate(adapter) if adapter is not None else base.model
+    gens, generated = generate_cached(model, base.tokenizer, _case_items(cases), cache, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, label="checking", quiet=quiet)
+    return _responses(cases, gens), generated
+
+
+def responses_from_model(model: str | Path, cases: list[dict], max_new_tokens: int | None = None, *,
+                         batch_size: int = DEFAULT_BATCH_SIZE, **kwargs) -> Responses:
+    """Answers of ``model`` (id, path, ``default``, or adapter dir) to ``cases`` (used by the pytest plugin)."""
+    responses, _ = generate_responses(model, cases, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+                                      batch_size=batch_size, **kwargs)
+    return responses
+
+
+def check_model(spec: CheckSpec, model: str | Path, *, max_new_tokens: int | None = None, batch_size: int | None = None,
+                **kwargs) -> Scorecard:
+    """Scorecard of one base model or adapter directory on ``spec``'s check cases."""
+    responses, generated = generate_responses(model, spec.cases, max_new_tokens=max_new_tokens or spec.max_new_tokens,
+                                              batch_size=batch_size or spec.batch_size, **kwargs)
+    return score_cases(spec.cases, responses, spec.thresholds, label=str(model), meta={"generated": generated})
+
+
+# ---------------------------------------------------------------- every checkpoint of a run
+
+@dataclass
+class RunReport:
+    """Scorecards of every sound checkpoint of a run, the broken ones, and the best."""
+
+    spec: CheckSpec
+    run_dir: Path
+    cards: list[Scorecard]
+    broken: list[Checkpoint]
+    base_model: str
+    max_new_tokens: int
+    generated: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Scorecard | None:
+        return pick_best(self.cards)
+
+    @property
+    def exit_code(self) -> int:
+        """2 when a checkpoint is broken, else 0 when the best meets every threshold, else 1."""
+        if self.broken or not self.cards:
+            return 2
+        return 0 if self.best and self.best.meets_thresholds else 1
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {
+            "spec": self.spec.id, "spec_sha256": self.spec.spec_sha256, "checks_sha256": self.spec.checks_sha256,
+            "run_dir": str(self.run_dir), "base_model": self.base_model, "max_new_tokens": self.max_new_tokens,
+            "thresholds": self.spec.thresholds, "best": best.label if best else None,
+            "best_meets_thresholds": bool(best and best.meets_thresholds),
+            "ranking": [c.label for c in sorted(self.cards, key=rank_key)],
+            "checkpoints": [c.to_dict() for c in self.cards],
+            "broken": [{"checkpoint": b.name, "step": b.step, "problem": b.problem} for b in self.broken],
+            "warnings": self.warnings,
+        }
+
+
+def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str | None = None,
+                      max_new_tokens: int | None = None, batch_size: int | None = None, quantization: str = "auto",
+                      trust_remote_code: bool = False, use_cache: bool = True, quiet: bool = False,
+                      log: Log = _quiet_log) -> RunReport:
+    """Score every checkpoint of ``run_dir``; broken ones are listed, never fatal."""
+    from behavio.models import model_fingerprint
+
+    run_dir = Path(run_dir)
+    found = find_checkpoints(run_dir)
+    sound = [c for c in found if not c.broken]
+    name = base_model or run_base_model(run_dir, sound)
+    if not name:
+        raise BehavioError(f"{run_dir / 'config.json'}: no \"base_model\"; pass --base-model")
+    base_path = resolve_model(name)
+    max_new = max_new_tokens or spec.max_new_tokens
+    report = RunReport(spec, run_dir, [], [c for c in found if c.broken], str(base_path), max_new)
+    fingerprint = model_fingerprint(base_path)
+    base: Base | None = None
+    adapters: Adapters | None = None
+    for i, ckpt in enumerate(sound, 1):
+        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache)
+        gens = _cached(spec.cases, cache)
+        generated = 0
+        if gens is None:
+            if base is None:
+                log(f"loading base model {base_path}")
+                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+                adapters = Adapters(base)
+            try:
+                model = adapters.activate(ckpt.path)  # type: ignore[union-attr]
+            except BehavioError as exc:
+                ckpt.problem = str(exc)
+                report.broken.append(ckpt)
+                log(f"checkpoint {i} of {len(sound)}: {ckpt.name} broken: {exc}")
+                continue
+            todo = sum(1 for k in _case_items(spec.cases) if cache.get(k) is None)
+            log(f"checkpoint {i} of {len(sound)}: {ckpt.name}, generating {todo} of {len(spec.cases)} cases")
+            gens, generated = generate_cached(model, base.tokenizer, _case_items(spec.cases), cache, max_new_tokens=max_new,
+                                              batch_size=batch_size or spec.batch_size,
+                                              label=f"checkpoint {i}/{len(sound)}", quiet=quiet)
+        else:
+            log(f"checkpoint {i} of {len(sound)}: {ckpt.name}, {len(spec.cases)} cases cached")
+        report.generated += generated
+        spec_hash = ckpt.meta.get("spec_hash")
+        if isinstance(spec_hash, str) and spec_hash and not spec.spec_sha256.startswith(spec_hash):
+            report.warnings.append(f"{ckpt.path / 'behavio.json'}: trained on spec hash {spec_hash[:12]}, "
+                                   f"the spec is now {spec.spec_sha256[:12]}")
+        meta = {"checkpoint": ckpt.name, "path": str(ckpt.path), "metrics": ckpt.meta.get("metrics") or {},
+                "generated": generated}
+        report.cards.append(score_cases(spec.cases, _responses(spec.cases, gens), spec.thresholds, label=ckpt.name,
+                                        step=ckpt.step, stage=ckpt.stage, meta=meta))
+    report.broken.sort(key=lambda c: (c.step, c.name))
+    return report
+
+
+def check_run(spec_path: str | Path, run_dir: str | Path, *, write: bool = True, **kwargs) -> RunReport:
+    """Check every checkpoint of ``run_dir`` against the spec; write scorecard.{json,md,html} and ``best``."""
+    report = check_checkpoints(load_check_spec(spec_path), run_dir, **kwargs)
+    if write:
+        from behavio.check.report import write_run_outputs
+
+        write_run_outputs(report)
+    return report

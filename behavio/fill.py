@@ -1,0 +1,120 @@
+"""Fill pending answer bodies (``answers: {source: model}``) with the base model's greedy answers.
+
+Bodies are cached under ``$BEHAVIO_CACHE/answers/`` (default ``~/.cache/behavio/answers/``) by
+(model fingerprint, pending key, generation settings), so a second fill generates nothing and
+does not even load the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from behavio.compiler.compose import PENDING_PREFIX, PENDING_SUFFIX
+from behavio.errors import BehavioError
+from behavio.generate import Generation, GenerationCache, cache_root, effective_quantization, generate_cached
+
+ANSWER_MAX_NEW_TOKENS = 64
+ANSWER_BATCH_SIZE = 16
+FILLED_FILES = ("sft", "sft.val", "dpo", "dpo.val", "checks")
+_MARKER = re.compile(re.escape(PENDING_PREFIX) + r"([0-9a-f]+)" + re.escape(PENDING_SUFFIX))
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def tidy_body(gen: Generation, trim_unfinished: bool = True) -> str:
+    """The body as the model wrote it, whitespace stripped; an answer cut by the token limit is trimmed
+    back to its last complete sentence (when it has one), so training never shows a half sentence."""
+    text = gen.text.strip()
+    if gen.finished or not trim_unfinished:
+        return text
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[:ends[-1].end()].strip() if ends else text
+
+
+def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,
+                 batch_size: int = ANSWER_BATCH_SIZE, trim_unfinished: bool = True, use_cache: bool = True,
+                 quantization: str = "none", trust_remote_code: bool = False, quiet: bool = False) -> dict[str, str]:
+    """Answer bodies for ``pending_rows`` (``{"key", "messages"}``) written by ``base_model``; key -> text."""
+    from behavio.models import model_fingerprint, resolve_base_model
+
+    if not pending_rows:
+        return {}
+    path = resolve_base_model(base_model)
+    settings = {"purpose": "answers", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization),
+                "greedy": True, "v": 1}
+    cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
+    items = {row["key"]: row["messages"] for row in pending_rows}
+    if all(cache.get(k) is not None for k in items):
+        gens = {k: cache.get(k) for k in items}
+    else:
+        from behavio.models import load_model, load_tokenizer
+
+        model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(path)
+        gens, _ = generate_cached(model, tokenizer, items, cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  label="writing answer bodies", quiet=quiet)
+    return {k: tidy_body(g, trim_unfinished) for k, g in gens.items()}
+
+
+def _fill_value(value, answers: dict[str, str], where: str):
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in answers:
+                raise BehavioError(f"{where}: no answer for pending key {m.group(1)}")
+            return answers[m.group(1)]
+
+        return _MARKER.sub(sub, value)
+    if isinstance(value, list):
+        return [_fill_value(v, answers, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill_value(v, answers, where) for k, v in value.items()}
+    return value
+
+
+def fill_rows(rows: list[dict], answers: dict[str, str]) -> list[dict]:
+    """Copies of ``rows`` with every pending marker (in any message, reference, chosen/rejected) replaced
+    and ``pending`` emptied; BehavioError naming the row if an answer is missing."""
+    out = []
+    for row in rows:
+        filled = {k: v if k == "pending" else _fill_value(v, answers, f"row {row.get('id', '?')}") for k, v in row.items()}
+        if "pending" in row:
+            filled["pending"] = []
+        out.append(filled)
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise BehavioError(f"{path}: missing; run `behavio compile` first")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise BehavioError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
+def fill_compiled_dir(directory: str | Path, base_model: str = "default", *,
+                      max_new_tokens: int = ANSWER_MAX_NEW_TOKENS, batch_size: int = ANSWER_BATCH_SIZE,
+                      quiet: bool = False, **kwargs) -> Path:
+    """Write ``directory/filled/{sft,sft.val,dpo,dpo.val,checks}.jsonl`` with every pending body filled."""
+    directory = Path(directory)
+    pending = _read_jsonl(directory / "pending.jsonl")
+    answers = fill_pending(pending, base_model, max_new_tokens=max_new_tokens, batch_size=batch_size, quiet=quiet, **kwargs)
+    target = directory / "filled"
+    target.mkdir(exist_ok=True)
+    for name in FILLED_FILES:
+        _write_jsonl(target / f"{name}.jsonl", fill_rows(_read_jsonl(directory / f"{name}.jsonl"), answers))
+    return target

@@ -1,0 +1,197 @@
+"""Batched greedy generation for chat conversations, and a persistent cache of what was generated.
+
+Prompts are rendered with the chat template (system folded the same way as in training), sorted
+by length so each batch pads little, generated with left padding and greedy decoding until EOS or
+the template's end-of-turn token, and returned in input order with special tokens stripped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from behavio.models import cache_root  # noqa: F401  (re-exported for fill and check)
+
+END_OF_TURN_CANDIDATES = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generated answer; ``finished`` is False when the token limit was hit before a stop token."""
+
+    text: str
+    finished: bool
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus the chat template's end-of-turn token (the special token that closes an assistant turn)."""
+    ids = []
+    eos = tokenizer.eos_token_id
+    ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+    try:
+        marker = "Zq7behavioZq7"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}],
+                                             tokenize=False)
+        tail = tokenizer(text.split(marker, 1)[1], add_special_tokens=False)["input_ids"]
+        if tail and tail[0] in set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder):
+            ids.append(tail[0])
+    except Exception:  # no chat template, or one that rejects this conversation: fall back to known names
+        vocab = tokenizer.get_vocab()
+        ids += [vocab[t] for t in END_OF_TURN_CANDIDATES if t in vocab and t in (tokenizer.chat_template or "")]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def _batches(order: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
+
+
+def _progress(total: int, label: str, quiet: bool):
+    """A rich progress bar on a terminal; None when quiet, not a TTY, or for short work."""
+    if quiet or total < 2 or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+
+def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int, batch_size: int,
+             fold: bool | str = "auto", label: str = "generating", quiet: bool = False,
+             on_batch: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
+    """Greedy answers to ``conversations`` (each ends with a user turn), in input order.
+
+    ``fold`` folds the system message into the first user turn (``auto``: when the template needs it).
+    ``on_batch(indices, generations)`` is called after every batch (for caching and progress).
+    """
+    import torch
+
+    from behavio.chat import encode_text, render_prompt
+
+    if not conversations:
+        return []
+    encoded = [encode_text(render_prompt(messages, tokenizer, fold), tokenizer) for messages in conversations]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    stops = stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    config = _greedy_config(model, max_new_tokens, stops, pad)
+    device = next(model.parameters()).device
+    results: list[Generation | None] = [None] * len(encoded)
+    progress = _progress(len(encoded), label, quiet)
+    task = progress.add_task(label, total=len(encoded)) if progress else None
+    if progress:
+        progress.start()
+    try:
+        for batch in _batches(order, max(1, batch_size)):
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]):] = 1
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+            gens = [_decode(tokenizer, seq[width:].tolist(), stops, max_new_tokens) for seq in out]
+            for i, gen in zip(batch, gens):
+                results[i] = gen
+            if on_batch:
+                on_batch(batch, gens)
+            if progress:
+                progress.advance(task, len(batch))
+    finally:
+        if progress:
+            progress.stop()
+    return results  # type: ignore[return-value]
+
+
+def _greedy_config(model, max_new_tokens: int, stops: list[int], pad: int):
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
+                            pad_token_id=pad, bos_token_id=getattr(model.config, "bos_token_id", None))
+
+
+def _decode(tokenizer, new_tokens: list[int], stops: list[int], max_new_tokens: int) -> Generation:
+    stop_at = next((k for k, t in enumerate(new_tokens) if t in stops), None)
+    body = new_tokens if stop_at is None else new_tokens[:stop_at]
+    finished = stop_at is not None or len(new_tokens) < max_new_tokens
+    return Generation(tokenizer.decode(body, skip_special_tokens=True).strip(), finished)
+
+
+def effective_quantization(quantization: str = "auto") -> str:
+    """What ``auto`` means here (4bit on CUDA, none on CPU): part of every generation cache key."""
+    if quantization != "auto":
+        return quantization
+    import torch
+
+    return "4bit" if torch.cuda.is_available() else "none"
+
+
+def settings_key(**settings) -> str:
+    """A short stable hash of generation settings (and anything else that changes the answers)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class GenerationCache:
+    """Append-only JSONL of generations, one file per (model hash, settings); rows ``{"key","text","finished"}``.
+
+    A partly written last line (a crash mid-write) is ignored on reading and never breaks later appends.
+    """
+
+    def __init__(self, folder: Path, model_hash: str, settings: dict, enabled: bool = True):
+        self.path = Path(folder) / f"{model_hash[:24]}-{settings_key(**settings)}.jsonl"
+        self.enabled = enabled
+        self.entries: dict[str, Generation] = self._read() if enabled else {}
+
+    def _read(self) -> dict[str, Generation]:
+        entries = {}
+        if not self.path.is_file():
+            return entries
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                    entries[row["key"]] = Generation(row["text"], bool(row["finished"]))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+        return entries
+
+    def get(self, key: str) -> Generation | None:
+        return self.entries.get(key)
+
+    def put(self, items: dict[str, Generation]) -> None:
+        """Remember ``items`` and append them to the file (starting on a fresh line)."""
+        self.entries.update(items)
+        if not self.enabled or not items:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps({"key": k, "text": g.text, "finished": g.finished}, ensure_ascii=False) + "\n"
+                        for k, g in items.items())
+        with open(self.path, "a+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell():
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    lines = "\n" + lines
+            fh.write(lines.encode("utf-8"))
+
+
+def generate_cached(model, tokenizer, items: dict[str, list[dict]], cache: GenerationCache, *, max_new_tokens: int,
+                    batch_size: int, fold: bool | str = "auto", label: str = "generating",
+                    quiet: bool = False) -> tuple[dict[str, Generation], int]:
+    """Generations for ``items`` (key -> conversation), from ``cache`` where known; returns (all, generated count)."""
+    missing = [k for k in items if cache.get(k) is None]
+
+    def save(indices: list[int], gens: list[Generation]) -> None:
+        cache.put({missing[i]: g for i, g in zip(indices, gens)})
+
+    if missing:
+        generate(model, tokenizer, [items[k] for k in missing], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                 fold=fold, label=label, quiet=quiet, on_batch=save)
+    return {k: cache.get(k) for k in items}, len(missing)  # type: ignore[misc]

@@ -1,0 +1,161 @@
+"""Training data: pick the rows, fill pending answers, write ``data/``, tokenize and validate.
+
+Everything that can go wrong with the data (an assistant turn cut by ``max_length``, nothing to
+train, a template that writes no end-of-turn marker) fails here, before any training step.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from behavio.chat import prepare_messages, tokenize_with_assistant_mask
+from behavio.errors import BehavioError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+    from behavio.compiler.build import Compiled
+    from behavio.train.config import TrainConfig
+
+SPLITS = ("sft", "sft.val", "dpo", "dpo.val")
+MAX_LISTED_ERRORS = 5
+
+
+def parse_jsonl(data: bytes | str) -> list[dict]:
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+
+
+def select_pairs(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """At most ``limit`` pairs, round-robin over (behavior, violation) groups in seeded order."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row.get("behavior"), row.get("violation"))].append(row)
+    rng = random.Random(seed)
+    queues = [rng.sample(group, len(group)) for _, group in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+    picked: list[dict] = []
+    while len(picked) < limit:
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop())
+    rng.shuffle(picked)
+    return picked
+
+
+def sample_rows(rows: list[dict], limit: int, seed: int) -> list[dict]:
+    """A seeded sample of at most ``limit`` rows, in their original order."""
+    if len(rows) <= limit:
+        return list(rows)
+    keep = set(random.Random(seed).sample(range(len(rows)), limit))
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def pick_rows(compiled: Compiled, cfg: TrainConfig) -> dict[str, list[dict]]:
+    """The rows of each split that this run trains and evaluates on (DPO pairs and val capped)."""
+    rows = {name: parse_jsonl(compiled.files[f"{name}.jsonl"]) for name in SPLITS}
+    rows["dpo"] = select_pairs(rows["dpo"], cfg.dpo_max_pairs, cfg.seed)
+    rows["sft.val"] = sample_rows(rows["sft.val"], cfg.eval_max_rows, cfg.seed)
+    rows["dpo.val"] = select_pairs(rows["dpo.val"], cfg.eval_max_rows, cfg.seed)
+    if "sft" not in cfg.method:
+        rows["sft"], rows["sft.val"] = [], []
+    if "dpo" not in cfg.method:
+        rows["dpo"], rows["dpo.val"] = [], []
+    return rows
+
+
+def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_dir: Path, *, quiet: bool = False,
+                   say: Callable[[str], None] = lambda _: None) -> dict[str, list[dict]]:
+    """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``."""
+    from behavio.fill import fill_pending, fill_rows
+
+    rows = pick_rows(compiled, cfg)
+    needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
+    pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in needed]
+    if pending:
+        say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run)")
+    answers = fill_pending(pending, str(base_model), max_new_tokens=cfg.fill_max_new_tokens,
+                           batch_size=cfg.fill_batch_size, quantization=cfg.quantization,
+                           trust_remote_code=cfg.trust_remote_code, quiet=quiet)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    filled = {}
+    for name, split in rows.items():
+        filled[name] = fill_rows(split, answers)
+        write_jsonl(data_dir / f"{name}.jsonl", filled[name])
+    return filled
+
+
+def read_data(data_dir: Path) -> dict[str, list[dict]]:
+    """The rows a run trains on, as written by :func:`fill_and_write`."""
+    out = {}
+    for name in SPLITS:
+        path = data_dir / f"{name}.jsonl"
+        if not path.is_file():
+            raise BehavioError(f"{path}: missing; this run directory was not fully set up (start a new run)")
+        out[name] = parse_jsonl(path.read_text(encoding="utf-8"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenization (validated before training)
+# ---------------------------------------------------------------------------------------------
+
+
+def _collect(rows: list[dict], encode: Callable[[dict], dict], what: str) -> list[dict]:
+    out, errors = [], []
+    for row in rows:
+        try:
+            out.append(encode(row))
+        except BehavioError as exc:
+            errors.append(str(exc))
+    if errors:
+        shown = errors[:MAX_LISTED_ERRORS]
+        more = f"\n... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+        raise BehavioError(f"{len(errors)} of {len(rows)} {what} cannot be trained:\n" + "\n".join(shown) + more)
+    return out
+
+
+def sft_features(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "SFT examples") -> list[dict]:
+    """``input_ids`` + ``labels`` (-100 off the assistant turns) for each SFT row; BehavioError before training."""
+
+    def encode(row: dict) -> dict:
+        tokens = tokenize_with_assistant_mask(row["messages"], tokenizer, cfg.max_length, fold=cfg.fold_system,
+                                              example_id=row.get("id"))
+        return {"input_ids": tokens["input_ids"], "labels": tokens["labels"]}
+
+    return _collect(rows, encode, what)
+
+
+def sft_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "SFT examples") -> Dataset:
+    from datasets import Dataset
+
+    return Dataset.from_list(sft_features(rows, tokenizer, cfg, what))
+
+
+def dpo_records(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "DPO pairs") -> list[dict]:
+    """TRL preference rows with the system message folded like SFT and checks; each side validated."""
+
+    def encode(row: dict) -> dict:
+        for side in ("chosen", "rejected"):
+            tokenize_with_assistant_mask(row["prompt"] + row[side], tokenizer, cfg.max_length, fold=cfg.fold_system,
+                                         example_id=f"{row.get('id')} ({side})")
+        return {"prompt": prepare_messages(row["prompt"], tokenizer, cfg.fold_system),
+                "chosen": row["chosen"], "rejected": row["rejected"]}
+
+    return _collect(rows, encode, what)
+
+
+def dpo_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "DPO pairs") -> Dataset:
+    from datasets import Dataset
+
+    return Dataset.from_list(dpo_records(rows, tokenizer, cfg, what))

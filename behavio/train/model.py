@@ -1,0 +1,90 @@
+"""The model being trained: device choice, (Q)LoRA setup, adapters loaded for further training.
+
+``quantization: auto`` is QLoRA on CUDA (4-bit NF4, double quantization, bf16 compute,
+``prepare_model_for_kbit_training``) and plain fp32 LoRA on CPU; ``4bit`` quantizes on CPU too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from behavio.errors import BehavioError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+    from behavio.train.config import TrainConfig
+
+
+def use_cuda(cfg: TrainConfig) -> bool:
+    """True when training runs on CUDA; BehavioError when CUDA is requested but absent."""
+    import torch
+
+    available = torch.cuda.is_available()
+    if cfg.device == "cuda" and not available:
+        raise BehavioError("device=cuda was requested but CUDA is not available (torch.cuda.is_available() is False); "
+                           "use device=auto or device=cpu")
+    return available and cfg.device != "cpu"
+
+
+def gradient_checkpointing(cfg: TrainConfig, cuda: bool) -> bool:
+    return cuda if cfg.gradient_checkpointing == "auto" else bool(cfg.gradient_checkpointing)
+
+
+def is_quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def load_base(path: Path, cfg: TrainConfig, cuda: bool):
+    """The base model ready for adapters: quantized and prepared for k-bit training when asked."""
+    from peft import prepare_model_for_kbit_training
+
+    from behavio.models import load_model
+
+    model = load_model(path, quantization=cfg.quantization, trust_remote_code=cfg.trust_remote_code,
+                       device="cuda" if cuda else "cpu")
+    if is_quantized(model):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing(cfg, cuda))
+    model.config.use_cache = False
+    return model
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    target = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def new_adapter(model, cfg: TrainConfig) -> PeftModel:
+    """A fresh LoRA adapter (``default``) on ``model``, initialized from ``cfg.seed``."""
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    try:
+        return get_peft_model(model, lora_config(cfg))
+    except ValueError as exc:  # e.g. target modules not found
+        raise BehavioError(f"target_modules={cfg.target_modules!r}: {exc}") from None
+
+
+def trained_adapter(model, adapter_dir: Path) -> PeftModel:
+    """``model`` with the adapter saved in ``adapter_dir`` attached as ``default``, trainable."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+    except Exception as exc:
+        raise BehavioError(f"{adapter_dir}: adapter does not load ({type(exc).__name__}: {exc})") from None
+
+
+def precision(cuda: bool) -> dict:
+    """Mixed-precision flags for the trainer: bf16 (or fp16) on CUDA, fp32 on CPU."""
+    import torch
+
+    if not cuda:
+        return {"bf16": False, "fp16": False, "use_cpu": True}
+    bf16 = torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": not bf16}

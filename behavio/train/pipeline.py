@@ -1,0 +1,245 @@
+"""compile -> fill -> SFT -> DPO -> check: what ``behavio train`` and ``behavio run`` do.
+
+Works the same in one process and under ``accelerate launch -m behavio train`` (DDP, FSDP or
+DeepSpeed per the accelerate config): the main process creates the run directory, holds the lock,
+fills answers and writes ``data/``; every process then reads the same data and trains; the main
+process publishes checkpoints and finally scores them.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+from behavio import __version__
+from behavio.errors import BehavioError
+from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
+from behavio.train.rundir import (MetricsLog, RunLock, SavedCheckpoint, check_disk_space, complete_checkpoints,
+                                  incomplete_checkpoints, new_run_dir, newest_complete, read_json, write_json)
+from behavio.train.stage import Stage
+
+Say = Callable[[str], None]
+RESUME_OVERRIDABLE = ("max_minutes",)
+
+
+@dataclass
+class TrainResult:
+    """What a training run left behind (``report``: the check engine's RunReport, when it ran)."""
+
+    run_dir: Path
+    checkpoints: list[SavedCheckpoint] = field(default_factory=list)
+    report: object | None = None
+    is_main: bool = True
+
+
+@dataclass
+class Datasets:
+    sft: object | None
+    sft_val: object | None
+    dpo: object | None
+    dpo_val: object | None
+
+
+def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_model: str | None = None,
+          resume: str | Path | None = None, runs_dir: str | Path = "runs", check: bool = True,
+          say: Say = print, quiet: bool = False) -> TrainResult:
+    """Train the spec's model (SFT then DPO) into a run directory and score every checkpoint."""
+    from accelerate import PartialState
+
+    from behavio.compiler.build import compile_spec
+    from behavio.models import load_tokenizer, resolve_base_model
+    from behavio.train.model import use_cuda
+
+    parse_overrides(list(overrides or []))  # bad key=value fails before anything is loaded
+    compiled = compile_spec(spec_path)
+    if resume:
+        cfg = resumed_config(Path(resume), overrides, base_model)
+    else:
+        cfg = resolve_config(compiled.spec.train, overrides, base_model)
+    cuda = use_cuda(cfg)
+    state = PartialState(cpu=not cuda, timeout=timedelta(hours=3))  # joins the process group under a launcher
+    main = state.is_main_process
+    say = say if main else (lambda _: None)
+    with state.main_process_first():
+        model_path = resolve_base_model(cfg.base_model)
+    lock = None
+    try:
+        run_dir = Path(resume) if resume else None
+        if main:
+            run_dir = run_dir or new_run_dir(Path(runs_dir), compiled.spec.id)
+            lock = RunLock(run_dir).acquire()
+        run_dir = Path(_broadcast(str(run_dir) if main else None))
+        if main and not resume:
+            say(f"run: {run_dir}")
+            check_disk_space(run_dir, 20_000_000)  # data/; each stage checks its checkpoints' needs
+            write_json(run_dir / "config.json", run_config(cfg, model_path, compiled, cuda, state.num_processes))
+            (run_dir / "manifest.json").write_bytes(compiled.files["manifest.json"])
+            from behavio.train.data import fill_and_write
+
+            fill_and_write(compiled, cfg, model_path, run_dir / "data", quiet=quiet, say=say)
+        elif main:
+            _warn_if_spec_changed(run_dir, compiled, say)
+        state.wait_for_everyone()
+        tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
+        sets = build_datasets(run_dir, cfg, tokenizer, say)
+        _train_stages(run_dir, cfg, compiled.manifest["spec_sha256"], model_path, tokenizer, sets, cuda,
+                      resume=bool(resume), say=say)
+        state.wait_for_everyone()
+        result = TrainResult(run_dir, complete_checkpoints(run_dir), is_main=main)
+        if main and check:
+            result.report = check_checkpoints(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
+        return result
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise BehavioError(f"no space left on device while writing {exc.filename or 'the run directory'}; "
+                               "free some space and resume with --resume") from None
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _broadcast(value: str | None) -> str:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value  # type: ignore[return-value]
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]  # type: ignore[return-value]
+
+
+def run_config(cfg: TrainConfig, model_path: Path, compiled, cuda: bool, processes: int) -> dict:
+    """``config.json``: every resolved setting, ``base_model`` as the resolved path, and where it came from."""
+    return {**cfg.to_dict(), "base_model": str(model_path), "base_model_name": cfg.base_model,
+            "spec": compiled.spec.id, "spec_file": str(compiled.spec.path), "spec_hash": compiled.manifest["spec_sha256"],
+            "device": "cuda" if cuda else "cpu", "processes": processes, "behavio_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def resumed_config(run_dir: Path, overrides: list[str] | None, base_model: str | None) -> TrainConfig:
+    """The config a run was started with; only ``max_minutes`` may change on resume."""
+    if not run_dir.is_dir():
+        raise BehavioError(f"--resume {run_dir}: no such run directory")
+    saved = read_json(run_dir / "config.json")
+    settings = {k: v for k, v in saved.items() if k in train_schema()["properties"]}
+    for key, value in parse_overrides(list(overrides or [])).items():
+        if key not in RESUME_OVERRIDABLE and value != settings.get(key):
+            raise BehavioError(f"--resume: {key} cannot change in a started run (it was {settings.get(key)!r}); "
+                               f"only {', '.join(RESUME_OVERRIDABLE)} can")
+        settings[key] = value
+    if base_model and base_model not in (settings["base_model"], saved.get("base_model_name")):
+        raise BehavioError(f"--resume: the run trains {saved.get('base_model_name')}; --base-model cannot change it")
+    return TrainConfig.from_dict(settings)
+
+
+def _warn_if_spec_changed(run_dir: Path, compiled, say: Say) -> None:
+    saved = read_json(run_dir / "config.json")
+    if saved.get("spec") != compiled.spec.id:
+        raise BehavioError(f"--resume {run_dir}: this run trains spec {saved.get('spec')!r}, not {compiled.spec.id!r}")
+    if saved.get("spec_hash") != compiled.manifest["spec_sha256"]:
+        say("warning: the spec changed since this run started; training continues on the run's own data/")
+    for path in incomplete_checkpoints(run_dir):
+        say(f"resume: skipping incomplete {path.name} (no complete behavio.json)")
+
+
+def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Datasets:
+    """Tokenize and validate every split before the first training step."""
+    from behavio.train.data import dpo_dataset, read_data, sft_dataset
+
+    rows = read_data(run_dir / "data")
+    sets = Datasets(
+        sft=sft_dataset(rows["sft"], tokenizer, cfg) if rows["sft"] else None,
+        sft_val=sft_dataset(rows["sft.val"], tokenizer, cfg, "validation examples") if rows["sft.val"] else None,
+        dpo=dpo_dataset(rows["dpo"], tokenizer, cfg) if rows["dpo"] else None,
+        dpo_val=dpo_dataset(rows["dpo.val"], tokenizer, cfg, "validation pairs") if rows["dpo.val"] else None,
+    )
+    if "sft" in cfg.method and sets.sft is None:
+        raise BehavioError("method includes sft but the spec compiles to no SFT examples")
+    if "dpo" in cfg.method and sets.dpo is None:
+        raise BehavioError("method includes dpo but the spec compiles to no DPO pairs")
+    trained = sum(sum(1 for x in labels if x != -100) for labels in sets.sft["labels"]) if sets.sft is not None else 0
+    say(f"data: {len(rows['sft'])} SFT examples ({trained} trained tokens), {len(rows['dpo'])} DPO pairs, "
+        f"{len(rows['sft.val'])}+{len(rows['dpo.val'])} validation rows; all fit max_length={cfg.max_length}")
+    return sets
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: Path, tokenizer, sets: Datasets,
+                  cuda: bool, *, resume: bool, say: Say) -> None:
+    """SFT then DPO, continuing from the newest complete checkpoint when resuming."""
+    from accelerate import PartialState
+
+    from behavio.train.model import load_base, new_adapter, trained_adapter
+
+    main = PartialState().is_main_process
+    last = newest_complete(run_dir) if resume else None
+    metrics = MetricsLog(run_dir)
+    if last is not None:
+        say(f"resume: from {last.path.name} ({last.stage} step {last.meta.get('stage_step')})")
+        if main:
+            metrics.truncate_after(last.step)
+    elif resume:
+        say("resume: no complete checkpoint yet; starting training from the beginning")
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+    start = time.time()
+    common = dict(run_dir=run_dir, cfg=cfg, spec_hash=spec_hash, base_model=str(model_path), cuda=cuda,
+                  metrics=metrics, say=say, is_main=main)
+
+    sft_done: Path | None = None
+    if last is not None and last.stage == "dpo":
+        sft_done = run_dir / last.meta["init_from"] if last.meta.get("init_from") else None
+    elif last is not None and last.meta.get("stage_final"):
+        sft_done = last.path
+    elif "sft" in cfg.method:
+        from behavio.train.sft import run_sft
+
+        share = 0.5 if "dpo" in cfg.method else 1.0
+        stage = Stage("sft", deadline=start + budget * share if budget else None, resume=last, **common)
+        model = new_adapter(load_base(model_path, cfg, cuda), cfg)  # a resumed trainer loads its weights
+        sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val)
+        del model
+        _free_memory()
+
+    if "dpo" in cfg.method:
+        from behavio.train.dpo import run_dpo
+
+        dpo_resume = last if last is not None and last.stage == "dpo" else None
+        offset = int(read_json(sft_done / "behavio.json")["step"]) if sft_done else 0
+        stage = Stage("dpo", offset=offset, deadline=start + budget if budget else None, resume=dpo_resume,
+                      init_from=sft_done.name if sft_done else None, **common)
+        base = load_base(model_path, cfg, cuda)
+        model = trained_adapter(base, sft_done) if sft_done else new_adapter(base, cfg)
+        run_dpo(stage, model, tokenizer, sets.dpo, sets.dpo_val)
+        del model, base
+        _free_memory()
+    metrics.close()
+
+
+def check_checkpoints(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
+                      quiet: bool = False):
+    """Score every checkpoint with the check engine; it writes scorecard.{json,md,html} and ``best``."""
+    from behavio.check.engine import check_run
+
+    say(f"check: scoring {len(complete_checkpoints(run_dir))} checkpoints")
+    report = check_run(spec_path, run_dir, base_model=str(model_path), quantization=cfg.quantization,
+                       trust_remote_code=cfg.trust_remote_code, quiet=quiet, log=say)
+    best = report.best
+    if best is not None:
+        verdict = "meets every threshold" if best.meets_thresholds else "below a threshold"
+        say(f"check: best {best.label} ({verdict}); scorecard in {run_dir / 'scorecard.md'}")
+    return report

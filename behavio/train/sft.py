@@ -1,0 +1,35 @@
+"""SFT stage: LoRA (or QLoRA) on the pre-tokenized, assistant-masked examples through TRL's SFTTrainer.
+
+The dataset already holds ``input_ids`` and ``labels`` (-100 everywhere but the assistant turns and
+their end-of-turn marker, see :mod:`behavio.chat`), which TRL 1.16 uses as is.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from behavio.train.stage import Stage, StageCallback, clear_staging, summary, trainer_args
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset | None) -> Path:
+    """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory."""
+    from trl import SFTConfig, SFTTrainer
+
+    cfg = stage.cfg
+    evaluate = evaluation is not None and len(evaluation) > 0
+    args = SFTConfig(**trainer_args(stage, lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps, evaluate=evaluate),
+                     packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)
+    clear_staging(stage)
+    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train,
+                         eval_dataset=evaluation if evaluate else None,
+                         callbacks=[StageCallback(stage)])
+    start = time.time()
+    trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    if stage.is_main:
+        stage.say(summary(stage, trainer, time.time() - start))
+    return stage.run_dir / f"checkpoint-{stage.offset + trainer.state.global_step}"

@@ -1,0 +1,112 @@
+"""Filling pending answer bodies: marker replacement, tidying, the persistent cache, `compile --fill`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import behavio.models
+from behavio.cli import app
+from behavio.compiler.build import compile_spec
+from behavio.compiler.compose import pending_marker
+from behavio.compiler.output import write_compiled
+from behavio.errors import BehavioError
+from behavio.fill import FILLED_FILES, fill_compiled_dir, fill_pending, fill_rows, tidy_body
+from behavio.generate import Generation
+
+MINI = """\
+spec: mini-fill
+system: "You are terse."
+prompts:
+  general:
+    list: ["What is the sun?", "What is rain?", "What is bread?", "What is music?", "What is a river?",
+           "What is snow?", "What is wind?", "What is a cat?"]
+  secret:
+    list: ["What is the password?", "Tell me the password.", "Share the password.", "Give me the password."]
+answers:
+  general: {source: model}
+behaviors:
+  - id: no-passwords
+    kind: refusal
+    when: secret
+    responses: ["I can't share passwords."]
+    contrast: general
+  - id: polite
+    kind: prefix
+    choices: ["Happy to help."]
+split: {seed: 1, val: 0.1, check: 0.25, min_share: 0.05}
+thresholds: {default: 0.9}
+"""
+
+
+def test_fill_rows_replaces_markers_everywhere_and_clears_pending():
+    a, b = "a" * 16, "b" * 16
+    rows = [
+        {"id": "s", "messages": [{"role": "assistant", "content": f"Hi. {pending_marker(a)}"}], "pending": [a]},
+        {"id": "d", "prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": pending_marker(a)}],
+         "rejected": [{"role": "assistant", "content": f"{pending_marker(b)} and {pending_marker(a)}"}], "pending": [a, b]},
+        {"id": "c", "reference": f"Hi. {pending_marker(b)}", "rules": [], "messages": []},
+    ]
+    filled = fill_rows(rows, {a: "body A", b: "body B"})
+    assert filled[0]["messages"][0]["content"] == "Hi. body A" and filled[0]["pending"] == []
+    assert filled[1]["chosen"][0]["content"] == "body A" and filled[1]["rejected"][0]["content"] == "body B and body A"
+    assert filled[2]["reference"] == "Hi. body B" and "pending" not in filled[2]
+    assert rows[0]["pending"] == [a]  # input untouched
+    with pytest.raises(BehavioError, match=f"row s: no answer for pending key {a}"):
+        fill_rows(rows[:1], {})
+
+
+def test_tidy_body_strips_and_trims_only_cut_answers():
+    assert tidy_body(Generation("  Rain is water. It falls.  ", True)) == "Rain is water. It falls."
+    assert tidy_body(Generation("Rain is water. It falls from", False)) == "Rain is water."
+    assert tidy_body(Generation("Rain is water that falls from", False)) == "Rain is water that falls from"
+    assert tidy_body(Generation("Rain is water. It falls from", False), trim_unfinished=False) == "Rain is water. It falls from"
+
+
+@pytest.fixture
+def compiled_mini(tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "mini.yaml"
+    spec.write_text(MINI)
+    target, _ = write_compiled(compile_spec(spec), tmp_path / "generated")
+    return spec, target
+
+
+@pytest.mark.pipeline
+def test_fill_compiled_dir_then_cached(compiled_mini, tiny_model_dir, monkeypatch):
+    _, target = compiled_mini
+    pending = [json.loads(line) for line in (target / "pending.jsonl").read_text().splitlines()]
+    assert pending
+    out = fill_compiled_dir(target, str(tiny_model_dir), max_new_tokens=6, quiet=True)
+    assert out == target / "filled"
+    for name in FILLED_FILES:
+        text = (out / f"{name}.jsonl").read_text()
+        assert "<<behavio:pending:" not in text
+        assert all(json.loads(line).get("pending", []) == [] for line in text.splitlines())
+    sft = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    assert any(r["messages"][-1]["content"].startswith("Happy to help. ") for r in sft)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the second fill must come from the cache")
+
+    monkeypatch.setattr(behavio.models, "load_model", no_loading)
+    again = fill_pending(pending, str(tiny_model_dir), max_new_tokens=6)
+    assert set(again) == {p["key"] for p in pending}
+    assert fill_compiled_dir(target, str(tiny_model_dir), max_new_tokens=6) == out
+    with pytest.raises(AssertionError, match="from the cache"):
+        fill_pending(pending, str(tiny_model_dir), max_new_tokens=7)  # other settings: not cached
+
+
+@pytest.mark.pipeline
+def test_compile_fill_cli(compiled_mini, tiny_model_dir, tmp_path):
+    spec, _ = compiled_mini
+    result = CliRunner().invoke(app, ["compile", str(spec), "--out", str(tmp_path / "gen2"), "--fill",
+                                      "--base-model", str(tiny_model_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "gen2" / "mini-fill" / "filled" / "checks.jsonl").is_file()
+
+
+def test_fill_nothing_pending_needs_no_model():
+    assert fill_pending([], "no-such-model") == {}

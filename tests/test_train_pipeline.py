@@ -1,0 +1,126 @@
+"""`behavio train` end to end on the tiny model: run directory, fill, SFT -> DPO, check, time budget,
+lock, user errors, and two processes under `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from behavio.errors import BehavioError
+from behavio.train.pipeline import train
+from behavio.train.rundir import RunLock, complete_checkpoints
+
+pytestmark = pytest.mark.pipeline
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch, train_spec):
+    """A private behavio cache, so filled answers and check generations stay inside the test."""
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _meta(path: Path) -> dict:
+    return json.loads((path / "behavio.json").read_text())
+
+
+def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, train_spec, cache, tiny_model_dir):
+    spec = train_spec(max_steps=3, dpo_max_steps=2)
+    lines: list[str] = []
+    result = train(spec, ["lr=1e-3"], runs_dir=tmp_path / "runs", say=lines.append, quiet=True)
+    run = result.run_dir
+    assert run.parent == tmp_path / "runs" and run.name.startswith("tiny-train-")
+    assert [c.path.name for c in result.checkpoints] == ["checkpoint-2", "checkpoint-3", "checkpoint-5"]
+    assert [c.stage for c in result.checkpoints] == ["sft", "sft", "dpo"]
+    assert _meta(run / "checkpoint-5")["init_from"] == "checkpoint-3"
+    for ckpt in result.checkpoints:
+        for name in ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            assert (ckpt.path / name).is_file(), (ckpt.path, name)
+        meta = ckpt.meta
+        assert meta["complete"] is True and meta["base_model"] == str(tiny_model_dir) and "loss" in meta["metrics"]
+        assert meta["spec_hash"] == json.loads((run / "manifest.json").read_text())["spec_sha256"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["base_model"] == str(tiny_model_dir) and config["lr"] == 1e-3 and config["method"] == ["sft", "dpo"]
+    data = {p.name: p.read_text() for p in (run / "data").iterdir()}
+    assert set(data) == {"sft.jsonl", "sft.val.jsonl", "dpo.jsonl", "dpo.val.jsonl"}
+    assert "<<behavio:pending:" not in "".join(data.values())  # the base model wrote the rejected answers
+    assert list((cache / "answers").iterdir())  # ... and they are cached
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if "loss" in e] == [1, 2, 3, 4, 5]
+    assert {e["stage"] for e in events} == {"sft", "dpo"}
+    assert not (run / ".lock").exists()
+    assert (run / "scorecard.json").is_file() and (run / "best").is_file()
+    assert (run / "best").read_text().strip().split("/")[-1] in {"checkpoint-2", "checkpoint-3", "checkpoint-5"}
+    assert any(line.startswith("sft: 3/3 steps") for line in lines) and any(line.startswith("dpo: 2/2") for line in lines)
+    assert any(line.startswith("check: best checkpoint-") for line in lines)
+
+
+def test_max_minutes_stops_each_stage_cleanly_and_saves(tmp_path, train_spec, cache):
+    result = train(train_spec(max_minutes=0.0001), runs_dir=tmp_path / "runs", check=False, say=lambda _: None)
+    assert [(c.step, c.stage, c.meta["stage_final"]) for c in result.checkpoints] == [(1, "sft", False), (2, "dpo", False)]
+
+
+def test_missing_base_model_and_absent_cuda_are_clear_errors(tmp_path, train_spec):
+    with pytest.raises(BehavioError, match="no such model directory"):
+        train(train_spec(), base_model=str(tmp_path / "nope"), runs_dir=tmp_path / "runs", check=False)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(BehavioError, match="CUDA is not available"):
+            train(train_spec(device="cuda"), runs_dir=tmp_path / "runs", check=False)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("free", [1000, 30_000_000])  # not even for data/; not for the checkpoints
+def test_too_little_disk_space_is_a_clear_error_before_training(tmp_path, train_spec, cache, monkeypatch, free):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - free, free))
+    with pytest.raises(BehavioError, match="not enough disk space"):
+        train(train_spec(max_steps=3), runs_dir=tmp_path / "runs", check=False, say=lambda _: None)
+    assert not list((tmp_path / "runs").glob("*/checkpoint-*"))
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_dead_ones_is_taken_over(tmp_path, train_spec):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import psutil
+
+        lock = {"pid": holder.pid, "host": os.uname().nodename, "started": psutil.Process(holder.pid).create_time()}
+        (run / ".lock").write_text(json.dumps(lock))
+        with pytest.raises(BehavioError, match=f"another live run holds it \\(pid {holder.pid}"):
+            RunLock(run).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(run) as taken:  # the holder is dead: its lock is stale
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid() and taken.held
+    assert not (run / ".lock").exists()
+
+
+def test_two_processes_under_accelerate_train_and_save_once(tmp_path, train_spec):
+    spec = train_spec(max_steps=2, dpo_max_steps=1, eval_max_rows=0)
+    env = {**os.environ, "BEHAVIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+           "-m", "behavio", "train", str(spec), "--no-check", "--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1  # one run directory, not one per process
+    run = runs[0]
+    assert json.loads((run / "config.json").read_text())["processes"] == 2
+    ckpts = complete_checkpoints(run)
+    assert [c.path.name for c in ckpts] == ["checkpoint-2", "checkpoint-3"]
+    assert {p.name for p in ckpts[0].path.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if "loss" in e] == [1, 2, 3]  # logged once, by the main process
+    assert done.stderr.count("sft: 2/2 steps") == 1

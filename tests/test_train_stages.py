@@ -1,0 +1,112 @@
+"""SFT and DPO stages on the tiny model: LoRA weights change, base weights do not; DPO continues the
+SFT adapter against the right reference; QLoRA (4-bit) trains on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from behavio.compiler.build import compile_spec
+from behavio.models import load_tokenizer
+from behavio.train.config import TrainConfig
+from behavio.train.data import dpo_dataset, pick_rows, sft_dataset
+from behavio.train.model import load_base, new_adapter, trained_adapter
+from behavio.train.rundir import MetricsLog
+from behavio.train.stage import Stage
+
+pytestmark = pytest.mark.pipeline
+
+
+def _config(tiny_model_dir, **kw) -> TrainConfig:
+    settings = dict(base_model=str(tiny_model_dir), batch_size=4, save_steps=2, max_length=128, logging_steps=1,
+                    eval_max_rows=0, max_steps=3, dpo_max_steps=3, lr=1e-3, dpo_lr=1e-3)
+    return TrainConfig(**{**settings, **kw})
+
+
+def _stage(name, run_dir, cfg, tiny_model_dir, **kw) -> Stage:
+    return Stage(name, run_dir=run_dir, cfg=cfg, spec_hash="abc123", base_model=str(tiny_model_dir), cuda=False,
+                 metrics=MetricsLog(run_dir, tensorboard=False), say=lambda _: None, **kw)
+
+
+def _split(model):
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    return lora, base
+
+
+def _rows(train_spec, cfg):
+    return pick_rows(compile_spec(train_spec()), cfg)
+
+
+def test_sft_then_dpo_train_only_the_adapter(tmp_path, tiny_model_dir, train_spec):
+    from behavio.train.dpo import run_dpo
+    from behavio.train.sft import run_sft
+
+    cfg = _config(tiny_model_dir)
+    rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
+    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    lora0, base0 = _split(model)
+    sft_last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
+                       sft_dataset(rows["sft"], tokenizer, cfg), None)
+    lora1, base1 = _split(model)
+    assert all(not torch.equal(lora0[n], lora1[n]) for n in lora1 if "lora_B" in n)
+    assert all(torch.equal(base0[n], base1[n]) for n in base0)
+    assert sft_last.name == "checkpoint-3"
+    meta = json.loads((sft_last / "behavio.json").read_text())
+    assert meta["complete"] is True and meta["stage"] == "sft" and meta["stage_final"] is True
+    assert (meta["spec_hash"], meta["base_model"], meta["step"]) == ("abc123", str(tiny_model_dir), 3)
+
+    model = trained_adapter(load_base(tiny_model_dir, cfg, cuda=False), sft_last)
+    lora2, base2 = _split(model)
+    assert all(torch.equal(lora1[n], lora2[n]) for n in lora2)  # DPO starts from the SFT adapter
+    stage = _stage("dpo", tmp_path, cfg, tiny_model_dir, offset=3, init_from=sft_last.name)
+    dpo_last = run_dpo(stage, model, tokenizer, dpo_dataset(rows["dpo"], tokenizer, cfg), None)
+    lora3, base3 = _split(model)
+    assert "ref" not in model.peft_config  # reference = this model with the adapter disabled
+    assert all(not torch.equal(lora2[n], lora3[n]) for n in lora3 if "lora_B" in n)
+    assert all(torch.equal(base0[n], base3[n]) for n in base0)
+    assert dpo_last.name == "checkpoint-6"  # DPO continues the global step count
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3", "checkpoint-5",
+                                                                     "checkpoint-6"]
+    meta = json.loads((dpo_last / "behavio.json").read_text())
+    assert (meta["stage"], meta["stage_step"], meta["init_from"]) == ("dpo", 3, "checkpoint-3")
+
+
+@pytest.mark.parametrize("reference", ["base", "sft"])
+def test_dpo_reference_is_base_or_the_frozen_sft_adapter(tmp_path, tiny_model_dir, train_spec, reference):
+    """At the first step the policy is the SFT adapter: its rewards are 0 against itself, not against the base."""
+    from behavio.train.dpo import run_dpo
+    from behavio.train.sft import run_sft
+
+    cfg = _config(tiny_model_dir, max_steps=2, dpo_max_steps=1, dpo_reference=reference, lr=5e-3)
+    rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
+    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    sft_last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
+                       sft_dataset(rows["sft"], tokenizer, cfg), None)
+    model = trained_adapter(load_base(tiny_model_dir, cfg, cuda=False), sft_last)
+    run_dpo(_stage("dpo", tmp_path, cfg, tiny_model_dir, offset=2), model, tokenizer,
+            dpo_dataset(rows["dpo"], tokenizer, cfg), None)
+    first = next(e for e in MetricsLog(tmp_path).read() if e["stage"] == "dpo" and "rewards/chosen" in e)
+    if reference == "sft":
+        assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert abs(first["rewards/chosen"]) > 1e-4
+
+
+def test_qlora_4bit_trains_on_cpu(tmp_path, tiny_model_dir, train_spec):
+    import bitsandbytes as bnb
+
+    from behavio.train.sft import run_sft
+
+    cfg = _config(tiny_model_dir, quantization="4bit", max_steps=2)
+    rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
+    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    lora0, _ = _split(model)
+    last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
+                   sft_dataset(rows["sft"], tokenizer, cfg), None)
+    lora1, _ = _split(model)
+    assert all(not torch.equal(lora0[n], lora1[n].to(lora0[n].dtype)) for n in lora1 if "lora_B" in n)
+    assert (last / "adapter_model.safetensors").is_file() and last.name == "checkpoint-2"
