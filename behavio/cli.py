@@ -163,52 +163,61 @@ def check(
     """Score a model, every checkpoint of a run, or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
     from behavio.check import engine, report
 
-    sources = [s for s in (model, all_checkpoints, responses) if s is not None]
-    if len(sources) != 1:
+    if sum(s is not None for s in (model, all_checkpoints, responses)) != 1:
         raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses")
     cs = engine.load_check_spec(spec)
     gen = dict(base_model=base_model, quantization=quantization, trust_remote_code=trust_remote_code,
-               use_cache=not no_cache, quiet=quiet)
+               use_cache=not no_cache, quiet=quiet, max_new_tokens=max_new_tokens, batch_size=batch_size)
     if all_checkpoints is not None:
-        log = (lambda m: None) if quiet else (lambda m: err.print(m, markup=False, highlight=False))
-        run = engine.check_checkpoints(cs, all_checkpoints, max_new_tokens=max_new_tokens, batch_size=batch_size, log=log, **gen)
-        written = report.write_run_outputs(run)
-        report.wide(out).print(report.run_table(run))
-        for warning in run.warnings:
-            err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
-        out.print(report.best_sentence(run).replace("**", ""), highlight=False)
-        if run.best and failures:
-            report.print_failures(out, run.best, failures)
-        out.print(f"wrote {', '.join(str(p) for p in written)}; generated {run.generated} answers", highlight=False)
-        cards, data, code = run.cards, run.to_dict(), run.exit_code
-        if md_out:
-            report.write_text(md_out, report.run_markdown(run))
+        cards, data, markdown, code = _check_all(cs, all_checkpoints, gen, failures)
     else:
-        if responses is not None:
-            from behavio.check.responses import read_responses
-
-            card = engine.score_cases(cs.cases, read_responses(responses, cs.cases), cs.thresholds, label=responses.name)
-            missing = sum(c.response is None for c in card.cases)
-            if missing:
-                err.print(f"warning: {responses}: no response for {missing} of {len(card.cases)} check cases (counted as failing)",
-                          markup=False, highlight=False)
-        else:
-            card = engine.check_model(cs, model, max_new_tokens=max_new_tokens, batch_size=batch_size, **gen)
-        report.wide(out).print(report.card_table(card, title=f"behavio check {cs.id}: {card.label}"))
-        if failures:
-            report.print_failures(out, card, failures)
-        cards, code = [card], 0 if card.meets_thresholds else 1
-        data = {"spec": cs.id, "spec_sha256": cs.spec_sha256, "checks_sha256": cs.checks_sha256, "scorecard": card.to_dict()}
-        if md_out:
-            report.write_text(md_out, report.card_markdown(card, "#"))
+        cards, data, markdown, code = _check_one(cs, model, responses, gen, failures)
+    if md_out:
+        report.write_text(md_out, markdown)
     if json_out:
         report.write_json(json_out, data)
     if junit:
         report.write_junit(junit, cards, cs.id)
-    if code == 2:
-        for ckpt in run.broken:
-            err.print(f"broken checkpoint: {ckpt.problem}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _check_all(cs, run_dir: Path, gen: dict, failures: int):
+    """Every checkpoint of a run: table, best, run files; broken checkpoints listed on stderr (exit 2)."""
+    from behavio.check import engine, report
+
+    log = (lambda m: None) if gen["quiet"] else (lambda m: err.print(m, markup=False, highlight=False))
+    run = engine.check_checkpoints(cs, run_dir, log=log, **gen)
+    written = report.write_run_outputs(run)
+    report.wide(out).print(report.run_table(run))
+    out.print(report.best_sentence(run).replace("**", ""), highlight=False)
+    if run.best and failures:
+        report.print_failures(out, run.best, failures)
+    out.print(f"wrote {', '.join(str(p) for p in written)}; generated {run.generated} answers", highlight=False)
+    for warning in run.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    for ckpt in run.broken:
+        err.print(f"broken checkpoint: {ckpt.problem}", markup=False, highlight=False, soft_wrap=True)
+    return run.cards, run.to_dict(), report.run_markdown(run), run.exit_code
+
+
+def _check_one(cs, model: Optional[str], responses: Optional[Path], gen: dict, failures: int):
+    """One model (or adapter dir), or saved responses: table and failing cases."""
+    from behavio.check import engine, report
+
+    if responses is not None:
+        from behavio.check.responses import read_responses
+
+        card = engine.score_cases(cs.cases, read_responses(responses, cs.cases), cs.thresholds, label=responses.name)
+        if card.missing:
+            err.print(f"warning: {responses}: no response for {len(card.missing)} of {len(card.cases)} check cases "
+                      "(counted as failing)", markup=False, highlight=False, soft_wrap=True)
+    else:
+        card = engine.check_model(cs, model, **gen)
+    report.wide(out).print(report.card_table(card, title=f"behavio check {cs.id}: {card.label}"))
+    if failures:
+        report.print_failures(out, card, failures)
+    data = {"spec": cs.id, "spec_sha256": cs.spec_sha256, "checks_sha256": cs.checks_sha256, "scorecard": card.to_dict()}
+    return [card], data, report.card_markdown(card, "#"), 0 if card.meets_thresholds else 1
 
 
 @app.command()

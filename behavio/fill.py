@@ -14,7 +14,8 @@ from pathlib import Path
 
 from behavio.compiler.compose import PENDING_PREFIX, PENDING_SUFFIX
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, cache_root, effective_quantization, generate_cached
+from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
+from behavio.models import cache_root
 
 ANSWER_MAX_NEW_TOKENS = 64
 ANSWER_BATCH_SIZE = 16

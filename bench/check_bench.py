@@ -9,8 +9,8 @@ specs/poodle_compliments.yaml, greedy decoding with T new tokens.
   with an empty answer cache; then the same call again on the unchanged run (cached re-run).
 - naive: for every checkpoint reload the base and the adapter, then generate one prompt at a time.
 
-Each side runs ``--runs`` times, interleaved; the median wall time is reported, with the ratio and
-how many answers agree exactly between the two.
+behavio runs ``--runs`` times, then the naive loop ``--naive-runs`` times (it is slow); the median wall
+time is reported, with the ratio and how many answers agree exactly between the two.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def naive(base_dir: Path, run: Path, cases: list[dict], max_new_tokens: int) -> 
     start = time.perf_counter()
     answers = {}
     for ckpt in sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        t_ckpt = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), ckpt).eval()
         for case in cases:
@@ -76,6 +77,7 @@ def naive(base_dir: Path, run: Path, cases: list[dict], max_new_tokens: int) -> 
                 out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
             text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
             answers[(ckpt.name, case["id"])] = text
+        print(f"  naive {ckpt.name}: {time.perf_counter() - t_ckpt:.1f}s", flush=True)
     return time.perf_counter() - start, answers
 
 
@@ -95,7 +97,8 @@ def fresh_process_rerun(run: Path, cache: Path, args) -> float:
 
     start = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--rerun", str(run), "--cases", str(args.cases),
-                    "--max-new-tokens", str(args.max_new_tokens)], env={**os.environ, "BEHAVIO_CACHE": str(cache)},
+                    "--max-new-tokens", str(args.max_new_tokens),
+                    *(["--threads", str(args.threads)] if args.threads else [])], env={**os.environ, "BEHAVIO_CACHE": str(cache)},
                    check=True, capture_output=True)
     return time.perf_counter() - start
 
@@ -118,6 +121,7 @@ def write_section(path: Path, text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--naive-runs", type=int, default=None, help="runs of the naive loop (default: --runs; it is slow)")
     parser.add_argument("--checkpoints", type=int, default=4)
     parser.add_argument("--cases", type=int, default=60)
@@ -127,6 +131,8 @@ def main() -> None:
     parser.add_argument("--rerun", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = load_check_spec(SPEC)
     spec = dataclasses.replace(spec, cases=pick_cases(spec.cases, args.cases))
     if args.rerun:
@@ -143,27 +149,30 @@ def main() -> None:
 
     naive_runs = args.runs if args.naive_runs is None else min(args.naive_runs, args.runs)
     fast, cached, slow, agree = [], [], [], []
+    reports = []
     for i in range(args.runs):
         t_fast, report = behavio_run(spec, run, work / f"cache-{i}", args.max_new_tokens, args.batch_size)
         t_cached, again = behavio_run(spec, run, work / f"cache-{i}", args.max_new_tokens, args.batch_size)
         assert again.generated == 0, "the cached re-run generated answers"
-        fast.append(t_fast), cached.append(t_cached)
+        fast.append(t_fast), cached.append(t_cached), reports.append(report)
         print(f"run {i + 1}: behavio {t_fast:.1f}s, cached {t_cached:.2f}s", flush=True)
-        if i < naive_runs:
-            t_slow, answers = naive(base_dir, run, spec.cases, args.max_new_tokens)
-            ours = {(card.label, c.id): c.response for card in report.cards for c in card.cases}
-            same = sum(ours[k] == v for k, v in answers.items())
-            slow.append(t_slow), agree.append(same / len(answers))
-            print(f"run {i + 1}: naive {t_slow:.1f}s, identical answers {same}/{len(answers)}", flush=True)
+    for i in range(naive_runs):
+        t_slow, answers = naive(base_dir, run, spec.cases, args.max_new_tokens)
+        ours = {(card.label, c.id): c.response for card in reports[i].cards for c in card.cases}
+        same = sum(ours[k] == v for k, v in answers.items())
+        slow.append(t_slow), agree.append(same / len(answers))
+        print(f"run {i + 1}: naive {t_slow:.1f}s, identical answers {same}/{len(answers)}", flush=True)
 
     cli = fresh_process_rerun(run, work / f"cache-{args.runs - 1}", args)
     m_fast, m_cached, m_slow = statistics.median(fast), statistics.median(cached), statistics.median(slow)
     n_answers = args.checkpoints * len(spec.cases)
     text = (
         "## check\n\n"
-        f"`python bench/check_bench.py --runs {args.runs} --naive-runs {naive_runs}` — {args.checkpoints} LoRA checkpoints × {len(spec.cases)} check "
+        f"`python bench/check_bench.py --runs {args.runs} --naive-runs {naive_runs}"
+        f"{f' --threads {args.threads}' if args.threads else ''}` — {args.checkpoints} LoRA checkpoints × {len(spec.cases)} check "
         f"cases × {args.max_new_tokens} new tokens, greedy, on the embedded default model (SmolLM2-135M-Instruct, fp32), "
-        f"CPU ({os.cpu_count()} cores, torch {torch.__version__}, {platform.machine()}). Median of {args.runs} runs "
+        f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.machine()}). "
+        f"Median of {args.runs} runs "
         f"({naive_runs} of the naive loop); "
         "times include loading the base model and adapters and scoring.\n\n"
         "| | median wall time | per answer | runs |\n|---|---|---|---|\n"
@@ -178,7 +187,7 @@ def main() -> None:
         f"Answers identical between the two: {statistics.median(agree):.0%} (batched left-padded float32 "
         "matmuls can flip a near-tie token).\n"
         f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine inflates "
-        "absolute times; both sides ran interleaved under the same load).\n"
+        "absolute times).\n"
     )
     print(text)
     if args.write:

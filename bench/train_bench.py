@@ -55,7 +55,7 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
     from behavio.train.data import sft_dataset
     from behavio.train.model import load_base, lora_config, new_adapter
     from behavio.train.rundir import MetricsLog
-    from behavio.train.stage import Stage, StageCallback, trainer_args
+    from behavio.train.stage import Stage
 
     cfg = resolve_config({"base_model": model}, [f"max_steps={steps}", f"save_steps={steps}", "eval_max_rows=0",
                                                  "logging_steps=5", *overrides])
@@ -78,14 +78,16 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
         model = new_adapter(load_base(path, cfg, cuda=False), cfg)
         stage = Stage("sft", run_dir=out, cfg=cfg, spec_hash="bench", base_model=str(path), cuda=False,
                       metrics=MetricsLog(out, tensorboard=False), say=lambda _: None)
-        args = SFTConfig(**trainer_args(stage, lr=cfg.lr, epochs=cfg.epochs, max_steps=steps, evaluate=False),
-                         packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing)
-        (out / ".staging" / "sft").mkdir(parents=True)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                             train_dataset=sft_dataset(rows, tokenizer, cfg), callbacks=[StageCallback(stage)])
-    prepared = time.time() - start
-    metrics = trainer.train().metrics
-    tokens = max(e.get("num_tokens", 0) for e in trainer.state.log_history)
+        from behavio.train.sft import run_sft
+
+        prepared = time.time() - start
+        run_sft(stage, model, tokenizer, sft_dataset(rows, tokenizer, cfg), None)
+        history, metrics = stage.history, stage.train_metrics
+    if kind == "trl":
+        prepared = time.time() - start
+        metrics = trainer.train().metrics
+        history = trainer.state.log_history
+    tokens = max(e.get("num_tokens", 0) for e in history)
     return {"tokens": tokens, "train_s": metrics["train_runtime"], "tokens_per_s": tokens / metrics["train_runtime"],
             "s_per_step": metrics["train_runtime"] / steps, "prepare_s": prepared,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

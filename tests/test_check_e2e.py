@@ -32,17 +32,17 @@ def default_model():
 
 @pytest.fixture(scope="module")
 def subset():
-    """Four cases of each kind: poodle (refuse), other breeds (answer), general, probes."""
+    """Two cases of each kind: poodle (refuse), other breeds (answer), general, probes."""
     spec = load_check_spec(SPEC)
     picked = []
     for prefix in ("check/poodle/", "check/other_breeds/", "check/general/", "probe/"):
-        picked += [c for c in spec.cases if c["id"].startswith(prefix)][:3]
+        picked += [c for c in spec.cases if c["id"].startswith(prefix)][:2]
     return dataclasses.replace(spec, cases=picked)
 
 
 def test_base_model_answers_breed_questions_but_knows_no_compliment(default_model, subset, tmp_path, monkeypatch):
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
-    responses = responses_from_model("default", subset.cases, max_new_tokens=32)
+    responses = responses_from_model("default", subset.cases, max_new_tokens=24)
     card = score_cases(subset.cases, responses, subset.thresholds, label="base")
     assert all(c.response for c in card.cases)
     assert card.over_refusal().rate <= 0.5  # the untrained base answers beagle questions
@@ -69,9 +69,9 @@ def test_all_checkpoints_on_the_default_model(default_model, subset, tmp_path, m
         model.save_pretrained(run / f"checkpoint-{step}", safe_serialization=True)
         (run / f"checkpoint-{step}" / "behavio.json").write_text(json.dumps({"step": step, "stage": "sft", "complete": True}))
     del model
-    report = check_checkpoints(subset, run, max_new_tokens=24, quiet=True)
+    report = check_checkpoints(subset, run, max_new_tokens=16, quiet=True)
     write_run_outputs(report)
     assert [c.label for c in report.cards] == ["checkpoint-10", "checkpoint-20"] and report.generated == 2 * len(subset.cases)
     assert (run / "best").read_text().strip() in ("checkpoint-10", "checkpoint-20")
     assert "<svg" in (run / "scorecard.html").read_text()
-    assert check_checkpoints(subset, run, max_new_tokens=24, quiet=True).generated == 0
+    assert check_checkpoints(subset, run, max_new_tokens=16, quiet=True).generated == 0

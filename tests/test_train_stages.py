@@ -110,3 +110,14 @@ def test_qlora_4bit_trains_on_cpu(tmp_path, tiny_model_dir, train_spec):
     lora1, _ = _split(model)
     assert all(not torch.equal(lora0[n], lora1[n].to(lora0[n].dtype)) for n in lora1 if "lora_B" in n)
     assert (last / "adapter_model.safetensors").is_file() and last.name == "checkpoint-2"
+
+
+def test_padding_free_sft_trains(tmp_path, tiny_model_dir, train_spec):
+    from behavio.train.sft import run_sft
+
+    cfg = _config(tiny_model_dir, padding_free=True, max_steps=1)
+    rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
+    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
+                   sft_dataset(rows["sft"], tokenizer, cfg), None)
+    assert last.name == "checkpoint-1"

@@ -21,7 +21,8 @@ from behavio.check.responses import Responses
 from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard, pick_best, rank_key
 from behavio.compiler.compose import pending_key
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, cache_root, effective_quantization, generate_cached
+from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
+from behavio.models import cache_root
 
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 16

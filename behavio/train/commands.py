@@ -45,7 +45,7 @@ def run_command(spec: Path, overrides: list[str], *, base_model: str | None, run
     from behavio.check import report as check_report
 
     run = result.report
-    out.print(check_report.run_table(run))
+    check_report.wide(out).print(check_report.run_table(run))
     out.print(check_report.best_sentence(run).replace("**", ""), highlight=False)
     out.print(f"run directory: {result.run_dir}", highlight=False)
     return run.exit_code

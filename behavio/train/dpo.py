@@ -43,7 +43,8 @@ def run_dpo(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     if cfg.dpo_reference == "base" and REF_ADAPTER in trainer.model.peft_config:
         trainer.model.delete_adapter(REF_ADAPTER)  # reference pass = adapter disabled
     start = time.time()
-    trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    output = trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    stage.train_metrics, stage.history = output.metrics, trainer.state.log_history
     if stage.is_main:
         stage.say(summary(stage, trainer, time.time() - start))
     return stage.run_dir / f"checkpoint-{stage.offset + trainer.state.global_step}"

@@ -22,14 +22,17 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
 
     cfg = stage.cfg
     evaluate = evaluation is not None and len(evaluation) > 0
-    args = SFTConfig(**trainer_args(stage, lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps, evaluate=evaluate),
-                     packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)
+    kwargs = trainer_args(stage, lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps, evaluate=evaluate)
+    if cfg.padding_free and not cfg.packing:
+        kwargs["max_length"] = None  # TRL insists; every example was already checked against max_length
+    args = SFTConfig(**kwargs, packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)
     clear_staging(stage)
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train,
                          eval_dataset=evaluation if evaluate else None,
                          callbacks=[StageCallback(stage)])
     start = time.time()
-    trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    output = trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    stage.train_metrics, stage.history = output.metrics, trainer.state.log_history
     if stage.is_main:
         stage.say(summary(stage, trainer, time.time() - start))
     return stage.run_dir / f"checkpoint-{stage.offset + trainer.state.global_step}"

@@ -38,6 +38,8 @@ class Stage:
     saved: list[Path] = field(default_factory=list)
     out_of_time: bool = False
     max_steps: int = 0
+    train_metrics: dict = field(default_factory=dict)  # the trainer's train_runtime, train_loss...
+    history: list = field(default_factory=list)        # the trainer's log history
 
     @property
     def staging(self) -> Path:
@@ -116,7 +118,7 @@ class StageCallback(TrainerCallback):
             self.stage.out_of_time = True
             control.should_training_stop = True
             control.should_save = True
-            control.should_evaluate = args.eval_strategy != "no"
+            control.should_evaluate = False  # the budget is spent: save now, leave scoring to the check engine
 
     def on_save(self, args, state, control, **kwargs):
         from accelerate import PartialState
