@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from behavio.spec.load import spec_schema
 
 HEADER = """\
@@ -31,7 +33,7 @@ def _type(node: dict) -> str:
 def _rows(props: dict, prefix: str = "") -> list[str]:
     lines = []
     for key, node in props.items():
-        default = f"`{node['default']}`" if "default" in node else ""
+        default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
         desc = node.get("description", "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{prefix}{key}` | {_type(node)} | {default} | {desc} |")
         if node.get("type") == "object" and "properties" in node and key not in ("json_schema",):
