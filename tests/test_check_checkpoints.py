@@ -91,3 +91,14 @@ def test_run_base_model_from_config_or_checkpoint(tmp_path):
     assert run_base_model(tmp_path, found) == "/models/b"
     (tmp_path / "config.json").write_text(json.dumps({"base_model": "/models/a"}))
     assert run_base_model(tmp_path, found) == "/models/a"
+
+
+def test_checks_fold_the_system_message_as_the_run_trained(tmp_path):
+    import json
+
+    from behavio.check.checkpoints import run_fold_system
+
+    assert run_fold_system(tmp_path) == "auto"
+    for stored, expected in ((True, True), (False, False), ("auto", "auto"), ("true", True)):
+        (tmp_path / "config.json").write_text(json.dumps({"fold_system": stored}))
+        assert run_fold_system(tmp_path) == expected

@@ -128,6 +128,15 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def run_fold_system(run_dir: Path) -> bool | str:
+    """How the run folded system messages (``config.json`` key ``fold_system``): checks must fold the same way."""
+    config = run_dir / "config.json"
+    value = read_json(config).get("fold_system", "auto") if config.is_file() else "auto"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value if isinstance(value, bool) else "auto"
+
+
 def run_base_model(run_dir: Path, checkpoints: list[Checkpoint]) -> str | None:
     """The base model of a run: ``config.json`` key ``base_model``, else a checkpoint's behavio.json."""
     config = run_dir / "config.json"

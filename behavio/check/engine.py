@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from behavio.check.checkpoints import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, check_safetensors, content_hash,
-                                       find_checkpoints, read_json, run_base_model)
+                                       find_checkpoints, read_json, run_base_model, run_fold_system)
 from behavio.check.responses import Responses
 from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard, pick_best, rank_key
 from behavio.compiler.compose import pending_key
@@ -189,8 +189,11 @@ def _model_hash(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _check_cache(model_hash: str, max_new_tokens: int, quantization: str, use_cache: bool) -> GenerationCache:
+def _check_cache(model_hash: str, max_new_tokens: int, quantization: str, use_cache: bool,
+                 fold: bool | str = "auto") -> GenerationCache:
     settings = {"purpose": "check", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization), "greedy": True, "v": 1}
+    if fold != "auto":  # answers folded differently are different answers
+        settings["fold"] = bool(fold)
     return GenerationCache(cache_root() / "checks", model_hash, settings, enabled=use_cache)
 
 
@@ -308,8 +311,11 @@ class RunReport:
 def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str | None = None,
                       max_new_tokens: int | None = None, batch_size: int | None = None, quantization: str = "auto",
                       trust_remote_code: bool = False, use_cache: bool = True, quiet: bool = False,
-                      log: Log = _quiet_log) -> RunReport:
-    """Score every checkpoint of ``run_dir``; broken ones are listed, never fatal."""
+                      log: Log = _quiet_log, fold: bool | str | None = None) -> RunReport:
+    """Score every checkpoint of ``run_dir``; broken ones are listed, never fatal.
+
+    ``fold`` (system message into the first user turn) defaults to what the run trained with.
+    """
     from behavio.models import model_fingerprint
 
     run_dir = Path(run_dir)
@@ -320,12 +326,13 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
         raise BehavioError(f"{run_dir / 'config.json'}: no \"base_model\"; pass --base-model")
     base_path = resolve_model(name)
     max_new = max_new_tokens or spec.max_new_tokens
+    fold = run_fold_system(run_dir) if fold is None else fold
     report = RunReport(spec, run_dir, [], [c for c in found if c.broken], str(base_path), max_new)
     fingerprint = model_fingerprint(base_path)
     base: Base | None = None
     adapters: Adapters | None = None
     for i, ckpt in enumerate(sound, 1):
-        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache)
+        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold)
         gens = _cached(spec.cases, cache)
         generated = 0
         if gens is None:
@@ -343,7 +350,7 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
             todo = sum(1 for k in _case_items(spec.cases) if cache.get(k) is None)
             log(f"checkpoint {i} of {len(sound)}: {ckpt.name}, generating {todo} of {len(spec.cases)} cases")
             gens, generated = generate_cached(model, base.tokenizer, _case_items(spec.cases), cache, max_new_tokens=max_new,
-                                              batch_size=batch_size or spec.batch_size,
+                                              batch_size=batch_size or spec.batch_size, fold=fold,
                                               label=f"checkpoint {i}/{len(sound)}", quiet=quiet)
         else:
             log(f"checkpoint {i} of {len(sound)}: {ckpt.name}, {len(spec.cases)} cases cached")
