@@ -8,11 +8,10 @@ the same model: with ``dpo_reference: base`` the adapter is disabled for the ref
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from behavio.train.stage import Stage, StageCallback, clear_staging, summary, trainer_args
+from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -42,9 +41,4 @@ def run_dpo(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                          eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage)])
     if cfg.dpo_reference == "base" and REF_ADAPTER in trainer.model.peft_config:
         trainer.model.delete_adapter(REF_ADAPTER)  # reference pass = adapter disabled
-    start = time.time()
-    output = trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
-    stage.train_metrics, stage.history = output.metrics, trainer.state.log_history
-    if stage.is_main:
-        stage.say(summary(stage, trainer, time.time() - start))
-    return stage.run_dir / f"checkpoint-{stage.offset + trainer.state.global_step}"
+    return run_trainer(stage, trainer)

@@ -6,11 +6,10 @@ their end-of-turn marker, see :mod:`behavio.chat`), which TRL 1.16 uses as is.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from behavio.train.stage import Stage, StageCallback, clear_staging, summary, trainer_args
+from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -30,9 +29,4 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train,
                          eval_dataset=evaluation if evaluate else None,
                          callbacks=[StageCallback(stage)])
-    start = time.time()
-    output = trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
-    stage.train_metrics, stage.history = output.metrics, trainer.state.log_history
-    if stage.is_main:
-        stage.say(summary(stage, trainer, time.time() - start))
-    return stage.run_dir / f"checkpoint-{stage.offset + trainer.state.global_step}"
+    return run_trainer(stage, trainer)

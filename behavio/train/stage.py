@@ -178,3 +178,13 @@ def summary(stage: Stage, trainer, seconds: float) -> str:
     if stage.saved:
         parts.append("saved " + ", ".join(p.name for p in stage.saved))
     return ", ".join(parts)
+
+
+def run_trainer(stage: Stage, trainer) -> Path:
+    """Train (resuming when the stage resumes), keep the metrics, print the summary; the final checkpoint's path."""
+    start = time.time()
+    output = trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    stage.train_metrics, stage.history = output.metrics, trainer.state.log_history
+    if stage.is_main:
+        stage.say(summary(stage, trainer, time.time() - start))
+    return stage.run_dir / f"checkpoint-{stage.offset + trainer.state.global_step}"
