@@ -153,7 +153,7 @@ def check(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scorecard(s) as JSON."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Write the scorecard as Markdown (every failing case)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Tokens per answer (spec check.max_new_tokens, default 96)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated at once (spec check.batch_size, default 16)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated at once (spec check.batch_size, default 32)."),
     quantization: str = typer.Option("auto", "--quantization", help="auto (4bit on CUDA, none on CPU), 4bit or none."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Generate again even when cached answers exist."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the model directory."),

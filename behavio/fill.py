@@ -18,7 +18,7 @@ from behavio.generate import Generation, GenerationCache, effective_quantization
 from behavio.models import cache_root
 
 ANSWER_MAX_NEW_TOKENS = 64
-ANSWER_BATCH_SIZE = 16
+ANSWER_BATCH_SIZE = 32
 FILLED_FILES = ("sft", "sft.val", "dpo", "dpo.val", "checks")
 _MARKER = re.compile(re.escape(PENDING_PREFIX) + r"([0-9a-f]+)" + re.escape(PENDING_SUFFIX))
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")

@@ -213,3 +213,32 @@ def test_check_model_scores_an_adapter_dir_and_a_base(env, spec_file, tiny_model
     assert len(adapter.cases) == len(base.cases) == len(spec.cases) > 0
     assert [c.response for c in adapter.cases] != [c.response for c in base.cases]
     assert check_model(spec, tiny_model_dir, quiet=True).meta["generated"] == 0  # cached
+
+
+def test_adapters_in_turn_give_the_logits_of_each_adapter_alone(tmp_path, tiny_model_dir):
+    """Merging each adapter for generation and unmerging it before the next leaves no trace: after
+    visiting every checkpoint, each one's logits equal those of that adapter loaded on a fresh base."""
+    from peft import PeftModel
+
+    from behavio.check.engine import Adapters, Base
+
+    run = make_run(tmp_path, tiny_model_dir)
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
+    fresh = {}
+    for step in (10, 20, 30):
+        alone = PeftModel.from_pretrained(behavio.models.load_model(tiny_model_dir, quantization="none"),
+                                          str(run / f"checkpoint-{step}")).eval()
+        with torch.no_grad():
+            fresh[step] = alone(input_ids=ids).logits
+    base = behavio.models.load_model(tiny_model_dir, quantization="none").eval()
+    with torch.no_grad():
+        plain = base(input_ids=ids).logits.clone()
+    adapters = Adapters(Base(tiny_model_dir, base, None, "fp"))
+    assert adapters.merge
+    for step in (10, 20, 30, 10):
+        model = adapters.activate(run / f"checkpoint-{step}")
+        assert adapters.merged
+        with torch.no_grad():
+            got = model(input_ids=ids).logits
+        assert torch.allclose(got, fresh[step], atol=1e-4), step
+        assert not torch.allclose(got, plain, atol=1e-3)  # the adapter does change the answer

@@ -25,7 +25,7 @@ from behavio.generate import Generation, GenerationCache, effective_quantization
 from behavio.models import cache_root
 
 DEFAULT_MAX_NEW_TOKENS = 96
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 32
 Log = Callable[[str], None]
 
 
@@ -156,13 +156,20 @@ def load_base(path: Path, *, quantization: str = "auto", trust_remote_code: bool
 
 
 class Adapters:
-    """Attaches LoRA adapters to one base model in turn (PEFT load_adapter / set_adapter), dropping the previous."""
+    """Attaches LoRA adapters to one base model in turn (PEFT load_adapter / set_adapter), dropping the previous.
+
+    On an unquantized base the active adapter is merged into the weights while it generates (about
+    a fifth faster on CPU than running the LoRA branches) and unmerged before the next one; a 4-bit
+    base keeps adapters unmerged, since merging into quantized weights rounds them.
+    """
 
     def __init__(self, base: Base):
         self.base = base
         self.peft = None
         self.active: str | None = None
         self._n = 0
+        self.merge = not getattr(base.model, "is_quantized", False) and not getattr(base.model, "is_loaded_in_4bit", False)
+        self.merged = False
 
     def activate(self, path: Path):
         """The model with the adapter at ``path`` active; BehavioError naming ``path`` if it does not load."""
@@ -170,6 +177,9 @@ class Adapters:
 
         self._n += 1
         name = f"adapter{self._n}"
+        if self.merged:
+            self.peft.unmerge_adapter()
+            self.merged = False
         try:
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(self.base.model, str(path), adapter_name=name, is_trainable=False)
@@ -182,6 +192,9 @@ class Adapters:
             self.peft.delete_adapter(self.active)
         self.active = name
         self.peft.eval()
+        if self.merge:
+            self.peft.merge_adapter()
+            self.merged = True
         return self.peft
 
 
