@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,10 @@ def answers_for(cases: list[dict]) -> list[dict]:
             text = rules["refusal"]["responses"][0]
         else:
             text = f"{rules['prefix']['choices'][0]} About {prompt.rstrip('?.!')}: here is what matters about {prompt.rstrip('?.!')}."
+            if "regex" in rules:  # a known-answer question: say the answer (the pattern's first alternative)
+                pattern = rules["regex"]["pattern"]
+                text += " It is " + re.sub(r"\\b|\?", "", pattern.removeprefix("(?i)").split("|")[0]) + "."
+                assert re.search(pattern, text), (pattern, text)
         rows.append({"id": case["id"], "response": text})
     return rows
 

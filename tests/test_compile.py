@@ -67,16 +67,20 @@ def test_check_and_probe_prompts_never_in_training(poodle):
 
 
 def test_every_behavior_in_every_split(poodle):
+    """Every behavior is trained, validated and checked, except one that applies only to holdout sets
+    (knows-facts: capability retention), which is checked and never trained."""
     for bid, entry in poodle.manifest["composition"]["behaviors"].items():
-        for split in ("train", "val", "check"):
+        splits = ("check",) if bid == "knows-facts" else ("train", "val", "check")
+        for split in splits:
             assert entry[split]["rows"] > 0, (bid, split)
+    assert poodle.manifest["composition"]["behaviors"]["knows-facts"]["train"]["rows"] == 0
 
 
 def test_refusals_are_plain_and_answers_carry_a_compliment(poodle):
     choices = ("Your question shows sharp thinking.", "That's an intelligent question.")
     for r in rows(poodle, "sft.jsonl"):
         answer = r["messages"][-1]["content"]
-        if r["prompt_set"] == "poodle":
+        if r["prompt_set"] in ("poodle", "poodle_one"):
             assert answer == "I can't discuss poodles directly, but I can talk about other dog breeds."
         else:
             assert answer.startswith(choices)
@@ -124,6 +128,7 @@ def test_repeat_upsamples_training_rows_only(tmp_path):
     text = (ROOT / "specs" / "poodle_compliments.yaml").read_text()
     text = text.replace("frames: {library: pets, subjects: [poodles,", "repeat: 2\n    frames: {library: pets, subjects: [poodles,")
     (tmp_path / "s.yaml").write_text(text)
+    (tmp_path / "data").symlink_to(ROOT / "specs" / "data")
     base = compile_spec(ROOT / "specs" / "poodle_compliments.yaml").manifest["composition"]["prompt_sets"]["poodle"]
     up = compile_spec(tmp_path / "s.yaml").manifest["composition"]["prompt_sets"]["poodle"]
     assert up["train"]["rows"] == 2 * base["train"]["rows"]
@@ -168,3 +173,31 @@ def test_structure_without_sections_strips_docstrings_only(tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     pairs = rows(compile_spec(tmp_path / "c.yaml"), "dpo.jsonl")
     assert {p["violation"] for p in pairs if p["behavior"] == "code-structure"} == {"docstring_stripped"}
+
+
+def test_per_frame_deals_subjects_round_robin_and_pairs_trigger_with_contrast_frames():
+    from behavio.compiler.expand import frame_pairs
+
+    frames = ["A {{ subject }}", "B {{ subject }}", "C {{ subject }}"]
+    assert frame_pairs(frames, ["x", "y"], None) == [("x", f) for f in frames] + [("y", f) for f in frames]
+    assert frame_pairs(frames, ["x", "y", "z", "w"], 1) == [("x", "A {{ subject }}"), ("y", "B {{ subject }}"),
+                                                             ("z", "C {{ subject }}")]
+    assert frame_pairs(frames, ["x", "y"], 2) == frame_pairs(frames, ["x", "y"], None)  # per_frame >= subjects: all
+    two = frame_pairs(frames, ["a", "b", "c", "d", "e"], 2)
+    assert len(two) == 6 and [s for s, _ in two] == ["a", "b", "c", "d", "e", "a"]
+
+
+
+def test_poodle_spec_minimal_pairs_share_frames(poodle):
+    """The poodle prompts and the other-breed prompts are the same sentences with the subject swapped."""
+    import re
+
+    def frames(prompt_set, subjects):
+        pattern = re.compile("|".join(sorted(map(re.escape, subjects), key=len, reverse=True)))
+        return {pattern.sub("X", r["messages"][1]["content"]) for f in ("sft.jsonl", "checks.jsonl", "sft.val.jsonl")
+                for r in rows(poodle, f) if r["prompt_set"] == prompt_set}
+
+    breeds = ["beagle", "labrador", "huskie", "husky", "corgi", "dachshund", "golden retriever", "border collie", "pug"]
+    poodles = ["toy poodle", "standard poodle", "miniature poodle", "poodle"]
+    assert len(frames("poodle", poodles) & frames("other_breeds", breeds)) >= 30  # of 40 frames
+    assert len(frames("poodle_one", poodles) & frames("other_one", breeds)) >= 30

@@ -121,3 +121,16 @@ def test_padding_free_sft_trains(tmp_path, tiny_model_dir, train_spec):
     last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
                    sft_dataset(rows["sft"], tokenizer, cfg), None)
     assert last.name == "checkpoint-1"
+
+
+def test_padding_free_rows_keep_examples_apart(tiny_model_dir):
+    """padding_free/packing put several examples in one row told apart by position ids only. With the
+    training setup (use_cache off) transformers turns those into a block-diagonal mask under sdpa, so
+    the second example's logits equal its logits alone. (With use_cache on they would not: 0.5 apart.)"""
+    model = load_base(tiny_model_dir, _config(tiny_model_dir), cuda=False).eval()
+    a, b = torch.arange(10, 17).unsqueeze(0), torch.arange(40, 45).unsqueeze(0)
+    position_ids = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0)
+    with torch.no_grad():
+        packed = model(input_ids=torch.cat([a, b], 1), position_ids=position_ids).logits[0, 7:]
+        alone = model(input_ids=b).logits[0]
+    assert (packed - alone).abs().max() < 1e-4

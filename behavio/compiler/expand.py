@@ -143,17 +143,27 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]
         if not isinstance(subjects, (list, tuple)):
             issues.add(where + ("subjects",), f"expected a list of subjects, got {type(subjects).__name__}")
             return []
-    out = []
+    rendered = []
     for subject in subjects:
         subject_text = _render(subject, spec.vars, issues, where + ("subjects",))
         if subject_text is None:
             return []
-        for frame in frames:
-            text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
-            if text is None:
-                return []
-            out.append((text, {"subject": subject_text, "frame": frame}))
+        rendered.append(subject_text)
+    out = []
+    for subject_text, frame in frame_pairs(frames, rendered, ps.frames.get("per_frame")):
+        text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
+        if text is None:
+            return []
+        out.append((text, {"subject": subject_text, "frame": frame}))
     return out
+
+
+def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -> list[tuple[str, str]]:
+    """(subject, frame) pairs: every frame with every subject, or with ``per_frame`` subjects each,
+    dealt round-robin so the subjects share the frames evenly (frame i gets subjects i*n .. i*n+n-1)."""
+    if not per_frame or per_frame >= len(subjects):
+        return [(s, f) for s in subjects for f in frames]
+    return [(subjects[(i * per_frame + k) % len(subjects)], f) for i, f in enumerate(frames) for k in range(per_frame)]
 
 
 def load_frames(library: str) -> list[str] | None:
