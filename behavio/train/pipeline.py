@@ -8,7 +8,6 @@ process publishes checkpoints and finally scores them.
 
 from __future__ import annotations
 
-import errno
 import gc
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,9 @@ from typing import Callable
 from behavio import __version__
 from behavio.errors import BehavioError
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
-from behavio.train.rundir import (MetricsLog, RunLock, SavedCheckpoint, check_disk_space, complete_checkpoints,
-                                  incomplete_checkpoints, new_run_dir, newest_complete, read_json, write_json)
+from behavio.train.rundir import (DiskFull, MetricsLog, RunLock, SavedCheckpoint, check_disk_space,
+                                  complete_checkpoints, disk_full, incomplete_checkpoints, new_run_dir, newest_complete,
+                                  read_json, write_json)
 from behavio.train.stage import Stage
 
 Say = Callable[[str], None]
@@ -68,6 +68,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
     with state.main_process_first():
         model_path = resolve_base_model(cfg.base_model)
     lock = None
+    run_dir, set_up = None, bool(resume)  # set_up: config.json and data/ are complete, so --resume can continue
     try:
         run_dir = Path(resume) if resume else None
         if main:
@@ -82,6 +83,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
             from behavio.train.data import fill_and_write
 
             fill_and_write(compiled, cfg, model_path, run_dir / "data", quiet=quiet, say=say)
+            set_up = True
         elif main:
             _warn_if_spec_changed(run_dir, compiled, say)
         state.wait_for_everyone()
@@ -94,14 +96,26 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
         if main and check:
             result.report = check_checkpoints(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
         return result
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise BehavioError(f"no space left on device while writing {exc.filename or 'the run directory'}; "
-                               "free some space and resume with --resume") from None
-        raise
+    except DiskFull as exc:
+        raise BehavioError(_no_space(exc.what, spec_path, run_dir, set_up)) from None
+    except Exception as exc:
+        if not disk_full(exc, run_dir or Path(runs_dir)):
+            raise
+        what = f"writing {getattr(exc, 'filename', None) or run_dir or runs_dir}"
+        raise BehavioError(_no_space(what, spec_path, run_dir, set_up)) from None
     finally:
         if lock is not None:
             lock.release()
+
+
+def _no_space(what: str, spec_path: str | Path, run_dir: Path | None, set_up: bool) -> str:
+    """The one message for a full disk: what was being written, what is intact, how to continue."""
+    if run_dir is None or not set_up:
+        return f"no space left on device while {what}; free some space and start the run again"
+    newest = newest_complete(run_dir)
+    kept = f"{newest.path.name} is the newest complete checkpoint" if newest else "no checkpoint is complete yet"
+    return (f"no space left on device while {what}, {kept}. Free some space, then continue with: "
+            f"behavio train {spec_path} --resume {run_dir}")
 
 
 def _broadcast(value: str | None) -> str:
@@ -195,6 +209,8 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
             metrics.truncate_after(last.step)
     elif resume:
         say("resume: no complete checkpoint yet; starting training from the beginning")
+        if main:
+            metrics.truncate_after(0)  # the killed attempt's events; this one logs them again
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     start = time.time()
     common = dict(run_dir=run_dir, cfg=cfg, spec_hash=spec_hash, base_model=str(model_path), cuda=cuda,
@@ -208,7 +224,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
     elif "sft" in cfg.method:
         from behavio.train.sft import run_sft
 
-        share = 0.5 if "dpo" in cfg.method else 1.0
+        share = 0.75 if "dpo" in cfg.method else 1.0
         stage = Stage("sft", deadline=start + budget * share if budget else None, resume=last, **common)
         model = new_adapter(load_base(model_path, cfg, cuda), cfg)  # a resumed trainer loads its weights
         sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val)
