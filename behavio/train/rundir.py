@@ -12,6 +12,7 @@ is written last, atomically. A directory without it is incomplete and never load
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,8 +33,12 @@ RESUME_FILES = ("trainer_state.json", "adapter_model.safetensors", "adapter_conf
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON atomically (temp file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves half a file
+        raise
 
 
 def read_json(path: Path) -> dict:
@@ -206,14 +211,19 @@ class MetricsLog:
         if not self.path.is_file():
             return
         kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+                if (event := _event(line)) is not None and event.get("step", 0) <= step]
         tmp = self.path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(tmp, self.path)
 
     def write(self, event: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, sort_keys=True) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event, sort_keys=True) + "\n")
+        except OSError as exc:
+            if disk_full(exc, self.path.parent):
+                raise DiskFull(f"writing {self.path}") from None
+            raise
         writer = self._tb()
         if writer is not None:
             for key, value in event.items():
@@ -237,12 +247,22 @@ class MetricsLog:
     def read(self) -> list[dict]:
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        events = (_event(line) for line in self.path.read_text(encoding="utf-8").splitlines())
+        return [event for event in events if event is not None]
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _event(line: str) -> dict | None:
+    """One metrics.jsonl line; None for a blank one or one torn by a full disk or a crash."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def check_disk_space(path: Path, need_bytes: int) -> None:
@@ -251,3 +271,44 @@ def check_disk_space(path: Path, need_bytes: int) -> None:
     if free < need_bytes:
         raise BehavioError(f"{path}: not enough disk space ({free / 1e6:.0f} MB free, this run needs about "
                            f"{need_bytes / 1e6:.0f} MB for checkpoints); free some space or use --runs-dir elsewhere")
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk
+# ---------------------------------------------------------------------------------------------
+
+LOW_SPACE = 16 * 2**20  # bytes free below which a failed torch.save is taken as a full disk
+
+
+class DiskFull(BehavioError):
+    """No space left while ``what`` (e.g. "saving checkpoint-6 (dpo step 2)"); the pipeline adds how to resume."""
+
+    def __init__(self, what: str):
+        super().__init__(f"no space left on device while {what}")
+        self.what = what
+
+
+def disk_full(exc: BaseException, path: Path) -> bool:
+    """Whether ``exc`` (or one it was raised from) means the filesystem of ``path`` is full.
+
+    Python's writes raise OSError(ENOSPC); safetensors raises SafetensorError "... (os error 28)";
+    torch.save raises a RuntimeError that does not say why ("unexpected pos ..." or "PytorchStreamWriter
+    failed writing file"), so for it the free space decides.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, BehavioError):
+            return False
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            return True
+        if isinstance(exc, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text):
+            try:
+                return shutil.disk_usage(path).free < LOW_SPACE
+            except OSError:
+                return False
+        exc = exc.__cause__ or exc.__context__
+    return False

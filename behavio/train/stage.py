@@ -13,7 +13,8 @@ from transformers import TrainerCallback
 
 from behavio.train.config import TrainConfig
 from behavio.train.model import gradient_checkpointing, precision
-from behavio.train.rundir import MetricsLog, SavedCheckpoint, check_disk_space, publish_checkpoint, staging_dir
+from behavio.train.rundir import (DiskFull, MetricsLog, SavedCheckpoint, check_disk_space, complete_checkpoints,
+                                  disk_full, publish_checkpoint, staging_dir)
 
 Say = Callable[[str], None]
 
@@ -39,6 +40,7 @@ class Stage:
     out_of_time: bool = False
     max_steps: int = 0
     train_metrics: dict = field(default_factory=dict)  # the trainer's train_runtime, train_loss...
+    saving: int | None = None                          # the stage step whose checkpoint is being written
     history: list = field(default_factory=list)        # the trainer's log history
 
     @property
@@ -112,13 +114,14 @@ class StageCallback(TrainerCallback):
         self.stage.metrics.write(event)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stage.deadline is None or state.global_step >= state.max_steps:
-            return
-        if _agreed(time.time() >= self.stage.deadline):
-            self.stage.out_of_time = True
-            control.should_training_stop = True
-            control.should_save = True
-            control.should_evaluate = False  # the budget is spent: save now, leave scoring to the check engine
+        if self.stage.deadline is not None and state.global_step < state.max_steps:
+            if _agreed(time.time() >= self.stage.deadline):
+                self.stage.out_of_time = True
+                control.should_training_stop = True
+                control.should_save = True
+                control.should_evaluate = False  # the budget is spent: save now, leave scoring to the check engine
+        # DefaultFlowCallback ran first: the trainer saves after this step, until on_save has published it
+        self.stage.saving = state.global_step if control.should_save else None
 
     def on_save(self, args, state, control, **kwargs):
         from accelerate import PartialState
@@ -137,6 +140,7 @@ class StageCallback(TrainerCallback):
                     "init_from": self.stage.init_from, "metrics": {k: v for k, v in metrics.items() if v is not None}}
             trainer_dir = self.stage.staging / f"checkpoint-{state.global_step}"
             self.stage.saved.append(publish_checkpoint(self.stage.run_dir, trainer_dir, self._global(state.global_step), meta))
+        self.stage.saving = None
         PartialState().wait_for_everyone()
 
 
@@ -183,8 +187,30 @@ def summary(stage: Stage, trainer, seconds: float) -> str:
 def run_trainer(stage: Stage, trainer) -> Path:
     """Train (resuming when the stage resumes), keep the metrics, print the summary; the final checkpoint's path."""
     start = time.time()
-    output = trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(stage.resume.path) if stage.resume else None)
+    except Exception as exc:
+        if not disk_full(exc, stage.run_dir):
+            raise
+        raise DiskFull(abandon_save(stage, trainer.state.global_step)) from None
     stage.train_metrics, stage.history = output.metrics, trainer.state.log_history
     if stage.is_main:
         stage.say(summary(stage, trainer, time.time() - start))
     return stage.run_dir / f"checkpoint-{stage.offset + trainer.state.global_step}"
+
+
+def abandon_save(stage: Stage, step: int) -> str:
+    """After a failed write: what was being written; a checkpoint of ``step`` that was being saved is removed."""
+    staged = stage.staging / f"checkpoint-{step}"
+    target = stage.run_dir / f"checkpoint-{stage.offset + step}"
+    renamed = target.is_dir() and target not in {c.path for c in complete_checkpoints(stage.run_dir)}
+    if stage.saving != step and not (staged.exists() or renamed):
+        return f"training {stage.name} (step {step}) in {stage.run_dir}"
+    what = f"saving {target.name} ({stage.name} step {step})"
+    if not (staged.exists() or renamed):
+        return what
+    if stage.is_main:
+        shutil.rmtree(staged, ignore_errors=True)
+        if renamed:  # moved out of .staging but behavio.json never completed
+            shutil.rmtree(target, ignore_errors=True)
+    return f"{what}; its half-written files were removed"
