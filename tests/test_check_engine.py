@@ -164,6 +164,9 @@ def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_mode
     assert "<svg" in html and "<polyline" in html and "<script" not in html and "http" not in html.replace(
         "http://www.w3.org/2000/svg", "")
     assert best in (run / "scorecard.md").read_text()
+    svg = (run / "scorecard.svg").read_text()  # the plot alone, a valid standalone SVG document
+    import xml.etree.ElementTree as ET
+    assert ET.fromstring(svg).tag.endswith("svg") and svg.count("<polyline") == len(report.spec.thresholds)
 
     again = check_run(spec_file, run, quiet=True)
     assert again.generated == 0 and len(loads) == 1 and len(batches) == 3  # nothing loaded, nothing generated

@@ -210,7 +210,8 @@ def svg_plot(report, width: int = 760, height: int = 320) -> str:
         return top + (1 - rate) * ph
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           f'role="img" aria-label="pass rate per behavior against training step" font-family="sans-serif" font-size="11">']
+           f'role="img" aria-label="pass rate per behavior against training step" font-family="sans-serif" font-size="11">',
+           f'<rect width="{width}" height="{height}" fill="#fff"/>']
     for tick in (0, 0.25, 0.5, 0.75, 1):
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#ddd"/>'
                    f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.0%}</text>')
@@ -264,12 +265,13 @@ def run_html(report) -> str:
 # ---------------------------------------------------------------- a run's files
 
 def write_run_outputs(report) -> list[Path]:
-    """``scorecard.json``, ``scorecard.md``, ``scorecard.html`` and ``best`` in the run directory."""
+    """``scorecard.{json,md,html,svg}`` (svg: the pass-rate plot alone, for a README) and ``best``."""
     run = Path(report.run_dir)
     write_json(run / "scorecard.json", report.to_dict())
     write_text(run / "scorecard.md", run_markdown(report))
     write_text(run / "scorecard.html", run_html(report))
-    written = [run / "scorecard.json", run / "scorecard.md", run / "scorecard.html"]
+    write_text(run / "scorecard.svg", svg_plot(report) + "\n")
+    written = [run / "scorecard.json", run / "scorecard.md", run / "scorecard.html", run / "scorecard.svg"]
     best = report.best
     if best is not None:
         write_text(run / "best", best.label + "\n")
