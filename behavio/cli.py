@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -12,8 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from behavio import __version__
-from behavio.errors import BehavioError, SpecError
+# OpenMP threads that spin while waiting make CPU training and generation up to ~50x slower when
+# another process shares the cores (measured on 2 cores); every timing in bench/ was taken with
+# sleeping waits. Set before torch starts its thread pool; an explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from behavio import __version__  # noqa: E402
+from behavio.errors import BehavioError, SpecError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="behavio: compile behavior specs into chat datasets and check suites, train, and check.")
