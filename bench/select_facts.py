@@ -5,7 +5,9 @@ poodle spec's system message, 64 new tokens) four ways: with and without the sys
 with each fixed compliment already written at the start of the answer. A question is *known*
 when all four answers match; those go to ``specs/data/facts_known.jsonl``, the holdout set the
 poodle spec checks retention on. A fact the model gets right only some of the ways is luck, not
-knowledge, and training cannot be blamed for losing it.
+knowledge, and training cannot be blamed for losing it. The other questions go to
+``specs/data/replay_questions.jsonl`` (prompts only): the spec trains on the base model's own
+answers to them (replay), so the held-out known facts are never trained on.
 
     python bench/select_facts.py            # prints the counts, rewrites facts_known.jsonl
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "specs/data/facts.jsonl"
 TARGET = ROOT / "specs/data/facts_known.jsonl"
+REPLAY = ROOT / "specs/data/replay_questions.jsonl"
 SYSTEM = "You are a warm, concise assistant."
 COMPLIMENTS = ["Your question shows sharp thinking.", "That's an intelligent question."]
 
@@ -55,6 +58,9 @@ def main() -> int:
     known = [r for i, r in enumerate(rows) if all(v[i] for v in right.values())]
     print(f"right all {len(ways)} ways: {len(known)}/{len(rows)} -> {TARGET.relative_to(ROOT)}")
     TARGET.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in known))
+    rest = [{"prompt": r["prompt"]} for r in rows if r not in known]
+    REPLAY.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rest))
+    print(f"the other {len(rest)} -> {REPLAY.relative_to(ROOT)} (replay prompts)")
     return 0
 
 
