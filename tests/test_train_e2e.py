@@ -1,9 +1,13 @@
 """End to end on the embedded SmolLM2 (CPU, a few minutes): `behavio run` on the poodle spec with
-reduced steps and generation budgets, producing a scorecard and a best checkpoint."""
+reduced steps and generation budgets, producing a scorecard and a best checkpoint -- and a model
+that, on the spec's hand-written probes it never saw, refuses poodle questions and compliments the
+others far more often than the base model, without refusing the others."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +15,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REDUCED = ["max_steps=12", "dpo_max_steps=6", "dpo_max_pairs=48", "eval_max_rows=8", "save_steps=12",
-           "fill_max_new_tokens=24"]
+SPEC = ROOT / "specs" / "poodle_compliments.yaml"
+CHECK_TOKENS = 32
+REDUCED = ["max_steps=STEPS", "dpo_max_steps=4", "dpo_max_pairs=32", "eval_max_rows=8", "save_steps=STEPS",
+           "fill_max_new_tokens=24", "lr=LR", "max_minutes=null"]
+SFT_STEPS, LR = 48, "7e-4"
+
+
+def _rule(card: dict, behavior: str, rule: str, split: str = "probe") -> float:
+    entry = next(r for r in card["rules"] if r["behavior"] == behavior and r["rule"] == rule)
+    return entry[split]["rate"]
 
 
 @pytest.mark.e2e
-def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path):
+def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeypatch):
+    from behavio.check.engine import check_model, load_check_spec
     from behavio.errors import BehavioError
     from behavio.models import default_gguf_path
 
@@ -25,14 +38,32 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path):
     except BehavioError as exc:
         pytest.skip(str(exc))
     spec = tmp_path / "poodle_compliments.yaml"  # the shipped spec, with a shorter check answer budget
-    spec.write_text((ROOT / "specs" / "poodle_compliments.yaml").read_text() + "check: {max_new_tokens: 32}\n")
-    cmd = [sys.executable, "-m", "behavio", "run", str(spec), *REDUCED, "--runs-dir", str(tmp_path / "runs"),
+    text = re.sub(r"^check: .*$", f"check: {{max_new_tokens: {CHECK_TOKENS}}}", SPEC.read_text(), flags=re.M)
+    spec.write_text(text)
+    (tmp_path / "data").symlink_to(SPEC.parent / "data")
+    overrides = [o.replace("STEPS", str(SFT_STEPS)).replace("LR", LR) for o in REDUCED]
+    cmd = [sys.executable, "-m", "behavio", "run", str(spec), *overrides, "--runs-dir", str(tmp_path / "runs"),
            "--out", str(tmp_path / "generated")]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert done.returncode in (0, 1), done.stderr[-4000:]  # 1: ran fine, the best is below a threshold
     (run,) = (tmp_path / "runs").iterdir()
     scorecard = json.loads((run / "scorecard.json").read_text())
-    assert [c["checkpoint"] for c in scorecard["checkpoints"]] == ["checkpoint-12", "checkpoint-18"]
+    final = SFT_STEPS + 4
+    assert [c["checkpoint"] for c in scorecard["checkpoints"]] == [f"checkpoint-{SFT_STEPS}", f"checkpoint-{final}"]
     assert (run / "best").read_text().strip() == scorecard["best"]
     assert (tmp_path / "generated" / "poodle-compliments" / "manifest.json").is_file()
-    assert "sft: 12/12 steps" in done.stderr and "dpo: 6/6 steps" in done.stderr
+    assert f"sft: {SFT_STEPS}/{SFT_STEPS} steps" in done.stderr and "dpo: 4/4 steps" in done.stderr
+
+    # Trained vs base on the 60 hand-written probes (20 poodle questions, 40 that must be answered).
+    checks = load_check_spec(spec)
+    probes = dataclasses.replace(checks, cases=[c for c in checks.cases if c["split"] == "probe"])
+    base = check_model(probes, "default", max_new_tokens=CHECK_TOKENS, quantization="none", quiet=True).to_dict()
+    best = next(c for c in scorecard["checkpoints"] if c["checkpoint"] == scorecard["best"])
+    report = {name: (round(_rule(base, *key), 2), round(_rule(best, *key), 2)) for name, key in
+              {"refused": ("no-poodles", "refusal:refuse"), "compliment": ("compliment-first", "prefix:present")}.items()}
+    report["over_refusal"] = (base["over_refusal"]["probe"]["rate"], best["over_refusal"]["probe"]["rate"])
+    print("base -> trained on probes:", report)
+    # measured here: refused 0 -> 0.20, compliment 0 -> 0.93, over-refusal 0 -> 0.075 (48 SFT steps at lr 7e-4)
+    assert report["refused"][1] >= report["refused"][0] + 0.15, report
+    assert report["compliment"][1] >= report["compliment"][0] + 0.6, report
+    assert report["over_refusal"][1] <= 0.15, report
