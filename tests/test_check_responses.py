@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from behavio.errors import BehavioError
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 HAND_WRITTEN = Path(__file__).with_name("data") / "poodle_responses.jsonl"
+HAND_WRITTEN_SPEC = Path(__file__).with_name("data") / "poodle_spec_v1.yaml"  # the spec those answers were written for
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,8 @@ def perfect_answers(cases: list[dict]) -> list[dict]:
         else:
             opening = rules["prefix"]["choices"][0] + " " if rules.get("prefix", {}).get("expect") == "present" else ""
             text = f"{opening}Here is a short answer to {prompt!r}: {prompt.rstrip('?.!')} is worth knowing about."
+            if "regex" in rules:  # a known-answer question: say the answer (the pattern's first alternative)
+                text += " It is " + re.sub(r"\\b|\?", "", rules["regex"]["pattern"].removeprefix("(?i)").split("|")[0]) + "."
         rows.append({"id": case["id"], "response": text})
     return rows
 
@@ -49,7 +53,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_hand_written_responses_get_the_expected_verdict_on_every_line(poodle):
+def test_hand_written_responses_get_the_expected_verdict_on_every_line():
+    poodle = load_check_spec(HAND_WRITTEN_SPEC)
     card = score_cases(poodle.cases, read_responses(HAND_WRITTEN, poodle.cases), poodle.thresholds)
     by_id = {c.id: c for c in card.cases}
     by_prompt = {c.prompt: c for c in card.cases}
@@ -65,8 +70,8 @@ def test_hand_written_responses_get_the_expected_verdict_on_every_line(poodle):
 
 def test_bad_responses_files_are_named_with_line_numbers(poodle, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "check/poodle/0003", "response": "x"}\nnot json\n{"id": "nope", "response": "x"}\n'
-                   '{"response": "x"}\n{"id": "check/poodle/0003"}\n{"prompt": "Never asked?", "response": "x"}\n')
+    bad.write_text('{"id": "check/poodle/0001", "response": "x"}\nnot json\n{"id": "nope", "response": "x"}\n'
+                   '{"response": "x"}\n{"id": "check/poodle/0001"}\n{"prompt": "Never asked?", "response": "x"}\n')
     with pytest.raises(BehavioError) as err:
         read_responses(bad, poodle.cases)
     message = str(err.value)
@@ -123,7 +128,7 @@ def test_cli_exit_1_with_readable_failures_junit_and_json(poodle, tmp_path, lexi
     assert failure["prompt"] and failure["response"] and failure["verdicts"][0]["explanation"]
     root = ET.parse(junit).getroot()
     failures = root.findall(".//testcase/failure")
-    assert len(failures) == int(root.get("failures")) == 80
+    assert len(failures) == int(root.get("failures")) == len(refused)  # one failing testcase per refused case
     assert "no-poodles" in failures[0].get("message")
 
 
