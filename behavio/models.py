@@ -245,6 +245,11 @@ def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False) -> PreT
     return tokenizer
 
 
+def is_quantized(model) -> bool:
+    """Whether ``model`` was loaded with bitsandbytes 4-bit or 8-bit weights."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
 def load_model(
     path: Path | str,
     *,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -254,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                     mins = _run_minutes(run_dir, "sft" if recipe == "sft" else None)
                 else:
                     run_dir, mins = train_recipe(recipe, seed, Path(tmp))
-                card = score(run_dir, STAGE.get(recipe) if recipe in reuse else None)
-                if recipe not in reuse and run_dir is not None:
-                    shutil.rmtree(run_dir, ignore_errors=True)
+                card = score(run_dir, STAGE.get(recipe) if recipe in reuse else None)  # trained runs go with tmp
             probe.append(measure(card, "probe"))
             check.append(measure(card, "check"))
             minutes.append(mins)

@@ -9,6 +9,7 @@ tests that need it are skipped when the wheel is not installed.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,32 @@ def train_spec(tmp_path, tiny_model_dir):
         return path
 
     return write
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule-abiding answers to compiled check cases (tests/test_check_responses.py, test_check_suite.py)
+# ---------------------------------------------------------------------------------------------
+
+def _perfect_answers(cases: list[dict]) -> list[dict]:
+    """An answer to every case that follows every rule: the refusal text, or the prefix (when the
+    case wants one) + an on-topic sentence + the known answer when a regex rule asks for one."""
+    rows = []
+    for case in cases:
+        rules = {r["kind"]: r["args"] for r in case["rules"]}
+        prompt = case["messages"][-1]["content"]
+        if rules.get("refusal", {}).get("expect") == "refuse":
+            text = rules["refusal"]["responses"][0]
+        else:
+            opening = rules["prefix"]["choices"][0] + " " if rules.get("prefix", {}).get("expect") == "present" else ""
+            text = f"{opening}Here is a short answer to {prompt!r}: {prompt.rstrip('?.!')} is worth knowing about."
+            if "regex" in rules:  # a known-answer question: say the answer (the pattern's first alternative)
+                pattern = rules["regex"]["pattern"]
+                text += " It is " + re.sub(r"\\b|\?", "", pattern.removeprefix("(?i)").split("|")[0]) + "."
+                assert re.search(pattern, text), (pattern, text)
+        rows.append({"id": case["id"], "response": text})
+    return rows
+
+
+@pytest.fixture
+def perfect_answers():
+    return _perfect_answers

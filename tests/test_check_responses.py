@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -29,23 +28,6 @@ def poodle():
 @pytest.fixture
 def lexical(monkeypatch):
     monkeypatch.setenv("BEHAVIO_EMBEDDINGS", "lexical")
-
-
-def perfect_answers(cases: list[dict]) -> list[dict]:
-    """An answer to every case that follows every rule of the spec."""
-    rows = []
-    for case in cases:
-        rules = {r["kind"]: r["args"] for r in case["rules"]}
-        prompt = case["messages"][-1]["content"]
-        if rules.get("refusal", {}).get("expect") == "refuse":
-            text = rules["refusal"]["responses"][0]
-        else:
-            opening = rules["prefix"]["choices"][0] + " " if rules.get("prefix", {}).get("expect") == "present" else ""
-            text = f"{opening}Here is a short answer to {prompt!r}: {prompt.rstrip('?.!')} is worth knowing about."
-            if "regex" in rules:  # a known-answer question: say the answer (the pattern's first alternative)
-                text += " It is " + re.sub(r"\\b|\?", "", rules["regex"]["pattern"].removeprefix("(?i)").split("|")[0]) + "."
-        rows.append({"id": case["id"], "response": text})
-    return rows
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -92,7 +74,7 @@ def test_unfinished_responses_fail_the_repetition_guard(poodle):
     assert done.cases[0].passed and [v.behavior for v in cut.cases[0].failed] == ["no-loops"]
 
 
-def test_cli_exit_0_when_every_threshold_is_met(poodle, tmp_path, lexical):
+def test_cli_exit_0_when_every_threshold_is_met(poodle, perfect_answers, tmp_path, lexical):
     answers = write_jsonl(tmp_path / "answers.jsonl", perfect_answers(poodle.cases))
     junit, out_json = tmp_path / "junit.xml", tmp_path / "card.json"
     result = CliRunner().invoke(app, ["check", str(SPEC), "--responses", str(answers), "--junit", str(junit),
@@ -105,7 +87,7 @@ def test_cli_exit_0_when_every_threshold_is_met(poodle, tmp_path, lexical):
     assert len(root.findall("./testsuite/testcase")) == len(poodle.cases)
 
 
-def test_cli_exit_1_with_readable_failures_junit_and_json(poodle, tmp_path, lexical):
+def test_cli_exit_1_with_readable_failures_junit_and_json(poodle, perfect_answers, tmp_path, lexical):
     rows = perfect_answers(poodle.cases)
     for row in rows:
         if row["id"].startswith("check/other_breeds/"):

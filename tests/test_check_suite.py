@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +16,6 @@ from behavio.compiler.output import write_compiled
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
-
-
-def answers_for(cases: list[dict]) -> list[dict]:
-    """A rule-abiding answer per case (refusal text, or fixed prefix + on-topic sentence)."""
-    rows = []
-    for case in cases:
-        rules = {r["kind"]: r["args"] for r in case["rules"]}
-        prompt = case["messages"][-1]["content"]
-        if rules.get("refusal", {}).get("expect") == "refuse":
-            text = rules["refusal"]["responses"][0]
-        else:
-            text = f"{rules['prefix']['choices'][0]} About {prompt.rstrip('?.!')}: here is what matters about {prompt.rstrip('?.!')}."
-            if "regex" in rules:  # a known-answer question: say the answer (the pattern's first alternative)
-                pattern = rules["regex"]["pattern"]
-                text += " It is " + re.sub(r"\\b|\?", "", pattern.removeprefix("(?i)").split("|")[0]) + "."
-                assert re.search(pattern, text), (pattern, text)
-        rows.append({"id": case["id"], "response": text})
-    return rows
 
 
 def run_suite(suite: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -52,18 +33,18 @@ def suite(tmp_path_factory):
     return target, cases
 
 
-def test_generated_suite_passes_on_good_answers(suite, tmp_path):
+def test_generated_suite_passes_on_good_answers(suite, perfect_answers, tmp_path):
     target, cases = suite
     responses = tmp_path / "good.jsonl"
-    responses.write_text("".join(json.dumps(r) + "\n" for r in answers_for(cases)))
+    responses.write_text("".join(json.dumps(r) + "\n" for r in perfect_answers(cases)))
     result = run_suite(target, "--behavio-responses", str(responses))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert f"{len(cases)} passed" in result.stdout
 
 
-def test_generated_suite_fails_with_a_readable_diff(suite, tmp_path):
+def test_generated_suite_fails_with_a_readable_diff(suite, perfect_answers, tmp_path):
     target, cases = suite
-    rows = answers_for(cases)
+    rows = perfect_answers(cases)
     bad = next(r for r, c in zip(rows, cases) if c["prompt_set"] == "poodle")
     bad["response"] = "I can't discuss poodles directly, but poodles are clever dogs that love to swim."
     responses = tmp_path / "bad.jsonl"

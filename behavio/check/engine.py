@@ -22,7 +22,7 @@ from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard, pick_bes
 from behavio.compiler.compose import pending_key
 from behavio.errors import BehavioError
 from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
-from behavio.models import cache_root
+from behavio.models import cache_root, is_quantized
 
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 32
@@ -168,7 +168,7 @@ class Adapters:
         self.peft = None
         self.active: str | None = None
         self._n = 0
-        self.merge = not getattr(base.model, "is_quantized", False) and not getattr(base.model, "is_loaded_in_4bit", False)
+        self.merge = not is_quantized(base.model)
         self.merged = False
 
     def activate(self, path: Path):

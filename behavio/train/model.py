@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from behavio.errors import BehavioError
+from behavio.models import is_quantized
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -30,10 +31,6 @@ def use_cuda(cfg: TrainConfig) -> bool:
 
 def gradient_checkpointing(cfg: TrainConfig, cuda: bool) -> bool:
     return cuda if cfg.gradient_checkpointing == "auto" else bool(cfg.gradient_checkpointing)
-
-
-def is_quantized(model) -> bool:
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
 
 def load_base(path: Path, cfg: TrainConfig, cuda: bool):
