@@ -48,8 +48,15 @@ def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, t
     config = json.loads((run / "config.json").read_text())
     assert config["base_model"] == str(tiny_model_dir) and config["lr"] == 1e-3 and config["method"] == ["sft", "dpo"]
     data = {p.name: p.read_text() for p in (run / "data").iterdir()}
-    assert set(data) == {"sft.jsonl", "sft.val.jsonl", "dpo.jsonl", "dpo.val.jsonl"}
+    assert set(data) == {"sft.jsonl", "sft.val.jsonl", "dpo.jsonl", "dpo.val.jsonl", "dpo.on_policy.jsonl",
+                         "dpo.on_policy.json"}
     assert "<<behavio:pending:" not in "".join(data.values())  # the base model wrote the rejected answers
+    # on-policy: the SFT model answered each training prompt once (the tiny model writes only special tokens,
+    # so there is no text to reject; tests/test_train_on_policy.py covers the pairs themselves)
+    summary = json.loads(data["dpo.on_policy.json"])
+    assert summary["answered"] == len({r["id"] for r in map(json.loads, data["sft.jsonl"].splitlines())})
+    assert summary["pairs"] == len(data["dpo.on_policy.jsonl"].splitlines()) == summary["answered"] - summary["empty"]
+    assert any(line.startswith(f"on-policy: {summary['pairs']} of {summary['answered']} answers") for line in lines)
     assert list((cache / "answers").iterdir())  # ... and they are cached
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if "loss" in e] == [1, 2, 3, 4, 5]
@@ -59,6 +66,34 @@ def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, t
     assert (run / "best").read_text().strip().split("/")[-1] in {"checkpoint-2", "checkpoint-3", "checkpoint-5"}
     assert any(line.startswith("sft: 3/3 steps") for line in lines) and any(line.startswith("dpo: 2/2") for line in lines)
     assert any(line.startswith("check: best checkpoint-") for line in lines)
+
+
+def test_a_resumed_dpo_stage_trains_on_the_pairs_written_before_it(tmp_path, monkeypatch, tiny_model_dir):
+    from behavio.models import load_tokenizer
+    from behavio.train import on_policy
+    from behavio.train.config import TrainConfig
+    from behavio.train.pipeline import dpo_training_set
+
+    data = tmp_path / "data"
+    data.mkdir()
+    prompt = [{"role": "user", "content": "Are poodles smart?"}]
+    pair = {"id": "p/own", "prompt": prompt, "chosen": [{"role": "assistant", "content": "I can't discuss poodles."}],
+            "rejected": [{"role": "assistant", "content": "Good question. Poodles are"}], "behavior": "no-poodles",
+            "violation": "own:refusal:refuse"}
+    rule_pair = {**pair, "id": "p/rule", "violation": "answered",
+                 "rejected": [{"role": "assistant", "content": "Poodles are smart."}]}
+    for name in ("sft.jsonl", "sft.val.jsonl", "dpo.val.jsonl"):
+        (data / name).write_text("")
+    (data / "dpo.jsonl").write_text(json.dumps(rule_pair) + "\n")
+    on_policy.write_pairs(data, [pair], {"answered": 1, "pairs": 1, "broken": {}})
+    monkeypatch.setattr(on_policy, "make_pairs", lambda *a, **k: pytest.fail("answered the prompts again"))
+    tokenizer = load_tokenizer(tiny_model_dir)
+    got = dpo_training_set(tmp_path, TrainConfig(), None, tokenizer, "rules only", on_policy=True, say=print)
+    assert {r[0]["content"] for r in got["rejected"]} == {"Good question. Poodles are", "Poodles are smart."}
+    assert dpo_training_set(tmp_path, TrainConfig(dpo_on_policy=False), None, tokenizer, "rules only", on_policy=True,
+                            say=print) == "rules only"
+    assert dpo_training_set(tmp_path, TrainConfig(), None, tokenizer, "rules only", on_policy=False,
+                            say=print) == "rules only"  # no SFT stage: nothing of its own to judge
 
 
 def test_max_minutes_stops_each_stage_cleanly_and_saves(tmp_path, train_spec, cache):

@@ -101,15 +101,13 @@ def _pending_keys(*texts: str) -> list[str]:
     return sorted(set(keys))
 
 
-def _behaviors_of(spec: Spec, ex: Example) -> list[str]:
-    return sorted({r["behavior"] for r in checks.rules_for(spec, ex)})
-
-
 def _sft_row(ex: Example, spec: Spec, copy: int) -> dict:
+    rules = checks.rules_for(spec, ex)  # what on-policy DPO judges the SFT model's own answers with
     return {
         "id": ex.id if copy == 0 else f"{ex.id}#{copy + 1}",
         "messages": ex.prompt + [{"role": "assistant", "content": ex.answer}],
-        "behaviors": _behaviors_of(spec, ex),
+        "behaviors": sorted({r["behavior"] for r in rules}),
+        "rules": rules,
         "prompt_set": ex.row.set,
         "pending": _pending_keys(ex.answer),
     }

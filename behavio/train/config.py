@@ -52,6 +52,8 @@ class TrainConfig:
     dpo_epochs: float = _d("dpo_epochs")
     dpo_max_steps: int | None = _d("dpo_max_steps")
     dpo_max_pairs: int | None = _d("dpo_max_pairs")
+    dpo_on_policy: bool = _d("dpo_on_policy")
+    dpo_on_policy_tokens: int = _d("dpo_on_policy_tokens")
     lr: float = _d("lr")
     dpo_lr: float = _d("dpo_lr")
     lr_scheduler: str = _d("lr_scheduler")

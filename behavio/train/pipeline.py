@@ -240,10 +240,35 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
                       init_from=sft_done.name if sft_done else None, **common)
         base = load_base(model_path, cfg, cuda)
         model = trained_adapter(base, sft_done) if sft_done else new_adapter(base, cfg)
-        run_dpo(stage, model, tokenizer, sets.dpo, sets.dpo_val)
+        pairs = dpo_training_set(run_dir, cfg, model, tokenizer, sets.dpo, on_policy=sft_done is not None, say=say)
+        run_dpo(stage, model, tokenizer, pairs, sets.dpo_val)
         del model, base
         _free_memory()
     metrics.close()
+
+
+def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set, *, on_policy: bool, say: Say):
+    """The DPO pairs: rule-derived, led by the SFT model's own failures (``dpo_on_policy``, after SFT).
+
+    The main process answers the training prompts once and writes ``data/dpo.on_policy.jsonl``; a
+    resumed DPO stage reads that file instead of answering again.
+    """
+    if not (cfg.dpo_on_policy and on_policy):
+        return rule_set
+    from accelerate import PartialState
+
+    from behavio.train import on_policy as own
+    from behavio.train.data import read_data
+
+    data = run_dir / "data"
+    rows = read_data(data)
+    state = PartialState()
+    if state.is_main_process and own.read_pairs(data) is None:
+        pairs, summary = own.make_pairs(model, tokenizer, rows["sft"], cfg, say=say)
+        own.write_pairs(data, pairs, summary)
+    state.wait_for_everyone()
+    mixed = own.training_pairs(own.read_pairs(data) or [], rows["dpo"], cfg.dpo_max_pairs, cfg.seed)
+    return own.dataset(mixed, tokenizer, cfg)
 
 
 def check_checkpoints(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,

@@ -1,0 +1,128 @@
+"""On-policy DPO pairs: the SFT model's own mistakes on its training prompts, judged by the spec's rules.
+
+Rule-derived pairs reject what a rule forbids in the abstract: the poodle question answered, the
+literal refusal on a beagle question. The SFT model fails in its own way: it compliments and then
+answers the poodle question, or refuses the labrador question with "I can't discuss labradors
+directly". Between SFT and DPO, behavio answers the training prompts with the SFT adapter (greedy,
+``dpo_on_policy_tokens`` tokens) and scores each answer with the row's decision rules (refusal and
+prefix: the ones a short answer can be judged by). Every answer that breaks one becomes a pair:
+chosen = the spec's answer, rejected = the model's own. They are written to
+``data/dpo.on_policy.jsonl``, so a resumed DPO stage trains on the same pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from behavio.train.data import dpo_records, parse_jsonl, select_pairs
+from behavio.train.rundir import write_json
+
+if TYPE_CHECKING:
+    from behavio.train.config import TrainConfig
+
+DECISION_RULES = ("refusal", "prefix")  # rules a truncated answer can be judged by
+FILE = "dpo.on_policy.jsonl"
+PROMPTS_PER_PAIR = 4  # prompts answered per DPO pair the run may train on
+
+
+def candidates(sft_rows: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """Training rows with a decision rule (one per prompt, not its repeats), a seeded sample of ``limit``."""
+    rows = [r for r in sft_rows if "#" not in r["id"] and _decision_rules(r)]
+    if limit is not None and len(rows) > limit:
+        keep = set(random.Random(seed).sample(range(len(rows)), limit))
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    return rows
+
+
+def _decision_rules(row: dict) -> list[dict]:
+    return [r for r in row.get("rules", []) if r["kind"] in DECISION_RULES]
+
+
+def judge(row: dict, answer: str, finished: bool) -> dict | None:
+    """The first decision rule ``answer`` breaks (``None`` when it passes them all)."""
+    from behavio.check.engine import rule_name, score_case
+
+    case = {"id": row["id"], "messages": row["messages"][:-1], "rules": _decision_rules(row)}
+    result = score_case(case, answer, finished)
+    failed = next((v for v in result.verdicts if not v.passed), None)
+    return None if failed is None else {"behavior": failed.behavior, "rule": failed.rule}
+
+
+def pair(row: dict, answer: str, failed: dict) -> dict:
+    """chosen = the spec's answer to ``row``'s prompt, rejected = the model's own ``answer``."""
+    return {
+        "id": f"{row['id']}/{failed['behavior']}/own:{failed['rule']}",
+        "prompt": row["messages"][:-1],
+        "chosen": [row["messages"][-1]],
+        "rejected": [{"role": "assistant", "content": answer}],
+        "behavior": failed["behavior"],
+        "violation": f"own:{failed['rule']}",
+        "prompt_set": row.get("prompt_set"),
+    }
+
+
+def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quiet: bool = False,
+               say: Callable[[str], None] = lambda _: None) -> tuple[list[dict], dict]:
+    """Answer the candidate prompts with ``model``; the pairs its failing answers make, and a summary."""
+    from behavio.generate import generate
+
+    limit = cfg.dpo_max_pairs * PROMPTS_PER_PAIR if cfg.dpo_max_pairs else None
+    rows = candidates(sft_rows, limit, cfg.seed)
+    was_training = model.training
+    model.eval()
+    try:
+        answers = generate(model, tokenizer, [r["messages"][:-1] for r in rows], max_new_tokens=cfg.dpo_on_policy_tokens,
+                           batch_size=cfg.fill_batch_size, fold=cfg.fold_system, label="on-policy answers",
+                           quiet=quiet)
+    finally:
+        model.train(was_training)
+    pairs, broken, empty = [], Counter(), 0
+    for row, answer in zip(rows, answers):
+        if not answer.text.strip():  # nothing but special tokens: no text to prefer the spec's answer over
+            empty += 1
+            continue
+        failed = judge(row, answer.text, answer.finished)
+        if failed is not None:
+            pairs.append(pair(row, answer.text, failed))
+            broken[f"{failed['behavior']} {failed['rule']}"] += 1
+    summary = {"answered": len(rows), "pairs": len(pairs), "empty": empty, "broken": dict(sorted(broken.items()))}
+    detail = ", ".join(f"{k} {v}" for k, v in summary["broken"].items()) or "none"
+    skipped = f"; {empty} empty answers skipped" if empty else ""
+    say(f"on-policy: {len(pairs)} of {len(rows)} answers of the SFT model break a rule ({detail}){skipped}")
+    return pairs, summary
+
+
+def write_pairs(data_dir: Path, pairs: list[dict], summary: dict) -> None:
+    """``data/dpo.on_policy.jsonl`` (atomically, the summary last: its presence marks the file complete)."""
+    tmp = data_dir / (FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(p, ensure_ascii=False, sort_keys=True) + "\n" for p in pairs), encoding="utf-8")
+    tmp.replace(data_dir / FILE)
+    write_json(data_dir / "dpo.on_policy.json", summary)
+
+
+def read_pairs(data_dir: Path) -> list[dict] | None:
+    """The pairs written by :func:`write_pairs`, or ``None`` if they were never completely written."""
+    if not (data_dir / "dpo.on_policy.json").is_file() or not (data_dir / FILE).is_file():
+        return None
+    return parse_jsonl((data_dir / FILE).read_text(encoding="utf-8"))
+
+
+def training_pairs(own: list[dict], rule_pairs: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """The DPO set: the model's own failures first (round-robin over what they broke), rule pairs fill up to ``limit``."""
+    own = select_pairs(own, limit, seed)
+    room = None if limit is None else max(0, limit - len(own))
+    rest = rule_pairs if room is None else rule_pairs[:room]
+    mixed = own + rest
+    random.Random(seed).shuffle(mixed)
+    return mixed
+
+
+def dataset(pairs: list[dict], tokenizer, cfg: TrainConfig):
+    """The tokenized-and-validated DPO dataset of ``pairs``."""
+    from datasets import Dataset
+
+    return Dataset.from_list(dpo_records(pairs, tokenizer, cfg))
