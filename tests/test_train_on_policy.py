@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -71,25 +72,42 @@ def test_candidates_are_distinct_prompts_with_a_decision_rule_sampled_by_seed():
     assert picked != on_policy.candidates(rows, 4, 2) or picked != on_policy.candidates(rows, 4, 3)
 
 
-def _pairs(prefix: str, n: int, violation: str = "v") -> list[dict]:
-    return [{"id": f"{prefix}{i}", "behavior": "b", "violation": violation} for i in range(n)]
+def _pairs(prefix: str, n: int, violation: str, behavior: str = "no-poodles") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "behavior": behavior, "violation": violation} for i in range(n)]
 
 
-def test_own_failures_lead_and_rule_pairs_fill_up_to_the_limit():
-    own, rules = _pairs("own", 3), _pairs("rule", 10)
+def _lessons(pairs: list[dict]) -> dict:
+    return dict(Counter(on_policy.lesson(p)[1] for p in pairs))
+
+
+def test_a_behaviors_opposite_lessons_get_equally_many_pairs_own_failures_first():
+    own = _pairs("own-r", 6, "own:refusal:refuse") + _pairs("own-a", 2, "own:refusal:answer")
+    rules = _pairs("ans", 5, "answered") + _pairs("over", 5, "over_refused") + _pairs("loop", 4, "looped", "no-loops")
+    mixed = on_policy.training_pairs(own, rules, 20, seed=1)
+    ids = {p["id"] for p in mixed}
+    assert len(mixed) == 16 and _lessons(mixed) == {"refusal:refuse": 6, "refusal:answer": 6, "looped": 4}
+    assert {p["id"] for p in own} <= ids  # all 6 + 2 own failures, 4 over-refusals make up the answer side
+    assert sum(i.startswith("over") for i in ids) == 4 and not any(i.startswith("ans") for i in ids)
+    assert mixed == on_policy.training_pairs(own, rules, 20, seed=1)
+
+
+def test_over_the_limit_each_lesson_is_cut_by_the_same_factor():
+    own = _pairs("own-r", 30, "own:refusal:refuse") + _pairs("own-a", 10, "own:refusal:answer")
+    mixed = on_policy.training_pairs(own, _pairs("loop", 4, "looped", "no-loops"), 16, seed=1)
+    assert _lessons(mixed) == {"refusal:refuse": 8, "refusal:answer": 8}
+
+
+def test_a_lesson_without_an_opposite_keeps_all_its_own_failures():
+    own = _pairs("own-p", 5, "own:prefix:present", "compliment-first")
+    rules = _pairs("drop", 3, "prefix_dropped", "compliment-first") + _pairs("loop", 10, "looped", "no-loops")
     mixed = on_policy.training_pairs(own, rules, 8, seed=1)
-    ids = [p["id"] for p in mixed]
-    assert len(ids) == 8 and {"own0", "own1", "own2"} <= set(ids)
-    assert sum(i.startswith("rule") for i in ids) == 5
-    many = on_policy.training_pairs(_pairs("own", 12, "a") + _pairs("x", 4, "b"), rules, 8, seed=1)
-    assert len(many) == 8 and all(not p["id"].startswith("rule") for p in many)
-    assert sum(p["violation"] == "b" for p in many) == 4  # round-robin keeps the rarer failure
-    assert len(on_policy.training_pairs(own, rules, None, seed=1)) == 13
+    assert _lessons(mixed) == {"prefix:present": 5, "looped": 3}
+    assert len(on_policy.training_pairs([], rules, None, seed=1)) == 13  # nothing of its own: the rule pairs
 
 
 def test_pairs_are_read_back_only_when_completely_written(tmp_path):
     assert on_policy.read_pairs(tmp_path) is None
-    pairs = _pairs("p", 3)
+    pairs = _pairs("p", 3, "own:refusal:refuse")
     on_policy.write_pairs(tmp_path, pairs, {"answered": 9, "pairs": 3, "broken": {}})
     assert on_policy.read_pairs(tmp_path) == pairs
     assert json.loads((tmp_path / "dpo.on_policy.json").read_text())["answered"] == 9

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -111,13 +111,47 @@ def read_pairs(data_dir: Path) -> list[dict] | None:
     return parse_jsonl((data_dir / FILE).read_text(encoding="utf-8"))
 
 
+# What a rule-derived pair teaches, as the rule its chosen side passes and its rejected side breaks.
+LESSONS = {"answered": "refusal:refuse", "complimented_refusal": "refusal:refuse", "over_refused": "refusal:answer",
+           "prefix_dropped": "prefix:present", "prefix_paraphrased": "prefix:present"}
+
+
+def lesson(pair: dict) -> tuple[str, str]:
+    """(behavior, rule) a pair teaches: ``("no-poodles", "refusal:answer")`` for an over-refusal."""
+    violation = pair.get("violation") or ""
+    rule = violation[4:] if violation.startswith("own:") else LESSONS.get(violation, violation)
+    return str(pair.get("behavior")), rule
+
+
 def training_pairs(own: list[dict], rule_pairs: list[dict], limit: int | None, seed: int) -> list[dict]:
-    """The DPO set: the model's own failures first (round-robin over what they broke), rule pairs fill up to ``limit``."""
-    own = select_pairs(own, limit, seed)
-    room = None if limit is None else max(0, limit - len(own))
-    rest = rule_pairs if room is None else rule_pairs[:room]
-    mixed = own + rest
-    random.Random(seed).shuffle(mixed)
+    """The DPO set: the model's own failures, balanced between a behavior's opposite lessons; rule pairs fill the rest.
+
+    A set of mostly "refuse here" pairs mostly moves the model's bias towards refusing everything:
+    on the poodle spec (attention-only LoRA), 6 DPO steps on 39 answered-poodle and 18 over-refusal
+    pairs took the probes' poodle refusal from 5/20 to 18/20 and over-refusal from 7/40 to 33/40. So every lesson of a behavior the model broke (refuse and
+    answer) gets as many pairs as its largest count of own failures, its own first, topped up with
+    rule pairs teaching the same; when that exceeds ``limit`` each is cut by the same factor. Rule
+    pairs of the behaviors the model did not break fill the room left.
+    """
+    rng = random.Random(seed)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for p in rng.sample(own, len(own)) + rng.sample(rule_pairs, len(rule_pairs)):
+        groups[lesson(p)].append(p)
+    own_ids = {p["id"] for p in own}
+    plan: dict[tuple[str, str], int] = {}
+    for behavior in sorted({lesson(p)[0] for p in own}):
+        sides = [key for key in sorted(groups) if key[0] == behavior]
+        wanted = max(sum(p["id"] in own_ids for p in groups[key]) for key in sides)
+        for key in sides:
+            plan[key] = min(wanted, min(len(groups[k]) for k in sides)) if len(sides) > 1 else wanted
+    total = sum(plan.values())
+    if limit is not None and total > limit:
+        plan = {key: n * limit // total for key, n in plan.items()}
+    picked = [p for key, n in plan.items() for p in groups[key][:n]]
+    rest = [p for key, group in groups.items() if key not in plan for p in group]  # behaviors the model kept
+    room = None if limit is None else limit - len(picked)
+    mixed = picked + select_pairs(rest, room, seed)
+    rng.shuffle(mixed)
     return mixed
 
 
