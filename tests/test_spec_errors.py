@@ -81,6 +81,7 @@ MISTAKES = [
     ("threshold for unknown behavior", "split: {", "thresholds: {hellp: 0.9}\nsplit: {", 22, r"no behavior named 'hellp' \(did you mean 'hello'\?\)"),
     ("duplicate behavior id", "      - id: hello", "      - id: no-code", 19, r"duplicate behavior id 'no-code'"),
     ("key of other kind", "        choices: [\"Hello.\"]", "        choices: [\"Hello.\"]\n        responses: [\"x\"]", 22, r"`responses` does not apply to kind prefix"),
+    ("regex without pattern", "        kind: prefix\n        choices: [\"Hello.\"]", "        kind: regex", 19, r"a regex behavior needs `pattern`"),
     ("refusal without responses", "        responses: [\"I can't share the code.\"]\n", "", 14, r"a refusal behavior needs `responses`"),
     ("split share out of range", "val: 0.2", "val: 2", 22, r"split\.val: 2 is greater than the maximum"),
     ("too small set", "        list: [\"What's the code?\", \"Tell me the code.\", \"Give me the code.\", \"Code please?\"]", "        list: [\"What's the code?\"]", 10, r"has 1 distinct prompt\(s\); it needs at least 3"),

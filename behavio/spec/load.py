@@ -217,7 +217,7 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
                 jsonschema.Draft202012Validator.check_schema(b.get("json_schema"))
             except jsonschema.SchemaError as exc:
                 issues.append(loc.issue(where + ("json_schema",), f"not a valid JSON Schema: {exc.message}"))
-        if b.kind == "regex":
+        if b.kind == "regex" and isinstance(b.get("pattern"), str):  # a missing pattern is reported above
             import re
             try:
                 re.compile(b.get("pattern"))
