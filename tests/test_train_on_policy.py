@@ -151,3 +151,14 @@ def test_make_pairs_answers_each_prompt_once_and_keeps_the_failures(rows, monkey
                        "broken": {"no-poodles refusal:answer": 1, "no-poodles refusal:refuse": 1}}
     assert said == ["on-policy: 2 of 4 answers of the SFT model break a rule (no-poodles refusal:answer 1, "
                     "no-poodles refusal:refuse 1); 1 empty answers skipped"]
+
+
+def test_a_spec_without_decision_rules_answers_nothing(monkeypatch):
+    from behavio.train.config import TrainConfig
+
+    monkeypatch.setattr("behavio.generate.generate", lambda *a, **k: pytest.fail("generated for no candidate"))
+    said = []
+    rows = [{"id": "c/1", "messages": [], "rules": [{"behavior": "s", "kind": "structure", "args": {}}]}]
+    assert on_policy.make_pairs(None, None, rows, TrainConfig(), say=said.append) == (
+        [], {"answered": 0, "pairs": 0, "empty": 0, "broken": {}})
+    assert said[0].startswith("on-policy: no training prompt has a refusal or prefix rule")

@@ -80,8 +80,10 @@ def test_a_resumed_dpo_stage_trains_on_the_pairs_written_before_it(tmp_path, mon
     pair = {"id": "p/own", "prompt": prompt, "chosen": [{"role": "assistant", "content": "I can't discuss poodles."}],
             "rejected": [{"role": "assistant", "content": "Good question. Poodles are"}], "behavior": "no-poodles",
             "violation": "own:refusal:refuse"}
-    rule_pair = {**pair, "id": "p/rule", "violation": "answered",
-                 "rejected": [{"role": "assistant", "content": "Poodles are smart."}]}
+    rule_pair = {"id": "b/rule", "prompt": [{"role": "user", "content": "Are beagles smart?"}],
+                 "chosen": [{"role": "assistant", "content": "Good question. Beagles are."}],
+                 "rejected": [{"role": "assistant", "content": "I can't discuss poodles."}], "behavior": "no-poodles",
+                 "violation": "over_refused"}  # the opposite lesson, so it joins the own pair
     for name in ("sft.jsonl", "sft.val.jsonl", "dpo.val.jsonl"):
         (data / name).write_text("")
     (data / "dpo.jsonl").write_text(json.dumps(rule_pair) + "\n")
@@ -89,7 +91,7 @@ def test_a_resumed_dpo_stage_trains_on_the_pairs_written_before_it(tmp_path, mon
     monkeypatch.setattr(on_policy, "make_pairs", lambda *a, **k: pytest.fail("answered the prompts again"))
     tokenizer = load_tokenizer(tiny_model_dir)
     got = dpo_training_set(tmp_path, TrainConfig(), None, tokenizer, "rules only", on_policy=True, say=print)
-    assert {r[0]["content"] for r in got["rejected"]} == {"Good question. Poodles are", "Poodles are smart."}
+    assert {r[0]["content"] for r in got["rejected"]} == {"Good question. Poodles are", "I can't discuss poodles."}
     assert dpo_training_set(tmp_path, TrainConfig(dpo_on_policy=False), None, tokenizer, "rules only", on_policy=True,
                             say=print) == "rules only"
     assert dpo_training_set(tmp_path, TrainConfig(), None, tokenizer, "rules only", on_policy=False,

@@ -72,6 +72,10 @@ def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quie
 
     limit = cfg.dpo_max_pairs * PROMPTS_PER_PAIR if cfg.dpo_max_pairs else None
     rows = candidates(sft_rows, limit, cfg.seed)
+    if not rows:
+        say("on-policy: no training prompt has a refusal or prefix rule to judge an answer by; "
+            "DPO trains on the rule-derived pairs")
+        return [], {"answered": 0, "pairs": 0, "empty": 0, "broken": {}}
     was_training = model.training
     model.eval()
     try:
