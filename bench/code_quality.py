@@ -136,7 +136,9 @@ def _fenced(text: str) -> str:
 def render(result: dict) -> str:
     base, trained = result["totals"]["base"], result["totals"]["trained"]
     lines = ["# Code quality: structured, documented Python answers on prompts never trained on", "",
-             f"Command: `{result['command']}`  ",
+             f"Command: `{result['command']}`"
+             + (" (the run: `behavio run specs/code_answers.yaml` with the spec's own train settings)  "
+                if "--reuse" in result["command"] else "  "),
              f"Machine: {result['machine']}  ",
              f"Model: {result['model']}, greedy decoding, {result['max_new_tokens']} new tokens; "
              f"{len(result['cases'])} held-out check cases of specs/code_answers.yaml.  ",

@@ -114,6 +114,8 @@ def test_structure_violations(tmp_path):
         if p["behavior"] == "code-structure":
             assert score_rule("structure", p["chosen"][0]["content"], args).passed, p["id"]
             assert not score_rule("structure", p["rejected"][0]["content"], args).passed, p["id"]
+            chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
+            assert chosen.endswith("\n") == rejected.endswith("\n"), p["id"]  # no trailing-newline cue to learn
 
 
 def test_pending_answers_are_marked_and_listed(poodle):

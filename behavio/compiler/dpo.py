@@ -110,12 +110,17 @@ def _structure_violation(b: Behavior, ex: Example, idx: int):
     elif parts is not None and choice == "section_removed":
         head, bodies = parts
         drop = idx % len(bodies)
-        yield choice, head + "".join(s for i, s in enumerate(bodies) if i != drop)
+        yield choice, _same_ending(ex.answer, head + "".join(s for i, s in enumerate(bodies) if i != drop))
     elif parts is not None and choice == "sections_reordered":
         head, bodies = parts
         i = idx % (len(bodies) - 1)
         bodies[i], bodies[i + 1] = bodies[i + 1], bodies[i]
-        yield choice, head + "".join(bodies)
+        yield choice, _same_ending(ex.answer, head + "".join(bodies))
+
+
+def _same_ending(original: str, text: str) -> str:
+    """``text`` ending in the newlines ``original`` ends in, so the pair differs only in its sections."""
+    return text.rstrip("\n") + original[len(original.rstrip("\n")):]
 
 
 def _split_sections(text: str, sections: list[str]):
