@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds")
     parser.add_argument("--reuse", action="append", default=[], metavar="RECIPE=RUN_DIR",
-                        help="score a finished run instead of training that recipe (one seed)")
+                        help="score a finished run instead of training that recipe; repeat a recipe to pool "
+                             "several runs (e.g. seeds)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "QUALITY.md")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "quality.json")
     parser.add_argument("--note", default="", help="a paragraph added under the table (e.g. the run's wall clock)")
@@ -239,17 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    reuse = dict(item.split("=", 1) for item in args.reuse)
+    reuse: dict[str, list[str]] = {}
+    for item in args.reuse:
+        recipe, _, run = item.partition("=")
+        reuse.setdefault(recipe, []).append(run)
     rows = []
     for recipe in recipes:
         probe, check, minutes, best = [], [], [], []
-        for seed in seeds if recipe not in reuse and recipe != "base" else seeds[:1]:
+        runs = reuse.get(recipe) or [None] * (1 if recipe == "base" else len(seeds))
+        for seed, reused in zip(seeds * len(runs), runs):
             print(f"{recipe} (seed {seed})", flush=True)
             with tempfile.TemporaryDirectory(prefix=f"quality-{recipe}-") as tmp:
                 if recipe == "base":
                     run_dir, mins = None, 0.0
-                elif recipe in reuse:
-                    run_dir = Path(reuse[recipe])
+                elif reused is not None:
+                    run_dir = Path(reused)
                     mins = _run_minutes(run_dir, "sft" if recipe == "sft" else None)
                 else:
                     run_dir, mins = train_recipe(recipe, seed, Path(tmp))
