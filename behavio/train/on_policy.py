@@ -12,13 +12,12 @@ chosen = the spec's answer, rejected = the model's own. They are written to
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from behavio.train.data import dpo_records, parse_jsonl, select_pairs
+from behavio.train.data import parse_jsonl, sample_rows, select_pairs, write_jsonl
 from behavio.train.rundir import write_json
 
 if TYPE_CHECKING:
@@ -32,10 +31,7 @@ PROMPTS_PER_PAIR = 4  # prompts answered per DPO pair the run may train on
 def candidates(sft_rows: list[dict], limit: int | None, seed: int) -> list[dict]:
     """Training rows with a decision rule (one per prompt, not its repeats), a seeded sample of ``limit``."""
     rows = [r for r in sft_rows if "#" not in r["id"] and _decision_rules(r)]
-    if limit is not None and len(rows) > limit:
-        keep = set(random.Random(seed).sample(range(len(rows)), limit))
-        rows = [r for i, r in enumerate(rows) if i in keep]
-    return rows
+    return rows if limit is None else sample_rows(rows, limit, seed)
 
 
 def _decision_rules(row: dict) -> list[dict]:
@@ -44,7 +40,7 @@ def _decision_rules(row: dict) -> list[dict]:
 
 def judge(row: dict, answer: str, finished: bool) -> dict | None:
     """The first decision rule ``answer`` breaks (``None`` when it passes them all)."""
-    from behavio.check.engine import rule_name, score_case
+    from behavio.check.engine import score_case
 
     case = {"id": row["id"], "messages": row["messages"][:-1], "rules": _decision_rules(row)}
     result = score_case(case, answer, finished)
@@ -103,7 +99,7 @@ def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quie
 def write_pairs(data_dir: Path, pairs: list[dict], summary: dict) -> None:
     """``data/dpo.on_policy.jsonl`` (atomically, the summary last: its presence marks the file complete)."""
     tmp = data_dir / (FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(p, ensure_ascii=False, sort_keys=True) + "\n" for p in pairs), encoding="utf-8")
+    write_jsonl(tmp, pairs)
     tmp.replace(data_dir / FILE)
     write_json(data_dir / "dpo.on_policy.json", summary)
 
@@ -132,10 +128,11 @@ def training_pairs(own: list[dict], rule_pairs: list[dict], limit: int | None, s
 
     A set of mostly "refuse here" pairs mostly moves the model's bias towards refusing everything:
     on the poodle spec (attention-only LoRA), 6 DPO steps on 39 answered-poodle and 18 over-refusal
-    pairs took the probes' poodle refusal from 5/20 to 18/20 and over-refusal from 7/40 to 33/40. So every lesson of a behavior the model broke (refuse and
-    answer) gets as many pairs as its largest count of own failures, its own first, topped up with
-    rule pairs teaching the same; when that exceeds ``limit`` each is cut by the same factor. Rule
-    pairs of the behaviors the model did not break fill the room left.
+    pairs took the probes' poodle refusal from 5/20 to 18/20 and over-refusal from 7/40 to 33/40.
+    So every lesson of a behavior the model broke (refuse and answer) gets as many pairs as its
+    largest count of own failures, its own first, topped up with rule pairs teaching the same; when
+    that exceeds ``limit`` each is cut by the same factor. Rule pairs of the behaviors the model did
+    not break fill the room left.
     """
     rng = random.Random(seed)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -146,8 +143,8 @@ def training_pairs(own: list[dict], rule_pairs: list[dict], limit: int | None, s
     for behavior in sorted({lesson(p)[0] for p in own}):
         sides = [key for key in sorted(groups) if key[0] == behavior]
         wanted = max(sum(p["id"] in own_ids for p in groups[key]) for key in sides)
-        for key in sides:
-            plan[key] = min(wanted, min(len(groups[k]) for k in sides)) if len(sides) > 1 else wanted
+        for key in sides:  # a lone side holds all ``wanted`` of its own, so it keeps them all
+            plan[key] = min(wanted, min(len(groups[k]) for k in sides))
     total = sum(plan.values())
     if limit is not None and total > limit:
         plan = {key: n * limit // total for key, n in plan.items()}
@@ -158,9 +155,3 @@ def training_pairs(own: list[dict], rule_pairs: list[dict], limit: int | None, s
     rng.shuffle(mixed)
     return mixed
 
-
-def dataset(pairs: list[dict], tokenizer, cfg: TrainConfig):
-    """The tokenized-and-validated DPO dataset of ``pairs``."""
-    from datasets import Dataset
-
-    return Dataset.from_list(dpo_records(pairs, tokenizer, cfg))

@@ -258,7 +258,7 @@ def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set
     from accelerate import PartialState
 
     from behavio.train import on_policy as own
-    from behavio.train.data import read_data
+    from behavio.train.data import dpo_dataset, read_data
 
     data = run_dir / "data"
     rows = read_data(data)
@@ -268,7 +268,7 @@ def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set
         own.write_pairs(data, pairs, summary)
     state.wait_for_everyone()
     mixed = own.training_pairs(own.read_pairs(data) or [], rows["dpo"], cfg.dpo_max_pairs, cfg.seed)
-    return own.dataset(mixed, tokenizer, cfg)
+    return dpo_dataset(mixed, tokenizer, cfg)
 
 
 def check_checkpoints(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
