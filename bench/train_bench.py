@@ -26,9 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
-VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=true"], "behavio packing": ["packing=true"],
-            # precision on CPU: `behavio` alone is precision=auto (bf16 where the CPU has AMX)
-            "behavio fp32": ["precision=fp32", "padding_free=true"], "behavio bf16": ["precision=bf16", "padding_free=true"]}
+VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=true"], "behavio packing": ["packing=true"]}
 
 
 def _rows(cfg) -> list[dict]:

@@ -86,39 +86,3 @@ def test_resume_may_only_change_max_minutes(tmp_path):
     assert resumed_config(run, ["max_minutes=30"], None).max_minutes == 30
     with pytest.raises(BehavioError, match="lr cannot change in a started run"):
         resumed_config(run, ["lr=1"], None)
-
-
-@pytest.mark.parametrize(("setting", "quantization", "amx", "expected"), [
-    ("auto", "auto", True, "bf16"), ("auto", "none", False, "fp32"), ("auto", "4bit", True, "fp32"),
-    ("fp32", "auto", True, "fp32"), ("bf16", "none", False, "bf16")])
-def test_precision_on_cpu_is_bf16_only_where_the_cpu_has_amx(monkeypatch, setting, quantization, amx, expected):
-    from behavio.train import model
-
-    monkeypatch.setattr(model, "cpu_has_amx", lambda: amx)
-    cfg = TrainConfig(precision=setting, quantization=quantization)
-    assert model.resolve_precision(cfg, cuda=False) == expected
-    assert model.precision(cfg, cuda=False) == {"bf16": expected == "bf16", "fp16": False, "use_cpu": True}
-
-
-def test_bf16_with_4bit_on_cpu_is_a_clear_error():
-    from behavio.train.model import resolve_precision
-
-    with pytest.raises(BehavioError, match="precision=bf16 with quantization=4bit"):
-        resolve_precision(TrainConfig(precision="bf16", quantization="4bit"), cuda=False)
-
-
-@pytest.mark.parametrize(("setting", "bf16_supported", "expected"), [
-    ("auto", True, "bf16"), ("auto", False, "fp16"), ("fp32", True, "fp32"), ("bf16", True, "bf16")])
-def test_precision_on_cuda(monkeypatch, setting, bf16_supported, expected):
-    import torch
-
-    from behavio.train.model import precision, resolve_precision
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
-    cfg = TrainConfig(precision=setting)
-    assert resolve_precision(cfg, cuda=True) == expected
-    assert precision(cfg, cuda=True) == {"bf16": expected == "bf16", "fp16": expected == "fp16"}
-    if setting == "bf16":
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-        with pytest.raises(BehavioError, match="does not support bf16"):
-            resolve_precision(cfg, cuda=True)

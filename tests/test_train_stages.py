@@ -134,23 +134,3 @@ def test_padding_free_rows_keep_examples_apart(tiny_model_dir):
         packed = model(input_ids=torch.cat([a, b], 1), position_ids=position_ids).logits[0, 7:]
         alone = model(input_ids=b).logits[0]
     assert (packed - alone).abs().max() < 1e-4
-
-
-def test_bf16_on_cpu_trains_fp32_lora_on_a_frozen_bf16_base(tmp_path, tiny_model_dir, train_spec):
-    from safetensors.torch import load_file
-
-    from behavio.train.sft import run_sft
-
-    cfg = _config(tiny_model_dir, precision="bf16")
-    rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
-    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
-    lora0, base0 = _split(model)
-    assert {p.dtype for p in base0.values()} == {torch.bfloat16}
-    assert {p.dtype for p in lora0.values()} == {torch.float32}
-    last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
-                   sft_dataset(rows["sft"], tokenizer, cfg), None)
-    lora1, base1 = _split(model)
-    assert all(not torch.equal(lora0[n], lora1[n]) for n in lora1 if "lora_B" in n)
-    assert all(torch.equal(base0[n], base1[n]) for n in base0)
-    saved = load_file(str(next(last.glob("**/adapter_model.safetensors"))))
-    assert saved and {t.dtype for t in saved.values()} == {torch.float32}

@@ -44,7 +44,6 @@ class TrainConfig:
 
     base_model: str = _d("base_model")
     method: tuple[str, ...] = _d("method")
-    precision: str = _d("precision")
     quantization: str = _d("quantization")
     device: str = _d("device")
     max_minutes: float | None = _d("max_minutes")

@@ -1,9 +1,7 @@
 """The model being trained: device choice, (Q)LoRA setup, adapters loaded for further training.
 
 ``quantization: auto`` is QLoRA on CUDA (4-bit NF4, double quantization, bf16 compute,
-``prepare_model_for_kbit_training``) and plain LoRA on CPU; ``4bit`` quantizes on CPU too.
-``precision: auto`` trains in bf16 on CUDA and on CPUs with AMX bf16 units (the frozen base
-weights in bf16, autocast, the LoRA weights in fp32), in fp32 on other CPUs.
+``prepare_model_for_kbit_training``) and plain fp32 LoRA on CPU; ``4bit`` quantizes on CPU too.
 """
 
 from __future__ import annotations
@@ -35,44 +33,13 @@ def gradient_checkpointing(cfg: TrainConfig, cuda: bool) -> bool:
     return cuda if cfg.gradient_checkpointing == "auto" else bool(cfg.gradient_checkpointing)
 
 
-def cpu_has_amx() -> bool:
-    """True when the CPU has AMX tiles, where oneDNN runs bf16 matmuls much faster than fp32."""
-    import torch
-
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so guarded
-    return bool(probe and probe())
-
-
-def resolve_precision(cfg: TrainConfig, cuda: bool) -> str:
-    """``bf16``, ``fp16`` or ``fp32``: what ``cfg.precision`` means on this machine."""
-    import torch
-
-    if cuda:
-        if cfg.precision == "fp32":
-            return "fp32"
-        if torch.cuda.is_bf16_supported():
-            return "bf16"
-        if cfg.precision == "bf16":
-            raise BehavioError("precision=bf16: this GPU does not support bf16; use precision=auto (fp16) or fp32")
-        return "fp16"
-    four_bit = cfg.quantization == "4bit"
-    if cfg.precision == "bf16" and four_bit:
-        raise BehavioError("precision=bf16 with quantization=4bit is not supported on CPU; use precision=fp32 or "
-                           "quantization=none")
-    if cfg.precision == "auto":
-        return "bf16" if cpu_has_amx() and not four_bit else "fp32"
-    return cfg.precision
-
-
 def load_base(path: Path, cfg: TrainConfig, cuda: bool):
     """The base model ready for adapters: quantized and prepared for k-bit training when asked."""
-    import torch
     from peft import prepare_model_for_kbit_training
 
     from behavio.models import load_model
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[resolve_precision(cfg, cuda)]
-    model = load_model(path, quantization=cfg.quantization, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+    model = load_model(path, quantization=cfg.quantization, trust_remote_code=cfg.trust_remote_code,
                        device="cuda" if cuda else "cpu")
     if is_quantized(model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing(cfg, cuda))
@@ -110,8 +77,11 @@ def trained_adapter(model, adapter_dir: Path) -> PeftModel:
         raise BehavioError(f"{adapter_dir}: adapter does not load ({type(exc).__name__}: {exc})") from None
 
 
-def precision(cfg: TrainConfig, cuda: bool) -> dict:
-    """Mixed-precision flags for the trainer (see :func:`resolve_precision`)."""
-    resolved = resolve_precision(cfg, cuda)
-    flags = {"bf16": resolved == "bf16", "fp16": resolved == "fp16"}
-    return flags if cuda else {**flags, "use_cpu": True}
+def precision(cuda: bool) -> dict:
+    """Mixed-precision flags for the trainer: bf16 (or fp16) on CUDA, fp32 on CPU."""
+    import torch
+
+    if not cuda:
+        return {"bf16": False, "fp16": False, "use_cpu": True}
+    bf16 = torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": not bf16}
