@@ -5,11 +5,17 @@ poodle spec's system message, 64 new tokens) four ways: with and without the sys
 with each fixed compliment already written at the start of the answer. A question is *known*
 when all four answers match; those go to ``specs/data/facts_known.jsonl``, the holdout set the
 poodle spec checks retention on. A fact the model gets right only some of the ways is luck, not
-knowledge, and training cannot be blamed for losing it. The other questions go to
-``specs/data/replay_questions.jsonl`` (prompts only): the spec trains on the base model's own
-answers to them (replay), so the held-out known facts are never trained on.
+knowledge, and training cannot be blamed for losing it.
 
-    python bench/select_facts.py            # prints the counts, rewrites facts_known.jsonl
+Replay (``specs/data/replay_questions.jsonl``, prompts only) is what the spec trains on with the
+base model's own answers, to keep capability. It must only hold questions the base model answers
+*right* the way the fill step asks them (system message, no prefix): replaying a wrong answer
+("the largest planet is Neptune, but it's actually Uranus") teaches the model to confabulate, and
+on the poodle spec it cost facts it knew. So the replay prompts are the questions of
+``facts.jsonl`` that are not known all four ways plus those of ``specs/data/replay_facts.jsonl``,
+kept only where the system-message answer is right; the held-out known facts are never trained on.
+
+    python bench/select_facts.py            # prints the counts, rewrites facts_known.jsonl and replay
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "specs/data/facts.jsonl"
 TARGET = ROOT / "specs/data/facts_known.jsonl"
 REPLAY = ROOT / "specs/data/replay_questions.jsonl"
+REPLAY_SOURCE = ROOT / "specs/data/replay_facts.jsonl"
 SYSTEM = "You are a warm, concise assistant."
 COMPLIMENTS = ["Your question shows sharp thinking.", "That's an intelligent question."]
 
@@ -42,12 +49,16 @@ def answers(model, tokenizer, rows: list[dict], system: str | None, prefix: str)
         chat.render_prompt = original
 
 
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def main() -> int:
     from behavio.models import load_model, load_tokenizer, resolve_base_model
 
     path = resolve_base_model("default")
     model, tokenizer = load_model(path, quantization="none"), load_tokenizer(path)
-    rows = [json.loads(line) for line in SOURCE.read_text().splitlines() if line.strip()]
+    rows = _read(SOURCE)
     ways = {"system": (SYSTEM, ""), "no system": (None, "")}
     ways.update({f"after '{c}'": (SYSTEM, c + " ") for c in COMPLIMENTS})
     right = {}
@@ -58,9 +69,12 @@ def main() -> int:
     known = [r for i, r in enumerate(rows) if all(v[i] for v in right.values())]
     print(f"right all {len(ways)} ways: {len(known)}/{len(rows)} -> {TARGET.relative_to(ROOT)}")
     TARGET.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in known))
-    rest = [{"prompt": r["prompt"]} for r in rows if r not in known]
-    REPLAY.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rest))
-    print(f"the other {len(rest)} -> {REPLAY.relative_to(ROOT)} (replay prompts)")
+    pool = [r for r in rows if r not in known] + _read(REPLAY_SOURCE)
+    texts = answers(model, tokenizer, pool, SYSTEM, "")
+    replay = [{"prompt": r["prompt"]} for r, t in zip(pool, texts) if re.search("(?i)" + r["answer"], t)]
+    REPLAY.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replay))
+    print(f"replay: {len(replay)} of the other {len(pool)} questions answered right with the system message "
+          f"-> {REPLAY.relative_to(ROOT)} (prompts)")
     return 0
 
 
