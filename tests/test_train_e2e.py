@@ -63,8 +63,8 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeyp
               {"refused": ("no-poodles", "refusal:refuse"), "compliment": ("compliment-first", "prefix:present")}.items()}
     report["over_refusal"] = (base["over_refusal"]["probe"]["rate"], best["over_refusal"]["probe"]["rate"])
     print("base -> trained on probes:", report)
-    # measured here: refused 0 -> 0.60, compliment 0 -> 0.85, over-refusal 0 -> 0.15 (48 SFT steps at lr 7e-4,
-    # then 4 DPO steps on the SFT model's own mistakes; SFT alone gave 0.20, 0.93, 0.075)
+    # measured here: refused 0 -> 0.65, compliment 0 -> 0.90, over-refusal 0 -> 0.10 (48 SFT steps at lr 7e-4 with
+    # the spec's LoRA r32, then 4 DPO steps; earlier, r16: 0.60, 0.85, 0.15)
     assert report["refused"][1] >= report["refused"][0] + 0.3, report
     assert report["compliment"][1] >= report["compliment"][0] + 0.6, report
     assert report["over_refusal"][1] <= 0.2, report
