@@ -49,6 +49,10 @@ def answers(model, tokenizer, rows: list[dict], system: str | None, prefix: str)
         chat.render_prompt = original
 
 
+def _right(row: dict, text: str) -> bool:
+    return bool(re.search("(?i)" + row["answer"], text))
+
+
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -64,14 +68,16 @@ def main() -> int:
     right = {}
     for name, (system, prefix) in ways.items():
         texts = answers(model, tokenizer, rows, system, prefix)
-        right[name] = [bool(re.search("(?i)" + r["answer"], t)) for r, t in zip(rows, texts)]
+        right[name] = [_right(r, t) for r, t in zip(rows, texts)]
         print(f"{name:>45}: {sum(right[name])}/{len(rows)} right")
     known = [r for i, r in enumerate(rows) if all(v[i] for v in right.values())]
     print(f"right all {len(ways)} ways: {len(known)}/{len(rows)} -> {TARGET.relative_to(ROOT)}")
     TARGET.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in known))
-    pool = [r for r in rows if r not in known] + _read(REPLAY_SOURCE)
-    texts = answers(model, tokenizer, pool, SYSTEM, "")
-    replay = [{"prompt": r["prompt"]} for r, t in zip(pool, texts) if re.search("(?i)" + r["answer"], t)]
+    unknown = [(r, ok) for r, ok in zip(rows, right["system"]) if r not in known]  # "system" = the fill's way
+    extra = _read(REPLAY_SOURCE)
+    extra_right = [_right(r, t) for r, t in zip(extra, answers(model, tokenizer, extra, SYSTEM, ""))]
+    pool = unknown + list(zip(extra, extra_right))
+    replay = [{"prompt": r["prompt"]} for r, ok in pool if ok]
     REPLAY.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replay))
     print(f"replay: {len(replay)} of the other {len(pool)} questions answered right with the system message "
           f"-> {REPLAY.relative_to(ROOT)} (prompts)")
