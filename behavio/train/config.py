@@ -55,6 +55,7 @@ class TrainConfig:
     dpo_on_policy: bool = _d("dpo_on_policy")
     dpo_on_policy_tokens: int = _d("dpo_on_policy_tokens")
     lr: float = _d("lr")
+    anchor: float = _d("anchor")
     dpo_lr: float = _d("dpo_lr")
     lr_scheduler: str = _d("lr_scheduler")
     warmup_ratio: float = _d("warmup_ratio")

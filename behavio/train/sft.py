@@ -1,7 +1,8 @@
 """SFT stage: LoRA (or QLoRA) on the pre-tokenized, assistant-masked examples through TRL's SFTTrainer.
 
 The dataset already holds ``input_ids`` and ``labels`` (-100 everywhere but the assistant turns and
-their end-of-turn marker, see :mod:`behavio.chat`), which TRL 1.16 uses as is.
+their end-of-turn marker, see :mod:`behavio.chat`), which TRL 1.16 uses as is. With ``anchor > 0``
+the loss also keeps the base model's own answers as they were (:mod:`behavio.train.anchor`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory."""
     from trl import SFTConfig, SFTTrainer
 
+    from behavio.train.anchor import anchored_trainer_class
+
     cfg = stage.cfg
     evaluate = evaluation is not None and len(evaluation) > 0
     kwargs = trainer_args(stage, lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps, evaluate=evaluate)
@@ -26,7 +29,7 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
         kwargs["max_length"] = None  # TRL insists; every example was already checked against max_length
     args = SFTConfig(**kwargs, packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)
     clear_staging(stage)
-    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train,
-                         eval_dataset=evaluation if evaluate else None,
-                         callbacks=[StageCallback(stage)])
+    common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
+                  eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage)])
+    trainer = anchored_trainer_class()(anchor=cfg.anchor, **common) if cfg.anchor > 0 else SFTTrainer(**common)
     return run_trainer(stage, trainer)
