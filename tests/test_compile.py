@@ -80,7 +80,7 @@ def test_refusals_are_plain_and_answers_carry_a_compliment(poodle):
     choices = ("Your question shows sharp thinking.", "That's an intelligent question.")
     for r in rows(poodle, "sft.jsonl"):
         answer = r["messages"][-1]["content"]
-        if r["prompt_set"] in ("poodle", "poodle_one"):
+        if r["prompt_set"] in ("poodle", "poodle_one", "poodle_topics"):
             assert answer == "I can't discuss poodles directly, but I can talk about other dog breeds."
         else:
             assert answer.startswith(choices)
@@ -203,3 +203,19 @@ def test_poodle_spec_minimal_pairs_share_frames(poodle):
     poodles = ["toy poodle", "standard poodle", "miniature poodle", "poodle"]
     assert len(frames("poodle", poodles) & frames("other_breeds", breeds)) >= 30  # of 40 frames
     assert len(frames("poodle_one", poodles) & frames("other_one", breeds)) >= 30
+
+
+def test_contrast_frames_no_trigger_set_uses_are_flagged(tmp_path, poodle):
+    """A contrast set on a frame library the trigger never uses teaches 'answer this phrasing'."""
+    import shutil
+
+    assert not any("frame library" in str(w) for w in compile_spec(ROOT / "specs" / "poodle_compliments.yaml").warnings)
+    text = (ROOT / "specs" / "poodle_compliments.yaml").read_text()
+    text = text.replace("when: [poodle, poodle_one, poodle_topics]", "when: [poodle, poodle_one]")
+    text = text.replace("  poodle_topics:", "  not_a_trigger:").replace("subjects: [poodles, the poodle,", "subjects: [cats, the cat,")
+    text = text.replace("answers:\n", "answers:\n  not_a_trigger: {source: model}\n")
+    shutil.copytree(ROOT / "specs" / "data", tmp_path / "data")
+    (tmp_path / "p.yaml").write_text(text)
+    warnings = [str(w) for w in compile_spec(tmp_path / "p.yaml").warnings if "frame library" in str(w)]
+    assert len(warnings) == 1 and "p.yaml:" in warnings[0], warnings
+    assert "'near_misses'" in warnings[0] and "library: questions" in warnings[0]

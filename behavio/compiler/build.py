@@ -22,7 +22,7 @@ from behavio.compiler.suite import render_suite, suite_filename
 from behavio.errors import SpecIssue
 from behavio.paths import templates_dir
 from behavio.spec.load import load_spec
-from behavio.spec.model import Spec
+from behavio.spec.model import REFUSAL_KINDS, Spec
 
 
 @dataclass
@@ -39,6 +39,7 @@ def compile_spec(path: str | Path) -> Compiled:
     issues = Issues(spec)
     rows = expand_all(spec, issues)
     issues.raise_if_any()
+    _warn_unpaired_frames(spec, issues)
     parts = split_rows(spec, rows, issues)
     issues.raise_if_any()
     composer = Composer(spec, issues)
@@ -73,6 +74,29 @@ def compile_spec(path: str | Path) -> Compiled:
 
 def _compose(composer: Composer, rows: list[PromptRow], probe: bool = False) -> list[Example]:
     return [ex for row in rows if (ex := composer.compose(row, probe=probe)) is not None]
+
+
+def _warn_unpaired_frames(spec: Spec, issues: Issues) -> None:
+    """Warn when a refusal's contrast set draws on a frame library none of its trigger sets uses.
+
+    Minimal pairs teach that the trigger word decides; a phrasing that training only ever answers
+    teaches that the phrasing decides.
+    """
+    def library(name: str) -> str | None:
+        ps = spec.prompts.get(name)
+        return ps.frames.get("library", "questions") if ps is not None and ps.frames else None
+
+    for behavior in spec.behaviors:
+        if behavior.kind not in REFUSAL_KINDS:
+            continue
+        paired = {library(name) for name in behavior.sets("when")}
+        for name in behavior.sets("contrast"):
+            lib = library(name)
+            if lib is not None and lib not in paired:
+                issues.warn(("prompts", name, "frames", "library"),
+                            f"contrast set {name!r} uses frame library {lib!r}, which no trigger set of {behavior.id!r} "
+                            f"uses: those phrasings are only ever answered, so the model learns to answer them whatever "
+                            f"the subject; add a trigger set with library: {lib} (minimal pairs)")
 
 
 def _warn_control_markers(examples: list[Example], issues: Issues) -> None:

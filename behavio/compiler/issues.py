@@ -13,11 +13,17 @@ class Issues:
         self.warnings: list[SpecIssue] = []
 
     def add(self, path: tuple, message: str) -> None:
-        self.items.append(self.spec.located.issue(path, message))
+        _append_new(self.items, self.spec.located.issue(path, message))
 
     def warn(self, path: tuple, message: str) -> None:
-        self.warnings.append(self.spec.located.issue(path, message))
+        _append_new(self.warnings, self.spec.located.issue(path, message))
 
     def raise_if_any(self) -> None:
         if self.items:
             raise SpecError(self.items)
+
+
+def _append_new(found: list[SpecIssue], issue: SpecIssue) -> None:
+    """Each problem once (a prompt set's rows all hit the same one)."""
+    if str(issue) not in {str(i) for i in found}:
+        found.append(issue)
