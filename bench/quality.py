@@ -10,15 +10,14 @@ picks as ``best``.
 Recipes (rows):
   base         the untrained embedded model
   naive        issue 5's naive baseline (bench/specs/naive_poodle.yaml: 8 poodle prompts x3, 90 general, SFT)
-  no-contrast  the poodle spec without its contrast sets (other breeds, dogs): trigger vs general only, SFT+DPO
-  sft          the poodle spec, SFT only (reused: the best SFT-stage checkpoint of a default run)
-  sft+dpo      the poodle spec after its DPO stage (reused: the best DPO-stage checkpoint of a default run)
-  default      the poodle spec with its defaults (SFT then DPO) and the checkpoint `behavio run` picks
+  no-contrast  the poodle spec without its contrast sets (other breeds, dogs): trigger vs general only
+  no-anchor    the poodle spec with anchor=0: plain cross-entropy on the base model's own answers
+  sft+dpo      the poodle spec with a DPO stage after its SFT (method=sft,dpo), scored at the DPO checkpoint
+  default      the poodle spec with its defaults (anchored SFT) and the checkpoint `behavio run` picks
 
     python bench/quality.py                              # every recipe, one seed
     python bench/quality.py --recipes default --seeds 13,14,15
-    python bench/quality.py --reuse default=runs/RUN --reuse sft=runs/RUN   # score a finished run
-                                          # (sft: its best SFT-stage checkpoint, i.e. the run before DPO)
+    python bench/quality.py --reuse default=runs/RUN     # score a finished run instead of training
 """
 
 from __future__ import annotations
@@ -40,8 +39,9 @@ SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 NAIVE = ROOT / "bench" / "specs" / "naive_poodle.yaml"
 TARGETS = {"poodle_refused": 0.95, "over_refusal": 0.05, "compliment": 0.95, "no_loops": 0.98, "on_topic": 0.90,
            "facts": 0.95}
-RECIPES = ("base", "naive", "no-contrast", "sft", "sft+dpo", "default")
-STAGE = {"sft": "sft", "sft+dpo": "dpo"}  # recipes read from one stage of a default run
+RECIPES = ("base", "naive", "no-contrast", "no-anchor", "sft+dpo", "default")
+OVERRIDES = {"no-anchor": ["anchor=0"], "sft+dpo": ["method=sft,dpo", "max_minutes=30"]}  # 30: SFT is not cut short
+STAGE = {"sft+dpo": "dpo"}  # recipes scored at one stage's best checkpoint
 
 
 @dataclass
@@ -54,7 +54,11 @@ class Count:
         return self.passed / self.total if self.total else float("nan")
 
     def cell(self) -> str:
-        return f"{self.rate:.0%} ({self.passed}/{self.total})" if self.total else "–"
+        """``97.5% (117/120)``: one decimal where whole percents would round across a target."""
+        if not self.total:
+            return "–"
+        percent = f"{self.rate:.1%}".replace(".0%", "%")
+        return f"{percent} ({self.passed}/{self.total})"
 
 
 def _verdict(case, behavior: str, rule: str):
@@ -129,13 +133,9 @@ def train_recipe(recipe: str, seed: int, workdir: Path) -> tuple[Path, float]:
     """Train one recipe; returns (run directory, minutes of training incl. filling answers)."""
     from behavio.train.pipeline import train
 
-    spec, overrides = SPEC, [f"seed={seed}"]
+    spec, overrides = SPEC, [f"seed={seed}", *OVERRIDES.get(recipe, [])]
     if recipe == "naive":
         spec = NAIVE
-    elif recipe == "sft":
-        overrides.append("method=sft")
-    elif recipe == "sft+dpo":
-        raise SystemExit("sft+dpo is read from a default run: pass --reuse sft+dpo=RUN_DIR")
     elif recipe == "no-contrast":
         spec = _variant_spec(workdir, recipe, _no_contrast)
     start = time.time()
@@ -146,7 +146,7 @@ def train_recipe(recipe: str, seed: int, workdir: Path) -> tuple[Path, float]:
 
 def score(run_dir: Path | None, stage: str | None = None):
     """The scorecard behavio picks as best for ``run_dir`` (None: the untrained base model); with
-    ``stage``, the best among that stage's checkpoints (``sft``: the run before its DPO stage)."""
+    ``stage``, the best among that stage's checkpoints (``dpo``: the run after its DPO stage)."""
     from behavio.check.engine import check_checkpoints, check_model, load_check_spec
     from behavio.check.scorecard import pick_best
 
@@ -255,10 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                     run_dir, mins = None, 0.0
                 elif reused is not None:
                     run_dir = Path(reused)
-                    mins = _run_minutes(run_dir, "sft" if recipe == "sft" else None)
+                    mins = _run_minutes(run_dir)
                 else:
                     run_dir, mins = train_recipe(recipe, seed, Path(tmp))
-                card = score(run_dir, STAGE.get(recipe) if recipe in reuse else None)  # trained runs go with tmp
+                card = score(run_dir, STAGE.get(recipe))  # trained runs go with tmp
             probe.append(measure(card, "probe"))
             check.append(measure(card, "check"))
             minutes.append(mins)
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         done = {r["recipe"] for r in rows}
         kept = [{**r, "probe": {k: Count(**v) for k, v in r["probe"].items()},
                  "check": {k: Count(**v) for k, v in r["check"].items()}}
-                for r in json.loads(args.json.read_text()) if r["recipe"] not in done]
+                for r in json.loads(args.json.read_text()) if r["recipe"] not in done and r["recipe"] in RECIPES]
         rows = sorted(rows + kept, key=lambda r: RECIPES.index(r["recipe"]))
     shown = [a if a != args.note else '"…"' for a in (argv if argv is not None else sys.argv[1:])]
     command = "python bench/quality.py " + " ".join(shown)
@@ -281,14 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_minutes(run_dir: Path, stage: str | None = None) -> float:
-    """Training minutes of a finished run (or of one stage), from its metrics log."""
+def _run_minutes(run_dir: Path) -> float:
+    """Training minutes of a finished run, from its metrics log."""
     total = 0.0
     path = run_dir / "metrics.jsonl"
     for line in path.read_text().splitlines() if path.is_file() else []:
         row = json.loads(line)
-        if stage is None or row.get("stage") == stage:
-            total += float(row.get("train_runtime", 0) or 0)
+        total += float(row.get("train_runtime", 0) or 0)
     return total / 60
 
 

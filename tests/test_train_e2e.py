@@ -1,4 +1,4 @@
-"""End to end on the embedded SmolLM2 (CPU, a few minutes): `behavio run` on the poodle spec with
+"""End to end on the embedded SmolLM2 (CPU, about 7 minutes): `behavio run` on the poodle spec with
 reduced steps and generation budgets, producing a scorecard and a best checkpoint -- and a model
 that, on the spec's hand-written probes it never saw, refuses poodle questions and compliments the
 others far more often than the base model, without refusing the others."""
@@ -17,9 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 CHECK_TOKENS = 32
-REDUCED = ["max_steps=STEPS", "dpo_max_steps=4", "dpo_max_pairs=32", "eval_max_rows=8", "save_steps=STEPS",
-           "fill_max_new_tokens=24", "lr=LR", "max_minutes=null"]
-SFT_STEPS, LR = 48, "7e-4"
+REDUCED = ["max_steps=STEPS", "eval_max_rows=8", "save_steps=HALF", "fill_max_new_tokens=24", "lr=LR",
+           "max_minutes=null"]
+SFT_STEPS, LR = 120, "6e-4"
 
 
 def _rule(card: dict, behavior: str, rule: str, split: str = "probe") -> float:
@@ -41,18 +41,21 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeyp
     text = re.sub(r"^check: .*$", f"check: {{max_new_tokens: {CHECK_TOKENS}}}", SPEC.read_text(), flags=re.M)
     spec.write_text(text)
     (tmp_path / "data").symlink_to(SPEC.parent / "data")
-    overrides = [o.replace("STEPS", str(SFT_STEPS)).replace("LR", LR) for o in REDUCED]
+    overrides = [o.replace("STEPS", str(SFT_STEPS)).replace("HALF", str(SFT_STEPS // 2)).replace("LR", LR)
+                 for o in REDUCED]
     cmd = [sys.executable, "-m", "behavio", "run", str(spec), *overrides, "--runs-dir", str(tmp_path / "runs"),
            "--out", str(tmp_path / "generated")]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert done.returncode in (0, 1), done.stderr[-4000:]  # 1: ran fine, the best is below a threshold
     (run,) = (tmp_path / "runs").iterdir()
     scorecard = json.loads((run / "scorecard.json").read_text())
-    final = SFT_STEPS + 4
-    assert [c["checkpoint"] for c in scorecard["checkpoints"]] == [f"checkpoint-{SFT_STEPS}", f"checkpoint-{final}"]
+    assert [c["checkpoint"] for c in scorecard["checkpoints"]] == [f"checkpoint-{SFT_STEPS // 2}",
+                                                                   f"checkpoint-{SFT_STEPS}"]
     assert (run / "best").read_text().strip() == scorecard["best"]
     assert (tmp_path / "generated" / "poodle-compliments" / "manifest.json").is_file()
-    assert f"sft: {SFT_STEPS}/{SFT_STEPS} steps" in done.stderr and "dpo: 4/4 steps" in done.stderr
+    assert f"sft: {SFT_STEPS}/{SFT_STEPS} steps" in done.stderr and "dpo:" not in done.stderr  # the spec: SFT only
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("anchor_kl" in e for e in events if e["stage"] == "sft")  # the spec's anchored SFT
 
     # Trained vs base on the 60 hand-written probes (20 poodle questions, 40 that must be answered).
     checks = load_check_spec(spec)
@@ -63,8 +66,8 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeyp
               {"refused": ("no-poodles", "refusal:refuse"), "compliment": ("compliment-first", "prefix:present")}.items()}
     report["over_refusal"] = (base["over_refusal"]["probe"]["rate"], best["over_refusal"]["probe"]["rate"])
     print("base -> trained on probes:", report)
-    # measured here: refused 0 -> 0.65, compliment 0 -> 0.90, over-refusal 0 -> 0.10 (48 SFT steps at lr 7e-4 with
-    # the spec's LoRA r32, then 4 DPO steps; earlier, r16: 0.60, 0.85, 0.15)
+    # measured here: refused 0 -> 0.90, compliment 0 -> 0.97, over-refusal 0 -> 0.025 (the spec's anchored SFT, 120 steps
+    # at lr 6e-4, SFT only like the spec; 80 steps: refused only 0.20; 64 steps + 4 DPO steps: over-refusal 0.225)
     assert report["refused"][1] >= report["refused"][0] + 0.3, report
     assert report["compliment"][1] >= report["compliment"][0] + 0.6, report
     assert report["over_refusal"][1] <= 0.2, report
