@@ -53,16 +53,13 @@ def _right(row: dict, text: str) -> bool:
     return bool(re.search("(?i)" + row["answer"], text))
 
 
-def _read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def main() -> int:
     from behavio.models import load_model, load_tokenizer, resolve_base_model
+    from behavio.train.data import parse_jsonl
 
     path = resolve_base_model("default")
     model, tokenizer = load_model(path, quantization="none"), load_tokenizer(path)
-    rows = _read(SOURCE)
+    rows = parse_jsonl(SOURCE.read_text())
     ways = {"system": (SYSTEM, ""), "no system": (None, "")}
     ways.update({f"after '{c}'": (SYSTEM, c + " ") for c in COMPLIMENTS})
     right = {}
@@ -74,7 +71,7 @@ def main() -> int:
     print(f"right all {len(ways)} ways: {len(known)}/{len(rows)} -> {TARGET.relative_to(ROOT)}")
     TARGET.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in known))
     unknown = [(r, ok) for r, ok in zip(rows, right["system"]) if r not in known]  # "system" = the fill's way
-    extra = _read(REPLAY_SOURCE)
+    extra = parse_jsonl(REPLAY_SOURCE.read_text())
     extra_right = [_right(r, t) for r, t in zip(extra, answers(model, tokenizer, extra, SYSTEM, ""))]
     pool = unknown + list(zip(extra, extra_right))
     replay = [{"prompt": r["prompt"]} for r, ok in pool if ok]

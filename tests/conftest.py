@@ -121,6 +121,18 @@ check: {max_new_tokens: 8}
 LITERAL_ANSWERS = '{source: literal, template: "{{ row.topic | capitalize }} is something people ask about a lot."}'
 
 
+def write_train_spec(folder: Path, base_model: Path, model_answers: bool = False, **train) -> Path:
+    """``folder/tiny_train.yaml``: the small spec that trains ``base_model`` (see :func:`train_spec`)."""
+    import json
+
+    settings = {"base_model": str(base_model), "batch_size": 4, "save_steps": 2, "max_length": 128,
+                "logging_steps": 1, **train}
+    text = TRAIN_SPEC.replace("ANSWERS", "{source: model}" if model_answers else LITERAL_ANSWERS)
+    path = folder / "tiny_train.yaml"
+    path.write_text(text + f"train: {json.dumps(settings)}\n")
+    return path
+
+
 @pytest.fixture
 def train_spec(tmp_path, tiny_model_dir):
     """A function writing a small spec (15 SFT rows, 15 DPO pairs, 6 checks) that trains the tiny model.
@@ -129,17 +141,7 @@ def train_spec(tmp_path, tiny_model_dir):
     general answers (exercising fill); ``train`` entries go into the spec's ``train:`` block on top of
     base_model=<tiny model>, batch_size 4, save_steps 2, max_length 128, logging_steps 1.
     """
-    import json
-
-    def write(model_answers: bool = False, **train) -> Path:
-        settings = {"base_model": str(tiny_model_dir), "batch_size": 4, "save_steps": 2, "max_length": 128,
-                    "logging_steps": 1, **train}
-        text = TRAIN_SPEC.replace("ANSWERS", "{source: model}" if model_answers else LITERAL_ANSWERS)
-        path = tmp_path / "tiny_train.yaml"
-        path.write_text(text + f"train: {json.dumps(settings)}\n")
-        return path
-
-    return write
+    return lambda model_answers=False, **train: write_train_spec(tmp_path, tiny_model_dir, model_answers, **train)
 
 
 # ---------------------------------------------------------------------------------------------

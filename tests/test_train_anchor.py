@@ -81,14 +81,11 @@ def _drift_from_base(model, dataset) -> float:
     return total / anchored
 
 
-
 @pytest.fixture(scope="module")
 def knowing_base(tmp_path_factory, tiny_model_dir):
     """The tiny model fully fine-tuned on the tiny spec's general answers: a base model that already
     gives them (so the anchor has tokens to keep) but has never refused a poodle question."""
-    import json
-
-    from conftest import LITERAL_ANSWERS, TRAIN_SPEC
+    from conftest import write_train_spec
 
     from behavio.compiler.build import compile_spec
     from behavio.models import load_model, load_tokenizer
@@ -96,9 +93,7 @@ def knowing_base(tmp_path_factory, tiny_model_dir):
     from behavio.train.data import pick_rows, sft_features
 
     folder = tmp_path_factory.mktemp("knowing-base")
-    spec = folder / "tiny_train.yaml"
-    settings = {"base_model": str(tiny_model_dir), "batch_size": 4, "max_length": 128}
-    spec.write_text(TRAIN_SPEC.replace("ANSWERS", LITERAL_ANSWERS) + f"train: {json.dumps(settings)}\n")
+    spec = write_train_spec(folder, tiny_model_dir)
     cfg = TrainConfig(base_model=str(tiny_model_dir), max_length=128, eval_max_rows=0)
     tokenizer = load_tokenizer(tiny_model_dir)
     rows = [r for r in pick_rows(compile_spec(spec), cfg)["sft"] if "poodle" not in r["messages"][-2]["content"]]

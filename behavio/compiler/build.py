@@ -14,7 +14,7 @@ from pathlib import Path
 from behavio import __version__
 from behavio.compiler import checks, dpo
 from behavio.compiler.compose import Composer, Example, PENDING_PREFIX
-from behavio.compiler.expand import PromptRow, expand_all
+from behavio.compiler.expand import PromptRow, expand_all, frame_library
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
 from behavio.control_tokens import find_markers
@@ -84,7 +84,7 @@ def _warn_unpaired_frames(spec: Spec, issues: Issues) -> None:
     """
     def library(name: str) -> str | None:
         ps = spec.prompts.get(name)
-        return ps.frames.get("library", "questions") if ps is not None and ps.frames else None
+        return frame_library(ps) if ps is not None else None
 
     for behavior in spec.behaviors:
         if behavior.kind not in REFUSAL_KINDS:

@@ -126,7 +126,7 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dic
 
 def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
     where = ("prompts", ps.name, "frames")
-    library = ps.frames.get("library", "questions")
+    library = frame_library(ps)
     frames = load_frames(library)
     if frames is None:
         available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
@@ -156,6 +156,11 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]
             return []
         out.append((text, {"subject": subject_text, "frame": frame}))
     return out
+
+
+def frame_library(ps: PromptSet) -> str | None:
+    """The frame library a prompt set draws on (``questions`` unless it names one); None without frames."""
+    return ps.frames.get("library", "questions") if ps.frames else None
 
 
 def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -> list[tuple[str, str]]:
