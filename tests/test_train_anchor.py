@@ -59,6 +59,39 @@ def test_no_anchored_token_gives_a_zero_that_still_backpropagates():
     assert student.grad is not None
 
 
+STOP = 2  # the stop token id in the literal-logit tests below
+
+
+def test_the_anchor_leaves_when_to_stop_to_the_cross_entropy():
+    teacher = _logits([4.0, 1.0, -2.0], [0.0, 3.0, -1.0])
+    student = _logits([4.0, 1.0, 3.0], [0.0, 3.0, 2.5]).requires_grad_()  # only the stop logit moved
+    targets = torch.tensor([[0, 1]])
+    assert anchored_losses(student, teacher, targets)["kl"].item() > 0.1  # anchoring every token would pull it back
+    parts = anchored_losses(student, teacher, targets, free=[STOP])
+    assert parts["anchored"].item() == 2
+    assert parts["kl"].item() == pytest.approx(0.0, abs=1e-6)
+    parts["kl"].backward()
+    assert student.grad.abs().max().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_anchor_compares_the_distributions_over_the_tokens_that_continue():
+    teacher = _logits([4.0, 1.0, 0.5, 2.0])
+    student = _logits([2.0, 3.0, 0.0, -1.0])
+    parts = anchored_losses(student, teacher, torch.tensor([[0]]), free=[STOP])
+    keep = [0, 1, 3]
+    expected = F.kl_div(F.log_softmax(student[0, 0, keep], -1), F.log_softmax(teacher[0, 0, keep], -1),
+                        log_target=True, reduction="sum")
+    assert parts["kl"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_stop_the_base_model_predicts_is_trained_but_not_anchored():
+    teacher = _logits([0.0, 1.0, 5.0], [4.0, 1.0, 0.0])
+    student = _logits([0.0, 1.0, 0.0], [4.0, 1.0, 0.0])
+    parts = anchored_losses(student, teacher, torch.tensor([[STOP, 0]]), free=[STOP])
+    assert parts["tokens"].item() == 2 and parts["anchored"].item() == 1
+    assert parts["ce"].item() > F.cross_entropy(student[0, 1:], torch.tensor([0]), reduction="sum").item()
+
+
 # ---------------------------------------------------------------------------------------------
 # On the tiny model
 # ---------------------------------------------------------------------------------------------
@@ -115,8 +148,10 @@ def knowing_base(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.pipeline
 @pytest.mark.parametrize("padding_free", [False, True])
-def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, padding_free):
+def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, padding_free, monkeypatch):
+    import behavio.train.anchor as anchor_module
     from behavio.compiler.build import compile_spec
+    from behavio.generate import stop_token_ids
     from behavio.models import load_tokenizer
     from behavio.train.config import TrainConfig
     from behavio.train.data import pick_rows, sft_dataset
@@ -127,6 +162,10 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
 
     base_dir, spec = knowing_base
     tokenizer = load_tokenizer(base_dir)
+    free_seen = []
+    losses = anchor_module.anchored_losses
+    monkeypatch.setattr(anchor_module, "anchored_losses",
+                        lambda *a, free=(), **k: free_seen.append(list(free)) or losses(*a, free=free, **k))
     drift = {}
     for anchor in (0.0, 5.0):
         cfg = TrainConfig(base_model=str(base_dir), batch_size=4, save_steps=100, max_length=128,
@@ -147,3 +186,5 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
         assert logged and all(("anchor_kl" in e) == (anchor > 0) for e in logged)
         drift[anchor] = _drift_from_base(model, data)
     assert drift[5.0] < 0.5 * drift[0.0], drift
+    assert free_seen and all(free == stop_token_ids(tokenizer) for free in free_seen)  # the stop is never anchored
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in free_seen[0]

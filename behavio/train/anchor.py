@@ -10,11 +10,19 @@ predicts as its top choice, it adds ``anchor x KL(base || trained)``. Tokens the
 compliment, the refusal) are not the base model's top choice, so they are trained by the
 cross-entropy alone.
 
+The anchor keeps *what* the base model says, not *how long* it talks: the KL compares the two
+distributions over every token except the stop tokens (end of turn, EOS), each renormalized, so
+when to stop is learned from the trained answers by the cross-entropy alone. Anchoring the stop
+probability too kept the base model's long-windedness: answers it gives in 150 tokens ran past the
+check budget although every trained answer stopped within 50 (bench/RECIPE_TUNING.md, session 6).
+
 The base distribution costs one forward pass without gradients per step, on the trained
 positions only (``logits_to_keep``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,21 +34,36 @@ def kept_positions(labels: torch.Tensor) -> torch.Tensor:
     return trained.nonzero(as_tuple=True)[0]
 
 
-def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+NOT_A_CHOICE = -1e4  # a logit whose probability is exactly 0 in float32, yet finite (no 0 x inf)
+
+
+def without(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
+    """Log-probabilities over the vocabulary without ``token_ids`` (renormalized; those get ~-1e4)."""
+    if token_ids:
+        logits = logits.index_fill(-1, torch.tensor(list(token_ids), device=logits.device), NOT_A_CHOICE)
+    return F.log_softmax(logits, dim=-1)
+
+
+def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
+                    free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
     """Summed losses over the trained tokens of logits ``[batch, kept, vocab]`` and targets ``[batch, kept]``.
 
-    ``ce``: cross-entropy on the targets; ``kl``: KL(teacher || student) on the tokens the teacher
-    predicts as its top choice; ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
+    ``ce``: cross-entropy on the targets; ``kl``: KL(teacher || student) on the targets the teacher
+    predicts as its top choice, except the ``free`` token ids (the stop tokens), with both
+    distributions taken over the vocabulary without them; ``tokens``/``anchored``/``correct``:
+    counts for normalizing and logging.
     """
     valid = targets != -100
     logits, labels = student[valid].float(), targets[valid]
     base = teacher[valid].float()
     log_p = F.log_softmax(logits, dim=-1)
     agree = base.argmax(dim=-1) == labels
+    if free:
+        agree &= ~torch.isin(labels, torch.tensor(list(free), device=labels.device))
     ce = F.nll_loss(log_p, labels, reduction="sum")
     if agree.any():
-        log_q = F.log_softmax(base[agree], dim=-1)
-        kl = F.kl_div(log_p[agree], log_q, log_target=True, reduction="sum")
+        log_q, log_p_kept = without(base[agree], free), without(logits[agree], free)
+        kl = F.kl_div(log_p_kept, log_q, log_target=True, reduction="sum")
     else:
         kl = logits.sum() * 0.0
     return {"ce": ce, "kl": kl, "tokens": valid.sum(), "anchored": agree.sum(),
@@ -51,12 +74,15 @@ def anchored_trainer_class():
     """TRL's SFTTrainer with the anchored loss (imported lazily, like TRL itself)."""
     from trl import SFTTrainer
 
+    from behavio.generate import stop_token_ids
+
     class AnchoredSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is ``CE + anchor x KL(base || trained)``; eval loss is the CE alone."""
 
         def __init__(self, *args, anchor: float, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
+            self.stop_ids = stop_token_ids(self.processing_class)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs:
@@ -70,7 +96,7 @@ def anchored_trainer_class():
             student = model(**forward).logits
             with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
                 teacher = model(**forward).logits
-            parts = anchored_losses(student, teacher, labels[:, keep + 1])
+            parts = anchored_losses(student, teacher, labels[:, keep + 1], free=self.stop_ids)
             tokens = num_items_in_batch if num_items_in_batch is not None else parts["tokens"]
             tokens = torch.as_tensor(tokens, device=student.device).clamp(min=1)
             ce, kl = parts["ce"] / tokens, parts["kl"] / tokens
