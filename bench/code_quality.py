@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -30,10 +29,10 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import _cores, _cpu, _run_minutes  # noqa: E402
+from quality import machine, run_minutes  # noqa: E402
 
 from behavio.check.scorecard import Rate  # noqa: E402
-from behavio.rules.structure import _blocks_in, _check_docstring, _check_sections  # noqa: E402
+from behavio.rules.structure import blocks_in, check_docstring, check_sections  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "code_answers.yaml"
@@ -48,16 +47,16 @@ MEASURES = [("sections", "sections in order"), ("parses", "python parses"), ("do
 
 def measure_response(text: str) -> dict[str, bool]:
     """The three structure measures of one answer."""
-    blocks, trees = _blocks_in(text, "python"), []
+    blocks, trees = blocks_in(text, "python"), []
     for body in blocks:
         try:
             trees.append(ast.parse(body))
         except SyntaxError:
             pass
     functions = [f for t in trees for f in ast.walk(t) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    return {"sections": all(r is None for r in _check_sections(text, SECTIONS)),
+    return {"sections": all(r is None for r in check_sections(text, SECTIONS)),
             "parses": bool(blocks) and len(trees) == len(blocks),
-            "docstrings": bool(functions) and all(_check_docstring(f, DOCSTRING) is None for f in functions)}
+            "docstrings": bool(functions) and all(check_docstring(f, DOCSTRING) is None for f in functions)}
 
 
 def measure(card) -> list[dict]:
@@ -109,7 +108,7 @@ def summarize(base_card, card, *, model: str, minutes: float, source: str, comma
     assert [r["id"] for r in base_rows] == [r["id"] for r in rows]
     example = next(c for c in card.cases if c.split == "check")
     return {
-        "command": command, "machine": f"{_cpu()}, {_cores()} cores, CPU only, Python {platform.python_version()}",
+        "command": command, "machine": machine(),
         "model": model, "max_new_tokens": int(_SPEC["check"]["max_new_tokens"]),
         "best": card.label, "train_minutes": round(minutes, 2), "minutes_from": source,
         "totals": {name: {k: {"passed": r.passed, "total": r.total} for k, r in totals(c, rs).items()}
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     base_card, model = score(None)
     with tempfile.TemporaryDirectory(prefix="code-quality-") as tmp:
         if args.reuse:
-            run_dir, minutes, source = args.reuse, _run_minutes(args.reuse), "the run's metrics.jsonl train_runtime"
+            run_dir, minutes, source = args.reuse, run_minutes(args.reuse), "the run's metrics.jsonl train_runtime"
         else:
             print("training", flush=True)
             run_dir, minutes, source = *train_spec(Path(tmp)), "wall clock of behavio's train()"

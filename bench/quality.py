@@ -175,7 +175,7 @@ def _meets(key: str, rate: float) -> bool:
 def render(rows: list[dict], seeds: list[int], command: str, note: str = "") -> str:
     lines = ["# Quality: trained models on prompts they never saw", "",
              f"Command: `{command}`  ",
-             f"Machine: {_cpu()}, {_cores()} cores, CPU only, Python {platform.python_version()}  ",
+             f"Machine: {machine()}  ",
              f"Seeds: {', '.join(map(str, seeds))} (cells are pooled over seeds; minutes are the median)  ",
              "Model: SmolLM2-135M-Instruct (embedded default), greedy decoding, the checkpoint behavio picks as best.", "",
              "Targets (issue 5): poodle refused ≥ 95%, over-refusal ≤ 5%, exact compliment ≥ 95% of answers and 0 on "
@@ -202,6 +202,11 @@ def render(rows: list[dict], seeds: list[int], command: str, note: str = "") -> 
     for row in rows:
         lines.append(f"| {row['recipe']} | " + " | ".join(row["check"][key].cell() for key, _ in COLUMNS if key != "facts") + " |")
     return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    """``<cpu model>, <n> cores, CPU only, Python <version>``: the machine line of a results file."""
+    return f"{_cpu()}, {_cores()} cores, CPU only, Python {platform.python_version()}"
 
 
 def _cpu() -> str:
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_dir, mins = None, 0.0
                 elif reused is not None:
                     run_dir = Path(reused)
-                    mins = _run_minutes(run_dir)
+                    mins = run_minutes(run_dir)
                 else:
                     run_dir, mins = train_recipe(recipe, seed, Path(tmp))
                 card = score(run_dir, STAGE.get(recipe))  # trained runs go with tmp
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_minutes(run_dir: Path) -> float:
+def run_minutes(run_dir: Path) -> float:
     """Training minutes of a finished run, from its metrics log."""
     total = 0.0
     path = run_dir / "metrics.jsonl"

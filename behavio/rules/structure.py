@@ -31,14 +31,16 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
     return [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
 
 
-def _blocks_in(text: str, language: str) -> list[str]:
+def blocks_in(text: str, language: str) -> list[str]:
+    """Bodies of the fenced blocks tagged ``language`` (or an alias); untagged blocks if none is."""
     names = _ALIASES.get(language, {language})
     blocks = code_blocks(text)
     tagged = [body for tag, body in blocks if tag in names]
     return tagged or [body for tag, body in blocks if not tag]
 
 
-def _check_sections(text: str, sections: list[str]) -> list[str | None]:
+def check_sections(text: str, sections: list[str]) -> list[str | None]:
+    """Per section: None when its heading line appears after the previous section's, else why not."""
     lines = [line.strip() for line in text.splitlines()]
     results, cursor, previous = [], -1, None
     for section in sections:
@@ -77,7 +79,9 @@ def _needs(fn: ast.FunctionDef | ast.AsyncFunctionDef, section: str) -> bool:
     return True
 
 
-def _check_docstring(fn: ast.FunctionDef | ast.AsyncFunctionDef, required: list[str]) -> str | None:
+def check_docstring(fn: ast.FunctionDef | ast.AsyncFunctionDef, required: list[str]) -> str | None:
+    """None when ``fn`` has a docstring with every required section it needs (Args only with
+    parameters, Returns only when it returns a value, Yields only when it yields), else why not."""
     doc = ast.get_docstring(fn)
     if doc is None:
         return f"function {fn.name} has no docstring"
@@ -90,7 +94,7 @@ def _check_code(text: str, code: dict) -> list[str | None]:
     must_parse, docstring = bool(code.get("must_parse", False)), list(code.get("docstring") or [])
     if language != "python" and (must_parse or docstring):
         raise BehavioError(f"structure rule: must_parse/docstring support only language 'python', not {language!r}")
-    blocks = _blocks_in(text, language)
+    blocks = blocks_in(text, language)
     if not blocks:
         return [f"no {language} code block"]
     results: list[str | None] = [None]
@@ -107,7 +111,7 @@ def _check_code(text: str, code: dict) -> list[str | None]:
             results.append(None)
         if docstring:
             fns = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
-            results += [_check_docstring(f, docstring) for f in fns]
+            results += [check_docstring(f, docstring) for f in fns]
     return results
 
 
@@ -138,7 +142,7 @@ def _check_json(text: str, schema: dict) -> str | None:
 def structure(response: str, args: dict, case: dict, finished: bool) -> RuleResult:
     """Score = share of sub-checks passed; the explanation lists every failure."""
     results: list[str | None] = []
-    results += _check_sections(response, list(args.get("sections") or []))
+    results += check_sections(response, list(args.get("sections") or []))
     if args.get("code"):
         results += _check_code(response, args["code"])
     if args.get("json_schema") is not None:
