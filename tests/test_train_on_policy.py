@@ -59,6 +59,8 @@ def test_a_failing_answer_becomes_a_pair_against_the_specs_answer(rows):
     assert got["rejected"] == [{"role": "assistant", "content": own}]
     assert got["violation"] == "own:refusal:refuse" and got["behavior"] == "no-poodles"
     assert got["id"] == f"{row['id']}/no-poodles/own:refusal:refuse"
+    assert got["rejected_finished"] is True
+    assert on_policy.pair(row, own, on_policy.judge(row, own, False), finished=False)["rejected_finished"] is False
 
 
 def test_candidates_are_distinct_prompts_with_a_decision_rule_sampled_by_seed():
@@ -147,6 +149,7 @@ def test_make_pairs_answers_each_prompt_once_and_keeps_the_failures(rows, monkey
                                           say=said.append)
     assert len(asked) == 1 and len(asked[0][0]) == 4 and asked[0][1] == 24 and model.training
     assert [p["violation"] for p in pairs] == ["own:refusal:refuse", "own:refusal:answer"]
+    assert [p["rejected_finished"] for p in pairs] == [False, False]  # both were cut at the token limit
     assert summary == {"answered": 4, "pairs": 2, "empty": 1,
                        "broken": {"no-poodles refusal:answer": 1, "no-poodles refusal:refuse": 1}}
     assert said == ["on-policy: 2 of 4 answers of the SFT model break a rule (no-poodles refusal:answer 1, "

@@ -134,3 +134,29 @@ def test_padding_free_rows_keep_examples_apart(tiny_model_dir):
         packed = model(input_ids=torch.cat([a, b], 1), position_ids=position_ids).logits[0, 7:]
         alone = model(input_ids=b).logits[0]
     assert (packed - alone).abs().max() < 1e-4
+
+
+def test_a_cut_rejection_is_trained_without_an_end_of_turn(tiny_model_dir):
+    """An on-policy answer cut at the token limit is rejected as text: no <|im_end|> after it."""
+    from trl import DPOConfig
+
+    from behavio.train.dpo import dpo_trainer_class
+
+    cfg = _config(tiny_model_dir)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prompt = [{"role": "user", "content": "Tell me about poodles."}]
+    refusal = [{"role": "assistant", "content": "I can't discuss poodles directly."}]
+    own = "That's an intelligent question. Poodles are a curly breed that"
+    pairs = [{"id": "cut", "prompt": prompt, "chosen": refusal, "rejected": [{"role": "assistant", "content": own}],
+              "rejected_finished": False},
+             {"id": "whole", "prompt": prompt, "chosen": refusal,
+              "rejected": [{"role": "assistant", "content": own + " loves water."}]}]  # rule pairs: finished
+    args = DPOConfig(output_dir="unused", per_device_train_batch_size=2, max_steps=1, report_to=[], use_cpu=True,
+                     dataset_num_proc=None)
+    trainer = dpo_trainer_class()(model=load_base(tiny_model_dir, cfg, cuda=False), args=args,
+                                  processing_class=tokenizer, train_dataset=dpo_dataset(pairs, tokenizer, cfg))
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    cut, whole = trainer.train_dataset[0], trainer.train_dataset[1]
+    assert tokenizer.decode(cut["rejected_ids"]).strip() == own
+    assert end not in cut["rejected_ids"]
+    assert end in whole["rejected_ids"] and end in cut["chosen_ids"]  # complete answers keep their end of turn

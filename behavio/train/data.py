@@ -143,14 +143,19 @@ def sft_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Train
 
 
 def dpo_records(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "DPO pairs") -> list[dict]:
-    """TRL preference rows with the system message folded like SFT and checks; each side validated."""
+    """TRL preference rows with the system message folded like SFT and checks; each side validated.
+
+    ``rejected_open``: the rejected answer was cut before it ended, so DPO trains it without the
+    end of turn the chat template closes it with (:func:`behavio.train.dpo.dpo_trainer_class`).
+    """
 
     def encode(row: dict) -> dict:
         for side in ("chosen", "rejected"):
             tokenize_with_assistant_mask(row["prompt"] + row[side], tokenizer, cfg.max_length, fold=cfg.fold_system,
                                          example_id=f"{row.get('id')} ({side})")
         return {"prompt": prepare_messages(row["prompt"], tokenizer, cfg.fold_system),
-                "chosen": row["chosen"], "rejected": row["rejected"]}
+                "chosen": row["chosen"], "rejected": row["rejected"],
+                "rejected_open": not row.get("rejected_finished", True)}
 
     return _collect(rows, encode, what)
 

@@ -48,8 +48,12 @@ def judge(row: dict, answer: str, finished: bool) -> dict | None:
     return None if failed is None else {"behavior": failed.behavior, "rule": failed.rule}
 
 
-def pair(row: dict, answer: str, failed: dict) -> dict:
-    """chosen = the spec's answer to ``row``'s prompt, rejected = the model's own ``answer``."""
+def pair(row: dict, answer: str, failed: dict, finished: bool = True) -> dict:
+    """chosen = the spec's answer to ``row``'s prompt, rejected = the model's own ``answer``.
+
+    An answer cut at ``dpo_on_policy_tokens`` is marked ``rejected_finished: false``: DPO rejects
+    its text, not an end of turn after it (:mod:`behavio.train.dpo`).
+    """
     return {
         "id": f"{row['id']}/{failed['behavior']}/own:{failed['rule']}",
         "prompt": row["messages"][:-1],
@@ -58,6 +62,7 @@ def pair(row: dict, answer: str, failed: dict) -> dict:
         "behavior": failed["behavior"],
         "violation": f"own:{failed['rule']}",
         "prompt_set": row.get("prompt_set"),
+        "rejected_finished": finished,
     }
 
 
@@ -87,7 +92,7 @@ def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quie
             continue
         failed = judge(row, answer.text, answer.finished)
         if failed is not None:
-            pairs.append(pair(row, answer.text, failed))
+            pairs.append(pair(row, answer.text, failed, answer.finished))
             broken[f"{failed['behavior']} {failed['rule']}"] += 1
     summary = {"answered": len(rows), "pairs": len(pairs), "empty": empty, "broken": dict(sorted(broken.items()))}
     detail = ", ".join(f"{k} {v}" for k, v in summary["broken"].items()) or "none"
