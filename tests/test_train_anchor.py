@@ -162,10 +162,13 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
 
     base_dir, spec = knowing_base
     tokenizer = load_tokenizer(base_dir)
-    free_seen = []
-    losses = anchor_module.anchored_losses
-    monkeypatch.setattr(anchor_module, "anchored_losses",
-                        lambda *a, free=(), **k: free_seen.append(list(free)) or losses(*a, free=free, **k))
+    free_seen, losses = [], anchor_module.anchored_losses
+
+    def recording_losses(*args, free=(), **kwargs):
+        free_seen.append(list(free))
+        return losses(*args, free=free, **kwargs)
+
+    monkeypatch.setattr(anchor_module, "anchored_losses", recording_losses)
     drift = {}
     for anchor in (0.0, 5.0):
         cfg = TrainConfig(base_model=str(base_dir), batch_size=4, save_steps=100, max_length=128,
