@@ -37,11 +37,9 @@ def kept_positions(labels: torch.Tensor) -> torch.Tensor:
 NOT_A_CHOICE = -1e4  # a logit whose probability is exactly 0 in float32, yet finite (no 0 x inf)
 
 
-def without(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
+def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     """Log-probabilities over the vocabulary without ``token_ids`` (renormalized; those get ~-1e4)."""
-    if token_ids:
-        logits = logits.index_fill(-1, torch.tensor(list(token_ids), device=logits.device), NOT_A_CHOICE)
-    return F.log_softmax(logits, dim=-1)
+    return F.log_softmax(logits.index_fill(-1, token_ids, NOT_A_CHOICE), dim=-1)
 
 
 def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
@@ -57,12 +55,11 @@ def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch
     logits, labels = student[valid].float(), targets[valid]
     base = teacher[valid].float()
     log_p = F.log_softmax(logits, dim=-1)
-    agree = base.argmax(dim=-1) == labels
-    if free:
-        agree &= ~torch.isin(labels, torch.tensor(list(free), device=labels.device))
+    free_ids = torch.tensor(list(free), dtype=torch.long, device=labels.device)
+    agree = (base.argmax(dim=-1) == labels) & ~torch.isin(labels, free_ids)
     ce = F.nll_loss(log_p, labels, reduction="sum")
     if agree.any():
-        log_q, log_p_kept = without(base[agree], free), without(logits[agree], free)
+        log_q, log_p_kept = without(base[agree], free_ids), without(logits[agree], free_ids)
         kl = F.kl_div(log_p_kept, log_q, log_target=True, reduction="sum")
     else:
         kl = logits.sum() * 0.0
