@@ -57,10 +57,56 @@ class DecodeStats:
     generated: int = 0
     drafted: int = 0
     accepted: int = 0
+    scored: int = 0       # positions whose next-token logits were computed
+    needed: int = 0       # ... of which the answers needed
 
     def add(self, other: DecodeStats) -> None:
-        for name in ("forwards", "positions", "generated", "drafted", "accepted"):
+        for name in ("forwards", "positions", "generated", "drafted", "accepted", "scored", "needed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _growing_cache():
+    """A KV cache whose layers append in place into buffers that double when full (transformers' DynamicCache
+    copies every layer's whole cache on every forward pass)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states, value_states, *args, **kwargs):
+            super().lazy_initialization(key_states, value_states)
+            self.length, self.key_buffer, self.value_buffer = 0, None, None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if self.key_buffer is None or end > self.key_buffer.shape[-2]:
+                self._grow(key_states, value_states, max(end, 2 * self.length, 64))
+            self.key_buffer[:, :, self.length:end] = key_states
+            self.value_buffer[:, :, self.length:end] = value_states
+            self.length = end
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            return self.keys, self.values
+
+        def _grow(self, key_states, value_states, size: int) -> None:
+            shape = lambda t: (*t.shape[:-2], size, t.shape[-1])  # noqa: E731
+            keys, values = key_states.new_empty(shape(key_states)), value_states.new_empty(shape(value_states))
+            if self.length:
+                keys[:, :, :self.length], values[:, :, :self.length] = self.keys, self.values
+            self.key_buffer, self.value_buffer = keys, values
+
+        def get_seq_length(self) -> int:
+            return self.length if self.is_initialized else 0
+
+        def batch_select_indices(self, indices) -> None:
+            if self.get_seq_length():
+                self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+                self.keys = self.key_buffer[:, :, :self.length]
+                self.values = self.value_buffer[:, :, :self.length]
+
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer
+    return cache
 
 
 @dataclass
@@ -153,8 +199,6 @@ def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str |
 def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], stop_ids: Sequence[int], pad_id: int,
                  stats: DecodeStats | None = None) -> list[Decoded]:
     """Greedy answers of ``model`` to ``rows`` decoded together (one cache), in the order of ``rows``."""
-    from transformers import DynamicCache
-
     stats = stats if stats is not None else DecodeStats()
     device = next(model.parameters()).device
     limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(rows)
@@ -163,7 +207,7 @@ def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], sto
     shared = common_prefix([s.row.prompt for s in active])
     for state in active:
         state.feed, state.position = list(state.row.prompt[shared:]), shared
-    cache = DynamicCache()
+    cache = _growing_cache()
     mask = torch.ones((len(active), shared), dtype=torch.long, device=device)
     stops = set(stop_ids)
     with torch.inference_mode():
@@ -212,6 +256,8 @@ def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int]
     predicted = logits.argmax(dim=-1).tolist()
     stats.forwards += 1
     stats.positions += ids.numel()
+    stats.scored += len(active) * keep
+    stats.needed += sum(len(p) + 1 for p in proposals)
     for b, (state, proposal) in enumerate(zip(active, proposals)):
         own = predicted[b][keep - len(proposal) - 1:]  # own[j]: the model's token after feed + proposal[:j]
         accepted = 0

@@ -7,6 +7,7 @@ the loss also keeps the base model's own answers as they were (:mod:`behavio.tra
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,4 +33,10 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
                   eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage)])
     trainer = anchored_trainer_class()(anchor=cfg.anchor, **common) if cfg.anchor > 0 else SFTTrainer(**common)
+    if cfg.anchor > 0:
+        start = time.time()
+        positions = trainer.compute_teacher()
+        if stage.is_main:
+            stage.say(f"anchor: the base model's distribution at {positions} trained positions, "
+                      f"computed once in {time.time() - start:.0f}s")
     return run_trainer(stage, trainer)
