@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
+from behavio.train.stage import Stage, StageCallback, clear_staging, planned, run_trainer, trainer_args
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -74,9 +74,10 @@ def run_dpo(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                                     evaluate=evaluate),
                      beta=cfg.dpo_beta, **dpo_loss(stage), precompute_ref_log_probs=False, dataset_num_proc=None)
     clear_staging(stage)
-    trainer = dpo_trainer_class()(model=model, ref_model=None, args=args, processing_class=tokenizer,
-                                  train_dataset=train, eval_dataset=evaluation if evaluate else None,
-                                  callbacks=[StageCallback(stage)])
+    trainer = planned(dpo_trainer_class())(model=model, ref_model=None, args=args, processing_class=tokenizer,
+                                           train_dataset=train, eval_dataset=evaluation if evaluate else None,
+                                           callbacks=[StageCallback(stage, evaluate)])
+    trainer.stage = stage
     if cfg.dpo_reference == "base" and REF_ADAPTER in trainer.model.peft_config:
         trainer.model.delete_adapter(REF_ADAPTER)  # reference pass = adapter disabled
     return run_trainer(stage, trainer)

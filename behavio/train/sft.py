@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
+from behavio.train.stage import Stage, StageCallback, clear_staging, planned, run_trainer, trainer_args
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -31,8 +31,12 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     args = SFTConfig(**kwargs, packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)
     clear_staging(stage)
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
-                  eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage)])
-    trainer = anchored_trainer_class()(anchor=cfg.anchor, **common) if cfg.anchor > 0 else SFTTrainer(**common)
+                  eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage, evaluate)])
+    if cfg.anchor > 0:
+        trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, **common)
+    else:
+        trainer = planned(SFTTrainer)(**common)
+    trainer.stage = stage
     if cfg.anchor > 0:
         start = time.time()
         positions = trainer.compute_teacher()
