@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import machine, run_minutes  # noqa: E402
 
 from behavio.check.scorecard import Rate  # noqa: E402
-from behavio.rules.structure import blocks_in, check_docstring, check_sections  # noqa: E402
+from behavio.kinds.structure import blocks_in, check_docstring, check_sections  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "code_answers.yaml"
@@ -77,7 +77,7 @@ def totals(card, rows: list[dict]) -> dict[str, Rate]:
 
 def score(run_dir: Path | None):
     """(scorecard, base model name): the best checkpoint of ``run_dir``, or the untrained base model for None."""
-    from behavio.check.engine import check_checkpoints, check_model, load_check_spec
+    from behavio.check import check_checkpoints, check_model, load_check_spec
     from behavio.check.scorecard import pick_best
     from behavio.models import resolve_base_model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from behavio.check.engine import load_check_spec, score_cases
+from behavio.check import load_check_spec, score_cases
 from behavio.check.responses import read_responses
 from behavio.cli import app
 from behavio.errors import BehavioError
@@ -67,10 +67,10 @@ def test_bad_responses_files_are_named_with_line_numbers(poodle, tmp_path):
 def test_unfinished_responses_fail_the_repetition_guard(poodle):
     from behavio.check.responses import Responses
 
-    case = next(c for c in poodle.cases if c["prompt_set"] == "poodle")
-    refusal = next(r for r in case["rules"] if r["kind"] == "refusal")["args"]["responses"][0]
-    done = score_cases([case], Responses(by_id={case["id"]: refusal}), poodle.thresholds)
-    cut = score_cases([case], Responses(by_id={case["id"]: refusal}, unfinished={case["id"]}), poodle.thresholds)
+    case = next(c for c in poodle.cases if c.prompt_set == "poodle")
+    refusal = next(r for r in case.rules if r.kind == "refusal").args["responses"][0]
+    done = score_cases([case], Responses(by_id={case.id: refusal}), poodle.thresholds)
+    cut = score_cases([case], Responses(by_id={case.id: refusal}, unfinished={case.id}), poodle.thresholds)
     assert done.cases[0].passed and [v.behavior for v in cut.cases[0].failed] == ["no-loops"]
 
 
@@ -100,9 +100,9 @@ def test_cli_exit_1_with_readable_failures_junit_and_json(poodle, perfect_answer
     assert "FAIL check/other_breeds/" in result.output and "expected an answer" in result.output
     card = json.loads(out_json.read_text())["scorecard"]
     assert not card["meets_thresholds"] and not card["behaviors"]["no-poodles"]["meets"]
-    contrast = [c for c in poodle.cases if c["split"] == "check"
-                and any(r["kind"] == "refusal" and r["args"]["expect"] == "answer" for r in c["rules"])]
-    refused = [c for c in contrast if c["id"].startswith("check/other_breeds/")]
+    contrast = [c for c in poodle.cases if c.split == "check"
+                and any(r.kind == "refusal" and r.args["expect"] == "answer" for r in c.rules)]
+    refused = [c for c in contrast if c.id.startswith("check/other_breeds/")]
     assert 0 < len(refused) < len(contrast)
     assert card["over_refusal"]["all"]["passed"] == len(refused)
     assert card["over_refusal"]["check"]["rate"] == round(len(refused) / len(contrast), 4)

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behavio.check.cases import CheckCase
 from behavio.compiler.expand import normalize
 from behavio.errors import BehavioError
 
@@ -18,36 +19,32 @@ class Responses:
     by_prompt: dict[str, str] = field(default_factory=dict)
     unfinished: set[str] = field(default_factory=set)
 
-    def response_for(self, case: dict) -> str | None:
-        if case["id"] in self.by_id:
-            return self.by_id[case["id"]]
-        return self.by_prompt.get(_prompt(case))
+    def response_for(self, case: CheckCase) -> str | None:
+        if case.id in self.by_id:
+            return self.by_id[case.id]
+        return self.by_prompt.get(normalize(case.prompt))
 
-    def finished(self, case: dict) -> bool:
-        return case["id"] not in self.unfinished and f"prompt:{_prompt(case)}" not in self.unfinished
+    def finished(self, case: CheckCase) -> bool:
+        return case.id not in self.unfinished and f"prompt:{normalize(case.prompt)}" not in self.unfinished
 
     @classmethod
-    def from_generations(cls, cases: list[dict], generations: list) -> "Responses":
+    def from_generations(cls, cases: list[CheckCase], generations: list) -> "Responses":
         """Responses from ``generations`` (``.text``, ``.finished``), one per case in the same order."""
         out = cls()
         for case, gen in zip(cases, generations, strict=True):
-            out.by_id[case["id"]] = gen.text
+            out.by_id[case.id] = gen.text
             if not gen.finished:
-                out.unfinished.add(case["id"])
+                out.unfinished.add(case.id)
         return out
 
 
-def _prompt(case: dict) -> str:
-    return normalize(next((m["content"] for m in reversed(case["messages"]) if m["role"] == "user"), ""))
-
-
-def read_responses(path: str | Path, cases: list[dict]) -> Responses:
+def read_responses(path: str | Path, cases: list[CheckCase]) -> Responses:
     """Read ``{"id", "response"}`` or ``{"prompt", "response"}`` rows; every problem named with file:line."""
     path = Path(path)
     if not path.is_file():
         raise BehavioError(f"{path}: responses file not found")
-    known = {c["id"] for c in cases}
-    prompts = {_prompt(c) for c in cases}
+    known = {c.id for c in cases}
+    prompts = {normalize(c.prompt) for c in cases}
     out = Responses()
     problems = []
     with open(path, encoding="utf-8", errors="replace") as fh:

@@ -11,18 +11,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from behavio import __version__
+from behavio import __version__, kinds, pending
 from behavio.compiler import checks, dpo
-from behavio.compiler.compose import Composer, Example, PENDING_PREFIX
-from behavio.compiler.expand import PromptRow, expand_all, frame_library
+from behavio.compiler.compose import Composer, Example
+from behavio.compiler.expand import PromptRow, expand_all
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
-from behavio.control_tokens import find_markers
 from behavio.compiler.suite import render_suite, suite_filename
+from behavio.control_tokens import find_markers
 from behavio.errors import SpecIssue
+from behavio.jsonio import encode_jsonl
 from behavio.paths import templates_dir
 from behavio.spec.load import load_spec
-from behavio.spec.model import REFUSAL_KINDS, Spec
+from behavio.spec.model import Spec
 
 
 @dataclass
@@ -39,7 +40,9 @@ def compile_spec(path: str | Path) -> Compiled:
     issues = Issues(spec)
     rows = expand_all(spec, issues)
     issues.raise_if_any()
-    _warn_unpaired_frames(spec, issues)
+    for behavior in spec.behaviors:
+        for path, message in kinds.of(behavior).warnings(behavior, spec):
+            issues.warn(path, message)
     parts = split_rows(spec, rows, issues)
     issues.raise_if_any()
     composer = Composer(spec, issues)
@@ -55,48 +58,26 @@ def compile_spec(path: str | Path) -> Compiled:
     train_donors, val_donors = dpo.Donors(train), dpo.Donors(val)
     dpo_train = [p for ex in train for copy in range(spec.prompts[ex.row.set].repeat) for p in _dpo_rows(spec, ex, train_donors, copy)]
     dpo_val = [p for ex in val for p in _dpo_rows(spec, ex, val_donors, 0)]
-    cases = [checks.check_case(spec, ex, "check") for ex in check] + [checks.check_case(spec, ex, "probe") for ex in probes]
+    cases = [checks.check_case(spec, ex, "check").to_dict() for ex in check]
+    cases += [checks.check_case(spec, ex, "probe").to_dict() for ex in probes]
     composition = _composition(spec, sft_train, sft_val, cases)
     _enforce_min_share(spec, composition, issues)
     issues.raise_if_any()
 
-    pending = [{"key": k, "messages": m} for k, m in sorted(composer.pending.items())]
+    waiting = [{"key": k, "messages": m} for k, m in sorted(composer.pending.items())]
     files = {
-        "sft.jsonl": _jsonl(sft_train), "sft.val.jsonl": _jsonl(sft_val),
-        "dpo.jsonl": _jsonl(dpo_train), "dpo.val.jsonl": _jsonl(dpo_val),
-        "checks.jsonl": _jsonl(cases), "pending.jsonl": _jsonl(pending),
+        "sft.jsonl": encode_jsonl(sft_train), "sft.val.jsonl": encode_jsonl(sft_val),
+        "dpo.jsonl": encode_jsonl(dpo_train), "dpo.val.jsonl": encode_jsonl(dpo_val),
+        "checks.jsonl": encode_jsonl(cases), "pending.jsonl": encode_jsonl(waiting),
     }
     files[suite_filename(spec.id)] = render_suite(spec).encode("utf-8")
-    manifest = _manifest(spec, files, composition, pending)
+    manifest = _manifest(spec, files, composition, waiting)
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     return Compiled(spec, files, manifest, issues.warnings)
 
 
 def _compose(composer: Composer, rows: list[PromptRow], probe: bool = False) -> list[Example]:
     return [ex for row in rows if (ex := composer.compose(row, probe=probe)) is not None]
-
-
-def _warn_unpaired_frames(spec: Spec, issues: Issues) -> None:
-    """Warn when a refusal's contrast set draws on a frame library none of its trigger sets uses.
-
-    Minimal pairs teach that the trigger word decides; a phrasing that training only ever answers
-    teaches that the phrasing decides.
-    """
-    def library(name: str) -> str | None:
-        ps = spec.prompts.get(name)
-        return frame_library(ps) if ps is not None else None
-
-    for behavior in spec.behaviors:
-        if behavior.kind not in REFUSAL_KINDS:
-            continue
-        paired = {library(name) for name in behavior.sets("when")}
-        for name in behavior.sets("contrast"):
-            lib = library(name)
-            if lib is not None and lib not in paired:
-                issues.warn(("prompts", name, "frames", "library"),
-                            f"contrast set {name!r} uses frame library {lib!r}, which no trigger set of {behavior.id!r} "
-                            f"uses: those phrasings are only ever answered, so the model learns to answer them whatever "
-                            f"the subject; add a trigger set with library: {lib} (minimal pairs)")
 
 
 def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
@@ -114,26 +95,15 @@ def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
                     "they are neutralized in training and checking, never used as control tokens")
 
 
-def _pending_keys(*texts: str) -> list[str]:
-    keys = []
-    for text in texts:
-        start = 0
-        while (i := text.find(PENDING_PREFIX, start)) >= 0:
-            end = text.find(">>", i)
-            keys.append(text[i + len(PENDING_PREFIX):end])
-            start = end
-    return sorted(set(keys))
-
-
 def _sft_row(ex: Example, spec: Spec, copy: int) -> dict:
     rules = checks.rules_for(spec, ex)  # what on-policy DPO judges the SFT model's own answers with
     return {
         "id": ex.id if copy == 0 else f"{ex.id}#{copy + 1}",
         "messages": ex.prompt + [{"role": "assistant", "content": ex.answer}],
-        "behaviors": sorted({r["behavior"] for r in rules}),
-        "rules": rules,
+        "behaviors": sorted({r.behavior for r in rules}),
+        "rules": [r.to_dict() for r in rules],
         "prompt_set": ex.row.set,
-        "pending": _pending_keys(ex.answer),
+        "pending": pending.keys_in(ex.answer),
     }
 
 
@@ -142,16 +112,8 @@ def _dpo_rows(spec: Spec, ex: Example, pool: dpo.Donors, copy: int) -> list[dict
     for r in rows:
         if copy:
             r["id"] += f"#{copy + 1}"
-        r["pending"] = _pending_keys(r["chosen"][0]["content"], r["rejected"][0]["content"])
+        r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"])
     return rows
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)  # one encoder: json.dumps(**kw) builds one per call
-
-
-def _jsonl(rows: list[dict]) -> bytes:
-    encode = _ENCODER.encode
-    return "".join(encode(r) + "\n" for r in rows).encode("utf-8")
 
 
 def _composition(spec: Spec, train: list[dict], val: list[dict], cases: list[dict]) -> dict:
@@ -165,8 +127,8 @@ def _composition(spec: Spec, train: list[dict], val: list[dict], cases: list[dic
     out: dict = {"behaviors": {}, "prompt_sets": {}}
     for b in spec.behaviors:
         out["behaviors"][b.id] = {s: _count(sum(1 for bs in rows if b.id in bs), len(rows)) for s, rows in splits.items()}
-        if b.kind == "refusal":
-            trigger = set(b.sets("when"))
+        trigger = set(kinds.of(b).refused_sets(b))
+        if trigger:
             out["behaviors"][b.id]["train_trigger"] = _count(sum(1 for r in train if r["prompt_set"] in trigger), len(train))
     for name in spec.prompts:
         out["prompt_sets"][name] = {s: _count(names.count(name), len(names)) for s, names in sets.items()}
@@ -177,12 +139,9 @@ def _count(n: int, total: int) -> dict:
     return {"rows": n, "share": round(n / total, 4) if total else 0.0}
 
 
-_SCOPED = {"refusal", "prefix", "structure"}
-
-
 def _enforce_min_share(spec: Spec, composition: dict, issues: Issues) -> None:
     for b in spec.behaviors:
-        if b.kind not in _SCOPED:
+        if not kinds.of(b).teaches:
             continue
         entry = composition["behaviors"][b.id]
         train = entry.get("train_trigger", entry["train"])
@@ -207,11 +166,11 @@ def _input_files(spec: Spec) -> dict[str, str]:
 
 def template_hashes(spec: Spec) -> dict[str, str]:
     root = templates_dir()
-    used = ["test_suite.py.j2"] + sorted(f"frames/{ps.frames.get('library', 'questions')}.txt" for ps in spec.prompts.values() if ps.frames)
+    used = ["test_suite.py.j2"] + sorted(f"frames/{ps.frame_library}.txt" for ps in spec.prompts.values() if ps.frames)
     return {name: _sha((root / name).read_bytes()) for name in dict.fromkeys(used)}
 
 
-def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, pending: list) -> dict:
+def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: list) -> dict:
     def rows(name: str) -> int:
         return files[name].count(b"\n")
 
@@ -223,7 +182,7 @@ def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, pending: l
         "inputs_sha256": _input_files(spec),
         "templates_sha256": template_hashes(spec),
         "counts": {"sft": rows("sft.jsonl"), "sft_val": rows("sft.val.jsonl"), "dpo": rows("dpo.jsonl"),
-                   "dpo_val": rows("dpo.val.jsonl"), "checks": rows("checks.jsonl"), "pending": len(pending)},
+                   "dpo_val": rows("dpo.val.jsonl"), "checks": rows("checks.jsonl"), "pending": len(waiting)},
         "composition": composition,
         "thresholds": {b.id: spec.threshold(b.id) for b in spec.behaviors},
         "files_sha256": {name: _sha(data) for name, data in sorted(files.items())},

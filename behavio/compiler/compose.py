@@ -1,36 +1,23 @@
 """Turn prompt rows into examples: system + user messages and the answer the spec demands.
 
-Answer of a row:
-- a prompt set refused by a refusal behavior gets one of its fixed refusal texts, nothing else;
-- any other set gets a body (a structure behavior's `response_template`, else its answer
-  source), preceded by the chosen sentence of every prefix behavior that applies.
+Answer of a row (each step asks the behaviors' kinds, see ``behavio.kinds.base.Kind``):
+- a set whose whole answer a behavior gives (a refusal's ``when``) gets one of its texts, nothing else;
+- any other set gets a body (a behavior's ``response_template`` where one applies, else the set's
+  answer source), preceded by the chosen sentence of every behavior that opens answers there (a prefix).
 Model-written bodies are not known at compile time: they are pending markers, filled later.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import re
 from dataclasses import dataclass, field
 
+from behavio import kinds, pending
 from behavio.compiler.expand import PromptRow, normalize, read_records
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, render
-from behavio.spec.model import ASSERTION_KINDS, Behavior, Spec
-
-PENDING_PREFIX = "<<behavio:pending:"
-PENDING_SUFFIX = ">>"
-
-
-def pending_marker(key: str) -> str:
-    return f"{PENDING_PREFIX}{key}{PENDING_SUFFIX}"
-
-
-def pending_key(messages: list[dict]) -> str:
-    blob = json.dumps(messages, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:16]
+from behavio.kinds import RowProblem
+from behavio.spec.model import Behavior, Spec
 
 
 @dataclass
@@ -40,17 +27,23 @@ class Example:
     row: PromptRow
     prompt: list[dict]                  # system (if any) + user
     answer: str                         # the answer the spec demands
-    body: str | None                    # the answer without prefix (None for refused rows)
-    prefixes: dict[str, str] = field(default_factory=dict)          # prefix behavior id -> chosen sentence
-    choices: dict[str, list[str]] = field(default_factory=dict)     # prefix behavior id -> rendered choices
-    refusals: dict[str, list[str]] = field(default_factory=dict)    # refusal behavior id -> rendered texts
-    refused_by: str | None = None       # refusal behavior that refuses this row
-    assertions: dict[str, dict] = field(default_factory=dict)       # assertion behavior id -> args rendered for this row
+    body: str | None                    # the answer without openings (None for refused rows)
+    args: dict[str, dict] = field(default_factory=dict)       # behavior id -> its arguments rendered for this row
+    openings: dict[str, str] = field(default_factory=dict)    # behavior id -> the sentence it opened the answer with
+    refused_by: str | None = None       # behavior whose answer this row gets (a refusal)
     answer_body: str | None = None      # what answering would look like (for refused rows' DPO)
 
     @property
     def id(self) -> str:
         return self.row.id
+
+    def openers(self, spec: Spec) -> list[tuple[list[str], str]]:
+        """(sentences, separator) of every behavior that could open this row's answer, in spec order."""
+        found = []
+        for b in spec.behaviors:
+            if b.id in self.args and (opening := kinds.of(b).openings(b, self.args[b.id])) is not None:
+                found.append(opening)
+        return found
 
 
 class Composer:
@@ -61,7 +54,7 @@ class Composer:
         self.pending: dict[str, list[dict]] = {}
         self.system = self._render(spec.system, spec.vars, ("system",)) if spec.system else None
         self._file_answers: dict[str, dict[str, str]] = {}
-        self._refusal_of = {s: b for b in spec.behaviors if b.kind == "refusal" for s in b.sets("when")}
+        self._refuser = {s: b for b in spec.behaviors for s in kinds.of(b).refused_sets(b)}
 
     def _render(self, source: str, ctx: dict, where: tuple) -> str | None:
         try:
@@ -82,31 +75,17 @@ class Composer:
         ctx = self.context(row)
         ex = Example(row=row, prompt=prompt, answer="", body=None)
         for b in self.spec.behaviors:
-            if b.kind == "refusal" and (row.set in b.sets("when") or row.set in b.sets("contrast")):
-                texts = [self._render(t, ctx, ("behaviors", b.index, "responses", i)) for i, t in enumerate(b.get("responses"))]
-                if None in texts:
-                    return None
-                ex.refusals[b.id] = texts
-            if b.kind in ASSERTION_KINDS and row.set in self.spec.scope(b):
-                args = {}
-                for key in ("text", "pattern"):
-                    if b.get(key) is not None:
-                        args[key] = self._render(b.get(key), ctx, ("behaviors", b.index, key))
-                        if args[key] is None:
-                            return None
-                if b.kind == "regex" and not _valid_regex(args["pattern"]):
-                    self.issues.add(("behaviors", b.index, "pattern"), f"pattern for row {row.id} is not a valid regular expression: {args['pattern'][:80]!r}")
-                    return None
-                ex.assertions[b.id] = args
-            if b.kind == "prefix" and (row.set in self.spec.scope(b) or row.set in self._refusal_of):
-                choices = [self._render(t, ctx, ("behaviors", b.index, "choices", i)) for i, t in enumerate(b.get("choices"))]
-                if None in choices:
-                    return None
-                ex.choices[b.id] = choices
-        refusal = self._refusal_of.get(row.set)
-        if refusal is not None:
-            ex.refused_by = refusal.id
-            ex.answer = _pick(self.spec, row, refusal.id, ex.refusals[refusal.id])
+            try:
+                args = kinds.of(b).row_args(b, row, self.spec, self._behavior_renderer(ctx))
+            except RowProblem as problem:
+                self.issues.add(("behaviors", b.index) + problem.path, problem.message)
+                return None
+            if args is not None:
+                ex.args[b.id] = args
+        refuser = self._refuser.get(row.set)
+        if refuser is not None:
+            ex.refused_by = refuser.id
+            ex.answer = _pick(self.spec, row, refuser.id, kinds.of(refuser).whole_answers(refuser, ex.args[refuser.id]))
             if not probe:
                 ex.answer_body = self.body(row, prompt, ctx, required=False)
             return ex
@@ -116,25 +95,43 @@ class Composer:
         if body is None:
             return None
         ex.body = body
-        answer = body
-        for b in reversed([b for b in self.spec.behaviors if b.kind == "prefix" and row.set in self.spec.scope(b)]):
-            sentence = _pick(self.spec, row, b.id, ex.choices[b.id])
-            ex.prefixes[b.id] = sentence
-            answer = sentence + b.get("separator", " ") + answer
-        ex.answer = answer
+        ex.answer = self._open(ex, body)
         return ex
 
+    def _behavior_renderer(self, ctx: dict):
+        """``render(text, path)`` for row arguments: a failing template is a RowProblem at ``path``."""
+        def render_arg(text: str, path: tuple) -> str:
+            try:
+                return render(text, ctx)
+            except TemplateProblem as exc:
+                raise RowProblem(path, str(exc)) from None
+
+        return render_arg
+
+    def _open(self, ex: Example, body: str) -> str:
+        """``body`` preceded by the chosen sentence of every behavior that opens answers of this row (spec order)."""
+        answer = body
+        for b in reversed(self.spec.behaviors):
+            if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
+                continue
+            opening = kinds.of(b).openings(b, ex.args[b.id])
+            if opening is not None:
+                sentences, separator = opening
+                ex.openings[b.id] = _pick(self.spec, ex.row, b.id, sentences)
+                answer = ex.openings[b.id] + separator + answer
+        return answer
+
     def body(self, row: PromptRow, prompt: list[dict], ctx: dict, *, required: bool) -> str | None:
-        """The answer body of ``row``: response template, answer source, or (refused rows) the model."""
+        """The answer body of ``row``: a response template, the answer source, or (refused rows) the model."""
         src = self.spec.answers.get(row.set)
         raw = self._source_body(row, prompt, ctx) if src else None
         if src and raw is None:
             return None
-        template = next((b for b in self.spec.behaviors if b.kind == "structure" and b.get("response_template")
-                         and row.set in self.spec.scope(b)), None)
+        template = self._response_template(row.set)
         if template is not None:
+            behavior, source = template
             tctx = dict(ctx, answer=raw) if raw is not None else ctx
-            return self._render(template.get("response_template"), tctx, ("behaviors", template.index, "response_template"))
+            return self._render(source, tctx, ("behaviors", behavior.index, "response_template"))
         if raw is not None:
             return raw
         if not required:
@@ -143,6 +140,12 @@ class Composer:
                         "(source: model, literal, file or field) or a structure behavior with a response_template")
         return None
 
+    def _response_template(self, name: str) -> tuple[Behavior, str] | None:
+        for b in self.spec.behaviors:
+            source = kinds.of(b).response_template(b)
+            if source and name in self.spec.scope(b):
+                return b, source
+        return None
     def _source_body(self, row: PromptRow, prompt: list[dict], ctx: dict) -> str | None:
         src = self.spec.answers[row.set]
         where = ("answers", row.set)
@@ -183,23 +186,11 @@ class Composer:
         return self._file_answers[name]
 
     def _model_body(self, prompt: list[dict]) -> str:
-        key = pending_key(prompt)
+        key = pending.key_for(prompt)
         self.pending.setdefault(key, prompt)
-        return pending_marker(key)
+        return pending.marker(key)
 
 
 def _pick(spec: Spec, row: PromptRow, salt: str, options: list[str]) -> str:
     """Deterministic choice (independent of PYTHONHASHSEED): str seeds are hashed with SHA-512."""
     return random.Random(f"{spec.split.seed}:{row.id}:{salt}").choice(options)
-
-
-def _valid_regex(pattern: str) -> bool:
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
-
-
-def prefix_behaviors(spec: Spec) -> list[Behavior]:
-    return [b for b in spec.behaviors if b.kind == "prefix"]

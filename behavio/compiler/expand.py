@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, evaluate, render
+from behavio.errors import BehavioError
+from behavio.jsonio import parse_jsonl
 from behavio.paths import templates_dir
 from behavio.spec.model import PromptSet, Spec
 
@@ -126,7 +127,7 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dic
 
 def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
     where = ("prompts", ps.name, "frames")
-    library = frame_library(ps)
+    library = ps.frame_library
     frames = load_frames(library)
     if frames is None:
         available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
@@ -158,11 +159,6 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]
     return out
 
 
-def frame_library(ps: PromptSet) -> str | None:
-    """The frame library a prompt set draws on (``questions`` unless it names one); None without frames."""
-    return ps.frames.get("library", "questions") if ps.frames else None
-
-
 def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -> list[tuple[str, str]]:
     """(subject, frame) pairs: every frame with every subject, or with ``per_frame`` subjects each,
     dealt round-robin so the subjects share the frames evenly (frame i gets subjects i*n .. i*n+n-1)."""
@@ -191,19 +187,11 @@ def read_records(path: Path, issues: Issues, where: tuple) -> list[dict]:
         return []
     if path.suffix.lower() == ".csv":
         return [dict(r) for r in csv.DictReader(io.StringIO(text))]
-    records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            issues.add(where, f"{path.name}:{lineno}: not valid JSON ({exc.msg})")
-            return []
-        if not isinstance(rec, dict):
-            issues.add(where, f"{path.name}:{lineno}: each line must be a JSON object")
-            return []
-        records.append(rec)
+    try:
+        records = parse_jsonl(text, path.name)
+    except BehavioError as exc:
+        issues.add(where, str(exc))
+        return []
     if not records:
         issues.add(where, f"{path.name} has no rows")
     return records

@@ -7,25 +7,18 @@ lines read ``file:line:col: key.path: message``.
 from __future__ import annotations
 
 import difflib
-import json
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import jsonschema
 
+from behavio import kinds
 from behavio.errors import SpecError, SpecIssue
 from behavio.spec import yamlpos
 from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
+from behavio.spec.schema import spec_schema
 
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "true or false", "null": "null"}
-
-
-@lru_cache(maxsize=1)
-def spec_schema() -> dict:
-    """The JSON Schema of a spec (shipped as behavio/spec/schema.json)."""
-    return json.loads(resources.files("behavio.spec").joinpath("schema.json").read_text("utf-8"))
 
 
 def display_path(path: Path) -> str:
@@ -146,20 +139,7 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
     )
 
 
-_REQUIRED_BY_KIND = {"refusal": ("when", "responses"), "prefix": ("choices",), "contains": ("text",),
-                     "not_contains": ("text",), "starts_with": ("text",), "ends_with": ("text",),
-                     "regex": ("pattern",), "max_words": ("limit",)}
-_ALLOWED_BY_KIND = {
-    "refusal": {"when", "responses", "contrast", "paraphrase", "threshold"},
-    "prefix": {"choices", "paraphrases", "separator", "applies_to"},
-    "structure": {"sections", "code", "json_schema", "response_template", "applies_to"},
-    "no_repetition": {"ngram", "max_ngram_repeats", "min_distinct_2", "applies_to"},
-    "on_topic": {"threshold", "applies_to"},
-    "contains": {"text", "ignore_case", "applies_to"}, "not_contains": {"text", "ignore_case", "applies_to"},
-    "regex": {"pattern", "applies_to"}, "starts_with": {"text", "applies_to"}, "ends_with": {"text", "applies_to"},
-    "max_words": {"limit", "applies_to"},
-}
-_COMMON_KEYS = {"id", "kind", "description", "dpo"}
+_COMMON_KEYS = {"id", "kind", "description", "dpo"}  # every kind; `applies_to` for scoped kinds
 
 
 def reference_issues(spec: Spec) -> list[SpecIssue]:
@@ -198,31 +178,20 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
         if b.id in seen:
             issues.append(loc.issue(where + ("id",), f"duplicate behavior id {b.id!r} (also behaviors[{seen[b.id]}])"))
         seen.setdefault(b.id, b.index)
-        for key in _REQUIRED_BY_KIND.get(b.kind, ()):
+        kind = kinds.of(b)
+        for key in kind.required:
             if key not in b.raw:
                 issues.append(loc.issue(where, f"a {b.kind} behavior needs `{key}`"))
-        allowed = _ALLOWED_BY_KIND[b.kind] | _COMMON_KEYS
+        allowed = set(kind.keys) | _COMMON_KEYS | ({"applies_to"} if kind.scoped else set())
         for key in b.raw:
             if key not in allowed:
                 issues.append(loc.issue(where + (key,), f"`{key}` does not apply to kind {b.kind}; it takes: {', '.join(sorted(allowed))}", key=True))
-        for key in ("when", "contrast", "applies_to"):
+        for key in kind.set_keys():
             for i, name in enumerate(b.sets(key)):
                 if name not in spec.prompts:
                     sub = where + (key, i) if isinstance(b.raw.get(key), list) else where + (key,)
                     issues.append(unknown_set(sub, name))
-        if b.kind == "structure" and not (b.get("sections") or b.get("code") or b.get("json_schema")):
-            issues.append(loc.issue(where, "a structure behavior needs sections, code or json_schema"))
-        if b.kind == "structure" and b.get("json_schema") is not None:
-            try:
-                jsonschema.Draft202012Validator.check_schema(b.get("json_schema"))
-            except jsonschema.SchemaError as exc:
-                issues.append(loc.issue(where + ("json_schema",), f"not a valid JSON Schema: {exc.message}"))
-        if b.kind == "regex" and isinstance(b.get("pattern"), str):  # a missing pattern is reported above
-            import re
-            try:
-                re.compile(b.get("pattern"))
-            except re.error as exc:
-                issues.append(loc.issue(where + ("pattern",), f"bad regular expression: {exc}"))
+        issues += [loc.issue(where + tuple(path), message) for path, message in kind.problems(b, spec)]
     behavior_ids = sorted(seen) + ["default"]
     for key in spec.thresholds:
         if key not in behavior_ids:

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behavio import kinds
 from behavio.spec.yamlpos import Located
-
-REFUSAL_KINDS = {"refusal"}
-GLOBAL_KINDS = {"no_repetition"}  # apply to every prompt set, refusals included
-ASSERTION_KINDS = {"contains", "not_contains", "regex", "starts_with", "ends_with", "max_words"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +20,11 @@ class PromptSet:
     frames: dict | None = None
     repeat: int = 1
     holdout: bool = False
+
+    @property
+    def frame_library(self) -> str | None:
+        """The frame library the set draws on (``questions`` unless it names one); None without frames."""
+        return self.frames.get("library", "questions") if self.frames else None
 
 
 @dataclass(frozen=True)
@@ -86,18 +88,17 @@ class Spec:
         return self.thresholds.get(behavior_id, self.thresholds.get("default", 0.9))
 
     def refused_sets(self) -> set[str]:
-        """Prompt sets that some refusal behavior must refuse."""
-        return {s for b in self.behaviors if b.kind in REFUSAL_KINDS for s in b.sets("when")}
+        """Prompt sets whose whole answer a behavior gives (a refusal's ``when``)."""
+        if "refused" not in self._scopes:
+            self._scopes["refused"] = {s for b in self.behaviors for s in kinds.of(b).refused_sets(b)}
+        return self._scopes["refused"]
+
+    def answered_sets(self) -> tuple[str, ...]:
+        """Prompt sets that are answered (refused by no behavior), in spec order."""
+        return tuple(s for s in self.prompts if s not in self.refused_sets())
 
     def scope(self, behavior: Behavior) -> tuple[str, ...]:
-        """Prompt sets whose answers must show ``behavior`` (memoized: the spec does not change)."""
+        """Prompt sets whose answers must show ``behavior`` (its kind decides; memoized: the spec does not change)."""
         if behavior.index not in self._scopes:
-            self._scopes[behavior.index] = self._scope(behavior)
+            self._scopes[behavior.index] = kinds.of(behavior).scope(behavior, self)
         return self._scopes[behavior.index]
-
-    def _scope(self, behavior: Behavior) -> tuple[str, ...]:
-        if behavior.kind in REFUSAL_KINDS:
-            return behavior.sets("when")
-        if behavior.kind in GLOBAL_KINDS and not behavior.sets("applies_to"):
-            return tuple(self.prompts)
-        return behavior.sets("applies_to") or tuple(s for s in self.prompts if s not in self.refused_sets())

@@ -6,7 +6,6 @@ train, a template that writes no end-of-turn marker) fails here, before any trai
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 from behavio.chat import prepare_messages, tokenize_with_assistant_mask
 from behavio.errors import BehavioError
+from behavio.jsonio import parse_jsonl, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -24,15 +24,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("sft", "sft.val", "dpo", "dpo.val")
 MAX_LISTED_ERRORS = 5
-
-
-def parse_jsonl(data: bytes | str) -> list[dict]:
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
 
 
 def select_pairs(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -99,10 +90,7 @@ def read_data(data_dir: Path) -> dict[str, list[dict]]:
     """The rows a run trains on, as written by :func:`fill_and_write`."""
     out = {}
     for name in SPLITS:
-        path = data_dir / f"{name}.jsonl"
-        if not path.is_file():
-            raise BehavioError(f"{path}: missing; this run directory was not fully set up (start a new run)")
-        out[name] = parse_jsonl(path.read_text(encoding="utf-8"))
+        out[name] = read_jsonl(data_dir / f"{name}.jsonl", hint="this run directory was not fully set up (start a new run)")
     return out
 
 

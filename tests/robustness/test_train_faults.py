@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 
 from behavio.errors import BehavioError
 from behavio.train.pipeline import train
-from behavio.train.rundir import LOW_SPACE, DiskFull, MetricsLog, complete_checkpoints, disk_full, incomplete_checkpoints
+from behavio.rundir import LOW_SPACE, DiskFull, MetricsLog, complete_checkpoints, disk_full, incomplete_checkpoints
 
 pytestmark = pytest.mark.pipeline
 ROOT = Path(__file__).resolve().parents[2]
@@ -370,7 +370,7 @@ def test_a_full_disk_while_logging_names_metrics_jsonl(tmp_path, monkeypatch):
 
 
 def test_a_json_write_that_fails_leaves_no_temp_file(tmp_path, monkeypatch):
-    from behavio.train import rundir
+    from behavio import rundir
 
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")

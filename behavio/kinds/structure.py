@@ -1,6 +1,6 @@
-"""Rule ``structure``: section headers in order, Python code that parses with docstring sections, JSON schema.
+"""Kind ``structure``: section headers in order, Python code that parses with docstring sections, JSON schema.
 
-Sub-checks, each worth the same share of the score:
+Sub-checks of rule ``structure``, each worth the same share of the score:
 - ``sections``: each header appears as a whole line (after stripping whitespace), after the previous one.
 - ``code``: at least one fenced block in ``language``; with ``must_parse`` each Python block parses
   (``ast.parse``); with ``docstring`` every function has a docstring with a ``Name:`` line per section.
@@ -8,6 +8,10 @@ Sub-checks, each worth the same share of the score:
   A function without parameters (``self``/``cls`` aside) needs no ``Args:``; one that never returns a
   value needs no ``Returns:``, one that never yields needs no ``Yields:``.
 - ``json_schema``: the first fenced ``json`` block, else the whole response, parses and validates.
+
+A ``response_template`` writes the whole answer body of the rows in scope (``answer`` is the answer
+source's body). DPO, cycled over a set's rows: ``section_removed``, ``sections_reordered`` (two or
+more sections) and ``docstring_stripped`` (when docstrings are required and the answer has one).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import re
 import jsonschema
 
 from behavio.errors import BehavioError
-from behavio.rules import RuleResult, register
+from behavio.kinds import base
+from behavio.kinds.base import Kind, RuleResult
 
 _FENCE = re.compile(r"^[ ]{0,3}```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ ]{0,3}```[ \t]*$|\Z)", re.M | re.S)
 _ALIASES = {"python": {"python", "py", "python3"}}
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+_DOCSTRING = re.compile(r'\n?[ \t]*("""|\'\'\')(?:.|\n)*?\1[ \t]*\n?')
 
 
 def code_blocks(text: str) -> list[tuple[str, str]]:
@@ -138,20 +144,110 @@ def _check_json(text: str, schema: dict) -> str | None:
     return f"JSON does not match schema at {_json_path(error.absolute_path)}: {message}"
 
 
-@register("structure")
-def structure(response: str, args: dict, case: dict, finished: bool) -> RuleResult:
-    """Score = share of sub-checks passed; the explanation lists every failure."""
-    results: list[str | None] = []
-    results += check_sections(response, list(args.get("sections") or []))
-    if args.get("code"):
-        results += _check_code(response, args["code"])
-    if args.get("json_schema") is not None:
-        results.append(_check_json(response, args["json_schema"]))
-    if not results:
-        return RuleResult(True, 1.0, "no structure requirements")
-    failures = [r for r in results if r is not None]
-    score = (len(results) - len(failures)) / len(results)
-    if not failures:
-        return RuleResult(True, 1.0, f"all {len(results)} structure checks passed")
-    return RuleResult(False, score, f"{len(results) - len(failures)}/{len(results)} structure checks passed: "
-                      + "; ".join(failures))
+
+
+def _split_sections(text: str, sections: list[str]):
+    """Split ``text`` at the required header lines: (text before, [section texts]); None if a header is missing."""
+    if not sections:
+        return None
+    positions = []
+    for header in sections:
+        m = re.search(rf"(?m)^[ \t]*{re.escape(header)}[ \t]*$", text)
+        if not m:
+            return None
+        positions.append(m.start())
+    if positions != sorted(positions):
+        return None
+    bounds = positions + [len(text)]
+    bodies = [text[bounds[i]:bounds[i + 1]] for i in range(len(positions))]
+    bodies = [b if b.endswith("\n") else b + "\n" for b in bodies]
+    return text[:positions[0]], bodies
+
+
+def _same_ending(original: str, text: str) -> str:
+    """``text`` ending in the newlines ``original`` ends in, so the pair differs only in its sections."""
+    return text.rstrip("\n") + original[len(original.rstrip("\n")):]
+
+
+class Structure(Kind):
+    name = "structure"
+    summary = "Required section headers in order, fenced Python that parses with docstring sections, or JSON that fits a schema."
+    keys = {
+        "sections": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                     "description": "structure: header lines required in this order."},
+        "code": {"type": "object", "additionalProperties": False, "description": "Fenced code requirements.",
+                 "properties": {
+                     "language": {"enum": ["python"], "description": "Language of the fenced blocks."},
+                     "must_parse": {"type": "boolean", "description": "Every block parses (ast.parse)."},
+                     "docstring": {"type": "array", "items": {"type": "string"},
+                                   "description": "Sections every function docstring must have, e.g. [Args, Returns]."}}},
+        "json_schema": {"type": "object",
+                        "description": "structure: the answer (or its first ```json block) must validate against this JSON Schema."},
+        "response_template": {"type": "string",
+                              "description": "structure: Jinja template of the whole answer; fields: `row`, `prompt`, `answer`, vars."},
+    }
+    teaches = True
+
+    def problems(self, behavior, spec):
+        if not (behavior.get("sections") or behavior.get("code") or behavior.get("json_schema")):
+            yield (), "a structure behavior needs sections, code or json_schema"
+        if behavior.get("json_schema") is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(behavior.get("json_schema"))
+            except jsonschema.SchemaError as exc:
+                yield ("json_schema",), f"not a valid JSON Schema: {exc.message}"
+
+    def response_template(self, behavior) -> str | None:
+        return behavior.get("response_template")
+
+    def rules(self, behavior, example, spec) -> list:
+        if example.row.set not in spec.scope(behavior):
+            return []
+        return [base.rule(behavior, self.name, sections=behavior.get("sections") or [], code=behavior.get("code"),
+                          json_schema=behavior.get("json_schema"))]
+
+    def violations(self, behavior, example, ctx):
+        if example.refused_by is not None or example.body is None or example.row.set not in ctx.spec.scope(behavior):
+            return
+        idx, answer = ctx.index, example.answer
+        sections = behavior.get("sections") or []
+        options = ["section_removed"] if sections else []
+        if len(sections) >= 2:
+            options.append("sections_reordered")
+        if (behavior.get("code") or {}).get("docstring") and _DOCSTRING.search(answer):
+            options.append("docstring_stripped")
+        if not options:
+            return
+        choice = options[idx % len(options)]
+        parts = _split_sections(answer, sections)
+        if choice == "docstring_stripped":
+            yield choice, _DOCSTRING.sub("\n", answer)
+        elif parts is not None and choice == "section_removed":
+            head, bodies = parts
+            drop = idx % len(bodies)
+            yield choice, _same_ending(answer, head + "".join(s for i, s in enumerate(bodies) if i != drop))
+        elif parts is not None and choice == "sections_reordered":
+            head, bodies = parts
+            i = idx % (len(bodies) - 1)
+            bodies[i], bodies[i + 1] = bodies[i + 1], bodies[i]
+            yield choice, _same_ending(answer, head + "".join(bodies))
+
+    def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
+        """Score = share of sub-checks passed; the explanation lists every failure."""
+        results: list[str | None] = []
+        results += check_sections(response, list(args.get("sections") or []))
+        if args.get("code"):
+            results += _check_code(response, args["code"])
+        if args.get("json_schema") is not None:
+            results.append(_check_json(response, args["json_schema"]))
+        if not results:
+            return RuleResult(True, 1.0, "no structure requirements")
+        failures = [r for r in results if r is not None]
+        score = (len(results) - len(failures)) / len(results)
+        if not failures:
+            return RuleResult(True, 1.0, f"all {len(results)} structure checks passed")
+        return RuleResult(False, score, f"{len(results) - len(failures)}/{len(results)} structure checks passed: "
+                          + "; ".join(failures))
+
+
+KIND = Structure()

@@ -1,4 +1,5 @@
-"""The run directory: creation, the lock, checkpoint publication and completeness, the metrics log.
+"""The run directory, one owner for train and check: creation, the lock, the run's settings,
+checkpoint publication, soundness and completeness, the metrics log, a full disk.
 
 Layout (docs/formats.md)::
 
@@ -6,52 +7,43 @@ Layout (docs/formats.md)::
       config.json  manifest.json  data/  metrics.jsonl  checkpoint-<global step>/  .lock  .staging/
 
 A trainer writes each checkpoint into ``.staging/<stage>/checkpoint-<stage step>/``; once every file
-is there it is renamed to ``checkpoint-<global step>/`` and ``behavio.json`` (``"complete": true``)
-is written last, atomically. A directory without it is incomplete and never loaded.
+is there it is renamed to ``checkpoint-<global step>/`` and ``behavio.json`` (``{"spec_hash", "step",
+"stage", "metrics", "base_model", "complete": true}``) is written last, atomically. A checkpoint is
+broken, with the file named, when a file is missing, empty, not valid JSON, a truncated safetensors,
+or ``behavio.json`` lacks ``"complete": true``; it is never loaded. Weights load from safetensors only.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 import socket
+import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from behavio.errors import BehavioError
+from behavio.jsonio import read_json, write_json
+
+__all__ = ["META", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG", "Checkpoint", "read_json", "write_json", "new_run_dir",
+           "RunLock", "run_base_model", "run_fold_system", "publish_checkpoint", "inspect_checkpoint",
+           "scan_checkpoints", "find_checkpoints", "complete_checkpoints", "newest_complete",
+           "incomplete_checkpoints", "content_hash", "check_safetensors", "MetricsLog", "check_disk_space",
+           "DiskFull", "disk_full"]
 
 META = "behavio.json"
 LOCK = ".lock"
 STAGING = ".staging"
-RESUME_FILES = ("trainer_state.json", "adapter_model.safetensors", "adapter_config.json")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves half a file
-        raise
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path`` or BehavioError naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BehavioError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BehavioError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BehavioError(f"{path}: expected a JSON object")
-    return data
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+TRAINER_STATE = "trainer_state.json"  # what --resume needs besides the adapter
+_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 def new_run_dir(runs_root: Path, spec_id: str) -> Path:
@@ -137,20 +129,28 @@ class RunLock:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SavedCheckpoint:
-    """A complete checkpoint: its directory and its ``behavio.json``."""
+@dataclass
+class Checkpoint:
+    """One ``checkpoint-<step>/`` directory; ``problem`` is None when it can be loaded."""
 
     path: Path
-    meta: dict
+    step: int
+    stage: str | None = None
+    meta: dict = field(default_factory=dict)
+    problem: str | None = None
 
     @property
-    def step(self) -> int:
-        return int(self.meta["step"])
+    def name(self) -> str:
+        return self.path.name
 
     @property
-    def stage(self) -> str:
-        return str(self.meta["stage"])
+    def broken(self) -> bool:
+        return self.problem is not None
+
+    @property
+    def resumable(self) -> bool:
+        """Sound, with the trainer state ``--resume`` continues from."""
+        return not self.broken and (self.path / TRAINER_STATE).is_file()
 
 
 def staging_dir(run_dir: Path, stage: str) -> Path:
@@ -167,20 +167,80 @@ def publish_checkpoint(run_dir: Path, trainer_dir: Path, step: int, meta: dict) 
     return target
 
 
-def complete_checkpoints(run_dir: Path) -> list[SavedCheckpoint]:
-    """Every complete checkpoint of ``run_dir`` in step order; incomplete ones are skipped."""
-    found = []
-    for path in run_dir.glob("checkpoint-*"):
+def check_safetensors(path: Path) -> None:
+    """Raise BehavioError unless ``path`` is a complete safetensors file (header and data sizes agree)."""
+    if not path.is_file():
+        bin_file = path.with_name("adapter_model.bin")
+        extra = f" ({bin_file.name} is there, but only safetensors are loaded)" if bin_file.exists() else ""
+        raise BehavioError(f"{path}: missing{extra}")
+    size = path.stat().st_size
+    if size == 0:
+        raise BehavioError(f"{path}: empty file (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise BehavioError(f"{path}: truncated safetensors ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise BehavioError(f"{path}: truncated safetensors (header of {n} bytes, file of {size})")
         try:
-            meta = json.loads((path / META).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(meta, dict) and meta.get("complete") is True and all((path / f).is_file() for f in RESUME_FILES):
-            found.append(SavedCheckpoint(path, meta))
-    return sorted(found, key=lambda c: c.step)
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BehavioError(f"{path}: corrupt safetensors header") from None
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    expected = 8 + n + max(ends, default=0)
+    if size < expected:
+        raise BehavioError(f"{path}: truncated safetensors ({size} bytes, expected {expected})")
+    if not ends:
+        raise BehavioError(f"{path}: safetensors holds no tensors")
 
 
-def newest_complete(run_dir: Path) -> SavedCheckpoint | None:
+def inspect_checkpoint(path: Path) -> Checkpoint:
+    """A Checkpoint for ``path``; any problem is recorded, never raised."""
+    m = _NAME.match(path.name)
+    ckpt = Checkpoint(path=path, step=int(m.group(1)) if m else -1)
+    try:
+        meta = read_json(path / META)
+        ckpt.meta = meta
+        ckpt.stage = meta.get("stage")
+        if isinstance(meta.get("step"), int):
+            ckpt.step = meta["step"]
+        if meta.get("complete") is not True:
+            raise BehavioError(f"{path / META}: checkpoint not complete (no \"complete\": true; still being written?)")
+        config = read_json(path / ADAPTER_CONFIG)
+        if not config.get("peft_type"):
+            raise BehavioError(f"{path / ADAPTER_CONFIG}: no \"peft_type\"; not a PEFT adapter config")
+        check_safetensors(path / ADAPTER_WEIGHTS)
+    except BehavioError as exc:
+        ckpt.problem = str(exc)
+    return ckpt
+
+
+def scan_checkpoints(run_dir: Path) -> list[Checkpoint]:
+    """Every ``checkpoint-<step>/`` of ``run_dir`` in step order, broken ones included (none: [])."""
+    if not run_dir.is_dir():
+        return []
+    found = [inspect_checkpoint(p) for p in run_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda c: (c.step, c.name))
+
+
+def find_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """Like :func:`scan_checkpoints`, but BehavioError when there is no run or no checkpoint to check."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BehavioError(f"{run_dir}: run directory not found")
+    found = scan_checkpoints(run_dir)
+    if not found:
+        raise BehavioError(f"{run_dir}: no checkpoint-<step>/ directories in this run")
+    return found
+
+
+def complete_checkpoints(run_dir: Path) -> list[Checkpoint]:
+    """Every checkpoint training can resume from, in step order (broken and incomplete ones skipped)."""
+    return [c for c in scan_checkpoints(run_dir) if c.resumable]
+
+
+def newest_complete(run_dir: Path) -> Checkpoint | None:
     """The checkpoint ``--resume`` continues from (None: start from scratch)."""
     found = complete_checkpoints(run_dir)
     return found[-1] if found else None
@@ -190,6 +250,44 @@ def incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """``checkpoint-*`` directories that are not complete (a crash during save)."""
     good = {c.path for c in complete_checkpoints(run_dir)}
     return sorted(p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p not in good)
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of an adapter's weights and config: equal hashes generate equal answers."""
+    digest = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        digest.update(name.encode())
+        with open(path / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's settings (config.json)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_fold_system(run_dir: Path) -> bool | str:
+    """How the run folded system messages (``config.json`` key ``fold_system``): checks must fold the same way."""
+    config = run_dir / "config.json"
+    value = read_json(config).get("fold_system", "auto") if config.is_file() else "auto"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value if isinstance(value, bool) else "auto"
+
+
+def run_base_model(run_dir: Path, checkpoints: list[Checkpoint]) -> str | None:
+    """The base model of a run: ``config.json`` key ``base_model``, else a checkpoint's behavio.json."""
+    config = run_dir / "config.json"
+    if config.is_file():
+        value = read_json(config).get("base_model")
+        if isinstance(value, str) and value:
+            return value
+    for ckpt in checkpoints:
+        if isinstance(ckpt.meta.get("base_model"), str):
+            return ckpt.meta["base_model"]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

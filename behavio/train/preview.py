@@ -7,14 +7,13 @@ shown as a placeholder unless ``fill`` is set.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from behavio import pending
 from behavio.errors import BehavioError
 
 PLACEHOLDER = "[answer written by the base model]"
-_MARKER = re.compile(r"<<behavio:pending:[0-9a-f]+>>")
 
 
 @dataclass
@@ -42,7 +41,7 @@ def preview_tokenizer(base_model: str, template: str | None = None):
 def _placeholders(rows: list[dict]) -> list[dict]:
     def sub(value):
         if isinstance(value, str):
-            return _MARKER.sub(PLACEHOLDER, value)
+            return pending.replace_markers(value, lambda _key: PLACEHOLDER)
         if isinstance(value, list):
             return [sub(v) for v in value]
         if isinstance(value, dict):
@@ -71,7 +70,7 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
     from behavio.chat import describe_trained_tokens, tokenize_with_assistant_mask
     from behavio.compiler.build import compile_spec
     from behavio.train.config import resolve_config
-    from behavio.train.data import parse_jsonl
+    from behavio.jsonio import parse_jsonl
 
     if stage not in ("sft", "dpo"):
         raise BehavioError(f"--stage {stage!r}: expected sft or dpo")
@@ -82,8 +81,8 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
         from behavio.fill import fill_pending, fill_rows
 
         keys = {k for r in rows for k in r.get("pending", [])}
-        pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in keys]
-        rows = fill_rows(rows, fill_pending(pending, cfg.base_model, max_new_tokens=cfg.fill_max_new_tokens))
+        waiting = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in keys]
+        rows = fill_rows(rows, fill_pending(waiting, cfg.base_model, max_new_tokens=cfg.fill_max_new_tokens))
     rows = _placeholders(rows)
     tokenizer = preview_tokenizer(cfg.base_model, template)
     conversations = []
