@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from unittest import mock
@@ -34,6 +35,9 @@ __all__ = [
     "cache_root",
     "default_gguf_path",
     "resolve_base_model",
+    "resolve_model",
+    "Base",
+    "load_base",
     "resolve_default_tokenizer",
     "load_tokenizer",
     "load_model",
@@ -95,6 +99,16 @@ def resolve_base_model(name: str, cache_dir: Path | str | None = None) -> Path:
     if name.startswith(("/", ".", "~")) or path.exists():
         raise BehavioError(f"base model {name!r}: no such model directory")
     return _from_hf_cache(name)
+
+
+def resolve_model(name: str | Path) -> Path:
+    """:func:`resolve_base_model` for any name; every failure (e.g. a hub id not available offline) a BehavioError."""
+    try:
+        return Path(resolve_base_model(str(name)))
+    except BehavioError:
+        raise
+    except Exception as exc:
+        raise BehavioError(f"{name}: cannot find this model ({type(exc).__name__}: {exc})") from None
 
 
 def resolve_default_tokenizer(cache_dir: Path | str | None = None) -> Path:
@@ -294,6 +308,23 @@ def load_model(
             f"4-bit quantization on CPU failed ({type(exc).__name__}: {exc}); it needs bitsandbytes>=0.50 -- "
             "upgrade it or use quantization='none'"
         ) from exc
+
+
+@dataclass
+class Base:
+    """A loaded base model with its tokenizer and fingerprint."""
+
+    path: Path
+    model: object
+    tokenizer: object
+    fingerprint: str
+
+
+def load_base(path: Path, *, quantization: Quantization = "auto", trust_remote_code: bool = False) -> Base:
+    """The base model at ``path`` in eval mode, with its tokenizer and fingerprint (for generation)."""
+    model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
+    model.eval()
+    return Base(path, model, load_tokenizer(path), model_fingerprint(path))
 
 
 def _nf4_config(compute_dtype: torch.dtype):

@@ -53,7 +53,7 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
     from behavio.models import load_tokenizer, resolve_base_model
     from behavio.train.config import resolve_config
     from behavio.train.data import sft_dataset
-    from behavio.train.model import load_base, lora_config, new_adapter
+    from behavio.train.model import load_for_training, lora_config, new_adapter
     from behavio.train.rundir import MetricsLog
     from behavio.train.stage import Stage
 
@@ -75,7 +75,7 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
         trainer = SFTTrainer(model=base, args=args, processing_class=tokenizer, peft_config=lora_config(cfg),
                              train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]))
     else:  # behavio's SFT stage: masked, pre-tokenized data, its callback publishing checkpoints
-        model = new_adapter(load_base(path, cfg, cuda=False), cfg)
+        model = new_adapter(load_for_training(path, cfg, cuda=False), cfg)
         stage = Stage("sft", run_dir=out, cfg=cfg, spec_hash="bench", base_model=str(path), cuda=False,
                       metrics=MetricsLog(out, tensorboard=False), say=lambda _: None)
         from behavio.train.sft import run_sft

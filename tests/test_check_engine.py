@@ -223,7 +223,8 @@ def test_adapters_in_turn_give_the_logits_of_each_adapter_alone(tmp_path, tiny_m
     visiting every checkpoint, each one's logits equal those of that adapter loaded on a fresh base."""
     from peft import PeftModel
 
-    from behavio.check.engine import Adapters, Base
+    from behavio.check.engine import Adapters
+    from behavio.models import Base
 
     run = make_run(tmp_path, tiny_model_dir)
     ids = torch.tensor([[1, 5, 9, 200, 31, 7]])

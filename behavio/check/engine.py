@@ -22,7 +22,7 @@ from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard, pick_bes
 from behavio.compiler.compose import pending_key
 from behavio.errors import BehavioError
 from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
-from behavio.models import cache_root, is_quantized
+from behavio.models import Base, cache_root, is_quantized, load_base, resolve_model
 
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 32
@@ -125,35 +125,6 @@ def score_cases(cases: list[dict], responses: Responses, spec_thresholds: dict[s
 
 
 # ---------------------------------------------------------------- models and adapters
-
-@dataclass
-class Base:
-    """A loaded base model with its tokenizer and fingerprint."""
-
-    path: Path
-    model: object
-    tokenizer: object
-    fingerprint: str
-
-
-def resolve_model(name: str | Path) -> Path:
-    from behavio.models import resolve_base_model
-
-    try:
-        return Path(resolve_base_model(str(name)))
-    except BehavioError:
-        raise
-    except Exception as exc:  # e.g. a hub id that is not available offline
-        raise BehavioError(f"{name}: cannot find this model ({type(exc).__name__}: {exc})") from None
-
-
-def load_base(path: Path, *, quantization: str = "auto", trust_remote_code: bool = False) -> Base:
-    from behavio.models import load_model, load_tokenizer, model_fingerprint
-
-    model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
-    model.eval()
-    return Base(path, model, load_tokenizer(path), model_fingerprint(path))
-
 
 class Adapters:
     """Attaches LoRA adapters to one base model in turn (PEFT load_adapter / set_adapter), dropping the previous.
