@@ -148,7 +148,7 @@ def test_generation_cache_survives_a_partial_last_line(tmp_path):
 
 def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_model_dir, monkeypatch):
     run = make_run(env, tiny_model_dir)
-    loads = count_calls(monkeypatch, behavio.models, "load_model")
+    loads = count_calls(monkeypatch, behavio.models.load, "load_model")
     batches = count_calls(monkeypatch, behavio.generate, "generate")
     report = check_run(spec_file, run, quiet=True)
     n = len(report.spec.cases)

