@@ -161,6 +161,7 @@ def check(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Tokens per answer (spec check.max_new_tokens, default 96)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated at once (spec check.batch_size, default 32)."),
     quantization: str = typer.Option("auto", "--quantization", help="auto (4bit on CUDA, none on CPU), 4bit or none."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Generate again even when cached answers exist."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the model directory."),
     failures: int = typer.Option(10, "--failures", help="Failing cases to print (0: none)."),
@@ -172,7 +173,7 @@ def check(
     if sum(s is not None for s in (model, all_checkpoints, responses)) != 1:
         raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses")
     cs = engine.load_check_spec(spec)
-    gen = dict(base_model=base_model, quantization=quantization, trust_remote_code=trust_remote_code,
+    gen = dict(base_model=base_model, quantization=quantization, device=device, trust_remote_code=trust_remote_code,
                use_cache=not no_cache, quiet=quiet, max_new_tokens=max_new_tokens, batch_size=batch_size)
     if all_checkpoints is not None:
         cards, data, markdown, code = _check_all(cs, all_checkpoints, gen, failures)

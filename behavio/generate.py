@@ -16,7 +16,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from behavio.models import LoadSettings
 
 END_OF_TURN_CANDIDATES = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
@@ -172,13 +175,16 @@ def _decode(tokenizer, new_tokens: list[int], stops: list[int], max_new_tokens: 
     return Generation(tokenizer.decode(body, skip_special_tokens=True).strip(), finished)
 
 
-def effective_quantization(quantization: str = "auto") -> str:
-    """What ``auto`` means here (4bit on CUDA, none on CPU): part of every generation cache key."""
-    if quantization != "auto":
-        return quantization
-    import torch
+DECODING = "greedy-exact/1"  # bump when a change to decoding changes what is generated
+BACKEND = "transformers"      # what generates: the local transformers model (an HTTP endpoint would differ)
 
-    return "4bit" if torch.cuda.is_available() else "none"
+
+def generation_settings(purpose: str, *, max_new_tokens: int, fold: bool | str, load: LoadSettings) -> dict:
+    """Everything besides the model's files and the prompt that changes a generated answer: how it is
+    decoded, how long, how the system message is folded, and the device, dtype and quantization the
+    model runs with. Part of every generation cache key."""
+    return {"purpose": purpose, "max_new_tokens": max_new_tokens, "fold": fold, "decoding": DECODING,
+            "backend": BACKEND, **load.as_dict()}
 
 
 def settings_key(**settings) -> str:

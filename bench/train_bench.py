@@ -32,7 +32,7 @@ VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=tru
 def _rows(cfg) -> list[dict]:
     """The poodle spec's SFT rows with pending answers filled (cached after the first fill)."""
     from behavio.compiler.build import compile_spec
-    from behavio.fill import fill_pending, fill_rows
+    from behavio.fill import fill_pending, fill_rows, run_fill_settings
     from behavio.models import resolve_base_model
     from behavio.train.data import parse_jsonl
 
@@ -40,8 +40,7 @@ def _rows(cfg) -> list[dict]:
     rows = parse_jsonl(compiled.files["sft.jsonl"])
     keys = {k for r in rows for k in r["pending"]}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in keys]
-    answers = fill_pending(pending, str(resolve_base_model(cfg.base_model)), max_new_tokens=cfg.fill_max_new_tokens,
-                           quiet=True)
+    answers = fill_pending(pending, str(resolve_base_model(cfg.base_model)), quiet=True, **run_fill_settings(cfg))
     return fill_rows(rows, answers)
 
 

@@ -13,9 +13,10 @@ import time
 import pytest
 import torch
 
-from behavio.models import resolve
+from conftest import overwrite_weights_same_size
+
 from behavio.errors import BehavioError
-from behavio.models import load_model, load_tokenizer, model_fingerprint, resolve_base_model
+from behavio.models import load_model, load_tokenizer, model_fingerprint, resolve, resolve_base_model
 
 # ---------------------------------------------------------------------------------------------
 # Loading
@@ -80,7 +81,8 @@ def test_cuda_request_without_cuda(tiny_model_dir):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fingerprint_is_stable_and_content_keyed(tiny_model_dir, tmp_path):
+def test_fingerprint_is_stable_and_content_keyed(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
     fingerprint = model_fingerprint(tiny_model_dir)
     assert fingerprint == model_fingerprint(tiny_model_dir) and len(fingerprint) == 16
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
@@ -96,6 +98,46 @@ def test_fingerprint_is_stable_and_content_keyed(tiny_model_dir, tmp_path):
 
     with pytest.raises(BehavioError, match="no config.json"):
         model_fingerprint(tmp_path)
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_fingerprint_sees_weights_overwritten_at_the_same_size(tiny_model_dir, tmp_path, monkeypatch, keep_mtime):
+    """Names and sizes are not content: weights rewritten at the same size (even with the old mtime) change it."""
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    before = model_fingerprint(copy)
+    overwrite_weights_same_size(copy, keep_mtime)
+    assert model_fingerprint(copy) != before
+
+
+def test_weight_hashes_are_remembered_until_the_file_changes(tiny_model_dir, tmp_path, monkeypatch):
+    from behavio.models import fingerprint
+
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    hashed = []
+    original = fingerprint._hash_file
+    monkeypatch.setattr(fingerprint, "_hash_file", lambda f: hashed.append(f.name) or original(f))
+    first = model_fingerprint(copy)
+    assert "model.safetensors" in hashed
+    hashed.clear()
+    monkeypatch.setattr(fingerprint, "_memo", {})  # a new process: the memo on disk answers
+    assert model_fingerprint(copy) == first and "model.safetensors" not in hashed
+    assert list((tmp_path / "cache" / "fingerprints").iterdir())
+    overwrite_weights_same_size(copy)
+    assert model_fingerprint(copy) != first and "model.safetensors" in hashed
+
+
+def test_load_settings_resolve_auto_for_this_machine():
+    from behavio.models import load_settings
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU defaults")
+    assert load_settings().as_dict() == {"device": "cpu", "dtype": "float32", "quantization": "none"}
+    assert load_settings("4bit", "cpu").quantization == "4bit"
+    assert load_settings(dtype="bf16").dtype == "bfloat16"
+    with pytest.raises(BehavioError, match="device 'tpu'"):
+        load_settings(device="tpu")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from behavio.check.responses import Responses
 from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard, pick_best, rank_key
 from behavio.compiler.compose import pending_key
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
-from behavio.models import Base, cache_root, is_quantized, load_base, resolve_model
+from behavio.generate import Generation, GenerationCache, generate_cached, generation_settings
+from behavio.models import Base, cache_root, is_quantized, load_base, load_settings, resolve_model
 
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 32
@@ -174,10 +174,9 @@ def _model_hash(*parts: str) -> str:
 
 
 def _check_cache(model_hash: str, max_new_tokens: int, quantization: str, use_cache: bool,
-                 fold: bool | str = "auto") -> GenerationCache:
-    settings = {"purpose": "check", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization), "greedy": True, "v": 1}
-    if fold != "auto":  # answers folded differently are different answers
-        settings["fold"] = bool(fold)
+                 fold: bool | str = "auto", device: str = "auto") -> GenerationCache:
+    settings = generation_settings("check", max_new_tokens=max_new_tokens, fold=fold,
+                                   load=load_settings(quantization, device))
     return GenerationCache(cache_root() / "checks", model_hash, settings, enabled=use_cache)
 
 
@@ -211,8 +210,12 @@ def _adapter_base(path: Path, base_model: str | None) -> str:
 
 def generate_responses(model_name: str | Path, cases: list[dict], *, max_new_tokens: int, batch_size: int,
                        base_model: str | None = None, quantization: str = "auto", trust_remote_code: bool = False,
-                       use_cache: bool = True, quiet: bool = False) -> tuple[Responses, int]:
-    """Answers of a base model or adapter directory to ``cases``; returns (responses, cases generated)."""
+                       use_cache: bool = True, quiet: bool = False, device: str = "auto",
+                       fold: bool | str | None = None) -> tuple[Responses, int]:
+    """Answers of a base model or adapter directory to ``cases``; returns (responses, cases generated).
+
+    ``fold`` defaults to what the adapter's run trained with (its ``config.json``), else ``auto``.
+    """
     from behavio.models import model_fingerprint
 
     path = Path(model_name)
@@ -225,14 +228,16 @@ def generate_responses(model_name: str | Path, cases: list[dict], *, max_new_tok
     else:
         base_path = resolve_model(model_name)
         model_hash = _model_hash(model_fingerprint(base_path))
-    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache)
+    if fold is None:
+        fold = run_fold_system(adapter.parent) if adapter is not None else "auto"
+    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache, fold, device)
     gens = _cached(cases, cache)
     if gens is not None:
         return _responses(cases, gens), 0
-    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
     model = Adapters(base).activate(adapter) if adapter is not None else base.model
     gens, generated = generate_cached(model, base.tokenizer, _case_items(cases), cache, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size, label="checking", quiet=quiet)
+                                      batch_size=batch_size, fold=fold, label="checking", quiet=quiet)
     return _responses(cases, gens), generated
 
 
@@ -295,7 +300,7 @@ class RunReport:
 def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str | None = None,
                       max_new_tokens: int | None = None, batch_size: int | None = None, quantization: str = "auto",
                       trust_remote_code: bool = False, use_cache: bool = True, quiet: bool = False,
-                      log: Log = _quiet_log, fold: bool | str | None = None) -> RunReport:
+                      log: Log = _quiet_log, fold: bool | str | None = None, device: str = "auto") -> RunReport:
     """Score every checkpoint of ``run_dir``; broken ones are listed, never fatal.
 
     ``fold`` (system message into the first user turn) defaults to what the run trained with.
@@ -316,13 +321,15 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
     base: Base | None = None
     adapters: Adapters | None = None
     for i, ckpt in enumerate(sound, 1):
-        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold)
+        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold,
+                             device)
         gens = _cached(spec.cases, cache)
         generated = 0
         if gens is None:
             if base is None:
                 log(f"loading base model {base_path}")
-                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code,
+                                 device=device)
                 adapters = Adapters(base)
             try:
                 model = adapters.activate(ckpt.path)  # type: ignore[union-attr]

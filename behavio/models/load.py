@@ -34,23 +34,24 @@ def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
 
-def load_model(
-    path: Path | str,
-    *,
-    quantization: Quantization = "auto",
-    dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
-    device: Literal["auto", "cpu", "cuda"] = "auto",
-) -> PreTrainedModel:
-    """Load safetensors weights from ``path`` for training or generation.
+@dataclass(frozen=True)
+class LoadSettings:
+    """How a model is loaded, resolved for this machine: part of every generation cache key."""
 
-    ``quantization``: ``auto`` is 4-bit NF4 on CUDA and none on CPU; ``4bit`` also works on CPU
-    (bitsandbytes >= 0.50 quantizes there). ``dtype`` defaults to bf16/fp16 on CUDA, fp32 on CPU.
-    """
+    device: str        # "cpu" or "cuda"
+    dtype: str         # "float32", "bfloat16" or "float16"
+    quantization: str  # "none" or "4bit"
+
+    def as_dict(self) -> dict:
+        return {"device": self.device, "dtype": self.dtype, "quantization": self.quantization}
+
+
+def load_settings(quantization: Quantization = "auto", device: str = "auto",
+                  dtype: torch.dtype | str | None = None) -> LoadSettings:
+    """What ``auto`` means here: 4-bit NF4 and bf16 (fp16 without bf16 support) on CUDA, fp32 and no
+    quantization on CPU; BehavioError for unknown values or CUDA requested without CUDA."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    path = Path(path)
     if quantization not in ("auto", "4bit", "none"):
         raise BehavioError(f"quantization {quantization!r}: expected one of auto, 4bit, none")
     if device not in ("auto", "cpu", "cuda"):
@@ -59,16 +60,40 @@ def load_model(
     if device == "cuda" and not cuda:
         raise BehavioError("device 'cuda' was requested but CUDA is not available (torch.cuda.is_available() is False)")
     on_cuda = cuda and device != "cpu"
+    half = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
+    chosen = _as_dtype(dtype) if dtype is not None else (half if on_cuda else torch.float32)
+    four_bit = quantization == "4bit" or (quantization == "auto" and on_cuda)
+    return LoadSettings("cuda" if on_cuda else "cpu", str(chosen).removeprefix("torch."), "4bit" if four_bit else "none")
+
+
+def load_model(
+    path: Path | str,
+    *,
+    quantization: Quantization = "auto",
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+) -> PreTrainedModel:
+    """Load safetensors weights from ``path`` for training or generation (settings: :func:`load_settings`).
+
+    ``quantization``: ``auto`` is 4-bit NF4 on CUDA and none on CPU; ``4bit`` also works on CPU
+    (bitsandbytes >= 0.50 quantizes there). ``dtype`` defaults to bf16/fp16 on CUDA, fp32 on CPU.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    settings = load_settings(quantization, device, dtype)
+    on_cuda = settings.device == "cuda"
     if not any(path.glob("*.safetensors")):
         raise BehavioError(f"{path} holds no *.safetensors weights (behavio never loads pickled .bin weights)")
 
-    half = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-    dtype = _as_dtype(dtype) if dtype is not None else (half if on_cuda else torch.float32)
+    dtype = _as_dtype(settings.dtype)
     kwargs: dict = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code}
     if on_cuda:
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    if quantization == "4bit" or (quantization == "auto" and on_cuda):
-        kwargs["quantization_config"] = _nf4_config(half if on_cuda else torch.float32)
+    if settings.quantization == "4bit":
+        kwargs["quantization_config"] = _nf4_config(dtype if on_cuda else torch.float32)
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     except (ImportError, RuntimeError, NotImplementedError) as exc:
@@ -90,11 +115,12 @@ class Base:
     fingerprint: str
 
 
-def load_base(path: Path, *, quantization: Quantization = "auto", trust_remote_code: bool = False) -> Base:
+def load_base(path: Path, *, quantization: Quantization = "auto", trust_remote_code: bool = False,
+              device: str = "auto") -> Base:
     """The base model at ``path`` in eval mode, with its tokenizer and fingerprint (for generation)."""
-    model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
+    model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
     model.eval()
-    return Base(path, model, load_tokenizer(path), model_fingerprint(path))
+    return Base(path, model, load_tokenizer(path, trust_remote_code=trust_remote_code), model_fingerprint(path))
 
 
 def _nf4_config(compute_dtype: torch.dtype):
@@ -123,8 +149,3 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if dtype not in names:
         raise BehavioError(f"dtype {dtype!r}: expected one of {', '.join(names)}")
     return names[dtype]
-
-
-# ---------------------------------------------------------------------------------------------
-# Fingerprint
-# ---------------------------------------------------------------------------------------------

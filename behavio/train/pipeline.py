@@ -278,7 +278,8 @@ def check_checkpoints(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, mo
 
     say(f"check: scoring {len(complete_checkpoints(run_dir))} checkpoints")
     report = check_run(spec_path, run_dir, base_model=str(model_path), quantization=cfg.quantization,
-                       trust_remote_code=cfg.trust_remote_code, quiet=quiet, log=say)
+                       trust_remote_code=cfg.trust_remote_code, device=cfg.device, fold=cfg.fold_system, quiet=quiet,
+                       log=say)
     best = report.best
     if best is not None:
         verdict = "meets every threshold" if best.meets_thresholds else "below a threshold"
