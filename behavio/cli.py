@@ -98,13 +98,14 @@ def check(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Tokens per answer (spec check.max_new_tokens, default 96)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts generated at once (spec check.batch_size, default 32)."),
     quantization: str = typer.Option("auto", "--quantization", help="auto (4bit on CUDA, none on CPU), 4bit or none."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Generate again even when cached answers exist."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the model directory."),
     failures: int = typer.Option(10, "--failures", help="Failing cases to print (0: none)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only the table and errors."),
 ):
     """Score a model, every checkpoint of a run, or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
-    generation = dict(base_model=base_model, quantization=quantization, trust_remote_code=trust_remote_code,
+    generation = dict(base_model=base_model, quantization=quantization, device=device, trust_remote_code=trust_remote_code,
                       use_cache=not no_cache, quiet=quiet, max_new_tokens=max_new_tokens, batch_size=batch_size)
     raise typer.Exit(commands.check_command(spec, model=model, all_checkpoints=all_checkpoints, responses=responses,
                                             junit=junit, json_out=json_out, md_out=md_out, failures=failures,

@@ -1,8 +1,8 @@
 """Fill pending answer bodies (``answers: {source: model}``) with the base model's greedy answers.
 
 Bodies are cached under ``$BEHAVIO_CACHE/answers/`` (default ``~/.cache/behavio/answers/``) by
-(model fingerprint, pending key, generation settings), so a second fill generates nothing and
-does not even load the model.
+(model content fingerprint, pending key, generation settings: tokens, fold, decoding, device, dtype,
+quantization), so a second fill generates nothing and does not even load the model.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from behavio import pending
+from behavio.generate import Generation, GenerationCache, generate_cached, generation_settings
 from behavio.jsonio import read_jsonl, write_jsonl
-from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
 from behavio.models import cache_root
 
 ANSWER_MAX_NEW_TOKENS = 64
@@ -33,27 +33,36 @@ def tidy_body(gen: Generation, trim_unfinished: bool = True) -> str:
 
 def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,
                  batch_size: int = ANSWER_BATCH_SIZE, trim_unfinished: bool = True, use_cache: bool = True,
-                 quantization: str = "none", trust_remote_code: bool = False, quiet: bool = False) -> dict[str, str]:
-    """Answer bodies for ``pending_rows`` (``{"key", "messages"}``) written by ``base_model``; key -> text."""
-    from behavio.models import model_fingerprint, resolve_base_model
+                 quantization: str = "none", trust_remote_code: bool = False, device: str = "auto",
+                 fold: bool | str = "auto", quiet: bool = False) -> dict[str, str]:
+    """Answer bodies for ``pending_rows`` (``{"key", "messages"}``) written by ``base_model``; key -> text.
+
+    ``device``, ``fold`` (the system message folded into the first user turn) and
+    ``trust_remote_code`` are the run's own, so the bodies are the answers the trained model starts from.
+    """
+    from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
 
     if not pending_rows:
         return {}
     path = resolve_base_model(base_model)
-    settings = {"purpose": "answers", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization),
-                "greedy": True, "v": 1}
+    settings = generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
+                                   load=load_settings(quantization, device))
     cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
     items = {row["key"]: row["messages"] for row in pending_rows}
     if all(cache.get(k) is not None for k in items):
         gens = {k: cache.get(k) for k in items}
     else:
-        from behavio.models import load_model, load_tokenizer
-
-        model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
-        tokenizer = load_tokenizer(path)
-        gens, _ = generate_cached(model, tokenizer, items, cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  label="writing answer bodies", quiet=quiet)
+        base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
+        gens, _ = generate_cached(base.model, base.tokenizer, items, cache, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)
     return {k: tidy_body(g, trim_unfinished) for k, g in gens.items()}
+
+
+def run_fill_settings(cfg) -> dict:
+    """``fill_pending`` keyword arguments from a run's TrainConfig: its tokens, batch, device, fold and trust."""
+    return {"max_new_tokens": cfg.fill_max_new_tokens, "batch_size": cfg.fill_batch_size,
+            "quantization": cfg.quantization, "trust_remote_code": cfg.trust_remote_code, "device": cfg.device,
+            "fold": cfg.fold_system}
 
 
 def fill_rows(rows: list[dict], answers: dict[str, str]) -> list[dict]:

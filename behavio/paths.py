@@ -1,4 +1,4 @@
-"""Where behavio's own files live (templates/ at the repository root, next to the package)."""
+"""Where behavio's own files live: everything it reads at run time is inside the package."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def templates_dir() -> Path:
-    """The templates/ folder: repository root in a source checkout, or packaged copy."""
-    for candidate in (PACKAGE_DIR.parent / "templates", PACKAGE_DIR / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("behavio templates/ folder not found next to the package")
+    """``behavio/templates/``: the pytest suite and scorecard templates, chat templates, frame libraries."""
+    return PACKAGE_DIR / "templates"
+
+
+def schema_path() -> Path:
+    """``behavio/spec/schema.json``, the spec's JSON Schema."""
+    return PACKAGE_DIR / "spec" / "schema.json"

@@ -87,6 +87,21 @@ def tiny_model_dir(tmp_path_factory, smollm2_tokenizer_dir, _smollm2_tokenizer_s
     return out
 
 
+def overwrite_weights_same_size(model_dir: Path, keep_mtime: bool = False) -> None:
+    """Every weight of ``model_dir/model.safetensors`` scaled by 1.5 and saved in place: the same file
+    size, other content (``keep_mtime``: with the old modification time too)."""
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    weights = model_dir / "model.safetensors"
+    stat = weights.stat()
+    save_file({k: v * 1.5 for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    assert weights.stat().st_size == stat.st_size
+    if keep_mtime:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 # ---------------------------------------------------------------------------------------------
 # Training specs (tests/test_train_*.py, tests/test_preview.py)
 # ---------------------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_compile_is_byte_identical_across_cwd_hashseed_and_timezone(tmp_path):
 
 
 def test_generated_is_fresh():
-    """generated/ is committed; it must match what compiling specs/ with templates/ gives now."""
+    """generated/ is committed; it must match what compiling specs/ with behavio/templates/ gives now."""
     stale = []
     for spec in SPECS:
         compiled = compile_spec(spec)

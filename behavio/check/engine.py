@@ -20,8 +20,8 @@ from behavio.check.responses import Responses
 from behavio.check.scorecard import Scorecard, pick_best, rank_key
 from behavio.check.scoring import score_cases
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
-from behavio.models import cache_root, is_quantized
+from behavio.generate import Generation, GenerationCache, generate_cached, generation_settings
+from behavio.models import Base, cache_root, is_quantized, load_base, load_settings, resolve_model
 
 Log = Callable[[str], None]
 
@@ -31,35 +31,6 @@ def _quiet_log(_: str) -> None:
 
 
 # ---------------------------------------------------------------- models and adapters
-
-@dataclass
-class Base:
-    """A loaded base model with its tokenizer and fingerprint."""
-
-    path: Path
-    model: object
-    tokenizer: object
-    fingerprint: str
-
-
-def resolve_model(name: str | Path) -> Path:
-    from behavio.models import resolve_base_model
-
-    try:
-        return Path(resolve_base_model(str(name)))
-    except BehavioError:
-        raise
-    except Exception as exc:  # e.g. a hub id that is not available offline
-        raise BehavioError(f"{name}: cannot find this model ({type(exc).__name__}: {exc})") from None
-
-
-def load_base(path: Path, *, quantization: str = "auto", trust_remote_code: bool = False) -> Base:
-    from behavio.models import load_model, load_tokenizer, model_fingerprint
-
-    model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
-    model.eval()
-    return Base(path, model, load_tokenizer(path), model_fingerprint(path))
-
 
 class Adapters:
     """Attaches LoRA adapters to one base model in turn (PEFT load_adapter / set_adapter), dropping the previous.
@@ -109,10 +80,9 @@ def _model_hash(*parts: str) -> str:
 
 
 def _check_cache(model_hash: str, max_new_tokens: int, quantization: str, use_cache: bool,
-                 fold: bool | str = "auto") -> GenerationCache:
-    settings = {"purpose": "check", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization), "greedy": True, "v": 1}
-    if fold != "auto":  # answers folded differently are different answers
-        settings["fold"] = bool(fold)
+                 fold: bool | str = "auto", device: str = "auto") -> GenerationCache:
+    settings = generation_settings("check", max_new_tokens=max_new_tokens, fold=fold,
+                                   load=load_settings(quantization, device))
     return GenerationCache(cache_root() / "checks", model_hash, settings, enabled=use_cache)
 
 
@@ -146,8 +116,12 @@ def _adapter_base(path: Path, base_model: str | None) -> str:
 
 def generate_responses(model_name: str | Path, cases: list[CheckCase], *, max_new_tokens: int, batch_size: int,
                        base_model: str | None = None, quantization: str = "auto", trust_remote_code: bool = False,
-                       use_cache: bool = True, quiet: bool = False) -> tuple[Responses, int]:
-    """Answers of a base model or adapter directory to ``cases``; returns (responses, cases generated)."""
+                       use_cache: bool = True, quiet: bool = False, device: str = "auto",
+                       fold: bool | str | None = None) -> tuple[Responses, int]:
+    """Answers of a base model or adapter directory to ``cases``; returns (responses, cases generated).
+
+    ``fold`` defaults to what the adapter's run trained with (its ``config.json``), else ``auto``.
+    """
     from behavio.models import model_fingerprint
 
     path = Path(model_name)
@@ -160,14 +134,16 @@ def generate_responses(model_name: str | Path, cases: list[CheckCase], *, max_ne
     else:
         base_path = resolve_model(model_name)
         model_hash = _model_hash(model_fingerprint(base_path))
-    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache)
+    if fold is None:
+        fold = run_fold_system(adapter.parent) if adapter is not None else "auto"
+    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache, fold, device)
     gens = _cached(cases, cache)
     if gens is not None:
         return _responses(cases, gens), 0
-    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
     model = Adapters(base).activate(adapter) if adapter is not None else base.model
     gens, generated = generate_cached(model, base.tokenizer, _case_items(cases), cache, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size, label="checking", quiet=quiet)
+                                      batch_size=batch_size, fold=fold, label="checking", quiet=quiet)
     return _responses(cases, gens), generated
 
 
@@ -230,7 +206,7 @@ class RunReport:
 def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str | None = None,
                       max_new_tokens: int | None = None, batch_size: int | None = None, quantization: str = "auto",
                       trust_remote_code: bool = False, use_cache: bool = True, quiet: bool = False,
-                      log: Log = _quiet_log, fold: bool | str | None = None) -> RunReport:
+                      log: Log = _quiet_log, fold: bool | str | None = None, device: str = "auto") -> RunReport:
     """Score every checkpoint of ``run_dir``; broken ones are listed, never fatal.
 
     ``fold`` (system message into the first user turn) defaults to what the run trained with.
@@ -251,13 +227,15 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
     base: Base | None = None
     adapters: Adapters | None = None
     for i, ckpt in enumerate(sound, 1):
-        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold)
+        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold,
+                             device)
         gens = _cached(spec.cases, cache)
         generated = 0
         if gens is None:
             if base is None:
                 log(f"loading base model {base_path}")
-                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code,
+                                 device=device)
                 adapters = Adapters(base)
             try:
                 model = adapters.activate(ckpt.path)  # type: ignore[union-attr]

@@ -168,7 +168,7 @@ def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -
 
 
 def load_frames(library: str) -> list[str] | None:
-    """Frames of ``templates/frames/<library>.txt``: one Jinja frame per non-comment line."""
+    """Frames of ``behavio/templates/frames/<library>.txt``: one Jinja frame per non-comment line."""
     if not library.replace("_", "").replace("-", "").isalnum():
         return None
     path = templates_dir() / "frames" / f"{library}.txt"

@@ -68,16 +68,14 @@ def pick_rows(compiled: Compiled, cfg: TrainConfig) -> dict[str, list[dict]]:
 def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_dir: Path, *, quiet: bool = False,
                    say: Callable[[str], None] = lambda _: None) -> dict[str, list[dict]]:
     """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``."""
-    from behavio.fill import fill_pending, fill_rows
+    from behavio.fill import fill_pending, fill_rows, run_fill_settings
 
     rows = pick_rows(compiled, cfg)
     needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in needed]
     if pending:
         say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run)")
-    answers = fill_pending(pending, str(base_model), max_new_tokens=cfg.fill_max_new_tokens,
-                           batch_size=cfg.fill_batch_size, quantization=cfg.quantization,
-                           trust_remote_code=cfg.trust_remote_code, quiet=quiet)
+    answers = fill_pending(pending, str(base_model), quiet=quiet, **run_fill_settings(cfg))
     data_dir.mkdir(parents=True, exist_ok=True)
     filled = {}
     for name, split in rows.items():

@@ -198,7 +198,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
     """SFT then DPO, continuing from the newest complete checkpoint when resuming."""
     from accelerate import PartialState
 
-    from behavio.train.model import load_base, new_adapter, trained_adapter
+    from behavio.train.model import load_for_training, new_adapter, trained_adapter
 
     main = PartialState().is_main_process
     last = newest_complete(run_dir) if resume else None
@@ -226,7 +226,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
 
         share = 0.75 if "dpo" in cfg.method else 1.0
         stage = Stage("sft", deadline=start + budget * share if budget else None, resume=last, **common)
-        model = new_adapter(load_base(model_path, cfg, cuda), cfg)  # a resumed trainer loads its weights
+        model = new_adapter(load_for_training(model_path, cfg, cuda), cfg)  # a resumed trainer loads its weights
         sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val)
         del model
         _free_memory()
@@ -238,7 +238,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
         offset = int(read_json(sft_done / "behavio.json")["step"]) if sft_done else 0
         stage = Stage("dpo", offset=offset, deadline=start + budget if budget else None, resume=dpo_resume,
                       init_from=sft_done.name if sft_done else None, **common)
-        base = load_base(model_path, cfg, cuda)
+        base = load_for_training(model_path, cfg, cuda)
         model = trained_adapter(base, sft_done) if sft_done else new_adapter(base, cfg)
         pairs = dpo_training_set(run_dir, cfg, model, tokenizer, sets.dpo, on_policy=sft_done is not None, say=say)
         run_dpo(stage, model, tokenizer, pairs, sets.dpo_val)
@@ -278,7 +278,8 @@ def score_run(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path
 
     say(f"check: scoring {len(complete_checkpoints(run_dir))} checkpoints")
     report = check_run(spec_path, run_dir, base_model=str(model_path), quantization=cfg.quantization,
-                       trust_remote_code=cfg.trust_remote_code, quiet=quiet, log=say)
+                       trust_remote_code=cfg.trust_remote_code, device=cfg.device, fold=cfg.fold_system, quiet=quiet,
+                       log=say)
     best = report.best
     if best is not None:
         verdict = "meets every threshold" if best.meets_thresholds else "below a threshold"

@@ -78,11 +78,11 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
     cfg = resolve_config(compiled.spec.train, overrides, base_model)
     rows = _spread(parse_jsonl(compiled.files[f"{stage}.jsonl"]), count)
     if fill and any(r.get("pending") for r in rows):
-        from behavio.fill import fill_pending, fill_rows
+        from behavio.fill import fill_pending, fill_rows, run_fill_settings
 
         keys = {k for r in rows for k in r.get("pending", [])}
         waiting = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in keys]
-        rows = fill_rows(rows, fill_pending(waiting, cfg.base_model, max_new_tokens=cfg.fill_max_new_tokens))
+        rows = fill_rows(rows, fill_pending(waiting, cfg.base_model, **run_fill_settings(cfg)))
     rows = _placeholders(rows)
     tokenizer = preview_tokenizer(cfg.base_model, template)
     conversations = []

