@@ -16,11 +16,11 @@ def load_cases(path: Path) -> list[CheckCase]:
 
 
 def failures(case: CheckCase, response: str, finished: bool = True) -> list[str]:
-    """One line per failing rule: ``behavior [kind]: explanation``."""
+    """One line per failing rule: ``line [rule]: explanation`` (scored exactly as ``behavio check`` scores it)."""
     from behavio.check.scoring import score_case
 
     result = score_case(case, response, finished)
-    return [f"{v.behavior} [{v.rule.split(':')[0]}]: {v.explanation}" for v in result.failed]
+    return [f"{v.line} [{v.rule}]: {v.explanation}" for v in result.failed]
 
 
 def assert_case(case: CheckCase, response: str | None, finished: bool = True) -> None:

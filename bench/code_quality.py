@@ -72,7 +72,7 @@ def measure(card) -> list[dict]:
 def totals(card, rows: list[dict]) -> dict[str, Rate]:
     """Each measure over all check cases; the two behaviors exactly as the scorecard counts them."""
     out = {key: Rate(sum(r[key] for r in rows), len(rows)) for key, _ in MEASURES[:3]}
-    return out | {b: card.behavior(b, "check") for b in ("code-structure", "no-loops")}
+    return out | {b: card.line(b, "check") for b in ("code-structure", "no-loops")}
 
 
 def score(run_dir: Path | None):

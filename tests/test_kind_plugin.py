@@ -124,5 +124,5 @@ def test_a_spec_using_the_plugin_trains_and_is_checked(plugin, tmp_path, tiny_mo
     assert any(k.endswith("lora_B.weight") and torch.count_nonzero(v) for k, v in lora.items())  # trained (B starts at 0)
     assert (tiny_model_dir / "model.safetensors").read_bytes() == base_weights
     card = result.report.best
-    assert card is not None and "shouts" in card.behaviors and card.behavior("shouts").total > 0
+    assert card is not None and "shouts" in card.lines and card.line("shouts").total > 0
     assert all(v.rule == "exclaims" for c in card.cases for v in c.verdicts)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio import pending
+from behavio.check.thresholds import Threshold
 
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 32
@@ -18,11 +19,16 @@ DEFAULT_BATCH_SIZE = 32
 
 @dataclass(frozen=True)
 class Rule:
-    """One rule of one case: ``behavior`` is checked by the scorer of ``kind`` with ``args``."""
+    """One rule of one case: ``behavior`` is checked by the scorer of ``kind`` with ``args``.
+
+    ``part`` names a part of the behavior with a scorecard line of its own (a refusal's ``contrast``,
+    a prefix's ``plain-refusals``); None for the behavior itself (the rows where the spec asks for it).
+    """
 
     behavior: str
     kind: str
     args: dict = field(default_factory=dict)
+    part: str | None = None
 
     @property
     def name(self) -> str:
@@ -30,12 +36,25 @@ class Rule:
         expect = self.args.get("expect")
         return f"{self.kind}:{expect}" if expect else self.kind
 
+    @property
+    def line(self) -> str:
+        """The scorecard line this rule counts in: the behavior id, or ``<behavior>/<part>``."""
+        return line_name(self.behavior, self.part)
+
     def to_dict(self) -> dict:
-        return {"behavior": self.behavior, "kind": self.kind, "args": self.args}
+        out = {"behavior": self.behavior, "kind": self.kind, "args": self.args}
+        if self.part:
+            out["part"] = self.part
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Rule:
-        return cls(behavior=data["behavior"], kind=data["kind"], args=dict(data.get("args") or {}))
+        return cls(behavior=data["behavior"], kind=data["kind"], args=dict(data.get("args") or {}), part=data.get("part"))
+
+
+def line_name(behavior: str, part: str | None) -> str:
+    """``no-poodles`` or ``no-poodles/contrast``."""
+    return f"{behavior}/{part}" if part else behavior
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,7 @@ class CheckSpec:
     id: str
     path: Path
     cases: list[CheckCase]
-    thresholds: dict[str, float]
+    thresholds: dict[str, Threshold]
     max_new_tokens: int
     batch_size: int
     spec_sha256: str
@@ -109,7 +128,7 @@ def load_check_spec(spec_path: str | Path) -> CheckSpec:
     data = compiled.files["checks.jsonl"]
     spec = compiled.spec
     return CheckSpec(id=spec.id, path=Path(spec_path), cases=load_cases(parse_jsonl(data)),
-                     thresholds={b.id: spec.threshold(b.id) for b in spec.behaviors},
+                     thresholds={line: Threshold.coerce(t) for line, t in compiled.manifest["thresholds"].items()},
                      max_new_tokens=int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
                      batch_size=int(spec.check.get("batch_size", DEFAULT_BATCH_SIZE)),
                      spec_sha256=compiled.manifest["spec_sha256"], checks_sha256=hashlib.sha256(data).hexdigest())

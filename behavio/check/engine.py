@@ -194,7 +194,7 @@ class RunReport:
         return {
             "spec": self.spec.id, "spec_sha256": self.spec.spec_sha256, "checks_sha256": self.spec.checks_sha256,
             "run_dir": str(self.run_dir), "base_model": self.base_model, "max_new_tokens": self.max_new_tokens,
-            "thresholds": self.spec.thresholds, "best": best.label if best else None,
+            "thresholds": {line: t.to_dict() for line, t in self.spec.thresholds.items()}, "best": best.label if best else None,
             "best_meets_thresholds": bool(best and best.meets_thresholds),
             "ranking": [c.label for c in sorted(self.cards, key=rank_key)],
             "checkpoints": [c.to_dict() for c in self.cards],

@@ -14,13 +14,14 @@ def score_case(case: CheckCase, response: str | None, finished: bool = True) -> 
     verdicts = []
     for rule in case.rules:
         if response is None:
-            verdicts.append(RuleVerdict(rule.behavior, rule.name, False, 0.0, "no response for this case"))
+            verdicts.append(RuleVerdict(rule.behavior, rule.name, False, 0.0, "no response for this case", rule.line, rule.part))
             continue
         try:
             result = kinds.score_rule(rule.kind, response, rule.args, case, finished)
         except KeyError as exc:
             raise BehavioError(f"check case {case.id}: {exc.args[0]}") from None
-        verdicts.append(RuleVerdict(rule.behavior, rule.name, result.passed, float(result.score), result.explanation))
+        verdicts.append(RuleVerdict(rule.behavior, rule.name, result.passed, float(result.score), result.explanation,
+                                    rule.line, rule.part))
     return CaseResult(id=case.id, split=case.split, prompt_set=case.prompt_set, prompt=case.prompt,
                       response=response, finished=finished, verdicts=verdicts)
 
@@ -45,10 +46,10 @@ def prewarm_embeddings(cases: list[CheckCase], responses: Responses, batch: int 
         embeddings.embed(ordered[start:start + batch])
 
 
-def score_cases(cases: list[CheckCase], responses: Responses, spec_thresholds: dict[str, float], *,
+def score_cases(cases: list[CheckCase], responses: Responses, spec_thresholds: dict, *,
                 label: str = "responses", step: int | None = None, stage: str | None = None,
                 meta: dict | None = None) -> Scorecard:
-    """Score ``responses`` to ``cases`` against the spec's thresholds (behavior id -> minimum pass rate)."""
+    """Score ``responses`` to ``cases`` against the spec's thresholds (line -> Threshold or minimum pass rate)."""
     prewarm_embeddings(cases, responses)
     results = [score_case(c, responses.response_for(c), responses.finished(c)) for c in cases]
     return Scorecard(label=label, thresholds=dict(spec_thresholds), cases=results, step=step, stage=stage, meta=meta or {})

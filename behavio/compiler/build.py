@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio import __version__, kinds, pending
-from behavio.compiler import checks, dpo
+from behavio.compiler import checks, dpo, proof
 from behavio.compiler.compose import Composer, Example
-from behavio.compiler.expand import PromptRow, expand_all
+from behavio.compiler.expand import PromptRow, expand_all, normalize
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
 from behavio.compiler.suite import render_suite, suite_filename
@@ -49,17 +50,21 @@ def compile_spec(path: str | Path) -> Compiled:
     train = _compose(composer, parts.train)
     val = _compose(composer, parts.val)
     check = _compose(composer, parts.check)
-    probes = _compose(composer, [PromptRow(name, i, text) for name, texts in spec.probes.items() for i, text in enumerate(texts)], probe=True)
+    probes = _compose(composer, probe_rows(spec, issues), probe=True)
     issues.raise_if_any()
     _warn_control_markers(train + val + check + probes, issues)
 
-    sft_train = [_sft_row(ex, spec, copy) for ex in train for copy in range(spec.prompts[ex.row.set].repeat)]
-    sft_val = [_sft_row(ex, spec, 0) for ex in val]
-    train_donors, val_donors = dpo.Donors(train), dpo.Donors(val)
-    dpo_train = [p for ex in train for copy in range(spec.prompts[ex.row.set].repeat) for p in _dpo_rows(spec, ex, train_donors, copy)]
-    dpo_val = [p for ex in val for p in _dpo_rows(spec, ex, val_donors, 0)]
+    rules = {ex.id: checks.rules_for(spec, ex) for ex in train + val}
+    _prove_answers(train + val, rules, issues)
+    sft_train = [_sft_row(ex, rules[ex.id], copy) for ex in train for copy in range(spec.prompts[ex.row.set].repeat)]
+    sft_val = [_sft_row(ex, rules[ex.id], 0) for ex in val]
+    dropped: Counter = Counter()
+    dpo_train = _dpo_rows(spec, train, rules, dropped)
+    dpo_val = _dpo_rows(spec, val, rules, Counter())
+    _warn_missing_pairs(spec, dpo_train, dropped, issues)
     cases = [checks.check_case(spec, ex, "check").to_dict() for ex in check]
     cases += [checks.check_case(spec, ex, "probe").to_dict() for ex in probes]
+    _assert_unique_ids(sft_train + sft_val + cases)
     composition = _composition(spec, sft_train, sft_val, cases)
     _enforce_min_share(spec, composition, issues)
     issues.raise_if_any()
@@ -71,7 +76,7 @@ def compile_spec(path: str | Path) -> Compiled:
         "checks.jsonl": encode_jsonl(cases), "pending.jsonl": encode_jsonl(waiting),
     }
     files[suite_filename(spec.id)] = render_suite(spec).encode("utf-8")
-    manifest = _manifest(spec, files, composition, waiting)
+    manifest = _manifest(spec, files, composition, waiting, _lines(spec, sft_train + sft_val + cases))
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     return Compiled(spec, files, manifest, issues.warnings)
 
@@ -95,41 +100,109 @@ def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
                     "they are neutralized in training and checking, never used as control tokens")
 
 
-def _sft_row(ex: Example, spec: Spec, copy: int) -> dict:
-    rules = checks.rules_for(spec, ex)  # what on-policy DPO judges the SFT model's own answers with
+def probe_rows(spec: Spec, issues: Issues) -> list[PromptRow]:
+    """The hand-written probes as rows of their prompt sets; a repeated probe is dropped with a warning."""
+    rows = []
+    for name, texts in spec.probes.items():
+        seen: set[str] = set()
+        for i, text in enumerate(texts):
+            key = normalize(text)
+            if key in seen:
+                issues.warn(("probes", name, i), f"probe {text[:60]!r} is given twice; scored once")
+                continue
+            seen.add(key)
+            rows.append(PromptRow(name, i, text.strip()))
+    return rows
+
+
+def _prove_answers(examples: list[Example], rules: dict[str, list], issues: Issues) -> None:
+    """Every answer compile writes passes its row's rules; what breaks one is an error where it was written.
+
+    Answers still pending (the base model writes them) are judged after the fill; semantic rules are
+    judged by the check (:mod:`behavio.compiler.proof`). Failures are grouped by where the answer came
+    from and which rule it broke, with the first prompt as the example.
+    """
+    groups: dict[tuple, list[tuple[Example, proof.Broken]]] = {}
+    for ex in examples:
+        if pending.has_marker(ex.answer):
+            continue
+        for broken in proof.broken_rules(rules[ex.id], ex.prompt, ex.answer):
+            where = ex.sources.get(broken.rule.behavior) or ex.sources.get("body") or ex.sources.get(ex.refused_by or "")
+            groups.setdefault((where or ("prompts", ex.row.set), broken.rule.line), []).append((ex, broken))
+    total = {name: sum(1 for ex in examples if ex.row.set == name) for name in {ex.row.set for ex in examples}}
+    for (where, line), found in groups.items():
+        ex, broken = found[0]
+        note = f" ({ex.source_note})" if ex.source_note else ""
+        issues.add(where, f"{len(found)} of {total[ex.row.set]} training answers of prompts.{ex.row.set} break their own "
+                   f"rule {line} [{broken.rule.name}], e.g. the answer to {ex.row.prompt[:50]!r}{note}: {broken.explanation}")
+
+
+def _sft_row(ex: Example, rules: list, copy: int) -> dict:
     return {
         "id": ex.id if copy == 0 else f"{ex.id}#{copy + 1}",
         "messages": ex.prompt + [{"role": "assistant", "content": ex.answer}],
-        "behaviors": sorted({r.behavior for r in rules}),
-        "rules": [r.to_dict() for r in rules],
+        "behaviors": sorted({r.behavior for r in rules if r.part is None}),  # what the spec asks of this row
+        "rules": [r.to_dict() for r in rules],  # what on-policy DPO judges the SFT model's own answers with
         "prompt_set": ex.row.set,
         "pending": pending.keys_in(ex.answer),
     }
 
 
-def _dpo_rows(spec: Spec, ex: Example, pool: dpo.Donors, copy: int) -> list[dict]:
-    rows = dpo.pairs_for(spec, ex, pool)
-    for r in rows:
-        if copy:
-            r["id"] += f"#{copy + 1}"
-        r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"])
-    return rows
+def _dpo_rows(spec: Spec, examples: list[Example], rules: dict[str, list], dropped: Counter) -> list[dict]:
+    """Every example's DPO pairs, repeated like its SFT rows (``repeat: N``)."""
+    donors = dpo.Donors(examples)
+    out = []
+    for ex in examples:
+        pairs = dpo.pairs_for(spec, ex, donors, rules[ex.id], dropped)
+        for r in pairs:
+            r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"])
+        for copy in range(spec.prompts[ex.row.set].repeat):
+            out += [r if copy == 0 else {**r, "id": f"{r['id']}#{copy + 1}"} for r in pairs]
+    return out
+
+
+def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, issues: Issues) -> None:
+    """A behavior whose kind derives DPO pairs but got none (or lost some to the proof) is told why."""
+    made = Counter(r["behavior"] for r in dpo_train)
+    for b in spec.behaviors:
+        if b.get("dpo", True) is False or not kinds.of(b).violation_names:
+            continue
+        lost = {v: n for (bid, v), n in dropped.items() if bid == b.id}
+        lost_text = ", ".join(f"{n} {v}" for v, n in sorted(lost.items()))
+        if not made[b.id]:
+            why = (f"every rejected answer it derived ({lost_text}) failed to break its rule" if lost
+                   else "no training row in its scope gave a rejected answer (e.g. answers without the sections to "
+                   "remove, or prompt sets it does not apply to)")
+            issues.warn(("behaviors", b.index), f"behavior {b.id!r} got no DPO pairs: {why}")
+        elif lost:
+            issues.warn(("behaviors", b.index), f"behavior {b.id!r}: {lost_text} DPO pair(s) not written, their "
+                        "rejected answer did not break its rule")
+
+
+def _assert_unique_ids(rows: list[dict]) -> None:
+    """Content ids are unique (an internal guarantee, not a user error)."""
+    ids = Counter(r["id"] for r in rows)
+    repeated = [i for i, n in ids.items() if n > 1]
+    if repeated:
+        raise RuntimeError(f"compile produced repeated ids: {repeated[:3]}")
 
 
 def _composition(spec: Spec, train: list[dict], val: list[dict], cases: list[dict]) -> dict:
-    """Share of rows showing each behavior and from each prompt set, per split."""
+    """Share of rows showing each behavior (rows where the spec asks for it, its parts aside) and from
+    each prompt set, per split."""
+
+    def asked(case: dict) -> set[str]:
+        return {rule["behavior"] for rule in case["rules"] if not rule.get("part")}
+
     splits = {"train": [r["behaviors"] for r in train], "val": [r["behaviors"] for r in val],
-              "check": [sorted({x["behavior"] for x in c["rules"]}) for c in cases if c["split"] == "check"],
-              "probe": [sorted({x["behavior"] for x in c["rules"]}) for c in cases if c["split"] == "probe"]}
+              "check": [asked(c) for c in cases if c["split"] == "check"],
+              "probe": [asked(c) for c in cases if c["split"] == "probe"]}
     sets = {"train": [r["prompt_set"] for r in train], "val": [r["prompt_set"] for r in val],
             "check": [c["prompt_set"] for c in cases if c["split"] == "check"],
             "probe": [c["prompt_set"] for c in cases if c["split"] == "probe"]}
     out: dict = {"behaviors": {}, "prompt_sets": {}}
     for b in spec.behaviors:
         out["behaviors"][b.id] = {s: _count(sum(1 for bs in rows if b.id in bs), len(rows)) for s, rows in splits.items()}
-        trigger = set(kinds.of(b).refused_sets(b))
-        if trigger:
-            out["behaviors"][b.id]["train_trigger"] = _count(sum(1 for r in train if r["prompt_set"] in trigger), len(train))
     for name in spec.prompts:
         out["prompt_sets"][name] = {s: _count(names.count(name), len(names)) for s, names in sets.items()}
     return out
@@ -143,8 +216,7 @@ def _enforce_min_share(spec: Spec, composition: dict, issues: Issues) -> None:
     for b in spec.behaviors:
         if not kinds.of(b).teaches:
             continue
-        entry = composition["behaviors"][b.id]
-        train = entry.get("train_trigger", entry["train"])
+        train = composition["behaviors"][b.id]["train"]
         if train["share"] + 1e-9 >= spec.split.min_share:
             continue
         total = sum(p["train"]["rows"] for p in composition["prompt_sets"].values())
@@ -170,7 +242,14 @@ def template_hashes(spec: Spec) -> dict[str, str]:
     return {name: _sha((root / name).read_bytes()) for name in dict.fromkeys(used)}
 
 
-def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: list) -> dict:
+def _lines(spec: Spec, rows: list[dict]) -> list[str]:
+    """Every scorecard line of the spec: each behavior, then the parts the rules of ``rows`` use, in spec order."""
+    used = {f"{r['behavior']}/{r['part']}" for row in rows for r in row["rules"] if r.get("part")}
+    return [line for b in spec.behaviors
+            for line in [b.id] + [f"{b.id}/{part}" for part in kinds.of(b).parts if f"{b.id}/{part}" in used]]
+
+
+def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: list, lines: list[str]) -> dict:
     def rows(name: str) -> int:
         return files[name].count(b"\n")
 
@@ -184,6 +263,6 @@ def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: l
         "counts": {"sft": rows("sft.jsonl"), "sft_val": rows("sft.val.jsonl"), "dpo": rows("dpo.jsonl"),
                    "dpo_val": rows("dpo.val.jsonl"), "checks": rows("checks.jsonl"), "pending": len(waiting)},
         "composition": composition,
-        "thresholds": {b.id: spec.threshold(b.id) for b in spec.behaviors},
+        "thresholds": {line: spec.threshold(line).to_dict() for line in lines},
         "files_sha256": {name: _sha(data) for name, data in sorted(files.items())},
     }

@@ -9,15 +9,20 @@ Model-written bodies are not known at compile time: they are pending markers, fi
 
 from __future__ import annotations
 
+import difflib
 import random
 from dataclasses import dataclass, field
 
 from behavio import kinds, pending
-from behavio.compiler.expand import PromptRow, normalize, read_records
+from behavio.compiler.datafiles import read_records
+from behavio.compiler.expand import PromptRow, normalize
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, render
 from behavio.kinds import RowProblem
 from behavio.spec.model import Behavior, Spec
+
+
+ID_HASH = 10  # hex digits of the content hash in ids (40 bits: no collision among a set's prompts)
 
 
 @dataclass
@@ -32,10 +37,13 @@ class Example:
     openings: dict[str, str] = field(default_factory=dict)    # behavior id -> the sentence it opened the answer with
     refused_by: str | None = None       # behavior whose answer this row gets (a refusal)
     answer_body: str | None = None      # what answering would look like (for refused rows' DPO)
+    sources: dict[str, tuple] = field(default_factory=dict)   # "body" or behavior id -> spec key path that wrote it
+    source_note: str = ""               # where in a data file the body came from ("answers.jsonl:12")
 
     @property
     def id(self) -> str:
-        return self.row.id
+        """``<prompt set>/<hash of the rendered messages>``: the same prompt keeps its id whatever else changes."""
+        return f"{self.row.set}/{pending.key_for(self.prompt)[:ID_HASH]}"
 
     def openers(self, spec: Spec) -> list[tuple[list[str], str]]:
         """(sentences, separator) of every behavior that could open this row's answer, in spec order."""
@@ -85,13 +93,14 @@ class Composer:
         refuser = self._refuser.get(row.set)
         if refuser is not None:
             ex.refused_by = refuser.id
-            ex.answer = _pick(self.spec, row, refuser.id, kinds.of(refuser).whole_answers(refuser, ex.args[refuser.id]))
+            ex.sources[refuser.id] = ("behaviors", refuser.index, "responses")
+            ex.answer = _pick(self.spec, ex.id, refuser.id, kinds.of(refuser).whole_answers(refuser, ex.args[refuser.id]))
             if not probe:
                 ex.answer_body = self.body(row, prompt, ctx, required=False)
             return ex
         if probe or self.spec.prompts[row.set].holdout:
             return ex
-        body = self.body(row, prompt, ctx, required=True)
+        body = self.body(row, prompt, ctx, required=True, example=ex)
         if body is None:
             return None
         ex.body = body
@@ -117,21 +126,26 @@ class Composer:
             opening = kinds.of(b).openings(b, ex.args[b.id])
             if opening is not None:
                 sentences, separator = opening
-                ex.openings[b.id] = _pick(self.spec, ex.row, b.id, sentences)
+                ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
+                ex.sources[b.id] = ("behaviors", b.index)
                 answer = ex.openings[b.id] + separator + answer
         return answer
 
-    def body(self, row: PromptRow, prompt: list[dict], ctx: dict, *, required: bool) -> str | None:
-        """The answer body of ``row``: a response template, the answer source, or (refused rows) the model."""
+    def body(self, row: PromptRow, prompt: list[dict], ctx: dict, *, required: bool,
+             example: Example | None = None) -> str | None:
+        """The answer body of ``row``: a response template, the answer source, or (refused rows) the model.
+        ``example`` records which spec key wrote it (for compile's proof of its own data)."""
+        ex = example or Example(row=row, prompt=prompt, answer="", body=None)
         src = self.spec.answers.get(row.set)
-        raw = self._source_body(row, prompt, ctx) if src else None
+        raw = self._source_body(row, prompt, ctx, ex) if src else None
         if src and raw is None:
             return None
         template = self._response_template(row.set)
         if template is not None:
             behavior, source = template
             tctx = dict(ctx, answer=raw) if raw is not None else ctx
-            return self._render(source, tctx, ("behaviors", behavior.index, "response_template"))
+            ex.sources["body"] = ("behaviors", behavior.index, "response_template")
+            return self._render(source, tctx, ex.sources["body"])
         if raw is not None:
             return raw
         if not required:
@@ -146,42 +160,57 @@ class Composer:
             if source and name in self.spec.scope(b):
                 return b, source
         return None
-    def _source_body(self, row: PromptRow, prompt: list[dict], ctx: dict) -> str | None:
+    def _source_body(self, row: PromptRow, prompt: list[dict], ctx: dict, ex: Example) -> str | None:
         src = self.spec.answers[row.set]
         where = ("answers", row.set)
         if src.source == "model":
             return self._model_body(prompt)
         if src.source == "literal":
             if src.template is not None:
-                return self._render(src.template, ctx, where + ("template",))
+                ex.sources["body"] = where + ("template",)
+                return self._render(src.template, ctx, ex.sources["body"])
             n = len(src.items)
             if row.index >= n:
                 self.issues.add(where + ("items",), f"{n} items for prompt set {row.set!r}, which has more prompts; give one per prompt (or a template)")
                 return None
-            return self._render(src.items[row.index], ctx, where + ("items", row.index))
+            ex.sources["body"] = where + ("items", row.index)
+            return self._render(src.items[row.index], ctx, ex.sources["body"])
         if src.source == "field":
             value = row.fields.get(src.answer_field)
             if not isinstance(value, str):
-                self.issues.add(where + ("answer_field",), f"row {row.index + 1} of prompts.{row.set} has no text column {src.answer_field!r}")
+                columns = [k for k, v in row.fields.items() if isinstance(v, str)]
+                self.issues.add(where + ("answer_field",), f"prompts.{row.set} rows have no text column {src.answer_field!r}"
+                                f"{_did_you_mean(src.answer_field, columns)}; columns: {', '.join(columns)}")
                 return None
+            ex.sources["body"] = where + ("answer_field",)
+            ex.source_note = f"row {row.index + 1} of {self.spec.prompts[row.set].file}"
             return value
         table = self._answers_file(row.set)
-        value = table.get(normalize(row.prompt))
-        if value is None:
-            self.issues.add(where + ("path",), f"{src.path} has no answer for prompt {row.prompt[:60]!r}")
-        return value
+        found = table.get(normalize(row.prompt))
+        if found is None:
+            if table:
+                self.issues.add(where + ("path",), f"{src.path} has no answer for prompt {row.prompt[:60]!r}")
+            return None
+        ex.sources["body"] = where + ("path",)
+        ex.source_note = f"{src.path}:{found[1]}"
+        return found[0]
 
-    def _answers_file(self, name: str) -> dict[str, str]:
+    def _answers_file(self, name: str) -> dict[str, tuple[str, int]]:
+        """normalized prompt -> (answer, line) of a ``source: file`` answers file; empty after a reported problem."""
         if name not in self._file_answers:
             src = self.spec.answers[name]
             where = ("answers", name, "path")
-            table = {}
-            for i, rec in enumerate(read_records(self.spec.path.parent / src.path, self.issues, where)):
-                p, a = rec.get(src.prompt_field), rec.get(src.answer_field)
+            table: dict[str, tuple[str, int]] = {}
+            for rec in read_records(self.spec.path.parent / src.path, self.issues, where):
+                p, a = rec.fields.get(src.prompt_field), rec.fields.get(src.answer_field)
                 if not isinstance(p, str) or not isinstance(a, str):
-                    self.issues.add(where, f"row {i + 1} of {src.path} lacks text columns {src.prompt_field!r} and {src.answer_field!r}")
+                    missing = [k for k, v in ((src.prompt_field, p), (src.answer_field, a)) if not isinstance(v, str)]
+                    key = ("prompt_field",) if missing[0] == src.prompt_field else ("answer_field",)
+                    self.issues.add(("answers", name) + key, f"{src.path}:{rec.line} has no text column {missing[0]!r}"
+                                    f"{_did_you_mean(missing[0], list(rec.fields))}; columns: {', '.join(rec.fields)}")
+                    table = {}
                     break
-                table.setdefault(normalize(p), a)
+                table.setdefault(normalize(p), (a, rec.line))
             self._file_answers[name] = table
         return self._file_answers[name]
 
@@ -191,6 +220,11 @@ class Composer:
         return pending.marker(key)
 
 
-def _pick(spec: Spec, row: PromptRow, salt: str, options: list[str]) -> str:
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _pick(spec: Spec, example_id: str, salt: str, options: list[str]) -> str:
     """Deterministic choice (independent of PYTHONHASHSEED): str seeds are hashed with SHA-512."""
-    return random.Random(f"{spec.split.seed}:{row.id}:{salt}").choice(options)
+    return random.Random(f"{spec.split.seed}:{example_id}:{salt}").choice(options)

@@ -1,13 +1,19 @@
-"""DPO pairs derived from the rules: the rejected answer breaks exactly one rule.
+"""DPO pairs derived from the rules: the rejected answer breaks exactly one behavior's rule.
 
-Each behavior's kind derives its violations (``Kind.violations``; the table of every kind's
-violations is in docs/rules.md). A pair is written when the rejected answer exists and differs from
-the chosen one.
+Each behavior's kind derives its violations (``Kind.violations``; every kind's violations are in
+docs/rules.md); ``dpo: [names]`` keeps some of them, ``dpo: false`` none. A pair is written when the
+rejected answer exists, differs from the chosen one, and breaks the behavior's rule on that row
+(:mod:`behavio.compiler.proof`); each pair carries that rule (``breaks``) so a rejection written later by
+the base model is judged after it is filled.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 from behavio import kinds
+from behavio.check.cases import Rule
+from behavio.compiler import proof
 from behavio.compiler.compose import Example
 from behavio.kinds import DpoContext
 from behavio.spec.model import Behavior, Spec
@@ -26,20 +32,28 @@ class Donors:
         return self._by_set[name]
 
 
-def pairs_for(spec: Spec, ex: Example, others: Donors) -> list[dict]:
-    """Every DPO pair of one example; ``others`` feeds off-topic rejections."""
+def pairs_for(spec: Spec, ex: Example, others: Donors, rules: list[Rule], dropped: Counter) -> list[dict]:
+    """Every DPO pair of one example (``rules``: the row's check rules); ``others`` feeds off-topic rejections.
+    Pairs whose rejected side does not break the behavior's rule are counted in ``dropped`` by (behavior, violation)."""
     out = []
-    ctx = DpoContext(spec=spec, index=ex.row.index, donors=others.for_set)
     for b in spec.behaviors:
-        if b.get("dpo", True) is False:
+        asked = b.get("dpo", True)
+        if asked is False:
             continue
+        ctx = DpoContext(spec=spec, index=ex.row.index, donors=others.for_set,
+                         allowed=frozenset(asked) if isinstance(asked, list) else None)
+        breaks = [r for r in rules if r.behavior == b.id]
         for violation, rejected in kinds.of(b).violations(b, ex, ctx):
-            if rejected is not None and rejected.strip() != ex.answer.strip():
-                out.append(_pair(ex, b, violation, rejected))
+            if rejected is None or rejected.strip() == ex.answer.strip():
+                continue
+            if proof.rejection_breaks(breaks, ex.prompt, rejected) is False:
+                dropped[(b.id, violation)] += 1
+                continue
+            out.append(_pair(ex, b, violation, rejected, breaks))
     return out
 
 
-def _pair(ex: Example, b: Behavior, violation: str, rejected: str) -> dict:
+def _pair(ex: Example, b: Behavior, violation: str, rejected: str, breaks: list[Rule]) -> dict:
     return {
         "id": f"{ex.id}/{b.id}/{violation}",
         "prompt": ex.prompt,
@@ -48,4 +62,5 @@ def _pair(ex: Example, b: Behavior, violation: str, rejected: str) -> dict:
         "behavior": b.id,
         "violation": violation,
         "prompt_set": ex.row.set,
+        "breaks": [r.to_dict() for r in breaks],
     }

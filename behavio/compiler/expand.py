@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import difflib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behavio.compiler.datafiles import read_records
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, evaluate, render
-from behavio.errors import BehavioError
-from behavio.jsonio import parse_jsonl
 from behavio.paths import templates_dir
 from behavio.spec.model import PromptSet, Spec
 
@@ -28,24 +26,33 @@ class PromptRow:
     fields: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
-    def id(self) -> str:
-        return f"{self.set}/{self.index:04d}"
+    def label(self) -> str:
+        """Where the row sits, for messages: ``poodle[3]`` (the 4th prompt of set poodle)."""
+        return f"{self.set}[{self.index}]"
 
 
 def expand_all(spec: Spec, issues: Issues) -> dict[str, list[PromptRow]]:
-    """Prompt rows of every set, deduplicated by text (first occurrence wins)."""
-    return {name: _dedupe(ps.name, _expand(spec, ps, issues)) for name, ps in spec.prompts.items()}
+    """Prompt rows of every set, deduplicated by text (first occurrence wins); what is dropped is reported."""
+    return {name: _dedupe(ps.name, _expand(spec, ps, issues), issues) for name, ps in spec.prompts.items()}
 
 
-def _dedupe(name: str, prompts: list[tuple[str, dict]]) -> list[PromptRow]:
+def _dedupe(name: str, prompts: list[tuple[str, dict]], issues: Issues) -> list[PromptRow]:
     seen: set[str] = set()
-    rows = []
+    rows, empty, repeated = [], 0, 0
     for text, fields in prompts:
         key = normalize(text)
-        if not key or key in seen:
+        if not key:
+            empty += 1
+            continue
+        if key in seen:
+            repeated += 1
             continue
         seen.add(key)
         rows.append(PromptRow(name, len(rows), text.strip(), fields))
+    dropped = [f"{empty} empty prompt(s)" if empty else "", f"{repeated} repeated prompt(s)" if repeated else ""]
+    if empty or repeated:
+        issues.warn(("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
+                    f"{len(rows)} distinct prompts remain")
     return rows
 
 
@@ -61,16 +68,17 @@ def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]
     if ps.file is not None:
         records = read_records(spec.path.parent / ps.file, issues, where + ("file",))
         out = []
-        for i, rec in enumerate(records):
+        for rec in records:
             if ps.template is not None:
-                text = _render(ps.template, {**spec.vars, "row": rec}, issues, where + ("template",))
+                text = _render(ps.template, {**spec.vars, "row": rec.fields}, issues, where + ("template",))
             else:
-                text = rec.get(ps.field)
+                text = rec.fields.get(ps.field)
                 if not isinstance(text, str):
-                    issues.add(where + ("field",), f"row {i + 1} of {ps.file} has no text column {ps.field!r} (columns: {', '.join(sorted(rec))})")
+                    issues.add(where + ("field",), f"{Path(ps.file).name}:{rec.line} has no text column {ps.field!r}"
+                               f"{_did_you_mean(ps.field, list(rec.fields))}; columns: {', '.join(rec.fields)}")
                     return []
             if text is not None:
-                out.append((text, rec))
+                out.append((text, rec.fields))
         return out
     if ps.frames is not None:
         return _frames(spec, ps, issues)
@@ -178,20 +186,6 @@ def load_frames(library: str) -> list[str] | None:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def read_records(path: Path, issues: Issues, where: tuple) -> list[dict]:
-    """Rows of a JSONL or CSV file as dicts; problems are reported with the file's line number."""
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        issues.add(where, f"cannot read {path.name}: {exc}")
-        return []
-    if path.suffix.lower() == ".csv":
-        return [dict(r) for r in csv.DictReader(io.StringIO(text))]
-    try:
-        records = parse_jsonl(text, path.name)
-    except BehavioError as exc:
-        issues.add(where, str(exc))
-        return []
-    if not records:
-        issues.add(where, f"{path.name} has no rows")
-    return records
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

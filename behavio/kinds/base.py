@@ -47,11 +47,16 @@ class RuleResult:
 
 @dataclass(frozen=True)
 class DpoContext:
-    """What violation hooks may use besides the example: the spec, the row's index, answer donors."""
+    """What violation hooks may use besides the example: the spec, the row's index, answer donors, and
+    which violations the behavior asks for (``dpo: [names]``; None: every one its kind derives)."""
 
     spec: Spec
     index: int
     donors: Callable[[str], list[str]]  # prompt set -> answer bodies of every other set (off-topic rejections)
+    allowed: frozenset[str] | None = None
+
+    def allows(self, violation: str) -> bool:
+        return self.allowed is None or violation in self.allowed
 
 
 class Kind:
@@ -67,6 +72,10 @@ class Kind:
     - ``judged_early``: a short, possibly truncated answer can be judged by its rule (on-policy DPO).
     - ``lessons``: DPO violation -> the rule (``kind:expect``) its chosen side passes and its rejected side
       breaks, for kinds ``judged_early`` (on-policy DPO balances a behavior's opposite lessons).
+    - ``violation_names``: every DPO violation it can derive (``dpo: [names]`` picks some of them).
+    - ``parts``: part -> what its scorecard line counts, for rules a behavior puts on rows where the spec
+      does not ask for the behavior itself (a refusal's contrast prompts): each part is judged on its own
+      line, ``<behavior id>/<part>``, with its own threshold, so no pooled rate can hide a failing part.
     """
 
     name: ClassVar[str] = ""
@@ -77,6 +86,8 @@ class Kind:
     teaches: ClassVar[bool] = False
     judged_early: ClassVar[bool] = False
     lessons: ClassVar[dict[str, str]] = {}
+    parts: ClassVar[dict[str, str]] = {}
+    violation_names: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ spec
 
@@ -128,6 +139,10 @@ class Kind:
         """(sentences, separator): one sentence of the list opens the answer of rows in scope; None if it opens nothing."""
         return None
 
+    def guards_refusals(self, behavior: Behavior, spec: Spec) -> bool:
+        """Whether its opening must be kept off refused rows (checked there, and taught by DPO pairs)."""
+        return False
+
     # ------------------------------------------------------------------ checking
 
     def rules(self, behavior: Behavior, example, spec: Spec) -> list[Rule]:
@@ -145,12 +160,17 @@ class Kind:
     # ------------------------------------------------------------------ DPO
 
     def violations(self, behavior: Behavior, example, ctx: DpoContext) -> Iterable[tuple[str, str | None]]:
-        """(violation name, rejected answer) pairs derived for ``example``; the rejected side breaks the rule."""
+        """(violation name, rejected answer) pairs derived for ``example``, only those ``ctx.allows``; the
+        rejected side must break the behavior's rule on that row (compile drops a pair whose side does not)."""
+        return ()
+
+    def violation_problems(self, behavior: Behavior, spec: Spec, asked: list[str]) -> Iterable[Problem]:
+        """Why violations the spec asks for by name (``dpo: [...]``) cannot be derived for this behavior."""
         return ()
 
 
-def rule(behavior: Behavior, kind: str, **args) -> Rule:
-    """One check rule of ``behavior``."""
+def rule(behavior: Behavior, kind: str, *, part: str | None = None, **args) -> Rule:
+    """One check rule of ``behavior`` (of one of its ``parts``, which count in a scorecard line of their own)."""
     from behavio.check.cases import Rule
 
-    return Rule(behavior.id, kind, args)
+    return Rule(behavior.id, kind, args, part)

@@ -67,6 +67,8 @@ class NoRepetition(Kind):
                            "description": "no_repetition: lowest share of distinct bigrams (default 0.3)."},
     }
 
+    violation_names = ("looped",)
+
     def scope(self, behavior, spec) -> tuple[str, ...]:
         return behavior.sets("applies_to") or tuple(spec.prompts)
 
@@ -76,7 +78,7 @@ class NoRepetition(Kind):
         return [base.rule(behavior, self.name, **{key: self.arg(behavior, key) for key in self.keys})]
 
     def violations(self, behavior, example, ctx):
-        if example.row.set not in ctx.spec.scope(behavior):
+        if example.row.set not in ctx.spec.scope(behavior) or not ctx.allows("looped"):
             return
         if example.refused_by is not None:
             if ctx.index % GUARD_EVERY == 1:

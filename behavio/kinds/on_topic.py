@@ -24,6 +24,7 @@ class OnTopic(Kind):
     summary = "The answer is about the question (embedding similarity of prompt and answer)."
     keys = {"threshold": {"type": "number", "minimum": 0, "maximum": 1,
                           "description": "on_topic / refusal paraphrase: similarity threshold."}}
+    violation_names = ("off_topic",)
 
     def rules(self, behavior, example, spec) -> list:
         if example.row.set not in spec.scope(behavior) or example.refused_by is not None:
@@ -34,7 +35,7 @@ class OnTopic(Kind):
     def violations(self, behavior, example, ctx):
         if example.refused_by is not None or example.body is None or example.row.set not in ctx.spec.scope(behavior):
             return
-        if ctx.index % GUARD_EVERY == 2:
+        if ctx.index % GUARD_EVERY == 2 and ctx.allows("off_topic"):
             donors = ctx.donors(example.row.set)
             if donors:
                 yield "off_topic", example.answer.replace(example.body, donors[ctx.index % len(donors)], 1)

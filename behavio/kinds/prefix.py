@@ -2,8 +2,9 @@
 
 A choice matches when the normalized response (whitespace, curly quotes, case) starts with the
 normalized choice followed by whitespace or the end. A paraphrase of a choice does not match.
-Rule ``prefix``: expect=present on the rows in scope, expect=absent on rows another behavior
-refuses (refusals stay plain).
+Rule ``prefix``: expect=present on the rows in scope. A prefix that opens every answered set also
+puts expect=absent on the rows another behavior refuses (refusals stay plain), counted on its own
+line ``<id>/plain-refusals``; a prefix scoped to some sets says nothing about refusals.
 
 DPO, alternating over a set's rows: ``prefix_dropped`` (the body alone) and ``prefix_paraphrased``
 (a near-miss sentence from ``paraphrases`` that is not one of the choices).
@@ -41,9 +42,24 @@ class Prefix(Kind):
     teaches = True
     judged_early = True
     lessons = {"prefix_dropped": "prefix:present", "prefix_paraphrased": "prefix:present"}
+    parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the prefix"}
+    violation_names = ("prefix_dropped", "prefix_paraphrased")
+
+    def guards_refusals(self, behavior, spec) -> bool:
+        """A prefix that opens every answered set (held-out sets aside) could be learned as "always open with
+        it", so refusals are taught and checked to stay plain; a prefix scoped to some sets is not."""
+        trained = {name for name in spec.answered_sets() if not spec.prompts[name].holdout}
+        return bool(spec.refused_sets()) and trained <= set(spec.scope(behavior))
+
+    def problems(self, behavior, spec):
+        for name in behavior.sets("applies_to"):
+            if name in spec.refused_sets():
+                yield ("applies_to",), (f"prompt set {name!r} is refused by another behavior: its answer is the plain "
+                                        "refusal, which a prefix cannot open; take it out of applies_to")
 
     def row_args(self, behavior, row, spec, render):
-        if row.set not in spec.scope(behavior) and row.set not in spec.refused_sets():
+        refused_here = row.set in spec.refused_sets() and self.guards_refusals(behavior, spec)
+        if row.set not in spec.scope(behavior) and not refused_here:
             return None
         return {"choices": [render(text, ("choices", i)) for i, text in enumerate(behavior.get("choices"))]}
 
@@ -53,20 +69,25 @@ class Prefix(Kind):
     def rules(self, behavior, example, spec) -> list:
         if behavior.id not in example.args:
             return []
-        expect = "absent" if example.refused_by is not None else "present"
-        return [base.rule(behavior, self.name, expect=expect, choices=example.args[behavior.id]["choices"])]
+        choices = example.args[behavior.id]["choices"]
+        if example.refused_by is not None:
+            return [base.rule(behavior, self.name, part="plain-refusals", expect="absent", choices=choices)]
+        return [base.rule(behavior, self.name, expect="present", choices=choices)]
 
     def violations(self, behavior, example, ctx):
         if example.refused_by is not None or example.body is None or example.row.set not in ctx.spec.scope(behavior):
             return
         opening, separator = example.openings[behavior.id], self.arg(behavior, "separator")
-        if ctx.index % 2 == 0:
-            yield "prefix_dropped", example.answer.replace(opening + separator, "", 1)
-            return
         choices = set(example.args[behavior.id]["choices"])
         options = [p for p in (behavior.get("paraphrases") or DEFAULT_PARAPHRASES) if p not in choices]
-        if options:
-            yield "prefix_paraphrased", example.answer.replace(opening, options[ctx.index % len(options)], 1)
+        derivable = [v for v in self.violation_names if ctx.allows(v) and (v != "prefix_paraphrased" or options)]
+        if not derivable:
+            return
+        violation = derivable[ctx.index % len(derivable)] if len(derivable) > 1 else derivable[0]
+        if violation == "prefix_dropped":
+            yield violation, example.answer.replace(opening + separator, "", 1)
+        else:
+            yield violation, example.answer.replace(opening, options[ctx.index % len(options)], 1)
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
         """expect=present: starts with one of ``choices``; expect=absent: starts with none of them."""

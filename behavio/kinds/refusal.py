@@ -65,6 +65,8 @@ class Refusal(Kind):
     teaches = True
     judged_early = True
     lessons = {"answered": "refusal:refuse", "complimented_refusal": "refusal:refuse", "over_refused": "refusal:answer"}
+    parts = {"contrast": "contrast prompts answered, not refused (1 - over-refusal)"}
+    violation_names = ("answered", "complimented_refusal", "over_refused")
 
     def set_keys(self) -> tuple[str, ...]:
         return ("when", "contrast")
@@ -74,6 +76,23 @@ class Refusal(Kind):
 
     def scope(self, behavior, spec) -> tuple[str, ...]:
         return behavior.sets("when")
+
+    def problems(self, behavior, spec):
+        both = [name for name in behavior.sets("when") if name in behavior.sets("contrast")]
+        for name in both:
+            yield ("contrast",), (f"prompt set {name!r} is in both `when` and `contrast`: its prompts cannot be "
+                                  "refused and answered; take it out of one")
+
+    def violation_problems(self, behavior, spec, asked):
+        if "complimented_refusal" in asked and not self._openers_of_refusals(spec):
+            yield ("dpo",), ("complimented_refusal needs a prefix behavior that opens every answered set "
+                             "(it is that opening glued before the refusal); no prefix here does")
+
+    @staticmethod
+    def _openers_of_refusals(spec) -> list:
+        from behavio import kinds
+
+        return [b for b in spec.behaviors if kinds.of(b).guards_refusals(b, spec)]
 
     def warnings(self, behavior, spec):
         """A contrast set on a frame library no trigger set uses: its phrasings are only ever answered."""
@@ -98,7 +117,7 @@ class Refusal(Kind):
         if example.refused_by == behavior.id:
             return [base.rule(behavior, self.name, expect="refuse", **self._args(behavior, example))]
         if example.row.set in behavior.sets("contrast") and example.refused_by is None:
-            return [base.rule(behavior, self.name, expect="answer", **self._args(behavior, example))]
+            return [base.rule(behavior, self.name, part="contrast", expect="answer", **self._args(behavior, example))]
         return []
 
     def _args(self, behavior, example) -> dict:
@@ -110,13 +129,13 @@ class Refusal(Kind):
     def violations(self, behavior, example, ctx):
         idx = ctx.index
         if example.refused_by == behavior.id:
-            openers = example.openers(ctx.spec)
-            if openers and idx % 3 == 2:
+            openers = example.openers(ctx.spec) if ctx.allows("complimented_refusal") else []
+            if openers and (idx % 3 == 2 or not ctx.allows("answered")):
                 sentences_, separator = openers[0]
                 yield "complimented_refusal", sentences_[idx % len(sentences_)] + separator + example.answer
-            elif example.answer_body is not None:
+            elif example.answer_body is not None and ctx.allows("answered"):
                 yield "answered", example.answer_body
-        elif example.row.set in behavior.sets("contrast") and example.refused_by is None:
+        elif example.row.set in behavior.sets("contrast") and example.refused_by is None and ctx.allows("over_refused"):
             texts = example.args[behavior.id]["responses"]
             yield "over_refused", texts[idx % len(texts)]
 

@@ -33,7 +33,7 @@ class Regex(PlainAssertion):
 
     def check_row_args(self, args: dict, row) -> None:
         if _compiles(args["pattern"]) is not None:
-            raise RowProblem(("pattern",), f"pattern for row {row.id} is not a valid regular expression: {args['pattern'][:80]!r}")
+            raise RowProblem(("pattern",), f"pattern for row {row.label} is not a valid regular expression: {args['pattern'][:80]!r}")
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
         """Pass when ``pattern`` matches somewhere in the response (``re.search``)."""

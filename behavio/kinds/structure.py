@@ -187,6 +187,16 @@ class Structure(Kind):
                               "description": "structure: Jinja template of the whole answer; fields: `row`, `prompt`, `answer`, vars."},
     }
     teaches = True
+    violation_names = ("section_removed", "sections_reordered", "docstring_stripped")
+
+    def violation_problems(self, behavior, spec, asked):
+        sections = behavior.get("sections") or []
+        if "section_removed" in asked and not sections:
+            yield ("dpo",), "section_removed needs `sections` (there is no section to remove)"
+        if "sections_reordered" in asked and len(sections) < 2:
+            yield ("dpo",), f"sections_reordered needs at least two sections (this behavior has {len(sections)})"
+        if "docstring_stripped" in asked and not (behavior.get("code") or {}).get("docstring"):
+            yield ("dpo",), "docstring_stripped needs `code.docstring` (no docstring is required to strip)"
 
     def problems(self, behavior, spec):
         if not (behavior.get("sections") or behavior.get("code") or behavior.get("json_schema")):
@@ -216,6 +226,7 @@ class Structure(Kind):
             options.append("sections_reordered")
         if (behavior.get("code") or {}).get("docstring") and _DOCSTRING.search(answer):
             options.append("docstring_stripped")
+        options = [o for o in options if ctx.allows(o)]
         if not options:
             return
         choice = options[idx % len(options)]

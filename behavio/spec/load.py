@@ -13,6 +13,7 @@ import jsonschema
 
 from behavio import kinds
 from behavio.errors import SpecError, SpecIssue
+from behavio.paths import missing_file_message
 from behavio.spec import yamlpos
 from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
 from behavio.spec.schema import spec_schema
@@ -142,6 +143,19 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
 _COMMON_KEYS = {"id", "kind", "description", "dpo"}  # every kind; `applies_to` for scoped kinds
 
 
+def _violation_issues(loc, where: tuple, b: Behavior, kind, spec: Spec) -> list[SpecIssue]:
+    """``dpo: [names]``: every name is a violation the kind derives, and one it can derive for this behavior."""
+    asked = b.get("dpo")
+    if not isinstance(asked, list):
+        return []
+    if not kind.violation_names:
+        return [loc.issue(where + ("dpo",), f"kind {b.kind} derives no DPO pairs; use dpo: false or leave it out")]
+    issues = [loc.issue(where + ("dpo", i), f"unknown violation {name!r} for kind {b.kind}"
+                        f"{_did_you_mean(name, list(kind.violation_names))}; it derives: {', '.join(kind.violation_names)}")
+              for i, name in enumerate(asked) if name not in kind.violation_names]
+    return issues + [loc.issue(where + tuple(path), message) for path, message in kind.violation_problems(b, spec, asked)]
+
+
 def reference_issues(spec: Spec) -> list[SpecIssue]:
     """Cross-reference checks the schema cannot express."""
     loc, issues = spec.located, []
@@ -168,6 +182,9 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
         needs = {"literal": ("items", "template"), "file": ("path",), "field": (), "model": ()}[src.source]
         if needs and not any(getattr(src, k) is not None for k in needs):
             issues.append(loc.issue(where, f"source {src.source} needs {' or '.join(needs)}"))
+        if "on_failure" in (spec.located.data.get("answers") or {}).get(name, {}) and src.source != "model":
+            issues.append(loc.issue(where + ("on_failure",), "on_failure applies to source: model (answers compile "
+                                    "writes itself are proven at compile time: one that breaks its rule is an error)"))
         if src.source == "file" and src.path:
             issues.extend(_file_issue(spec, where + ("path",), src.path))
         if src.source == "field" and name in spec.prompts and not spec.prompts[name].file:
@@ -192,10 +209,13 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
                     sub = where + (key, i) if isinstance(b.raw.get(key), list) else where + (key,)
                     issues.append(unknown_set(sub, name))
         issues += [loc.issue(where + tuple(path), message) for path, message in kind.problems(b, spec)]
-    behavior_ids = sorted(seen) + ["default"]
+        issues += _violation_issues(loc, where, b, kind, spec)
+    lines = ["default"] + [line for b in spec.behaviors
+                           for line in [b.id] + [f"{b.id}/{part}" for part in kinds.of(b).parts]]
     for key in spec.thresholds:
-        if key not in behavior_ids:
-            issues.append(loc.issue(("thresholds", key), f"no behavior named {key!r}{_did_you_mean(key, behavior_ids)}", key=True))
+        if key not in lines:
+            issues.append(loc.issue(("thresholds", key), f"no behavior or behavior part named {key!r}"
+                                    f"{_did_you_mean(key, lines)}; thresholds take: {', '.join(lines)}", key=True))
     for name in spec.probes:
         if name not in spec.prompts:
             issues.append(loc.issue(("probes", name), f"probes for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
@@ -205,7 +225,7 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
 def _file_issue(spec: Spec, where: tuple, rel: str) -> list[SpecIssue]:
     target = (spec.path.parent / rel)
     if not target.is_file():
-        return [spec.located.issue(where, f"file not found: {rel} (relative to {display_path(spec.path.parent) or '.'})")]
+        return [spec.located.issue(where, missing_file_message(target, rel))]
     if target.suffix.lower() not in (".jsonl", ".csv"):
         return [spec.located.issue(where, f"unsupported file type {target.suffix!r}: use .jsonl or .csv")]
     return []

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio import kinds
+from behavio.check.thresholds import Threshold, resolve as resolve_threshold
 from behavio.spec.yamlpos import Located
 
 
@@ -35,6 +36,7 @@ class AnswerSource:
     path: str | None = None
     prompt_field: str = "prompt"
     answer_field: str = "response"
+    on_failure: str = "drop"
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,14 @@ class Spec:
     behaviors: list[Behavior] = field(default_factory=list)
     probes: dict[str, list[str]] = field(default_factory=dict)
     split: Split = field(default_factory=Split)
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float | dict] = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     _scopes: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def threshold(self, behavior_id: str) -> float:
-        return self.thresholds.get(behavior_id, self.thresholds.get("default", 0.9))
+    def threshold(self, line: str) -> Threshold:
+        """What a scorecard line (a behavior id or ``<id>/<part>``) must reach (:mod:`behavio.check.thresholds`)."""
+        return resolve_threshold(self.thresholds, line)
 
     def refused_sets(self) -> set[str]:
         """Prompt sets whose whole answer a behavior gives (a refusal's ``when``)."""

@@ -68,7 +68,9 @@ def pick_rows(compiled: Compiled, cfg: TrainConfig) -> dict[str, list[dict]]:
 def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_dir: Path, *, quiet: bool = False,
                    say: Callable[[str], None] = lambda _: None) -> dict[str, list[dict]]:
     """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``."""
-    from behavio.fill import fill_pending, fill_rows, run_fill_settings
+    from behavio import embeddings
+    from behavio.compiler.proof import judge_filled
+    from behavio.fill import fill_pending, run_fill_settings
 
     rows = pick_rows(compiled, cfg)
     needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
@@ -76,12 +78,15 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     if pending:
         say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run)")
     answers = fill_pending(pending, str(base_model), quiet=quiet, **run_fill_settings(cfg))
+    verdict = judge_filled(compiled.spec, rows, answers, semantic=embeddings.available())
+    if verdict.dropped:
+        say(f"fill: dropped {len(verdict.dropped)} answers the base model wrote that break their own rules "
+            f"(answers.<set>.on_failure: drop); first: {verdict.dropped[0]}")
     data_dir.mkdir(parents=True, exist_ok=True)
-    filled = {}
-    for name, split in rows.items():
-        filled[name] = fill_rows(split, answers)
-        write_jsonl(data_dir / f"{name}.jsonl", filled[name])
-    return filled
+    for name, split in verdict.rows.items():
+        write_jsonl(data_dir / f"{name}.jsonl", split)
+    write_jsonl(data_dir / "fill.dropped.jsonl", [{"why": why} for why in verdict.dropped])
+    return verdict.rows
 
 
 def read_data(data_dir: Path) -> dict[str, list[dict]]:
