@@ -4,6 +4,7 @@ own data, case ids survive edits, and `behavio check` agrees with the compiled p
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -31,8 +32,9 @@ vars:
          cron jobs, a staging site]
 prompts:
   billing:
-    template: "I have a question about {{ thing }}."
-    each: {thing: "{{ things }}"}
+    template: "{{ form }}"
+    each: {form: ["I have a question about {{ thing }}.", "Can you explain {{ thing }}?", "Where do I find {{ thing }}?"],
+           thing: "{{ things }}"}
   refunds:
     list: ["I want a refund.", "Refund my last payment.", "Give me my money back.", "Please reverse the charge.",
            "Can I get a refund for March?", "Refund the domain fee.", "I need my money back now.", "Credit back the fee.",
@@ -83,7 +85,8 @@ def test_a_prefix_scoped_to_one_intent_is_judged_on_that_intent_only(tmp_path):
                                       "--json", str(tmp_path / "card.json")])
     card = json.loads((tmp_path / "card.json").read_text())["scorecard"]
     billing = card["lines"]["billing-thanks"]["all"]
-    assert result.exit_code == 1 and billing["passed"] == 0 and billing["total"] == sum(c.prompt_set == "billing" for c in cs.cases)
+    judged = sum(c.prompt_set == "billing" and c.split in ("check", "paraphrase", "probe") for c in cs.cases)
+    assert result.exit_code == 1 and billing["passed"] == 0 and billing["total"] == judged > 0
     assert "billing-thanks/plain-refusals" not in card["lines"]  # a prefix on one intent says nothing about refusals
     assert all(r.behavior != "billing-thanks" for c in cs.cases if c.prompt_set != "billing" for r in c.rules)
 
@@ -103,7 +106,7 @@ def test_min_share_counts_the_rows_that_show_the_behavior(tmp_path):
     """Regression: min_share counted the prefix's padding rows (41% reported, 2.4% real, no error)."""
     few = SUPPORT.replace("things: [my invoice, my receipt, the VAT on my bill, my card on file, my billing date, "
                           "my plan price, a charge on my card,\n           the annual plan, my payment method, the invoice address]",
-                          "things: [my invoice, my receipt, the VAT on my bill]")
+                          "things: [my invoice]")
     spec = write(tmp_path, few.replace("min_share: 0.05", "min_share: 0.15"))
     with pytest.raises(SpecError, match=r"behavior 'billing-thanks' is \d+\.\d% of training rows"):
         compile_spec(spec)
@@ -140,7 +143,7 @@ def test_literal_answers_that_break_their_own_rule_are_an_error_where_they_are_w
     spec = write(tmp_path, STRUCTURE.replace("ANSWER", "### Solution\\nx\\n").replace("SECTIONS", '["### Solution", "### Usage"]'))
     with pytest.raises(SpecError) as err:
         compile_spec(spec)
-    assert f"{spec.name}:7:39: answers.coding.template: 6 of 6 training answers" in str(err.value)
+    assert re.search(rf"{spec.name}:7:39: answers.coding.template: (\d+) of \1 training answers", str(err.value))
     assert "training answers of prompts.coding break their own rule layout [structure]" in str(err.value)
     assert "missing section '### Usage'" in str(err.value)
 
@@ -235,8 +238,7 @@ def test_case_ids_come_from_content_and_survive_edits_elsewhere(tmp_path):
     after = {c.prompt: c.id for c in load_check_spec(write(tmp_path, edited, "edited.yaml")).cases}
     shared = set(before) & set(after)
     assert shared and all(before[p] == after[p] for p in shared)
-    assert all(i.startswith(("check/billing/", "check/refunds/", "check/tech/")) and len(i.rsplit("/", 1)[1]) == 10
-               for i in after.values())
+    assert all(re.fullmatch(r"(check|recall|paraphrase)/(billing|refunds|tech)/[0-9a-f]{10}", i) for i in after.values())
 
 
 def test_an_old_responses_file_is_not_scored_against_other_prompts(tmp_path):
@@ -299,7 +301,7 @@ def test_misspelled_columns_and_missing_files_say_how_to_fix(tmp_path):
 
 def test_template_and_yaml_errors_say_how_to_fix(tmp_path):
     spec = write(tmp_path, SUPPORT.replace("{{ row.thing }} under", "{{ row.thnig }} under"))
-    with pytest.raises(SpecError, match=r"has no attribute 'thnig' \(did you mean 'thing'\?\); available row fields: thing"):
+    with pytest.raises(SpecError, match=r"has no attribute 'thnig' \(did you mean 'thing'\?\); available row fields: form, thing"):
         compile_spec(spec)
     tabbed = write(tmp_path, "spec: x\nprompts:\n\tgeneral: {list: [hi]}\n", "tabs.yaml")
     with pytest.raises(SpecError, match="indent with spaces, not tabs"):

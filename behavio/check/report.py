@@ -15,7 +15,9 @@ from behavio.check.scorecard import SPLITS, Rate, Scorecard
 
 LINES_NOTE = ("Each line counts only the cases where the spec asks for it: a behavior on the rows of its prompt "
               "sets, a refusal's contrast prompts on `<id>/contrast`, a prefix's plain refusals on "
-              "`<id>/plain-refusals`.")
+              "`<id>/plain-refusals`. Splits: `check` holds out whole phrasings (forms, frames, rows), `paraphrase` "
+              "rewrites them as users type, `probe` is hand-written, `recall` is other fills of trained phrasings; "
+              "thresholds judge check + paraphrase + probe (recall only where a line has nothing else).")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -42,13 +44,16 @@ def wide(console: Console) -> Console:
 def card_table(card: Scorecard, title: str | None = None) -> Table:
     """One row per line (a behavior on the rows that ask for it, or a part of one) with check / probe / all
     rates, threshold and verdict."""
-    table = Table("line", "check", "probe", "all (95% CI)", "threshold", "", title=title or card.label)
+    table = Table("line", "check", "paraphrase", "probe", "recall", "judged (95% CI)", "threshold", "",
+                  title=title or card.label)
     for line in card.lines:
         ok = card.meets(line)
-        table.add_row(line, _pct(card.line(line, "check").rate), _pct(card.line(line, "probe").rate),
+        flag = " [yellow]*[/]" if card.caveats(line) else ""
+        table.add_row(line + flag, *(_pct(card.line(line, s).rate) for s in ("check", "paraphrase", "probe", "recall")),
                       str(card.line(line, "all")), card.threshold(line).describe(), "[green]ok[/]" if ok else "[red]below[/]")
     over = card.over_refusal()
-    table.caption = (f"overall {card.overall:.0%}, worst line {card.worst:.0%}, "
+    notes = [f"* {line}: {'; '.join(card.caveats(line))}" for line in card.lines if card.caveats(line)]
+    table.caption = ("\n".join(notes) + "\n" if notes else "") + (f"overall {card.overall:.0%}, worst line {card.worst:.0%}, "
                      f"over-refusal {over if over.total else '-'}, cases passed "
                      f"{sum(c.passed for c in card.cases)}/{len(card.cases)}")
     return table
@@ -134,13 +139,17 @@ def card_markdown(card: Scorecard, heading: str = "##") -> str:
              f"{'met' if card.meets_thresholds else '**not met**'}; cases passed "
              f"{sum(c.passed for c in card.cases)}/{len(card.cases)}.", "",
              LINES_NOTE, "",
-             "| line | threshold | check | probe | all | 95% interval | meets |", "|---|---|---|---|---|---|---|"]
+             "| line | threshold | " + " | ".join(SPLITS[:-1]) + " | judged | 95% interval | meets |",
+             "|---" * (len(SPLITS) + 4) + "|"]
     for b in card.lines:
         rates = [card.line(b, s) for s in SPLITS]
-        low, high = rates[2].interval
+        low, high = rates[-1].interval
         lines.append(f"| {b} | {card.threshold(b).describe()} | " + " | ".join(_md_rate(r) for r in rates)
                      + f" | {low:.0%}–{high:.0%} | {'yes' if card.meets(b) else '**no**'} |")
-    lines += ["", "| rule | check | probe | all |", "|---|---|---|---|"]
+    caveats = [f"- **{b}**: {'; '.join(card.caveats(b))}" for b in card.lines if card.caveats(b)]
+    if caveats:
+        lines += ["", "What some numbers do not measure:", "", *caveats]
+    lines += ["", "| rule | " + " | ".join(SPLITS[:-1]) + " | judged |", "|---" * (len(SPLITS) + 1) + "|"]
     for b, r in card.rules:
         lines.append(f"| {b} `{r}` | " + " | ".join(_md_rate(card.rule(b, r, s)) for s in SPLITS) + " |")
     over = card.over_refusal()

@@ -6,14 +6,16 @@ with errors leaves no file behind.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio import __version__, kinds, pending
-from behavio.compiler import checks, dpo, proof
+from behavio.compiler import checks, dpo, proof, rewrites
 from behavio.compiler.compose import Composer, Example
 from behavio.compiler.expand import PromptRow, expand_all, normalize
 from behavio.compiler.issues import Issues
@@ -50,9 +52,12 @@ def compile_spec(path: str | Path) -> Compiled:
     train = _compose(composer, parts.train)
     val = _compose(composer, parts.val)
     check = _compose(composer, parts.check)
+    recall = _compose(composer, parts.recall)
     probes = _compose(composer, probe_rows(spec, issues), probe=True)
     issues.raise_if_any()
-    _warn_control_markers(train + val + check + probes, issues)
+    train += _augmented(spec, composer, train, {normalize(ex.row.prompt) for ex in check + recall + probes})
+    paraphrases = _paraphrases(spec, composer, check + recall)
+    _warn_control_markers(train + val + check + recall + probes, issues)
 
     rules = {ex.id: checks.rules_for(spec, ex) for ex in train + val}
     _prove_answers(train + val, rules, issues)
@@ -62,8 +67,9 @@ def compile_spec(path: str | Path) -> Compiled:
     dpo_train = _dpo_rows(spec, train, rules, dropped)
     dpo_val = _dpo_rows(spec, val, rules, Counter())
     _warn_missing_pairs(spec, dpo_train, dropped, issues)
-    cases = [checks.check_case(spec, ex, "check").to_dict() for ex in check]
-    cases += [checks.check_case(spec, ex, "probe").to_dict() for ex in probes]
+    cases = [checks.check_case(spec, ex, split).to_dict()
+             for split, examples in (("check", check), ("recall", recall), ("paraphrase", paraphrases), ("probe", probes))
+             for ex in examples]
     _assert_unique_ids(sft_train + sft_val + cases)
     composition = _composition(spec, sft_train, sft_val, cases)
     _enforce_min_share(spec, composition, issues)
@@ -98,6 +104,38 @@ def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
         where = ("prompts", name) if name in issues.spec.prompts else ("probes",)
         issues.warn(where, f"{n} example(s) contain chat control markers {', '.join(sorted(markers))} (first: {first}); "
                     "they are neutralized in training and checking, never used as control tokens")
+
+
+AUGMENT_STRIDE = 1_000_003  # an augmented copy's row index: another place in the cycles of DPO violations
+
+
+def _augmented(spec: Spec, composer: Composer, train: list[Example], held_out: set[str]) -> list[Example]:
+    """``augment`` rewritten copies of every training example (:data:`rewrites.TRAINING`): the same answer
+    to the prompt as a user might type it. Copies never equal a checked prompt."""
+    out = []
+    for ex in train:
+        for k in range(spec.augment_of(ex.row.set)):
+            text = rewrites.rewrite(ex.row.prompt, rewrites.TRAINING, k + ex.row.index, f"{spec.split.seed}:augment")
+            if normalize(text) in held_out or normalize(text) == normalize(ex.row.prompt):
+                continue
+            row = dataclasses.replace(ex.row, prompt=text, index=ex.row.index + (k + 1) * AUGMENT_STRIDE)  # cycles DPO violations on
+            out.append(dataclasses.replace(ex, row=row, prompt=composer.prompt_messages(text)))
+    return out
+
+
+def _paraphrases(spec: Spec, composer: Composer, held: list[Example]) -> list[Example]:
+    """The ``paraphrase`` check split: a rewrite of ``split.paraphrase`` of the held-out check cases
+    (:data:`rewrites.CHECK`, a family training never sees), seeded and spread over the prompt sets."""
+    out = []
+    for ex in held:
+        rng = random.Random(f"{spec.split.seed}:paraphrase:{ex.id}")
+        if rng.random() >= spec.split.paraphrase:
+            continue
+        text = rewrites.rewrite(ex.row.prompt, rewrites.CHECK, rng.randrange(len(rewrites.CHECK)), f"{spec.split.seed}")
+        composed = composer.compose(dataclasses.replace(ex.row, prompt=text), probe=True)
+        if composed is not None:
+            out.append(composed)
+    return out
 
 
 def probe_rows(spec: Spec, issues: Issues) -> list[PromptRow]:
@@ -194,12 +232,11 @@ def _composition(spec: Spec, train: list[dict], val: list[dict], cases: list[dic
     def asked(case: dict) -> set[str]:
         return {rule["behavior"] for rule in case["rules"] if not rule.get("part")}
 
+    held = ("check", "recall", "paraphrase", "probe")
     splits = {"train": [r["behaviors"] for r in train], "val": [r["behaviors"] for r in val],
-              "check": [asked(c) for c in cases if c["split"] == "check"],
-              "probe": [asked(c) for c in cases if c["split"] == "probe"]}
+              **{split: [asked(c) for c in cases if c["split"] == split] for split in held}}
     sets = {"train": [r["prompt_set"] for r in train], "val": [r["prompt_set"] for r in val],
-            "check": [c["prompt_set"] for c in cases if c["split"] == "check"],
-            "probe": [c["prompt_set"] for c in cases if c["split"] == "probe"]}
+            **{split: [c["prompt_set"] for c in cases if c["split"] == split] for split in held}}
     out: dict = {"behaviors": {}, "prompt_sets": {}}
     for b in spec.behaviors:
         out["behaviors"][b.id] = {s: _count(sum(1 for bs in rows if b.id in bs), len(rows)) for s, rows in splits.items()}

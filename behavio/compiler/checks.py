@@ -14,7 +14,6 @@ def rules_for(spec: Spec, ex: Example) -> list[Rule]:
 
 
 def check_case(spec: Spec, ex: Example, split: str) -> CheckCase:
-    """One checks.jsonl row."""
-    prefix = "probe" if split == "probe" else "check"
-    return CheckCase(id=f"{prefix}/{ex.id}", split=split, prompt_set=ex.row.set, messages=ex.prompt,
+    """One checks.jsonl row; ``split`` is check, recall, paraphrase or probe (and prefixes the id)."""
+    return CheckCase(id=f"{split}/{ex.id}", split=split, prompt_set=ex.row.set, messages=ex.prompt,
                      rules=rules_for(spec, ex), reference=ex.answer or None)

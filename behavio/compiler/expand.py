@@ -24,6 +24,7 @@ class PromptRow:
     index: int
     prompt: str
     fields: dict = field(default_factory=dict, hash=False, compare=False)
+    phrasing: str = ""  # the phrasing this prompt is a fill of: a form of `each`, a frame, or its own text
 
     @property
     def label(self) -> str:
@@ -36,10 +37,10 @@ def expand_all(spec: Spec, issues: Issues) -> dict[str, list[PromptRow]]:
     return {name: _dedupe(ps.name, _expand(spec, ps, issues), issues) for name, ps in spec.prompts.items()}
 
 
-def _dedupe(name: str, prompts: list[tuple[str, dict]], issues: Issues) -> list[PromptRow]:
+def _dedupe(name: str, prompts: list[tuple[str, dict, str]], issues: Issues) -> list[PromptRow]:
     seen: set[str] = set()
     rows, empty, repeated = [], 0, 0
-    for text, fields in prompts:
+    for text, fields, phrasing in prompts:
         key = normalize(text)
         if not key:
             empty += 1
@@ -48,7 +49,7 @@ def _dedupe(name: str, prompts: list[tuple[str, dict]], issues: Issues) -> list[
             repeated += 1
             continue
         seen.add(key)
-        rows.append(PromptRow(name, len(rows), text.strip(), fields))
+        rows.append(PromptRow(name, len(rows), text.strip(), fields, phrasing or f"own:{key}"))
     dropped = [f"{empty} empty prompt(s)" if empty else "", f"{repeated} repeated prompt(s)" if repeated else ""]
     if empty or repeated:
         issues.warn(("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
@@ -61,10 +62,11 @@ def normalize(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
+    """(prompt, fields, phrasing) of every prompt of a set; "" as the phrasing: the prompt is its own."""
     where = ("prompts", ps.name)
     if ps.list is not None:
-        return [(t, {}) for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
+        return [(t, {}, "") for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
     if ps.file is not None:
         records = read_records(spec.path.parent / ps.file, issues, where + ("file",))
         out = []
@@ -78,7 +80,7 @@ def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]
                                f"{_did_you_mean(ps.field, list(rec.fields))}; columns: {', '.join(rec.fields)}")
                     return []
             if text is not None:
-                out.append((text, rec.fields))
+                out.append((text, rec.fields, ""))
         return out
     if ps.frames is not None:
         return _frames(spec, ps, issues)
@@ -95,7 +97,9 @@ def _render(source: str, ctx: dict, issues: Issues, where: tuple) -> str | None:
         return None
 
 
-def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
+    """Every combination of the ``each`` values; the phrasing of a prompt is its values of the axes whose
+    values are templates themselves (``form: ["What is {{ topic }}?", ...]``), or the one template."""
     where = ("prompts", ps.name)
     axes: dict[str, list] = {}
     for var, values in (ps.each or {}).items():
@@ -117,9 +121,11 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dic
     if total > MAX_ROWS_PER_SET:
         issues.add(where + ("each",), f"expands to {total} prompts; the limit is {MAX_ROWS_PER_SET}")
         return []
+    forms = [var for var, values in axes.items() if any(isinstance(v, str) and ("{{" in v or "{%" in v) for v in values)]
     out = []
     for combo in itertools.product(*axes.values()):
         ctx = {**spec.vars, **dict(zip(axes, combo))}
+        phrasing = "form:" + "|".join(str(ctx[var]) for var in forms) if forms else f"template:{ps.template}"
         for var, value in list(ctx.items()):
             if var in axes and isinstance(value, str):
                 rendered = _render(value, ctx, issues, where + ("each", var))
@@ -129,11 +135,12 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dic
         text = _render(ps.template, ctx, issues, where + ("template",))
         if text is None:
             return []
-        out.append((text, {k: ctx[k] for k in axes}))
+        out.append((text, {k: ctx[k] for k in axes}, phrasing))
     return out
 
 
-def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
+    """Every frame with its subjects; the phrasing is the frame (shared by every set on the same library)."""
     where = ("prompts", ps.name, "frames")
     library = ps.frame_library
     frames = load_frames(library)
@@ -163,7 +170,7 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]
         text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
         if text is None:
             return []
-        out.append((text, {"subject": subject_text, "frame": frame}))
+        out.append((text, {"subject": subject_text, "frame": frame}, f"frame:{library}:{frame}"))
     return out
 
 

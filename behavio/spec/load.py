@@ -136,6 +136,7 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
         description=data.get("description") or "", system=data.get("system"), vars=data.get("vars") or {},
         prompts=prompts, answers=answers, behaviors=behaviors, probes=data.get("probes") or {},
         split=Split(**(data.get("split") or {})), thresholds=data.get("thresholds") or {},
+        augment=data.get("augment", 1),
         train=data.get("train") or {}, check=data.get("check") or {},
     )
 

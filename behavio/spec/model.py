@@ -21,6 +21,7 @@ class PromptSet:
     frames: dict | None = None
     repeat: int = 1
     holdout: bool = False
+    augment: int | None = None
 
     @property
     def frame_library(self) -> str | None:
@@ -63,6 +64,7 @@ class Split:
     val: float = 0.1
     check: float = 0.25
     min_share: float = 0.05
+    paraphrase: float = 0.5
 
 
 @dataclass
@@ -82,9 +84,15 @@ class Spec:
     probes: dict[str, list[str]] = field(default_factory=dict)
     split: Split = field(default_factory=Split)
     thresholds: dict[str, float | dict] = field(default_factory=dict)
+    augment: int = 1
     train: dict = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     _scopes: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def augment_of(self, name: str) -> int:
+        """Rewritten copies of each training prompt of set ``name``."""
+        own = self.prompts[name].augment
+        return self.augment if own is None else own
 
     def threshold(self, line: str) -> Threshold:
         """What a scorecard line (a behavior id or ``<id>/<part>``) must reach (:mod:`behavio.check.thresholds`)."""

@@ -38,7 +38,7 @@ from behavio.rundir import LOW_SPACE, DiskFull, MetricsLog, complete_checkpoints
 pytestmark = pytest.mark.pipeline
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).with_name("_save_faults.py")
-SETTINGS = {"eval_max_rows": 0, "lr": 1e-3, "dpo_lr": 1e-3}  # 4 SFT + 4 DPO steps, a checkpoint every 2
+SETTINGS = {"eval_max_rows": 0, "lr": 1e-3, "dpo_lr": 1e-3, "max_steps": 4, "dpo_max_steps": 4}  # a checkpoint every 2
 SFT_STEPS = 4
 SAVES = [("sft", 2), ("sft", 4), ("dpo", 2), ("dpo", 4)]
 FINAL_STEP = 8
