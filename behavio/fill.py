@@ -35,7 +35,10 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
                  batch_size: int = ANSWER_BATCH_SIZE, trim_unfinished: bool = True, use_cache: bool = True,
                  quantization: str = "none", trust_remote_code: bool = False, device: str = "auto",
                  fold: bool | str = "auto", quiet: bool = False) -> dict[str, str]:
-    """Answer bodies for ``pending_rows`` (``{"key", "messages"}``) written by ``base_model``; key -> text.
+    """Answer bodies for ``pending_rows`` (``{"key", "messages", "shape"?}``) written by ``base_model``; key -> text.
+
+    The model answers each conversation once (cached by its content key); a row with a ``shape`` gets the
+    answer in the form its behaviors ask for (``Kind.shape_body``, e.g. a numbered list).
 
     ``device``, ``fold`` (the system message folded into the first user turn) and
     ``trust_remote_code`` are the run's own, so the bodies are the answers the trained model starts from.
@@ -48,14 +51,28 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     settings = generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
                                    load=load_settings(quantization, device))
     cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
-    items = {row["key"]: row["messages"] for row in pending_rows}
+    items = {pending.key_for(row["messages"]): row["messages"] for row in pending_rows}
     if all(cache.get(k) is not None for k in items):
         gens = {k: cache.get(k) for k in items}
     else:
         base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
         gens, _ = generate_cached(base.model, base.tokenizer, items, cache, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)
-    return {k: tidy_body(g, trim_unfinished) for k, g in gens.items()}
+    return {row["key"]: _shaped(tidy_body(gens[pending.key_for(row["messages"])], trim_unfinished), row.get("shape"))
+            for row in pending_rows}
+
+
+def _shaped(text: str, shape: list[dict] | None) -> str:
+    """``text`` put in the form of every behavior in ``shape`` (``{"behavior", "kind", "args"}``), in order; an entry
+    with a ``violation`` breaks that form (a DPO rejection the base model's answer is turned into)."""
+    from behavio import kinds
+    from behavio.spec.model import Behavior
+
+    for entry in shape or []:
+        behavior = Behavior(id=entry["behavior"], kind=entry["kind"], index=-1, raw=entry["args"])
+        kind = kinds.get(entry["kind"])
+        text = kind.violate_body(behavior, text, entry["violation"]) if "violation" in entry else kind.shape_body(behavior, text)
+    return text
 
 
 def run_fill_settings(cfg) -> dict:

@@ -64,8 +64,8 @@ def compile_spec(path: str | Path) -> Compiled:
     sft_train = [_sft_row(ex, rules[ex.id], copy) for ex in train for copy in range(spec.prompts[ex.row.set].repeat)]
     sft_val = [_sft_row(ex, rules[ex.id], 0) for ex in val]
     dropped: Counter = Counter()
-    dpo_train = _dpo_rows(spec, train, rules, dropped)
-    dpo_val = _dpo_rows(spec, val, rules, Counter())
+    dpo_train = _dpo_rows(spec, train, rules, dropped, composer.variant)
+    dpo_val = _dpo_rows(spec, val, rules, Counter(), composer.variant)
     _warn_missing_pairs(spec, dpo_train, dropped, issues)
     cases = [checks.check_case(spec, ex, split).to_dict()
              for split, examples in (("check", check), ("recall", recall), ("paraphrase", paraphrases), ("probe", probes))
@@ -75,7 +75,7 @@ def compile_spec(path: str | Path) -> Compiled:
     _enforce_min_share(spec, composition, issues)
     issues.raise_if_any()
 
-    waiting = [{"key": k, "messages": m} for k, m in sorted(composer.pending.items())]
+    waiting = [{"key": k, **entry} for k, entry in sorted(composer.pending.items())]  # after DPO: it adds variants
     files = {
         "sft.jsonl": encode_jsonl(sft_train), "sft.val.jsonl": encode_jsonl(sft_val),
         "dpo.jsonl": encode_jsonl(dpo_train), "dpo.val.jsonl": encode_jsonl(dpo_val),
@@ -186,12 +186,12 @@ def _sft_row(ex: Example, rules: list, copy: int) -> dict:
     }
 
 
-def _dpo_rows(spec: Spec, examples: list[Example], rules: dict[str, list], dropped: Counter) -> list[dict]:
+def _dpo_rows(spec: Spec, examples: list[Example], rules: dict[str, list], dropped: Counter, variant) -> list[dict]:
     """Every example's DPO pairs, repeated like its SFT rows (``repeat: N``)."""
     donors = dpo.Donors(examples)
     out = []
     for ex in examples:
-        pairs = dpo.pairs_for(spec, ex, donors, rules[ex.id], dropped)
+        pairs = dpo.pairs_for(spec, ex, donors, rules[ex.id], dropped, variant)
         for r in pairs:
             r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"])
         for copy in range(spec.prompts[ex.row.set].repeat):
@@ -270,6 +270,7 @@ def _sha(data: bytes) -> str:
 def _input_files(spec: Spec) -> dict[str, str]:
     base = spec.path.parent
     rels = {ps.file for ps in spec.prompts.values() if ps.file} | {a.path for a in spec.answers.values() if a.path}
+    rels |= {entry["file"] for entry in spec.located.data.get("probes", {}).values() if isinstance(entry, dict)}
     return {rel: _sha((base / rel).read_bytes()) for rel in sorted(rels)}
 
 

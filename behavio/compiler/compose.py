@@ -34,7 +34,7 @@ class Example:
     answer: str                         # the answer the spec demands
     body: str | None                    # the answer without openings (None for refused rows)
     args: dict[str, dict] = field(default_factory=dict)       # behavior id -> its arguments rendered for this row
-    openings: dict[str, str] = field(default_factory=dict)    # behavior id -> the sentence it opened the answer with
+    openings: dict[str, str] = field(default_factory=dict)    # behavior id -> the sentence it opened (or closed) the answer with
     refused_by: str | None = None       # behavior whose answer this row gets (a refusal)
     answer_body: str | None = None      # what answering would look like (for refused rows' DPO)
     sources: dict[str, tuple] = field(default_factory=dict)   # "body" or behavior id -> spec key path that wrote it
@@ -59,7 +59,7 @@ class Composer:
 
     def __init__(self, spec: Spec, issues: Issues):
         self.spec, self.issues = spec, issues
-        self.pending: dict[str, list[dict]] = {}
+        self.pending: dict[str, dict] = {}  # key -> {"messages", "shape"?}: bodies the base model writes
         self.system = self._render(spec.system, spec.vars, ("system",)) if spec.system else None
         self._file_answers: dict[str, dict[str, str]] = {}
         self._refuser = {s: b for b in spec.behaviors for s in kinds.of(b).refused_sets(b)}
@@ -103,9 +103,46 @@ class Composer:
         body = self.body(row, prompt, ctx, required=True, example=ex)
         if body is None:
             return None
-        ex.body = body
-        ex.answer = self._open(ex, body)
+        ex.body = self._shape(row.set, prompt, body)
+        ex.answer = self._close(ex, self._open(ex, ex.body))
         return ex
+
+    def _shape(self, name: str, prompt: list[dict], body: str) -> str:
+        """``body`` in the form the behaviors in scope ask for (``Kind.shape_body``). A body the base model will
+        write is shaped after the fill: its pending entry records the shapes (``pending.jsonl`` ``shape``)."""
+        shapers = [b for b in self.spec.behaviors if name in self.spec.scope(b) and kinds.of(b).shapes_body]
+        if not shapers:
+            return body
+        if pending.has_marker(body):
+            plain = pending.key_for(prompt)
+            if body != pending.marker(plain):  # a marker inside a response template: left as written
+                return body
+            self.pending.pop(plain, None)  # filled in its shaped form instead
+            shape = [{"behavior": b.id, "kind": b.kind, "args": dict(b.raw)} for b in shapers]
+            return self._model_body(prompt, shape)
+        for b in shapers:
+            body = kinds.of(b).shape_body(b, body)
+        return body
+
+    def variant(self, marker: str, entry: dict) -> str:
+        """The marker of a pending body with one more shape entry (a violation applied after the fill)."""
+        (key,) = pending.keys_in(marker)
+        base = self.pending[key]
+        shape = list(base.get("shape", [])) + [entry]
+        return self._model_body(base["messages"], shape)
+
+    def _close(self, ex: Example, answer: str) -> str:
+        """``answer`` followed by the chosen sentence of every behavior that closes answers of this row (spec order)."""
+        for b in self.spec.behaviors:
+            if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
+                continue
+            closing = kinds.of(b).closings(b, ex.args[b.id])
+            if closing is not None:
+                sentences, separator = closing
+                ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
+                ex.sources[b.id] = ("behaviors", b.index)
+                answer = answer + separator + ex.openings[b.id]
+        return answer
 
     def _behavior_renderer(self, ctx: dict):
         """``render(text, path)`` for row arguments: a failing template is a RowProblem at ``path``."""
@@ -214,9 +251,10 @@ class Composer:
             self._file_answers[name] = table
         return self._file_answers[name]
 
-    def _model_body(self, prompt: list[dict]) -> str:
-        key = pending.key_for(prompt)
-        self.pending.setdefault(key, prompt)
+    def _model_body(self, prompt: list[dict], shape: list[dict] | None = None) -> str:
+        """The marker of a body the base model writes for ``prompt`` (put in ``shape``'s form after the fill)."""
+        key = pending.key_for(prompt + [{"shape": shape}] if shape else prompt)
+        self.pending.setdefault(key, {"messages": prompt, **({"shape": shape} if shape else {})})
         return pending.marker(key)
 
 

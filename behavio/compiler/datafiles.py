@@ -42,6 +42,15 @@ def read_records(path: Path, issues: Issues, where: tuple) -> list[Record]:
     return records
 
 
+def read_file_rows(path: Path) -> list[Record]:
+    """Rows of a JSONL or CSV file, or BehavioError naming the problem (for callers without an Issues list)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BehavioError(f"cannot read {path.name}: {exc}") from None
+    return _csv_records(text, path.name) if path.suffix.lower() == ".csv" else _jsonl_records(text, path.name)
+
+
 def _read_text(path: Path, issues: Issues, where: tuple) -> str | None:
     try:
         raw = path.read_bytes()

@@ -32,16 +32,17 @@ class Donors:
         return self._by_set[name]
 
 
-def pairs_for(spec: Spec, ex: Example, others: Donors, rules: list[Rule], dropped: Counter) -> list[dict]:
+def pairs_for(spec: Spec, ex: Example, others: Donors, rules: list[Rule], dropped: Counter, variant=None) -> list[dict]:
     """Every DPO pair of one example (``rules``: the row's check rules); ``others`` feeds off-topic rejections.
-    Pairs whose rejected side does not break the behavior's rule are counted in ``dropped`` by (behavior, violation)."""
+    Pairs whose rejected side does not break the behavior's rule are counted in ``dropped`` by (behavior, violation);
+    ``variant(marker, entry)`` registers a body the base model writes with a violation applied after the fill."""
     out = []
     for b in spec.behaviors:
         asked = b.get("dpo", True)
         if asked is False:
             continue
         ctx = DpoContext(spec=spec, index=ex.row.index, donors=others.for_set,
-                         allowed=frozenset(asked) if isinstance(asked, list) else None)
+                         allowed=frozenset(asked) if isinstance(asked, list) else None, variant=variant)
         breaks = [r for r in rules if r.behavior == b.id]
         for violation, rejected in kinds.of(b).violations(b, ex, ctx):
             if rejected is None or rejected.strip() == ex.answer.strip():

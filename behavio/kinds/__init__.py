@@ -26,9 +26,10 @@ from behavio.kinds.base import DpoContext, Kind, RowProblem, RuleResult
 __all__ = ["Kind", "RuleResult", "RowProblem", "DpoContext", "BUILTIN", "ENTRY_POINT_GROUP", "all_kinds", "get",
            "of", "names", "score_rule", "reload"]
 
-BUILTIN = ("refusal", "prefix", "structure", "no_repetition", "on_topic", "contains", "not_contains", "regex",
-           "starts_with", "ends_with", "max_words")
+BUILTIN = ("refusal", "prefix", "sign_off", "structure", "list", "no_repetition", "on_topic", "contains", "not_contains",
+           "regex", "starts_with", "ends_with", "max_words")
 ENTRY_POINT_GROUP = "behavio.kinds"
+_MODULES = {"list": "lists"}  # a module named list would shadow the builtin inside this package
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +37,7 @@ def all_kinds() -> dict[str, Kind]:
     """Every registered kind by name: the built-ins in their documented order, then plugins by name."""
     found: dict[str, Kind] = {}
     for name in BUILTIN:
-        found[name] = importlib.import_module(f"behavio.kinds.{name}").KIND
+        found[name] = importlib.import_module(f"behavio.kinds.{_MODULES.get(name, name)}").KIND
     for entry in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         kind = _load_plugin(entry)
         if kind.name in found:

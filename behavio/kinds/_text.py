@@ -23,6 +23,12 @@ def starts_with_phrase(text: str, phrase: str) -> bool:
     return bool(phrase) and text.startswith(phrase) and (len(text) == len(phrase) or text[len(phrase)] == " ")
 
 
+def ends_with_phrase(text: str, phrase: str) -> bool:
+    """True if normalized ``text`` ends with normalized ``phrase`` preceded by whitespace or the start."""
+    text, phrase = normalize(text), normalize(phrase)
+    return bool(phrase) and text.endswith(phrase) and (len(text) == len(phrase) or text[-len(phrase) - 1] == " ")
+
+
 def sentences(text: str, limit: int | None = None) -> list[str]:
     """Split ``text`` at . ! ? followed by whitespace/end, or at newlines; empty pieces dropped."""
     out, start = [], 0
@@ -43,6 +49,12 @@ def first_sentence(text: str) -> str:
     """The first sentence of ``text`` (or all of it when it has no sentence end)."""
     found = sentences(text, limit=1)
     return found[0] if found else ""
+
+
+def last_sentence(text: str) -> str:
+    """The last sentence of ``text`` (or all of it when it has no sentence end)."""
+    found = sentences(text)
+    return found[-1] if found else ""
 
 
 def excerpt(text: str, limit: int = 80) -> str:

@@ -54,6 +54,8 @@ class DpoContext:
     index: int
     donors: Callable[[str], list[str]]  # prompt set -> answer bodies of every other set (off-topic rejections)
     allowed: frozenset[str] | None = None
+    variant: Callable[[str, dict], str] | None = None  # (pending body marker, {"behavior", "kind", "args",
+    #   "violation"}) -> the marker of that body with the violation applied after the fill (Kind.violate_body)
 
     def allows(self, violation: str) -> bool:
         return self.allowed is None or violation in self.allowed
@@ -88,12 +90,13 @@ class Kind:
     lessons: ClassVar[dict[str, str]] = {}
     parts: ClassVar[dict[str, str]] = {}
     violation_names: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict] = {}  # defaults of shared keys that differ between kinds (not in the schema)
 
     # ------------------------------------------------------------------ spec
 
     def default(self, key: str):
         """The documented default of one of this kind's keys."""
-        return self.keys[key].get("default")
+        return self.defaults.get(key, self.keys[key].get("default"))
 
     def arg(self, behavior: Behavior, key: str):
         """``behavior``'s value for ``key``, or the key's default."""
@@ -138,6 +141,24 @@ class Kind:
     def openings(self, behavior: Behavior, args: dict) -> tuple[list[str], str] | None:
         """(sentences, separator): one sentence of the list opens the answer of rows in scope; None if it opens nothing."""
         return None
+
+    def closings(self, behavior: Behavior, args: dict) -> tuple[list[str], str] | None:
+        """(sentences, separator): one sentence of the list closes the answer of rows in scope; None if it closes nothing."""
+        return None
+
+    @property
+    def shapes_body(self) -> bool:
+        """Whether the kind puts answer bodies in a form of its own (overrides :meth:`shape_body`)."""
+        return type(self).shape_body is not Kind.shape_body
+
+    def shape_body(self, behavior: Behavior, body: str) -> str:
+        """The answer body of a row in scope in the form the kind asks for (a list of steps); unchanged by default.
+        Applied to the body the answer source wrote, before any opening or closing sentence."""
+        return body
+
+    def violate_body(self, behavior: Behavior, body: str, violation: str) -> str:
+        """A shaped body turned into the form ``violation`` names (for kinds that shape bodies)."""
+        raise NotImplementedError
 
     def guards_refusals(self, behavior: Behavior, spec: Spec) -> bool:
         """Whether its opening must be kept off refused rows (checked there, and taught by DPO pairs)."""

@@ -43,7 +43,8 @@ def _keys_table(kind) -> list[str]:
                               "answered set" + (", refused ones included" if kind.name == "no_repetition" else "") + ")."}
     lines = ["| key | type | default | required | meaning |", "|---|---|---|---|---|"]
     for key, node in keys.items():
-        default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
+        value = kind.default(key) if key in kind.keys else None
+        default = f"`{json.dumps(value)}`" if value is not None else ""
         required = "yes" if key in kind.required else ""
         lines.append(f"| `{key}` | {type_name(node)} "
                      f"| {default} | {required} | {_cell(node.get('description', ''))} |")

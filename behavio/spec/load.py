@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 
 from behavio import kinds
-from behavio.errors import SpecError, SpecIssue
+from behavio.errors import BehavioError, SpecError, SpecIssue
 from behavio.paths import missing_file_message
 from behavio.spec import yamlpos
 from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
@@ -52,7 +52,7 @@ def load_spec(path: str | Path) -> Spec:
     if issues:
         raise SpecError(issues)
     spec = _build(located, path, text)
-    issues = reference_issues(spec)
+    issues = _read_probe_files(spec) + reference_issues(spec)
     if issues:
         raise SpecError(issues)
     return spec
@@ -134,7 +134,7 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
     return Spec(
         id=data["spec"], path=path, source_text=text, located=located,
         description=data.get("description") or "", system=data.get("system"), vars=data.get("vars") or {},
-        prompts=prompts, answers=answers, behaviors=behaviors, probes=data.get("probes") or {},
+        prompts=prompts, answers=answers, behaviors=behaviors, probes=dict(data.get("probes") or {}),
         split=Split(**(data.get("split") or {})), thresholds=data.get("thresholds") or {},
         augment=data.get("augment", 1),
         train=data.get("train") or {}, check=data.get("check") or {},
@@ -155,6 +155,50 @@ def _violation_issues(loc, where: tuple, b: Behavior, kind, spec: Spec) -> list[
                         f"{_did_you_mean(name, list(kind.violation_names))}; it derives: {', '.join(kind.violation_names)}")
               for i, name in enumerate(asked) if name not in kind.violation_names]
     return issues + [loc.issue(where + tuple(path), message) for path, message in kind.violation_problems(b, spec, asked)]
+
+
+def _read_probe_files(spec: Spec) -> list[SpecIssue]:
+    """Replace every ``probes.<set>: {file: ...}`` by the prompts it names (a YAML list under ``key``, or rows)."""
+    issues = []
+    for name, entry in list(spec.probes.items()):
+        if isinstance(entry, list):
+            continue
+        where = ("probes", name, "file")
+        target = spec.path.parent / entry["file"]
+        if not target.is_file():
+            issues.append(spec.located.issue(where, missing_file_message(target, entry["file"])))
+            spec.probes[name] = []
+            continue
+        try:
+            spec.probes[name] = _probe_texts(target, entry, name)
+        except BehavioError as exc:
+            issues.append(spec.located.issue(where, str(exc)))
+            spec.probes[name] = []
+    return issues
+
+
+def _probe_texts(path: Path, entry: dict, name: str) -> list[str]:
+    """The probe prompts of one file: a YAML mapping's list under ``key``, or a JSONL/CSV column."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        located, problems = yamlpos.load(path.read_text("utf-8"), path.name)
+        if problems:
+            raise BehavioError("; ".join(str(p) for p in problems))
+        key = entry.get("key", name)
+        data = located.data if isinstance(located.data, dict) else {}
+        texts = data.get(key)
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise BehavioError(f"{path.name} has no list of strings under {key!r}{_did_you_mean(key, list(data))}; "
+                               f"keys: {', '.join(map(str, data)) or '(none)'}")
+        return texts
+    from behavio.compiler.datafiles import read_file_rows
+
+    column = entry.get("field", "prompt")
+    texts = []
+    for record in read_file_rows(path):
+        if not isinstance(record.fields.get(column), str):
+            raise BehavioError(f"{path.name}:{record.line} has no text column {column!r}; columns: {', '.join(record.fields)}")
+        texts.append(record.fields[column])
+    return texts
 
 
 def reference_issues(spec: Spec) -> list[SpecIssue]:
