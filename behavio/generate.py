@@ -1,8 +1,10 @@
 """Batched greedy generation for chat conversations, and a persistent cache of what was generated.
 
 Prompts are rendered with the chat template (system folded the same way as in training), decoded
-greedily by :mod:`behavio.decode` until EOS or the template's end-of-turn token, and returned in
-input order with special tokens stripped.
+greedily by :mod:`behavio.decode` until EOS (the tokenizer's or the model's own) or the template's
+end-of-turn token, and returned in input order with special tokens stripped. Greedy is exact: the
+next token is the argmax of the logits, so nothing in the model's generation_config.json (a
+repetition penalty, sampling, suppressed tokens) changes what is picked.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from behavio.decode import Decoded, DecodeStats, Row, decode
+
+if TYPE_CHECKING:
+    from behavio.models import LoadSettings
 
 END_OF_TURN_CANDIDATES = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
@@ -28,11 +33,11 @@ class Generation:
     finished: bool
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS plus the chat template's end-of-turn token (the special token that closes an assistant turn)."""
-    ids = []
-    eos = tokenizer.eos_token_id
-    ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """Every token that ends an answer: the tokenizer's EOS, the chat template's end-of-turn token (the
+    special token that closes an assistant turn) and, given ``model``, the model's own EOS ids from its
+    config and generation config (Llama 3 lists three; a fine-tune may add its own)."""
+    ids = _as_ids(tokenizer.eos_token_id)
     try:
         marker = "Zq7behavioZq7"
         text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}],
@@ -43,7 +48,23 @@ def stop_token_ids(tokenizer) -> list[int]:
     except Exception:  # no chat template, or one that rejects this conversation: fall back to known names
         vocab = tokenizer.get_vocab()
         ids += [vocab[t] for t in END_OF_TURN_CANDIDATES if t in vocab and t in (tokenizer.chat_template or "")]
+    if model is not None:
+        inner = transformers_model(model)
+        for config in (getattr(inner, "config", None), getattr(inner, "generation_config", None)):
+            ids += _as_ids(getattr(config, "eos_token_id", None))
     return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def _as_ids(value) -> list[int]:
+    """An ``eos_token_id`` (None, one id, or a list) as a list."""
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def transformers_model(model):
+    """The transformers model inside a PEFT wrapper (``model`` itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def progress_bar(total: int, label: str, quiet: bool):
@@ -82,7 +103,7 @@ def generate_rows(model, tokenizer, rows: list[Row], *, max_new_tokens: int, bat
     """Greedy answers to encoded prompt ``rows`` (each with its adapter and draft), decoded as text, in input order."""
     if not rows:
         return []
-    stops = stop_token_ids(tokenizer)
+    stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     progress = progress_bar(len(rows), label, quiet)
 
@@ -112,13 +133,16 @@ def as_generation(tokenizer, decoded: Decoded) -> Generation:
     return Generation(tokenizer.decode(decoded.tokens, skip_special_tokens=True).strip(), decoded.finished)
 
 
-def effective_quantization(quantization: str = "auto") -> str:
-    """What ``auto`` means here (4bit on CUDA, none on CPU): part of every generation cache key."""
-    if quantization != "auto":
-        return quantization
-    import torch
+DECODING = "greedy-exact/1"  # bump when a change to decoding changes what is generated
+BACKEND = "transformers"      # what generates: the local transformers model (an HTTP endpoint would differ)
 
-    return "4bit" if torch.cuda.is_available() else "none"
+
+def generation_settings(purpose: str, *, max_new_tokens: int, fold: bool | str, load: LoadSettings) -> dict:
+    """Everything besides the model's files and the prompt that changes a generated answer: how it is
+    decoded, how long, how the system message is folded, and the device, dtype and quantization the
+    model runs with. Part of every generation cache key."""
+    return {"purpose": purpose, "max_new_tokens": max_new_tokens, "fold": fold, "decoding": DECODING,
+            "backend": BACKEND, **load.as_dict()}
 
 
 def settings_key(**settings) -> str:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import behavio.generate
 import behavio.models
-from behavio.check.engine import check_model, check_run, load_check_spec
+from behavio.check import check_model, check_run, load_check_spec
 from behavio.cli import app
 from behavio.decode import Decoded
 from behavio.generate import Generation, GenerationCache, as_generation, generate, stop_token_ids
@@ -150,7 +150,7 @@ def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_mode
     run = make_run(env, tiny_model_dir)
     import behavio.check.generation
 
-    loads = count_calls(monkeypatch, behavio.models, "load_model")
+    loads = count_calls(monkeypatch, behavio.models.load, "load_model")
     batches = count_calls(monkeypatch, behavio.check.generation, "decode")
     report = check_run(spec_file, run, quiet=True)
     n = len(report.spec.cases)

@@ -106,7 +106,7 @@ def answer(base_model, tokenizer, jobs: list[Job], items: dict[str, list[dict]],
     if not todo:
         return 0
     prompts = _encode(items, tokenizer, fold)
-    stops = stop_token_ids(tokenizer)
+    stops = stop_token_ids(tokenizer, base_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     adapters = Adapters(base_model)
     reference, rest = todo[-1], todo[:-1]

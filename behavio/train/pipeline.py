@@ -19,7 +19,7 @@ from behavio import __version__
 from behavio.errors import BehavioError
 from behavio.train.budget import Clock, RunBudget
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
-from behavio.train.rundir import (DiskFull, MetricsLog, RunLock, SavedCheckpoint, check_disk_space,
+from behavio.rundir import (DiskFull, MetricsLog, RunLock, Checkpoint, check_disk_space,
                                   complete_checkpoints, disk_full, incomplete_checkpoints, new_run_dir, newest_complete,
                                   read_json, write_json)
 from behavio.train.stage import Stage
@@ -33,7 +33,7 @@ class TrainResult:
     """What a training run left behind (``report``: the check engine's RunReport, when it ran)."""
 
     run_dir: Path
-    checkpoints: list[SavedCheckpoint] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
     report: object | None = None
     is_main: bool = True
 
@@ -103,7 +103,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
         result = TrainResult(run_dir, complete_checkpoints(run_dir), is_main=main)
         if main and check:
             checking = clock()
-            result.report = check_checkpoints(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
+            result.report = score_run(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
             budget.record("check", clock() - checking)
         say(budget.summary())
         return result
@@ -209,7 +209,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
     """SFT then DPO, continuing from the newest complete checkpoint when resuming; planned inside the budget."""
     from accelerate import PartialState
 
-    from behavio.train.model import load_base, new_adapter, trained_adapter
+    from behavio.train.model import load_for_training, new_adapter, trained_adapter
 
     state = PartialState()
     main = state.is_main_process
@@ -238,7 +238,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
     train_sft = "sft" in cfg.method and sft_done is None
 
     loading = clock()
-    base = load_base(model_path, cfg, cuda)
+    base = load_for_training(model_path, cfg, cuda)
     model = new_adapter(base, cfg) if train_sft else None  # a resumed trainer loads its weights
     plan_run(budget, cfg, compiled, tokenizer, sets, model if model is not None else base, clock() - loading,
              sft=train_sft, sft_from=int(sft_resume.meta.get("stage_step", 0)) if sft_resume else 0,
@@ -263,7 +263,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
         dpo_resume = last if last is not None and last.stage == "dpo" else None
         offset = int(read_json(sft_done / "behavio.json")["step"]) if sft_done else 0
         starting = clock()
-        base = base if base is not None else load_base(model_path, cfg, cuda)
+        base = base if base is not None else load_for_training(model_path, cfg, cuda)
         model = trained_adapter(base, sft_done) if sft_done else new_adapter(base, cfg)
         pairs = dpo_training_set(run_dir, cfg, model, tokenizer, sets.dpo, on_policy=sft_done is not None, say=say)
         budget.record("between stages", clock() - starting)
@@ -329,14 +329,15 @@ def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set
     return dpo_dataset(mixed, tokenizer, cfg)
 
 
-def check_checkpoints(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
+def score_run(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
                       quiet: bool = False):
     """Score every checkpoint with the check engine; it writes scorecard.{json,md,html} and ``best``."""
     from behavio.check.engine import check_run
 
     say(f"check: scoring {len(complete_checkpoints(run_dir))} checkpoints")
     report = check_run(spec_path, run_dir, base_model=str(model_path), quantization=cfg.quantization,
-                       trust_remote_code=cfg.trust_remote_code, quiet=quiet, log=say)
+                       trust_remote_code=cfg.trust_remote_code, device=cfg.device, fold=cfg.fold_system, quiet=quiet,
+                       log=say)
     best = report.best
     if best is not None:
         verdict = "meets every threshold" if best.meets_thresholds else "below a threshold"

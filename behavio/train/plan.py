@@ -36,7 +36,7 @@ def check_work(compiled, tokenizer, fold) -> CheckWork:
     import json
 
     from behavio.chat import encode_text, render_prompt
-    from behavio.check.engine import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+    from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 
     cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode("utf-8").splitlines() if line.strip()]
     prompts = [encode_text(render_prompt(c["messages"], tokenizer, fold), tokenizer) for c in cases]

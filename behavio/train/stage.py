@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from behavio.train.budget import Clock, Schedule, StagePlan, StageTimer
 from behavio.train.config import TrainConfig
 from behavio.train.model import gradient_checkpointing, precision
-from behavio.train.rundir import (DiskFull, MetricsLog, SavedCheckpoint, check_disk_space, complete_checkpoints,
+from behavio.rundir import (DiskFull, MetricsLog, Checkpoint, check_disk_space, complete_checkpoints,
                                   disk_full, publish_checkpoint, staging_dir)
 
 Say = Callable[[str], None]
@@ -36,7 +36,7 @@ class Stage:
     plan: StagePlan | None = None         # steps and checkpoints (made from the trainer's max_steps when None)
     clock: Clock = time.monotonic
     init_from: str | None = None          # checkpoint this stage's adapter started from
-    resume: SavedCheckpoint | None = None
+    resume: Checkpoint | None = None
     metrics: MetricsLog | None = None
     say: Say = print
     is_main: bool = True
