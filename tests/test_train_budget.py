@@ -173,15 +173,21 @@ def test_without_a_budget_the_spec_decides_alone():
 @pytest.mark.pipeline
 def test_a_run_on_a_slow_machine_plans_fewer_steps_ends_its_schedule_and_fits_the_budget(
         tmp_path, train_spec, monkeypatch):
-    """`behavio train` with a clock where each step takes 0.5 s (a machine fast enough for all 18
-    steps in the budget) and 1.5 s (three times slower): the slow run says how many of the 6 epochs
-    it does, trains a complete shorter schedule (learning rate at its floor at the last step),
+    """`behavio train` with a clock where each step takes 0.5 s (a machine fast enough for all the
+    spec's steps in the budget) and 1.5 s (three times slower): the slow run says how many of the 4
+    epochs it does, trains a complete shorter schedule (learning rate at its floor at the last step),
     saves its checkpoints on the plan and ends within max_minutes."""
+    from behavio.compiler.build import compile_spec
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows
     from behavio.train.pipeline import train
     from behavio.train.stage import StageCallback
 
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
-    spec = train_spec(method=["sft"], epochs=6, save_steps=12, max_minutes=0.25, eval_max_rows=0)
+    rows = len(pick_rows(compile_spec(train_spec()), TrainConfig())["sft"])
+    per_epoch = math.ceil(rows / 4)  # batch_size 4
+    full, budget = 4 * per_epoch, 4 * per_epoch * 0.5 * 1.25  # the fast machine fits every step, with room
+    spec = train_spec(method=["sft"], epochs=4, save_steps=2 * per_epoch, max_minutes=budget / 60, eval_max_rows=0)
     begin = StageCallback.on_step_begin
     outcomes = {}
     for name, step_seconds in {"fast": 0.5, "slow": 1.5}.items():
@@ -195,13 +201,14 @@ def test_a_run_on_a_slow_machine_plans_fewer_steps_ends_its_schedule_and_fits_th
         outcomes[name] = ([c.step for c in result.checkpoints], last.meta["stage_final"], scheduler["_last_lr"][0],
                           clock() - 1000.0, said, result.run_dir)
     steps, final, lr, seconds, said, _ = outcomes["fast"]
-    assert steps == [12, 24] and final and lr == 0.0 and seconds <= 15  # 15 SFT rows, batch 4: 4 steps an epoch
+    assert steps == [full // 2, full] and final and lr == 0.0 and seconds <= budget
     steps, final, lr, seconds, said, run_dir = outcomes["slow"]
-    assert steps[-1] < 24 and len(steps) == 2 and final and lr == 0.0 and seconds <= 15
+    assert steps[-1] < full and len(steps) == 2 and final and lr == 0.0 and seconds <= budget
     plan = next(line for line in said if line.startswith("plan ("))
-    assert plan.startswith("plan (0.25-minute budget; done: ") and "sft 24 steps" in plan and "reserved" not in plan
-    assert any(re.search(r"sft: 1.50 s/step measured: \d+ steps fit before its deadline \(\d.\d of the spec's 6 "
-                         r"epochs\)", s) for s in said)
-    assert said[-1].startswith("run: ") and "of the 0.25-minute budget" in said[-1]
+    assert f"sft {full} steps (as the spec asks)" in plan and "reserved" not in plan  # no check asked
+    announced = re.search(r"sft: 1.50 s/step measured: (\d+) steps fit before its deadline \((\d.\d) of the spec's 4 "
+                          r"epochs\)", "\n".join(said))
+    assert announced and int(announced[1]) == steps[-1] and float(announced[2]) == round(4 * steps[-1] / full, 1)
+    assert said[-1].startswith("run: ") and f"of the {budget / 60:g}-minute budget" in said[-1]
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(e["step"] for e in events if "loss" in e) == steps[-1]
