@@ -76,20 +76,26 @@ def pick_rows(compiled: Compiled, cfg: TrainConfig) -> dict[str, list[dict]]:
 
 def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_dir: Path, *, quiet: bool = False,
                    say: Callable[[str], None] = lambda _: None) -> dict[str, list[dict]]:
-    """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``."""
+    """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``.
+
+    Under a launcher every process calls it: each writes its share of the answers, the main process
+    writes the files.
+    """
+    from behavio import distributed
     from behavio.fill import fill_pending, fill_rows, run_fill_settings
 
     rows = pick_rows(compiled, cfg)
     needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in needed]
     if pending:
-        say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run)")
+        processes = f", shared by {distributed.size()} processes" if distributed.size() > 1 else ""
+        say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run{processes})")
     answers = fill_pending(pending, str(base_model), quiet=quiet, **run_fill_settings(cfg))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    filled = {}
-    for name, split in rows.items():
-        filled[name] = fill_rows(split, answers)
-        write_jsonl(data_dir / f"{name}.jsonl", filled[name])
+    filled = {name: fill_rows(split, answers) for name, split in rows.items()}
+    if distributed.is_main():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, split in filled.items():
+            write_jsonl(data_dir / f"{name}.jsonl", split)
     return filled
 
 
