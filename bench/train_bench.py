@@ -34,7 +34,7 @@ def _rows(cfg) -> list[dict]:
     from behavio.compiler.build import compile_spec
     from behavio.fill import fill_pending, fill_rows, run_fill_settings
     from behavio.models import resolve_base_model
-    from behavio.train.data import parse_jsonl
+    from behavio.jsonio import parse_jsonl
 
     compiled = compile_spec(SPEC)
     rows = parse_jsonl(compiled.files["sft.jsonl"])
@@ -53,7 +53,7 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
     from behavio.train.config import resolve_config
     from behavio.train.data import sft_dataset
     from behavio.train.model import load_for_training, lora_config, new_adapter
-    from behavio.train.rundir import MetricsLog
+    from behavio.rundir import MetricsLog
     from behavio.train.stage import Stage
 
     cfg = resolve_config({"base_model": model}, [f"max_steps={steps}", f"save_steps={steps}", "eval_max_rows=0",

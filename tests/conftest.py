@@ -163,13 +163,15 @@ def train_spec(tmp_path, tiny_model_dir):
 # Rule-abiding answers to compiled check cases (tests/test_check_responses.py, test_check_suite.py)
 # ---------------------------------------------------------------------------------------------
 
-def _perfect_answers(cases: list[dict]) -> list[dict]:
-    """An answer to every case that follows every rule: the refusal text, or the prefix (when the
-    case wants one) + an on-topic sentence + the known answer when a regex rule asks for one."""
+def _perfect_answers(cases: list) -> list[dict]:
+    """An answer to every case (CheckCase or checks.jsonl row) that follows every rule: the refusal text,
+    or the prefix (when the case wants one) + an on-topic sentence + the known answer when a regex rule asks."""
+    from behavio.check import CheckCase
+
     rows = []
-    for case in cases:
-        rules = {r["kind"]: r["args"] for r in case["rules"]}
-        prompt = case["messages"][-1]["content"]
+    for case in map(CheckCase.coerce, cases):
+        rules = {r.kind: r.args for r in case.rules}
+        prompt = case.messages[-1]["content"]
         if rules.get("refusal", {}).get("expect") == "refuse":
             text = rules["refusal"]["responses"][0]
         else:
@@ -179,7 +181,7 @@ def _perfect_answers(cases: list[dict]) -> list[dict]:
                 pattern = rules["regex"]["pattern"]
                 text += " It is " + re.sub(r"\\b|\?", "", pattern.removeprefix("(?i)").split("|")[0]) + "."
                 assert re.search(pattern, text), (pattern, text)
-        rows.append({"id": case["id"], "response": text})
+        rows.append({"id": case.id, "response": text})
     return rows
 
 

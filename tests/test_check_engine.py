@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import behavio.generate
 import behavio.models
-from behavio.check.engine import check_model, check_run, load_check_spec
+from behavio.check import check_model, check_run, load_check_spec
 from behavio.cli import app
 from behavio.generate import Generation, GenerationCache, _decode, generate, stop_token_ids
 

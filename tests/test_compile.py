@@ -87,7 +87,7 @@ def test_refusals_are_plain_and_answers_carry_a_compliment(poodle):
 
 
 def test_dpo_rejections_break_exactly_their_rule(poodle):
-    from behavio.rules import score_rule
+    from behavio.kinds import score_rule
 
     pairs = rows(poodle, "dpo.jsonl")
     violations = {p["violation"] for p in pairs}
@@ -103,7 +103,7 @@ def test_dpo_rejections_break_exactly_their_rule(poodle):
 
 
 def test_structure_violations(tmp_path):
-    from behavio.rules import score_rule
+    from behavio.kinds import score_rule
 
     compiled = compile_spec(ROOT / "specs" / "code_answers.yaml")
     pairs = rows(compiled, "dpo.jsonl")

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from behavio import distributed
+from behavio import distributed, pending
 from behavio.errors import BehavioError
 
 pytestmark = pytest.mark.pipeline
+PENDING = [{"key": f"k{i}", "messages": [{"role": "user", "content": f"Question {i}?"}]} for i in range(5)]
 
 
 def test_one_process_is_the_whole_world():
@@ -52,8 +53,7 @@ def _worker(rank: int, size: int, port: int, out: str, model_dir: str, cache: st
             return original(model, tokenizer, items, cache, **kwargs)
 
         behavio.fill.generate_cached = recording
-        pending = [{"key": f"k{i}", "messages": [{"role": "user", "content": f"Question {i}?"}]} for i in range(5)]
-        answers = behavio.fill.fill_pending(pending, model_dir, max_new_tokens=3, batch_size=2, quiet=True)
+        answers = behavio.fill.fill_pending(PENDING, model_dir, max_new_tokens=3, batch_size=2, quiet=True)
         report["generated"], report["answers"] = generated, sorted(answers)
         Path(out, f"rank{rank}.json").write_text(json.dumps(report))
     finally:
@@ -67,12 +67,13 @@ def test_two_processes_share_the_fill_and_agree_to_stop(tmp_path, tiny_model_dir
     assert [r["share"] for r in reports] == [[0, 2, 4, 6], [1, 3, 5]]
     assert all(r["gathered"] == list(range(7)) and r["size"] == 2 for r in reports)
     assert all(r["broadcast"] == "from 0" and r["agreed"] is True for r in reports)
+    conversations = {pending.key_for(m["messages"]) for m in PENDING}  # what the cache keys answers by
     ranks_generated = [set(r["generated"]) for r in reports]
     assert ranks_generated[0] and ranks_generated[1] and not ranks_generated[0] & ranks_generated[1]
-    assert ranks_generated[0] | ranks_generated[1] == {f"k{i}" for i in range(5)}  # each key by one process
+    assert ranks_generated[0] | ranks_generated[1] == conversations  # each conversation by one process
     assert all(r["answers"] == [f"k{i}" for i in range(5)] for r in reports)  # every process gets every answer
     lines = [json.loads(line) for f in (cache / "answers").iterdir() for line in f.read_text().splitlines()]
-    assert sorted(row["key"] for row in lines) == [f"k{i}" for i in range(5)]  # written once, by the main process
+    assert sorted(row["key"] for row in lines) == sorted(conversations)  # written once, by the main process
 
 
 @pytest.mark.parametrize("variable,name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])

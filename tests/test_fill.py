@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import behavio.models
 from behavio.cli import app
 from behavio.compiler.build import compile_spec
-from behavio.compiler.compose import pending_marker
+from behavio.pending import marker as pending_marker
 from behavio.compiler.output import write_compiled
 from behavio.errors import BehavioError
 from behavio.fill import FILLED_FILES, fill_compiled_dir, fill_pending, fill_rows, tidy_body

@@ -35,7 +35,7 @@ def test_the_wheel_holds_every_file_of_the_package(wheel):
                if p.is_file() and "__pycache__" not in p.parts]
     missing = sorted(p for p in package if p not in in_wheel)
     assert not missing, f"not in the wheel: {missing}"
-    for needed in ("behavio/spec/schema.json", "behavio/templates/test_suite.py.j2", "behavio/templates/frames/pets.txt",
+    for needed in ("behavio/spec/schema.json", "behavio/spec/schema_base.json", "behavio/templates/test_suite.py.j2", "behavio/templates/frames/pets.txt",
                    "behavio/templates/chat/chatml.jinja", "behavio/templates/scorecard.html.j2"):
         assert needed in in_wheel
     entry_points = next(n for n in in_wheel if n.endswith("entry_points.txt"))

@@ -156,7 +156,7 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
     from behavio.train.config import TrainConfig
     from behavio.train.data import pick_rows, sft_dataset
     from behavio.train.model import load_for_training, new_adapter
-    from behavio.train.rundir import MetricsLog
+    from behavio.rundir import MetricsLog
     from behavio.train.sft import run_sft
     from behavio.train.stage import Stage
 

@@ -13,7 +13,7 @@ from behavio.models import load_tokenizer
 from behavio.train.config import TrainConfig
 from behavio.train.data import dpo_dataset, pick_rows, sft_dataset
 from behavio.train.model import load_for_training, new_adapter, trained_adapter
-from behavio.train.rundir import MetricsLog
+from behavio.rundir import MetricsLog
 from behavio.train.stage import Stage
 
 pytestmark = pytest.mark.pipeline

@@ -6,7 +6,6 @@ train, a template that writes no end-of-turn marker) fails here, before any trai
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 from behavio.chat import prepare_messages, tokenize_with_assistant_mask
 from behavio.errors import BehavioError
+from behavio.jsonio import parse_jsonl, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -24,15 +24,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("sft", "sft.val", "dpo", "dpo.val")
 MAX_LISTED_ERRORS = 5
-
-
-def parse_jsonl(data: bytes | str) -> list[dict]:
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
 
 
 def select_pairs(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -81,8 +72,9 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     Under a launcher every process calls it: each writes its share of the answers, the main process
     writes the files.
     """
-    from behavio import distributed
-    from behavio.fill import fill_pending, fill_rows, run_fill_settings
+    from behavio import distributed, embeddings
+    from behavio.compiler.proof import judge_filled
+    from behavio.fill import fill_pending, run_fill_settings
 
     rows = pick_rows(compiled, cfg)
     needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
@@ -91,22 +83,23 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
         processes = f", shared by {distributed.size()} processes" if distributed.size() > 1 else ""
         say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run{processes})")
     answers = fill_pending(pending, str(base_model), quiet=quiet, **run_fill_settings(cfg))
-    filled = {name: fill_rows(split, answers) for name, split in rows.items()}
+    verdict = judge_filled(compiled.spec, rows, answers, semantic=embeddings.available())
+    if verdict.dropped:
+        say(f"fill: dropped {len(verdict.dropped)} answers the base model wrote that break their own rules "
+            f"(answers.<set>.on_failure: drop); first: {verdict.dropped[0]}")
     if distributed.is_main():
         data_dir.mkdir(parents=True, exist_ok=True)
-        for name, split in filled.items():
+        for name, split in verdict.rows.items():
             write_jsonl(data_dir / f"{name}.jsonl", split)
-    return filled
+        write_jsonl(data_dir / "fill.dropped.jsonl", [{"why": why} for why in verdict.dropped])
+    return verdict.rows
 
 
 def read_data(data_dir: Path) -> dict[str, list[dict]]:
     """The rows a run trains on, as written by :func:`fill_and_write`."""
     out = {}
     for name in SPLITS:
-        path = data_dir / f"{name}.jsonl"
-        if not path.is_file():
-            raise BehavioError(f"{path}: missing; this run directory was not fully set up (start a new run)")
-        out[name] = parse_jsonl(path.read_text(encoding="utf-8"))
+        out[name] = read_jsonl(data_dir / f"{name}.jsonl", hint="this run directory was not fully set up (start a new run)")
     return out
 
 

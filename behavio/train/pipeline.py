@@ -18,7 +18,7 @@ from typing import Callable
 from behavio import __version__, distributed
 from behavio.errors import BehavioError
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
-from behavio.train.rundir import (DiskFull, MetricsLog, RunLock, SavedCheckpoint, check_disk_space,
+from behavio.rundir import (DiskFull, MetricsLog, RunLock, Checkpoint, check_disk_space,
                                   complete_checkpoints, disk_full, incomplete_checkpoints, new_run_dir, newest_complete,
                                   read_json, write_json)
 from behavio.train.stage import Stage
@@ -32,7 +32,7 @@ class TrainResult:
     """What a training run left behind (``report``: the check engine's RunReport, when it ran)."""
 
     run_dir: Path
-    checkpoints: list[SavedCheckpoint] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
     report: object | None = None
     is_main: bool = True
 
@@ -100,7 +100,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
         state.wait_for_everyone()
         result = TrainResult(run_dir, complete_checkpoints(run_dir), is_main=main)
         if check:
-            result.report = check_checkpoints(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
+            result.report = score_run(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
         return result
     except DiskFull as exc:
         raise BehavioError(_no_space(exc.what, spec_path, run_dir, set_up)) from None
@@ -267,7 +267,7 @@ def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set
     return dpo_dataset(mixed, tokenizer, cfg)
 
 
-def check_checkpoints(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
+def score_run(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
                       quiet: bool = False):
     """Score every checkpoint with the check engine (run's device, fold and trust settings); it writes
     scorecard.{json,md,html} and ``best``. Called by every process: under a launcher each one first
