@@ -211,15 +211,9 @@ class StageCallback(TrainerCallback):
 
 def _agreed(value):
     """The main process's ``value`` on every process (ranks must save, stop and schedule alike)."""
-    import torch.distributed as dist
+    from behavio import distributed
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    box = [value]
-    broadcast_object_list(box, from_process=0)
-    return box[0]
+    return distributed.broadcast(value)
 
 
 def clear_staging(stage: Stage) -> None:
