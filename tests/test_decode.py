@@ -39,7 +39,7 @@ _answers: dict = {}
 
 def argmax_loop(model, prompt: list[int], limit: int, stops: set[int]) -> tuple[list[int], bool]:
     """Single-prompt greedy decoding the slow, obvious way: the whole sequence through the model every step."""
-    key = (id(model), tuple(prompt), limit, tuple(sorted(stops)))
+    key = (model, tuple(prompt), limit, tuple(sorted(stops)))  # the model itself: an id can be reused
     if key not in _answers:
         _answers[key] = _argmax_loop(model, prompt, limit, stops)
     return _answers[key]

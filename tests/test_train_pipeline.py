@@ -100,9 +100,10 @@ def test_a_resumed_dpo_stage_trains_on_the_pairs_written_before_it(tmp_path, mon
 
 def test_a_budget_too_small_for_anything_trains_one_complete_step_per_stage_and_saves(tmp_path, train_spec, cache):
     said = []
-    result = train(train_spec(max_minutes=0.0001), runs_dir=tmp_path / "runs", check=False, say=said.append)
+    result = train(train_spec(method=["sft", "dpo"], max_minutes=0.0001), runs_dir=tmp_path / "runs", check=False,
+                   say=said.append)
     assert [(c.step, c.stage, c.meta["stage_final"]) for c in result.checkpoints] == [(1, "sft", True), (2, "dpo", True)]
-    assert any("sft 1 step (0.2 of the spec's 1 epochs: the budget does not fit them all)" in s for s in said)
+    assert any("sft 1 step (" in s and "epochs: the budget does not fit them all)" in s for s in said)
 
 
 def test_missing_base_model_and_absent_cuda_are_clear_errors(tmp_path, train_spec):
