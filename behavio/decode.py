@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import torch
 
 FIRST_WINDOW = 8      # draft tokens checked per row in its first pass
-MAX_WINDOW = 64       # ... doubling after every pass that accepted all of them
+MAX_WINDOW = 32       # ... doubling after every pass that accepted all of them
+LOGITS_ELEMENTS = 2**26  # at most this many logits per pass (rows x checked positions x vocabulary: 256 MB)
 NGRAM = 3             # tokens matched to find the draft again after the answer left it
 
 
@@ -180,6 +181,10 @@ def _cache_argument_of(cls: type) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
+def _vocabulary(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
 def _cache_argument(model) -> str:
     """``cache`` (recent transformers) or ``past_key_values``: the name the model's forward takes (through PEFT)."""
     for inner in (model, getattr(model, "base_model", None), getattr(getattr(model, "base_model", None), "model", None)):
@@ -241,6 +246,8 @@ def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int]
     proposals = [s.proposal() for s in active]
     if sum(1 for p in proposals if p) * 2 < len(active):  # most rows would only pay for the others' drafts
         proposals = [[] for _ in active]
+    room = max(1, LOGITS_ELEMENTS // (len(active) * _vocabulary(model))) - 1
+    proposals = [p[:room] for p in proposals]
     width = max(len(s.feed) + len(p) for s, p in zip(active, proposals))
     keep = max(len(p) for p in proposals) + 1
     ids = torch.full((len(active), width), pad_id, dtype=torch.long)

@@ -27,6 +27,8 @@ memory stays bounded whatever the vocabulary and the number of trained tokens.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 
 import hashlib
@@ -52,29 +54,43 @@ def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits.index_fill(-1, token_ids, NOT_A_CHOICE), dim=-1)
 
 
-def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
-                    free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
-    """Summed losses over the trained tokens of logits ``[batch, kept, vocab]`` and targets ``[batch, kept]``.
+def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
+           teacher: torch.Tensor | None = None, free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
-    ``ce``: cross-entropy on the targets; ``kl``: KL(teacher || student) on the targets the teacher
-    predicts as its top choice, except the ``free`` token ids (the stop tokens), with both
-    distributions taken over the vocabulary without them; ``tokens``/``anchored``/``correct``:
-    counts for normalizing and logging.
+    ``ce``: cross-entropy on the targets; ``kl``: KL(teacher || student) on the rows ``anchored``
+    (a mask ``[n]``) whose teacher logits are ``teacher`` (``[anchored.sum(), vocab]``), both
+    distributions taken over the vocabulary without the ``free`` token ids (the stop tokens);
+    ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
-    valid = targets != -100
-    logits, labels = student[valid].float(), targets[valid]
-    base = teacher[valid].float()
-    log_p = F.log_softmax(logits, dim=-1)
-    free_ids = torch.tensor(list(free), dtype=torch.long, device=labels.device)
-    agree = (base.argmax(dim=-1) == labels) & ~torch.isin(labels, free_ids)
-    ce = F.nll_loss(log_p, labels, reduction="sum")
-    if agree.any():
-        log_q, log_p_kept = without(base[agree], free_ids), without(logits[agree], free_ids)
-        kl = F.kl_div(log_p_kept, log_q, log_target=True, reduction="sum")
+    logits = student.float()
+    ce = F.nll_loss(F.log_softmax(logits, dim=-1), targets, reduction="sum")
+    correct = (logits.argmax(dim=-1) == targets).sum()
+    anchored = anchored if anchored is not None else torch.zeros_like(targets, dtype=torch.bool)
+    if teacher is not None and anchored.any():
+        free_ids = torch.tensor(list(free), dtype=torch.long, device=targets.device)
+        log_q, log_p = without(teacher.float(), free_ids), without(logits[anchored], free_ids)
+        kl = F.kl_div(log_p, log_q, log_target=True, reduction="sum")
     else:
         kl = logits.sum() * 0.0
-    return {"ce": ce, "kl": kl, "tokens": valid.sum(), "anchored": agree.sum(),
-            "correct": (logits.argmax(dim=-1) == labels).sum()}
+    return {"ce": ce, "kl": kl, "tokens": torch.tensor(targets.shape[0], device=targets.device),
+            "anchored": anchored.sum(), "correct": correct}
+
+
+def agreement(teacher: torch.Tensor, targets: torch.Tensor, free: Sequence[int] = ()) -> torch.Tensor:
+    """The rows to anchor: the teacher's top choice is the target, and the target is not a stop token."""
+    free_ids = torch.tensor(list(free), dtype=torch.long, device=targets.device)
+    return (teacher.argmax(dim=-1) == targets) & ~torch.isin(targets, free_ids)
+
+
+def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
+                    free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """:func:`losses` over the trained tokens of logits ``[batch, kept, vocab]`` and targets ``[batch, kept]``
+    (-100: not trained), anchoring every token the teacher predicts as its top choice (:func:`agreement`)."""
+    valid = targets != -100
+    logits, labels, base = student[valid], targets[valid], teacher[valid]
+    agree = agreement(base, labels, free)
+    return losses(logits, labels, agree, base[agree], free=free)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,31 +136,36 @@ class Head:
         return self._finish(self.base(hidden))
 
 
-def chunked_losses(head: Head, student: torch.Tensor, teacher: torch.Tensor | None, targets: torch.Tensor,
-                   free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
-    """:func:`anchored_losses` over hidden states ``[n, hidden]`` and ``targets [n]``, in bounded chunks.
+def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
+                   teacher: torch.Tensor | None = None, free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """:func:`losses` from hidden states ``student [n, hidden]`` and ``targets [n]``, in bounded chunks.
 
-    Without ``teacher`` (evaluation) only the cross-entropy and the counts are meaningful.
+    ``teacher``: the base model's hidden states at the ``anchored`` rows only (none: the cross-entropy
+    alone). Each chunk turns at most ``CHUNK_ELEMENTS`` logits' worth of positions into logits.
     """
-    vocab = head.base.weight.shape[0]
-    size = max(1, CHUNK_ELEMENTS // vocab)
+    size = max(1, CHUNK_ELEMENTS // head.base.weight.shape[0])
     n = targets.shape[0]
+    if anchored is None:
+        anchored = torch.zeros_like(targets, dtype=torch.bool)
+    starts = torch.cumsum(anchored.long(), 0) - anchored.long()  # teacher row of each anchored row
 
-    def part(s: torch.Tensor, t: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = head.student(s)
+    def part(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor, t: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
-            base = head.teacher(t) if t is not None else logits.detach()
-        out = anchored_losses(logits[None], base[None], y[None], free=free)
+            base = head.teacher(t) if t is not None and len(t) else None
+        out = losses(head.student(s), y, m, base, free=free)
         return out["ce"], out["kl"], out["tokens"], out["anchored"], out["correct"]
 
     chunks = []
     for start in range(0, max(n, 1), size):
-        s, y = student[start:start + size], targets[start:start + size]
-        t = teacher[start:start + size] if teacher is not None else None
+        end = min(n, start + size)
+        mask = anchored[start:end]
+        first = int(starts[start]) if n else 0
+        t = teacher[first:first + int(mask.sum())] if teacher is not None else None
+        args = (student[start:end], targets[start:end], mask, t)
         if n > size and torch.is_grad_enabled():  # keep one chunk's logits at a time, recompute them for backward
-            chunks.append(checkpoint(part, s, t, y, use_reentrant=False))
+            chunks.append(checkpoint(part, *args, use_reentrant=False))
         else:
-            chunks.append(part(s, t, y))
+            chunks.append(part(*args))
     names = ("ce", "kl", "tokens", "anchored", "correct")
     return {name: sum(c[i] for c in chunks) for i, name in enumerate(names)}
 
@@ -178,11 +199,14 @@ def _key(ids: torch.Tensor, trained: torch.Tensor) -> bytes:
 
 
 class Teacher:
-    """The base model's last hidden state at every trained position of every training example, by content."""
+    """For every training example (by content): which trained positions are anchored (the base model's
+    top choice is the target) and the base model's last hidden state at those positions."""
 
-    def __init__(self):
-        self.states: dict[bytes, torch.Tensor] = {}
+    def __init__(self, free: Sequence[int] = ()):
+        self.free = list(free)
+        self.states: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
         self.positions = 0
+        self.anchored = 0
 
     @staticmethod
     def _pieces(inputs: dict, labels: torch.Tensor):
@@ -193,26 +217,34 @@ class Teacher:
                 yield _key(inputs["input_ids"][row, start:end], trained - start), row, trained
 
     @torch.no_grad()
-    def add(self, model, inputs: dict) -> None:
+    def add(self, model, head: Head, inputs: dict) -> None:
         """Run the base model (adapter disabled) on a collated batch and keep what the examples need."""
         labels = inputs["labels"]
         forward = {k: v for k, v in inputs.items() if k != "labels"}
         with model.disable_adapter():
             hidden = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
         for key, row, trained in self._pieces(inputs, labels):
-            if key not in self.states:
-                self.states[key] = hidden[row, trained].detach().cpu()
-                self.positions += len(trained)
+            if key in self.states:
+                continue
+            states = hidden[row, trained]
+            mask = agreement(head.teacher(states), labels[row, trained + 1], self.free)
+            self.states[key] = (mask.cpu(), states[mask].detach().cpu())
+            self.positions += len(trained)
+            self.anchored += int(mask.sum())
 
-    def lookup(self, inputs: dict, labels: torch.Tensor, device) -> torch.Tensor | None:
-        """Hidden states in :func:`trained_positions` order, or None if an example of the batch is unknown."""
-        parts = []
+    def lookup(self, inputs: dict, labels: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(anchored mask, hidden states of the anchored positions) in :func:`trained_positions` order,
+        or None if an example of the batch is unknown."""
+        masks, states = [], []
         for key, _, _ in self._pieces(inputs, labels):
-            state = self.states.get(key)
-            if state is None:
+            known = self.states.get(key)
+            if known is None:
                 return None
-            parts.append(state)
-        return torch.cat(parts).to(device) if parts else None
+            masks.append(known[0])
+            states.append(known[1])
+        if not masks:
+            return None
+        return torch.cat(masks).to(device), torch.cat(states).to(device)
 
 
 def verify_head(model, head: Head, inputs: dict) -> None:
@@ -231,6 +263,7 @@ def verify_head(model, head: Head, inputs: dict) -> None:
                            f"({type(model.get_base_model()).__name__}); train it with anchor=0")
 
 
+@functools.cache
 def anchored_trainer_class():
     """TRL's SFTTrainer with the anchored loss (imported lazily, like TRL itself)."""
     from torch.utils.data import DataLoader
@@ -239,13 +272,14 @@ def anchored_trainer_class():
     from behavio.generate import stop_token_ids
 
     class AnchoredSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss is ``CE + anchor x KL(base || trained)``; eval loss is the CE alone."""
+        """SFTTrainer whose loss is the cross-entropy on the trained positions only, ``+ anchor x KL(base ||
+        trained)`` when ``anchor > 0``; eval loss is the CE alone."""
 
         def __init__(self, *args, anchor: float, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
-            self.stop_ids = stop_token_ids(self.processing_class)
-            self.teacher = Teacher()
+            self.stop_ids = stop_token_ids(self.processing_class, self.model)
+            self.teacher = Teacher(self.stop_ids)
 
         def compute_teacher(self) -> int:
             """The base model's hidden states for every training example (one pass); positions kept."""
@@ -254,12 +288,13 @@ def anchored_trainer_class():
                                 collate_fn=self.data_collator, shuffle=False)
             was_training = model.training
             model.eval()
+            head = Head(model)
             try:
                 for i, batch in enumerate(loader):
                     batch = self._prepare_inputs(batch)
                     if i == 0:
-                        verify_head(model, Head(model), batch)
-                    self.teacher.add(model, batch)
+                        verify_head(model, head, batch)
+                    self.teacher.add(model, head, batch)
             finally:
                 model.train(was_training)
             return self.teacher.positions
@@ -273,27 +308,35 @@ def anchored_trainer_class():
             out = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1)
             rows, cols = trained_positions(labels)
             student = out.hidden_states[-1][rows, cols]
-            teacher = self.teacher.lookup(inputs, labels, student.device) if mode == "train" else None
-            if mode == "train" and teacher is None:
-                raise RuntimeError("anchor: a training example has no precomputed base-model state")
+            anchored = teacher = None
+            if mode == "train" and self.anchor > 0:
+                known = self.teacher.lookup(inputs, labels, student.device)
+                if known is None:
+                    raise RuntimeError("anchor: a training example has no precomputed base-model state")
+                anchored, teacher = known
             head = Head(self.accelerator.unwrap_model(model))
-            parts = chunked_losses(head, student, teacher, labels[rows, cols + 1], free=self.stop_ids)
+            parts = chunked_losses(head, student, labels[rows, cols + 1], anchored, teacher, free=self.stop_ids)
             tokens = num_items_in_batch if num_items_in_batch is not None else parts["tokens"]
             tokens = torch.as_tensor(tokens, device=student.device).clamp(min=1)
             ce, kl = parts["ce"] / tokens, parts["kl"] / tokens
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 scale = self.accelerator.num_processes
                 ce, kl = ce * scale, kl * scale
-            self._log_parts(mode, parts)
+            self._log_parts(mode, parts, inputs)
             return ce + self.anchor * kl if mode == "train" else ce
 
-        def _log_parts(self, mode: str, parts: dict) -> None:
+        def _log_parts(self, mode: str, parts: dict, inputs: dict) -> None:
             gather = self.accelerator.gather_for_metrics
+            if mode == "train":  # tokens through the model, as TRL counts them
+                ids = inputs["input_ids"]
+                seen = inputs["attention_mask"].sum() if "attention_mask" in inputs else torch.tensor(ids.numel())
+                self._total_train_tokens += gather(seen.to(ids.device)).sum().item()
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             tokens = gather(parts["tokens"].detach()).sum().clamp(min=1)
             anchored = gather(parts["anchored"].detach()).sum()
             metrics = self._metrics[mode]
             metrics["mean_token_accuracy"].append((gather(parts["correct"].detach()).sum() / tokens).item())
-            if mode == "train":
+            if mode == "train" and self.anchor > 0:
                 metrics["anchor_kl"].append((gather(parts["kl"].detach()).sum() / anchored.clamp(min=1)).item())
                 metrics["anchored_share"].append((anchored / tokens).item())
 

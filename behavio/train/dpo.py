@@ -13,6 +13,8 @@ of turn would teach "do not stop here" at an arbitrary point mid-sentence. Pairs
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +43,7 @@ def without_end_of_turn(ids: list[int], stop_ids: set[int]) -> list[int]:
     return ids
 
 
+@functools.cache
 def dpo_trainer_class():
     """TRL's DPOTrainer that trains open (cut) rejected answers without an end of turn (imported lazily)."""
     from trl import DPOTrainer
