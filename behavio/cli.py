@@ -151,9 +151,13 @@ def init(
 @user_errors
 def check(
     spec: Path = typer.Argument(..., help="Spec file; its check cases are compiled in memory (never stale)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id/path, 'default', or an adapter directory."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id/path, 'default', or an adapter directory (with --endpoint: the served model's name)."),
     all_checkpoints: Optional[Path] = typer.Option(None, "--all-checkpoints", help="Run directory: check every checkpoint-*/."),
     responses: Optional[Path] = typer.Option(None, "--responses", help="JSONL of {id|prompt, response} to score; no model needed."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Ask an OpenAI-compatible server instead (e.g. http://127.0.0.1:8000/v1)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the endpoint's API key."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once (with --endpoint)."),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="Seconds to wait for one answer (with --endpoint)."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model for adapters (default: the run's config.json)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test per check case)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scorecard(s) as JSON."),
@@ -170,11 +174,22 @@ def check(
     from behavio.check import engine, report
 
     if sum(s is not None for s in (model, all_checkpoints, responses)) != 1:
-        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses")
+        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses"
+                           + (" (with --endpoint: --model, the name the server serves)" if endpoint else ""))
+    if api_key_env is not None and endpoint is None:
+        raise BehavioError("check: --api-key-env goes with --endpoint")
     cs = engine.load_check_spec(spec)
     gen = dict(base_model=base_model, quantization=quantization, trust_remote_code=trust_remote_code,
                use_cache=not no_cache, quiet=quiet, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    if all_checkpoints is not None:
+    if endpoint is not None:
+        from behavio.check.served import check_endpoint_options
+
+        log = (lambda m: None) if quiet else (lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+        card = check_endpoint_options(cs, endpoint=endpoint, model=model, api_key_env=api_key_env, timeout=timeout,
+                                      concurrency=concurrency, max_new_tokens=max_new_tokens, use_cache=not no_cache,
+                                      quiet=quiet, log=log)
+        cards, data, markdown, code = _one_card(cs, card, failures)
+    elif all_checkpoints is not None:
         cards, data, markdown, code = _check_all(cs, all_checkpoints, gen, failures)
     else:
         cards, data, markdown, code = _check_one(cs, model, responses, gen, failures)
@@ -219,6 +234,13 @@ def _check_one(cs, model: Optional[str], responses: Optional[Path], gen: dict, f
                       "(counted as failing)", markup=False, highlight=False, soft_wrap=True)
     else:
         card = engine.check_model(cs, model, **gen)
+    return _one_card(cs, card, failures)
+
+
+def _one_card(cs, card, failures: int):
+    """Print one scorecard and its failing cases; the JSON, Markdown and exit code of one model."""
+    from behavio.check import report
+
     report.wide(out).print(report.card_table(card, title=f"behavio check {cs.id}: {card.label}"))
     if failures:
         report.print_failures(out, card, failures)

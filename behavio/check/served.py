@@ -1,0 +1,230 @@
+"""Check a served model: a spec's check cases answered by an OpenAI-compatible endpoint, cached, scored.
+
+``behavio check SPEC --endpoint URL --model NAME`` lands here. The cases go out a few at a time
+(``concurrency``), each answer is cached the moment it arrives -- keyed by the endpoint, the
+model name, the token budget and the system-message folding -- so a run that dies halfway keeps
+what it got and the next run asks only for the rest. The answers become the same ``Responses``
+a local model produces, so scoring, reports and exit codes are those of ``--model``.
+
+The system message is folded into the first user turn the way the model was trained: as the
+spec's ``train.fold_system`` says when it is true or false, else as the model's chat template
+needs (judged from its tokenizer when behavio finds the model locally, as ``--model`` does),
+else sent as a system turn for the server's template to place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from behavio.chat import fold_system, prepare_messages
+from behavio.check.endpoint import ChatClient, Endpoint, base_url, read_api_key
+from behavio.check.responses import Responses
+from behavio.check.scorecard import Scorecard
+from behavio.compiler.compose import pending_key
+from behavio.control_tokens import neutralize
+from behavio.errors import BehavioError
+from behavio.generate import Generation, GenerationCache
+from behavio.models import cache_root
+
+DEFAULT_CONCURRENCY = 4
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- the system message
+
+@dataclass
+class Folding:
+    """How check conversations are sent: ``fold`` (system into the first user turn) and why."""
+
+    fold: bool
+    reason: str
+    tokenizer: object | None = None
+
+    def messages(self, messages: list[dict]) -> list[dict]:
+        """``messages`` as sent: control markers neutralized (as in training), the system folded if ``fold``."""
+        if self.tokenizer is not None:
+            return prepare_messages(messages, self.tokenizer, self.fold)
+        clean = [{**m, "content": neutralize(m["content"])} if isinstance(m.get("content"), str) else dict(m)
+                 for m in messages]
+        return fold_system(clean) if self.fold else clean
+
+
+def spec_fold_system(spec_path: str | Path) -> bool | None:
+    """The spec's ``train.fold_system`` when it is true or false; None for ``auto``."""
+    from behavio.spec.load import load_spec
+
+    value = load_spec(spec_path).train.get("fold_system", "auto")
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value if isinstance(value, bool) else None
+
+
+def resolve_folding(model: str, spec_fold: bool | None) -> Folding:
+    """The spec's choice, else the chat template's need (from a local tokenizer), else no folding."""
+    tokenizer = _local_tokenizer(model)
+    if spec_fold is not None:
+        return Folding(spec_fold, f"{'folded into the first user turn' if spec_fold else 'sent as a system turn'} "
+                                  "(the spec's train.fold_system)", tokenizer)
+    if tokenizer is not None:
+        from behavio.chat import needs_system_fold
+
+        fold = needs_system_fold(tokenizer)
+        return Folding(fold, f"{'folded into the first user turn' if fold else 'sent as a system turn'} "
+                             f"(as {model}'s chat template needs)", tokenizer)
+    return Folding(False, f"sent as a system turn (no local tokenizer for {model!r} to tell whether its template "
+                          "needs folding; set train.fold_system in the spec to force it)")
+
+
+def _local_tokenizer(model: str):
+    """The tokenizer of ``model`` when it is a local directory, ``default`` or in the HF cache; else None."""
+    from behavio.models import load_tokenizer, resolve_base_model
+
+    try:
+        return load_tokenizer(resolve_base_model(model))
+    except Exception:  # not a model behavio can find offline: the server alone knows its template
+        return None
+
+
+# ---------------------------------------------------------------- answers, cached as they arrive
+
+def answer_cache(endpoint: Endpoint, max_tokens: int, fold: bool, enabled: bool = True) -> GenerationCache:
+    """The cache of ``endpoint``'s answers: keyed by URL, model and settings (never by the API key)."""
+    identity = hashlib.sha256(f"endpoint|{endpoint.base_url}|{endpoint.model}".encode()).hexdigest()
+    settings = {"purpose": "check", "backend": "openai-chat", "max_tokens": max_tokens, "temperature": 0,
+                "fold": fold, "v": 1}
+    return GenerationCache(cache_root() / "checks", identity, settings, enabled=enabled)
+
+
+def ask_endpoint(client: ChatClient, items: dict[str, list[dict]], cache: GenerationCache, *, max_tokens: int,
+                 concurrency: int = DEFAULT_CONCURRENCY, label: str = "asking", quiet: bool = False) -> int:
+    """Answers to ``items`` (key -> conversation as sent) that ``cache`` lacks, cached one by one; returns how
+    many were asked. On the first failure nothing more is sent, answers in flight are still cached, and
+    the failure is raised with how many answers were kept."""
+    missing = [k for k in items if cache.get(k) is None]
+    if not missing:
+        return 0
+    progress = _progress(len(missing), label, quiet)
+    failure: BehavioError | None = None
+    received = 0
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="behavio-endpoint")
+    try:
+        todo = iter(missing)
+        running: dict[Future, str] = {}
+
+        def submit_next() -> None:
+            key = next(todo, None)
+            if key is not None:
+                running[pool.submit(client.complete, items[key], max_tokens)] = key
+
+        for _ in range(max(1, concurrency)):
+            submit_next()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                key = running.pop(future)
+                try:
+                    generation: Generation = future.result()
+                except BehavioError as exc:
+                    failure = failure or exc
+                    continue
+                cache.put({key: generation})
+                received += 1
+                if progress:
+                    progress.advance()
+                if failure is None:
+                    submit_next()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if progress:
+            progress.stop()
+    if failure is not None and received and cache.enabled:
+        raise BehavioError(f"{failure}\nthe {received} answers that arrived are cached: running again asks only for "
+                           f"the other {len(missing) - received}")
+    if failure is not None:
+        raise failure
+    return len(missing)
+
+
+def endpoint_responses(endpoint: Endpoint, cases: list[dict], *, max_tokens: int, folding: Folding,
+                       concurrency: int = DEFAULT_CONCURRENCY, use_cache: bool = True, quiet: bool = False,
+                       log: Log = _quiet) -> tuple[Responses, int]:
+    """The endpoint's answers to ``cases`` (cached ones reused); returns (responses, answers asked for)."""
+    cache = answer_cache(endpoint, max_tokens, folding.fold, use_cache)
+    keys = [pending_key(c["messages"]) for c in cases]
+    items = {k: folding.messages(c["messages"]) for k, c in zip(keys, cases)}
+    todo = sum(cache.get(k) is None for k in items)
+    if todo:
+        client = ChatClient(endpoint)
+        log(f"{endpoint.model} at {endpoint.base_url}: asking for {todo} of {len(items)} answers "
+            f"({concurrency} at a time, at most {max_tokens} tokens each); system message {folding.reason}")
+        ask_endpoint(client, items, cache, max_tokens=max_tokens, concurrency=concurrency, quiet=quiet,
+                     label=f"{endpoint.model}")
+    else:
+        log(f"{endpoint.model} at {endpoint.base_url}: all {len(items)} answers cached")
+    return Responses.from_generations(cases, [cache.get(k) for k in keys]), todo
+
+
+def check_endpoint(spec, endpoint: Endpoint, *, max_new_tokens: int | None = None,
+                   concurrency: int = DEFAULT_CONCURRENCY, fold_system: bool | None = None, use_cache: bool = True,
+                   quiet: bool = False, log: Log = _quiet) -> Scorecard:
+    """Scorecard of the model served at ``endpoint`` on ``spec``'s (a CheckSpec) check cases.
+
+    ``fold_system`` forces folding; None follows the spec, then the model's chat template.
+    """
+    from behavio.check.engine import score_cases
+
+    folding = resolve_folding(endpoint.model, spec_fold_system(spec.path) if fold_system is None else fold_system)
+    max_tokens = max_new_tokens or spec.max_new_tokens
+    responses, asked = endpoint_responses(endpoint, spec.cases, max_tokens=max_tokens, folding=folding,
+                                          concurrency=concurrency, use_cache=use_cache, quiet=quiet, log=log)
+    meta = {"generated": asked, "endpoint": endpoint.base_url, "model": endpoint.model, "max_new_tokens": max_tokens,
+            "fold_system": folding.fold}
+    return score_cases(spec.cases, responses, spec.thresholds, label=f"{endpoint.model} at {endpoint.base_url}",
+                       meta=meta)
+
+
+def check_endpoint_options(spec, *, endpoint: str, model: str | None, api_key_env: str | None, timeout: float,
+                           concurrency: int, max_new_tokens: int | None, use_cache: bool, quiet: bool,
+                           log: Log) -> Scorecard:
+    """``behavio check --endpoint``: validate the options, then :func:`check_endpoint`."""
+    if not model:
+        raise BehavioError("check --endpoint: give --model, the name the server serves the model under "
+                           "(GET /v1/models lists them), and neither --responses nor --all-checkpoints")
+    base_url(endpoint), read_api_key(api_key_env)  # bad options fail before any model or server is touched
+    target = Endpoint(url=endpoint, model=model, api_key_env=api_key_env, timeout=timeout)
+    return check_endpoint(spec, target, max_new_tokens=max_new_tokens, concurrency=concurrency, use_cache=use_cache,
+                          quiet=quiet, log=log)
+
+
+class _Progress:
+    """A rich progress bar on stderr (only on a terminal)."""
+
+    def __init__(self, total: int, label: str):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("answers"),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.task = self.bar.add_task(label, total=total)
+        self.bar.start()
+
+    def advance(self) -> None:
+        self.bar.advance(self.task, 1)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def _progress(total: int, label: str, quiet: bool) -> _Progress | None:
+    if quiet or total < 2 or not sys.stderr.isatty():
+        return None
+    return _Progress(total, label)
