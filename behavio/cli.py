@@ -170,7 +170,7 @@ def check(
     failures: int = typer.Option(10, "--failures", help="Failing cases to print (0: none)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only the table and errors."),
 ):
-    """Score a model, every checkpoint of a run, or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
+    """Score a model, every checkpoint of a run, a served model (--endpoint), or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
     from behavio.check import engine, report
 
     if sum(s is not None for s in (model, all_checkpoints, responses)) != 1:
