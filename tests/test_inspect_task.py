@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -58,28 +59,41 @@ def declared_entry_point() -> str:
     return found.group(1)
 
 
+def inspect_command() -> str:
+    """The `inspect` command of this Python, as a user runs it."""
+    script = Path(sys.executable).parent / "inspect"
+    return str(script) if script.is_file() else (shutil.which("inspect") or pytest.fail("no inspect command"))
+
+
 def inspect_env(tmp_path: Path) -> dict:
-    """The environment `inspect eval` runs in: offline, lexical similarity, this checkout's behavio. An
-    install that predates the entry point gets pyproject's declaration from a dist-info beside it."""
-    paths = [str(ROOT)]
+    """The environment `inspect eval` runs in (offline, lexical similarity), from a folder of its own.
+
+    Inspect names a task `behavio/...` when it finds behavio's install record. A source tree that was
+    pip-installed editable holds a ``behavio.egg-info`` without one; on PYTHONPATH it would hide the
+    record (the task would be plain `spec`), so such a folder is left off -- the editable install
+    imports the same code. A checkout run through PYTHONPATH whose install predates the entry point
+    gets pyproject's declaration from a dist-info beside it.
+    """
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+             if p and not (Path(p) / "behavio.egg-info").is_dir()]
     if not entry_points(group="inspect_ai", name="behavio"):
         dist = tmp_path / "entry" / "behavio_inspect_entry-0.dist-info"
         dist.mkdir(parents=True)
         (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: behavio-inspect-entry\nVersion: 0\n")
         (dist / "entry_points.txt").write_text(f"[inspect_ai]\nbehavio = {declared_entry_point()}\n")
         paths.append(str(tmp_path / "entry"))
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]),
-            "HF_HUB_OFFLINE": "1", "BEHAVIO_EMBEDDINGS": "lexical", "INSPECT_LOG_LEVEL": "warning"}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1",
+            "BEHAVIO_EMBEDDINGS": "lexical", "INSPECT_LOG_LEVEL": "warning"}
 
 
-def test_the_entry_point_registers_the_spec_task(tmp_path):
+def test_the_entry_point_module_registers_the_spec_task(tmp_path):
     pytest.importorskip("inspect_ai")
-    from inspect_ai._util.registry import registry_info
+    from inspect_ai._util.registry import registry_unqualified_name
 
     assert declared_entry_point() == "behavio.inspect_eval._registry"
     from behavio.inspect_eval._registry import spec as spec_task
 
-    assert registry_info(spec_task).name == "behavio/spec"
+    assert registry_unqualified_name(spec_task) == "spec"  # `behavio/spec` once installed: the e2e test runs it so
     path = tmp_path / "inspected.yaml"
     path.write_text(SPEC)
     task = spec_task(str(path))
@@ -108,7 +122,7 @@ def test_inspect_verdicts_equal_behavio_check_responses_on_the_same_answers(tmp_
     spec = tmp_path / "inspected.yaml"
     spec.write_text(SPEC)
     logs = tmp_path / "logs"
-    run = subprocess.run([sys.executable, "-m", "inspect_ai", "eval", "behavio/spec", "--model", "hf/local",
+    run = subprocess.run([inspect_command(), "eval", "behavio/spec", "--model", "hf/local",
                           "-M", f"model_path={model}", "-M", "do_sample=false", "--max-connections", "1",
                           "-T", f"spec={spec}", "--log-dir", str(logs), "--display", "none"],
                          capture_output=True, text=True, env=inspect_env(tmp_path), cwd=tmp_path)

@@ -15,8 +15,9 @@ else sent as a system turn for the server's template to place.
 from __future__ import annotations
 
 import hashlib
+import queue
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +29,7 @@ from behavio.check.scorecard import Scorecard
 from behavio.compiler.compose import pending_key
 from behavio.control_tokens import neutralize
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache
+from behavio.generate import GenerationCache
 from behavio.models import cache_root
 
 DEFAULT_CONCURRENCY = 4
@@ -107,45 +108,58 @@ def answer_cache(endpoint: Endpoint, max_tokens: int, fold: bool, enabled: bool 
 def ask_endpoint(client: ChatClient, items: dict[str, list[dict]], cache: GenerationCache, *, max_tokens: int,
                  concurrency: int = DEFAULT_CONCURRENCY, label: str = "asking", quiet: bool = False) -> int:
     """Answers to ``items`` (key -> conversation as sent) that ``cache`` lacks, cached one by one; returns how
-    many were asked. On the first failure nothing more is sent, answers in flight are still cached, and
-    the failure is raised with how many answers were kept."""
+    many were asked. ``concurrency`` workers send the requests; on the first failure they take no new
+    case, answers in flight are still cached, and the failure is raised saying how many were kept.
+    Workers are daemon threads, so Ctrl-C ends the command at once (their requests die with it)."""
     missing = [k for k in items if cache.get(k) is None]
     if not missing:
         return 0
+    todo: queue.Queue = queue.Queue()
+    for key in missing:
+        todo.put(key)
+    done: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                key = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((key, client.complete(items[key], max_tokens), None))
+            except Exception as exc:  # reported by the main thread
+                done.put((key, None, exc))
+
+    workers = [threading.Thread(target=work, daemon=True, name=f"behavio-endpoint-{i}")
+               for i in range(min(max(1, concurrency), len(missing)))]
     progress = _progress(len(missing), label, quiet)
-    failure: BehavioError | None = None
+    failure: Exception | None = None
     received = 0
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="behavio-endpoint")
     try:
-        todo = iter(missing)
-        running: dict[Future, str] = {}
-
-        def submit_next() -> None:
-            key = next(todo, None)
-            if key is not None:
-                running[pool.submit(client.complete, items[key], max_tokens)] = key
-
-        for _ in range(max(1, concurrency)):
-            submit_next()
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                key = running.pop(future)
-                try:
-                    generation: Generation = future.result()
-                except BehavioError as exc:
-                    failure = failure or exc
+        for worker in workers:
+            worker.start()
+        while True:
+            try:
+                key, generation, error = done.get(timeout=0.2)
+            except queue.Empty:
+                if any(w.is_alive() for w in workers) or not done.empty():
                     continue
-                cache.put({key: generation})
-                received += 1
-                if progress:
-                    progress.advance()
-                if failure is None:
-                    submit_next()
+                break
+            if error is not None:
+                failure = failure or error
+                stop.set()
+                continue
+            cache.put({key: generation})
+            received += 1
+            if progress:
+                progress.advance()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop.set()
         if progress:
             progress.stop()
+    if failure is not None and not isinstance(failure, BehavioError):
+        raise failure
     if failure is not None and received and cache.enabled:
         raise BehavioError(f"{failure}\nthe {received} answers that arrived are cached: running again asks only for "
                            f"the other {len(missing) - received}")
