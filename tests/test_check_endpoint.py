@@ -122,13 +122,18 @@ def _handler(script: Script):
     return Handler
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that hung up early: not the test's output
+        pass
+
+
 @pytest.fixture
 def serve():
     """Start a scripted server on loopback: ``serve(Script(...))`` -> its base URL."""
     servers = []
 
     def start(script: Script) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
+        server = QuietServer(("127.0.0.1", 0), _handler(script))
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}/v1"

@@ -16,7 +16,7 @@ from inspect_ai.model import ChatMessage, ChatMessageAssistant, ChatMessageSyste
 from inspect_ai.solver import generate
 
 from behavio.check.engine import load_check_spec
-from behavio.check.served import Folding, spec_fold_system
+from behavio.check.system_message import Folding, spec_fold_system
 from behavio.inspect_eval.scorers import CASE_KEY, behavior_scorer
 
 _MESSAGE_TYPES = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
