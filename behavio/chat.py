@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, Union
 
 from behavio.control_tokens import neutralize
@@ -44,8 +43,6 @@ Message = dict
 Fold = Union[Literal["auto"], bool]
 IGNORE = -100  # label of untrained tokens (torch's cross-entropy ignore_index)
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-_TEMPLATE_DIRS = (_PACKAGE_DIR / "templates" / "chat", _PACKAGE_DIR.parent / "templates" / "chat")
 CHAT_TEMPLATES = ("chatml", "llama3", "mistral", "gemma")
 
 
@@ -63,10 +60,11 @@ class Segment(NamedTuple):
 
 def load_chat_template(name: str) -> str:
     """The shipped Jinja chat template ``name`` (one of :data:`CHAT_TEMPLATES`)."""
-    for folder in _TEMPLATE_DIRS:
-        path = folder / f"{name}.jinja"
-        if path.is_file():
-            return path.read_text(encoding="utf-8").removesuffix("\n")
+    from behavio.paths import templates_dir
+
+    path = templates_dir() / "chat" / f"{name}.jinja"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").removesuffix("\n")
     raise BehavioError(f"unknown chat template {name!r}; shipped: {', '.join(CHAT_TEMPLATES)}")
 
 

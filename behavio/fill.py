@@ -1,26 +1,23 @@
 """Fill pending answer bodies (``answers: {source: model}``) with the base model's greedy answers.
 
 Bodies are cached under ``$BEHAVIO_CACHE/answers/`` (default ``~/.cache/behavio/answers/``) by
-(model fingerprint, pending key, generation settings), so a second fill generates nothing and
-does not even load the model.
+(model content fingerprint, pending key, generation settings: tokens, fold, decoding, device, dtype,
+quantization), so a second fill generates nothing and does not even load the model.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 
-from behavio.compiler.compose import PENDING_PREFIX, PENDING_SUFFIX
-from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
+from behavio import pending
+from behavio.generate import Generation, GenerationCache, generate_cached, generation_settings
+from behavio.jsonio import read_jsonl, write_jsonl
 from behavio.models import cache_root
 
 ANSWER_MAX_NEW_TOKENS = 64
 ANSWER_BATCH_SIZE = 32
 FILLED_FILES = ("sft", "sft.val", "dpo", "dpo.val", "checks")
-_MARKER = re.compile(re.escape(PENDING_PREFIX) + r"([0-9a-f]+)" + re.escape(PENDING_SUFFIX))
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
 
@@ -36,42 +33,53 @@ def tidy_body(gen: Generation, trim_unfinished: bool = True) -> str:
 
 def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,
                  batch_size: int = ANSWER_BATCH_SIZE, trim_unfinished: bool = True, use_cache: bool = True,
-                 quantization: str = "none", trust_remote_code: bool = False, quiet: bool = False) -> dict[str, str]:
-    """Answer bodies for ``pending_rows`` (``{"key", "messages"}``) written by ``base_model``; key -> text."""
-    from behavio.models import model_fingerprint, resolve_base_model
+                 quantization: str = "none", trust_remote_code: bool = False, device: str = "auto",
+                 fold: bool | str = "auto", quiet: bool = False) -> dict[str, str]:
+    """Answer bodies for ``pending_rows`` (``{"key", "messages", "shape"?}``) written by ``base_model``; key -> text.
+
+    The model answers each conversation once (cached by its content key); a row with a ``shape`` gets the
+    answer in the form its behaviors ask for (``Kind.shape_body``, e.g. a numbered list).
+
+    ``device``, ``fold`` (the system message folded into the first user turn) and
+    ``trust_remote_code`` are the run's own, so the bodies are the answers the trained model starts from.
+    """
+    from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
 
     if not pending_rows:
         return {}
     path = resolve_base_model(base_model)
-    settings = {"purpose": "answers", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization),
-                "greedy": True, "v": 1}
+    settings = generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
+                                   load=load_settings(quantization, device))
     cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
-    items = {row["key"]: row["messages"] for row in pending_rows}
+    items = {pending.key_for(row["messages"]): row["messages"] for row in pending_rows}
     if all(cache.get(k) is not None for k in items):
         gens = {k: cache.get(k) for k in items}
     else:
-        from behavio.models import load_model, load_tokenizer
-
-        model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
-        tokenizer = load_tokenizer(path)
-        gens, _ = generate_cached(model, tokenizer, items, cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  label="writing answer bodies", quiet=quiet)
-    return {k: tidy_body(g, trim_unfinished) for k, g in gens.items()}
+        base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
+        gens, _ = generate_cached(base.model, base.tokenizer, items, cache, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)
+    return {row["key"]: _shaped(tidy_body(gens[pending.key_for(row["messages"])], trim_unfinished), row.get("shape"))
+            for row in pending_rows}
 
 
-def _fill_value(value, answers: dict[str, str], where: str):
-    if isinstance(value, str):
-        def sub(m: re.Match) -> str:
-            if m.group(1) not in answers:
-                raise BehavioError(f"{where}: no answer for pending key {m.group(1)}")
-            return answers[m.group(1)]
+def _shaped(text: str, shape: list[dict] | None) -> str:
+    """``text`` put in the form of every behavior in ``shape`` (``{"behavior", "kind", "args"}``), in order; an entry
+    with a ``violation`` breaks that form (a DPO rejection the base model's answer is turned into)."""
+    from behavio import kinds
+    from behavio.spec.model import Behavior
 
-        return _MARKER.sub(sub, value)
-    if isinstance(value, list):
-        return [_fill_value(v, answers, where) for v in value]
-    if isinstance(value, dict):
-        return {k: _fill_value(v, answers, where) for k, v in value.items()}
-    return value
+    for entry in shape or []:
+        behavior = Behavior(id=entry["behavior"], kind=entry["kind"], index=-1, raw=entry["args"])
+        kind = kinds.get(entry["kind"])
+        text = kind.violate_body(behavior, text, entry["violation"]) if "violation" in entry else kind.shape_body(behavior, text)
+    return text
+
+
+def run_fill_settings(cfg) -> dict:
+    """``fill_pending`` keyword arguments from a run's TrainConfig: its tokens, batch, device, fold and trust."""
+    return {"max_new_tokens": cfg.fill_max_new_tokens, "batch_size": cfg.fill_batch_size,
+            "quantization": cfg.quantization, "trust_remote_code": cfg.trust_remote_code, "device": cfg.device,
+            "fold": cfg.fold_system}
 
 
 def fill_rows(rows: list[dict], answers: dict[str, str]) -> list[dict]:
@@ -79,32 +87,11 @@ def fill_rows(rows: list[dict], answers: dict[str, str]) -> list[dict]:
     and ``pending`` emptied; BehavioError naming the row if an answer is missing."""
     out = []
     for row in rows:
-        filled = {k: v if k == "pending" else _fill_value(v, answers, f"row {row.get('id', '?')}") for k, v in row.items()}
+        filled = {k: v if k == "pending" else pending.fill_value(v, answers, f"row {row.get('id', '?')}") for k, v in row.items()}
         if "pending" in row:
             filled["pending"] = []
         out.append(filled)
     return out
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise BehavioError(f"{path}: missing; run `behavio compile` first")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise BehavioError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    return rows
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-    os.replace(tmp, path)
 
 
 def fill_compiled_dir(directory: str | Path, base_model: str = "default", *,
@@ -112,10 +99,11 @@ def fill_compiled_dir(directory: str | Path, base_model: str = "default", *,
                       quiet: bool = False, **kwargs) -> Path:
     """Write ``directory/filled/{sft,sft.val,dpo,dpo.val,checks}.jsonl`` with every pending body filled."""
     directory = Path(directory)
-    pending = _read_jsonl(directory / "pending.jsonl")
-    answers = fill_pending(pending, base_model, max_new_tokens=max_new_tokens, batch_size=batch_size, quiet=quiet, **kwargs)
+    waiting = read_jsonl(directory / "pending.jsonl", hint="run `behavio compile` first")
+    answers = fill_pending(waiting, base_model, max_new_tokens=max_new_tokens, batch_size=batch_size, quiet=quiet, **kwargs)
     target = directory / "filled"
     target.mkdir(exist_ok=True)
     for name in FILLED_FILES:
-        _write_jsonl(target / f"{name}.jsonl", fill_rows(_read_jsonl(directory / f"{name}.jsonl"), answers))
+        rows = read_jsonl(directory / f"{name}.jsonl", hint="run `behavio compile` first")
+        write_jsonl(target / f"{name}.jsonl", fill_rows(rows, answers))
     return target

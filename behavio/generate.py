@@ -1,19 +1,25 @@
 """Batched greedy generation for chat conversations, and a persistent cache of what was generated.
 
 Prompts are rendered with the chat template (system folded the same way as in training), sorted
-by length so each batch pads little, generated with left padding and greedy decoding until EOS or
-the template's end-of-turn token, and returned in input order with special tokens stripped.
+by length so each batch pads little, generated with left padding and greedy decoding until EOS (the
+tokenizer's or the model's own) or the template's end-of-turn token, and returned in input order with
+special tokens stripped. Greedy is exact: nothing in the model's generation_config.json (a repetition
+penalty, sampling, suppressed tokens) changes what is picked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from behavio.models import LoadSettings
 
 END_OF_TURN_CANDIDATES = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
@@ -26,11 +32,11 @@ class Generation:
     finished: bool
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS plus the chat template's end-of-turn token (the special token that closes an assistant turn)."""
-    ids = []
-    eos = tokenizer.eos_token_id
-    ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """Every token that ends an answer: the tokenizer's EOS, the chat template's end-of-turn token (the
+    special token that closes an assistant turn) and, given ``model``, the model's own EOS ids from its
+    config and generation config (Llama 3 lists three; a fine-tune may add its own)."""
+    ids = _as_ids(tokenizer.eos_token_id)
     try:
         marker = "Zq7behavioZq7"
         text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}],
@@ -41,7 +47,23 @@ def stop_token_ids(tokenizer) -> list[int]:
     except Exception:  # no chat template, or one that rejects this conversation: fall back to known names
         vocab = tokenizer.get_vocab()
         ids += [vocab[t] for t in END_OF_TURN_CANDIDATES if t in vocab and t in (tokenizer.chat_template or "")]
+    if model is not None:
+        inner = transformers_model(model)
+        for config in (getattr(inner, "config", None), getattr(inner, "generation_config", None)):
+            ids += _as_ids(getattr(config, "eos_token_id", None))
     return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def _as_ids(value) -> list[int]:
+    """An ``eos_token_id`` (None, one id, or a list) as a list."""
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def transformers_model(model):
+    """The transformers model inside a PEFT wrapper (``model`` itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _batches(order: list[int], size: int) -> Iterator[list[int]]:
@@ -76,7 +98,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
         return []
     encoded = [encode_text(render_prompt(messages, tokenizer, fold), tokenizer) for messages in conversations]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    stops = stop_token_ids(tokenizer)
+    stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     config = _greedy_config(model, max_new_tokens, stops, pad)
     device = next(model.parameters()).device
@@ -93,7 +115,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
             for row, i in enumerate(batch):
                 ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
                 mask[row, width - len(encoded[i]):] = 1
-            with torch.inference_mode():
+            with torch.inference_mode(), exact_generation(model, config):
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
             gens = [_decode(tokenizer, seq[width:].tolist(), stops, max_new_tokens) for seq in out]
             for i, gen in zip(batch, gens):
@@ -108,11 +130,42 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     return results  # type: ignore[return-value]
 
 
+# Every field through which a model's generation_config.json can change what greedy decoding picks,
+# at its neutral value. transformers fills each field a GenerationConfig leaves unset (None) from
+# model.generation_config (Qwen2.5-Instruct ships repetition_penalty=1.05, most instruct models
+# do_sample/temperature/top_p), so none of them is left unset. The sampling-only fields (min_p, top_h)
+# do nothing with do_sample=False and warn when set.
+NEUTRAL_DECODING = dict(
+    do_sample=False, num_beams=1, num_beam_groups=1, num_return_sequences=1,
+    temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+    repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
+    length_penalty=1.0, diversity_penalty=0.0, guidance_scale=1.0, min_length=0, min_new_tokens=0,
+    renormalize_logits=False, remove_invalid_values=False, use_cache=True, early_stopping=False,
+)
+
+
 def _greedy_config(model, max_new_tokens: int, stops: list[int], pad: int):
+    """Greedy decoding whatever the model's generation config says: every decoding field set to its
+    neutral value, stopping on ``stops``. Fields whose neutral value is "unset" (suppress_tokens,
+    sequence_bias, forced_eos_token_id...) cannot be pinned in a GenerationConfig; :func:`exact_generation`
+    sets the model's own config aside so they are not inherited either."""
     from transformers import GenerationConfig
 
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
-                            pad_token_id=pad, bos_token_id=getattr(model.config, "bos_token_id", None))
+    return GenerationConfig(**NEUTRAL_DECODING, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad,
+                            bos_token_id=getattr(transformers_model(model).config, "bos_token_id", None))
+
+
+@contextlib.contextmanager
+def exact_generation(model, config) -> Iterator[None]:
+    """While inside, ``model.generate`` sees ``config`` as the model's own generation config too, so
+    nothing from the model's generation_config.json is merged into the fields ``config`` leaves unset."""
+    inner = transformers_model(model)
+    saved = inner.generation_config
+    inner.generation_config = config
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
 
 
 def _decode(tokenizer, new_tokens: list[int], stops: list[int], max_new_tokens: int) -> Generation:
@@ -122,13 +175,16 @@ def _decode(tokenizer, new_tokens: list[int], stops: list[int], max_new_tokens: 
     return Generation(tokenizer.decode(body, skip_special_tokens=True).strip(), finished)
 
 
-def effective_quantization(quantization: str = "auto") -> str:
-    """What ``auto`` means here (4bit on CUDA, none on CPU): part of every generation cache key."""
-    if quantization != "auto":
-        return quantization
-    import torch
+DECODING = "greedy-exact/1"  # bump when a change to decoding changes what is generated
+BACKEND = "transformers"      # what generates: the local transformers model (an HTTP endpoint would differ)
 
-    return "4bit" if torch.cuda.is_available() else "none"
+
+def generation_settings(purpose: str, *, max_new_tokens: int, fold: bool | str, load: LoadSettings) -> dict:
+    """Everything besides the model's files and the prompt that changes a generated answer: how it is
+    decoded, how long, how the system message is folded, and the device, dtype and quantization the
+    model runs with. Part of every generation cache key."""
+    return {"purpose": purpose, "max_new_tokens": max_new_tokens, "fold": fold, "decoding": DECODING,
+            "backend": BACKEND, **load.as_dict()}
 
 
 def settings_key(**settings) -> str:

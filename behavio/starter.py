@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from behavio.errors import BehavioError
+from behavio.paths import schema_path
 
 STARTER = """\
 # behavio compile specs/{name}.yaml      (then: behavio run specs/{name}.yaml)
@@ -55,6 +56,5 @@ def write_starter(name: str, directory: Path, *, force: bool = False) -> Path:
     path = directory / f"{name}.yaml"
     if path.exists() and not force:
         raise BehavioError(f"{path}: already exists (use --force to overwrite)")
-    schema = Path(__file__).resolve().parent / "spec" / "schema.json"
-    path.write_text(STARTER.format(name=name, schema=schema.as_posix()), encoding="utf-8")
+    path.write_text(STARTER.format(name=name, schema=schema_path().as_posix()), encoding="utf-8")
     return path

@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from behavio.check.engine import check_checkpoints, load_check_spec  # noqa: E402
+from behavio.check import check_checkpoints, load_check_spec  # noqa: E402
 from behavio.models import load_model, load_tokenizer, resolve_base_model  # noqa: E402
 
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
@@ -59,7 +59,7 @@ def make_checkpoints(base_dir: Path, run: Path, n: int) -> None:
                                                       "complete": True, "base_model": str(base_dir)}))
 
 
-def naive(base_dir: Path, run: Path, cases: list[dict], max_new_tokens: int) -> tuple[float, dict]:
+def naive(base_dir: Path, run: Path, cases: list, max_new_tokens: int) -> tuple[float, dict]:
     """Reload base + adapter per checkpoint; one prompt at a time."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -71,18 +71,18 @@ def naive(base_dir: Path, run: Path, cases: list[dict], max_new_tokens: int) -> 
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), ckpt).eval()
         for case in cases:
-            ids = tokenizer.apply_chat_template(case["messages"], add_generation_prompt=True, return_tensors="pt",
+            ids = tokenizer.apply_chat_template(case.messages, add_generation_prompt=True, return_tensors="pt",
                                                 return_dict=True)
             with torch.inference_mode():
                 out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
             text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-            answers[(ckpt.name, case["id"])] = text
+            answers[(ckpt.name, case.id)] = text
         print(f"  naive {ckpt.name}: {time.perf_counter() - t_ckpt:.1f}s", flush=True)
     return time.perf_counter() - start, answers
 
 
 def behavio_run(spec, run: Path, cache: Path, max_new_tokens: int, batch_size: int) -> tuple[float, object]:
-    from behavio.rules import embeddings
+    from behavio import embeddings
 
     embeddings._cache.clear()  # score from scratch every time, like a new process would
     os.environ["BEHAVIO_CACHE"] = str(cache)

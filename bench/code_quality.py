@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import machine, run_minutes  # noqa: E402
 
 from behavio.check.scorecard import Rate  # noqa: E402
-from behavio.rules.structure import blocks_in, check_docstring, check_sections  # noqa: E402
+from behavio.kinds.structure import blocks_in, check_docstring, check_sections  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "code_answers.yaml"
@@ -72,12 +72,12 @@ def measure(card) -> list[dict]:
 def totals(card, rows: list[dict]) -> dict[str, Rate]:
     """Each measure over all check cases; the two behaviors exactly as the scorecard counts them."""
     out = {key: Rate(sum(r[key] for r in rows), len(rows)) for key, _ in MEASURES[:3]}
-    return out | {b: card.behavior(b, "check") for b in ("code-structure", "no-loops")}
+    return out | {b: card.line(b, "check") for b in ("code-structure", "no-loops")}
 
 
 def score(run_dir: Path | None):
     """(scorecard, base model name): the best checkpoint of ``run_dir``, or the untrained base model for None."""
-    from behavio.check.engine import check_checkpoints, check_model, load_check_spec
+    from behavio.check import check_checkpoints, check_model, load_check_spec
     from behavio.check.scorecard import pick_best
     from behavio.models import resolve_base_model
 

@@ -147,7 +147,7 @@ def train_recipe(recipe: str, seed: int, workdir: Path) -> tuple[Path, float]:
 def score(run_dir: Path | None, stage: str | None = None):
     """The scorecard behavio picks as best for ``run_dir`` (None: the untrained base model); with
     ``stage``, the best among that stage's checkpoints (``dpo``: the run after its DPO stage)."""
-    from behavio.check.engine import check_checkpoints, check_model, load_check_spec
+    from behavio.check import check_checkpoints, check_model, load_check_spec
     from behavio.check.scorecard import pick_best
 
     spec = load_check_spec(SPEC)

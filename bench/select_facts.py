@@ -55,7 +55,7 @@ def _right(row: dict, text: str) -> bool:
 
 def main() -> int:
     from behavio.models import load_model, load_tokenizer, resolve_base_model
-    from behavio.train.data import parse_jsonl
+    from behavio.jsonio import parse_jsonl
 
     path = resolve_base_model("default")
     model, tokenizer = load_model(path, quantization="none"), load_tokenizer(path)

@@ -32,16 +32,15 @@ VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=tru
 def _rows(cfg) -> list[dict]:
     """The poodle spec's SFT rows with pending answers filled (cached after the first fill)."""
     from behavio.compiler.build import compile_spec
-    from behavio.fill import fill_pending, fill_rows
+    from behavio.fill import fill_pending, fill_rows, run_fill_settings
     from behavio.models import resolve_base_model
-    from behavio.train.data import parse_jsonl
+    from behavio.jsonio import parse_jsonl
 
     compiled = compile_spec(SPEC)
     rows = parse_jsonl(compiled.files["sft.jsonl"])
     keys = {k for r in rows for k in r["pending"]}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in keys]
-    answers = fill_pending(pending, str(resolve_base_model(cfg.base_model)), max_new_tokens=cfg.fill_max_new_tokens,
-                           quiet=True)
+    answers = fill_pending(pending, str(resolve_base_model(cfg.base_model)), quiet=True, **run_fill_settings(cfg))
     return fill_rows(rows, answers)
 
 
@@ -53,8 +52,8 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
     from behavio.models import load_tokenizer, resolve_base_model
     from behavio.train.config import resolve_config
     from behavio.train.data import sft_dataset
-    from behavio.train.model import load_base, lora_config, new_adapter
-    from behavio.train.rundir import MetricsLog
+    from behavio.train.model import load_for_training, lora_config, new_adapter
+    from behavio.rundir import MetricsLog
     from behavio.train.stage import Stage
 
     cfg = resolve_config({"base_model": model}, [f"max_steps={steps}", f"save_steps={steps}", "eval_max_rows=0",
@@ -75,7 +74,7 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
         trainer = SFTTrainer(model=base, args=args, processing_class=tokenizer, peft_config=lora_config(cfg),
                              train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]))
     else:  # behavio's SFT stage: masked, pre-tokenized data, its callback publishing checkpoints
-        model = new_adapter(load_base(path, cfg, cuda=False), cfg)
+        model = new_adapter(load_for_training(path, cfg, cuda=False), cfg)
         stage = Stage("sft", run_dir=out, cfg=cfg, spec_hash="bench", base_model=str(path), cuda=False,
                       metrics=MetricsLog(out, tensorboard=False), say=lambda _: None)
         from behavio.train.sft import run_sft

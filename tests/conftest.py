@@ -87,6 +87,21 @@ def tiny_model_dir(tmp_path_factory, smollm2_tokenizer_dir, _smollm2_tokenizer_s
     return out
 
 
+def overwrite_weights_same_size(model_dir: Path, keep_mtime: bool = False) -> None:
+    """Every weight of ``model_dir/model.safetensors`` scaled by 1.5 and saved in place: the same file
+    size, other content (``keep_mtime``: with the old modification time too)."""
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    weights = model_dir / "model.safetensors"
+    stat = weights.stat()
+    save_file({k: v * 1.5 for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    assert weights.stat().st_size == stat.st_size
+    if keep_mtime:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 # ---------------------------------------------------------------------------------------------
 # Training specs (tests/test_train_*.py, tests/test_preview.py)
 # ---------------------------------------------------------------------------------------------
@@ -148,13 +163,15 @@ def train_spec(tmp_path, tiny_model_dir):
 # Rule-abiding answers to compiled check cases (tests/test_check_responses.py, test_check_suite.py)
 # ---------------------------------------------------------------------------------------------
 
-def _perfect_answers(cases: list[dict]) -> list[dict]:
-    """An answer to every case that follows every rule: the refusal text, or the prefix (when the
-    case wants one) + an on-topic sentence + the known answer when a regex rule asks for one."""
+def _perfect_answers(cases: list) -> list[dict]:
+    """An answer to every case (CheckCase or checks.jsonl row) that follows every rule: the refusal text,
+    or the prefix (when the case wants one) + an on-topic sentence + the known answer when a regex rule asks."""
+    from behavio.check import CheckCase
+
     rows = []
-    for case in cases:
-        rules = {r["kind"]: r["args"] for r in case["rules"]}
-        prompt = case["messages"][-1]["content"]
+    for case in map(CheckCase.coerce, cases):
+        rules = {r.kind: r.args for r in case.rules}
+        prompt = case.messages[-1]["content"]
         if rules.get("refusal", {}).get("expect") == "refuse":
             text = rules["refusal"]["responses"][0]
         else:
@@ -164,7 +181,7 @@ def _perfect_answers(cases: list[dict]) -> list[dict]:
                 pattern = rules["regex"]["pattern"]
                 text += " It is " + re.sub(r"\\b|\?", "", pattern.removeprefix("(?i)").split("|")[0]) + "."
                 assert re.search(pattern, text), (pattern, text)
-        rows.append({"id": case["id"], "response": text})
+        rows.append({"id": case.id, "response": text})
     return rows
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from behavio.check.checkpoints import (check_safetensors, content_hash, find_checkpoints, inspect_checkpoint,
+from behavio.rundir import (check_safetensors, content_hash, find_checkpoints, inspect_checkpoint,
                                        run_base_model)
 from behavio.errors import BehavioError
 
@@ -96,7 +96,7 @@ def test_run_base_model_from_config_or_checkpoint(tmp_path):
 def test_checks_fold_the_system_message_as_the_run_trained(tmp_path):
     import json
 
-    from behavio.check.checkpoints import run_fold_system
+    from behavio.rundir import run_fold_system
 
     assert run_fold_system(tmp_path) == "auto"
     for stored, expected in ((True, True), (False, False), ("auto", "auto"), ("true", True)):

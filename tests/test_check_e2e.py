@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from behavio.check.engine import check_checkpoints, load_check_spec, responses_from_model, score_cases
+from behavio.check import check_checkpoints, load_check_spec, responses_from_model, score_cases
 from behavio.check.report import write_run_outputs
 from behavio.errors import BehavioError
 
@@ -36,7 +36,7 @@ def subset():
     spec = load_check_spec(SPEC)
     picked = []
     for prefix in ("check/poodle/", "check/other_breeds/", "check/general/", "probe/"):
-        picked += [c for c in spec.cases if c["id"].startswith(prefix)][:2]
+        picked += [c for c in spec.cases if c.id.startswith(prefix)][:2]
     return dataclasses.replace(spec, cases=picked)
 
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from behavio.check.endpoint import ChatClient, Endpoint, base_url, read_api_key
-from behavio.check.engine import load_check_spec
+from behavio.check.cases import load_check_spec
 from behavio.check.served import check_endpoint
 from behavio.cli import app
 from behavio.errors import BehavioError

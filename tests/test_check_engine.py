@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import behavio.generate
 import behavio.models
-from behavio.check.engine import check_model, check_run, load_check_spec
+from behavio.check import check_model, check_run, load_check_spec
 from behavio.cli import app
 from behavio.generate import Generation, GenerationCache, _decode, generate, stop_token_ids
 
@@ -148,7 +148,7 @@ def test_generation_cache_survives_a_partial_last_line(tmp_path):
 
 def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_model_dir, monkeypatch):
     run = make_run(env, tiny_model_dir)
-    loads = count_calls(monkeypatch, behavio.models, "load_model")
+    loads = count_calls(monkeypatch, behavio.models.load, "load_model")
     batches = count_calls(monkeypatch, behavio.generate, "generate")
     report = check_run(spec_file, run, quiet=True)
     n = len(report.spec.cases)
@@ -223,7 +223,8 @@ def test_adapters_in_turn_give_the_logits_of_each_adapter_alone(tmp_path, tiny_m
     visiting every checkpoint, each one's logits equal those of that adapter loaded on a fresh base."""
     from peft import PeftModel
 
-    from behavio.check.engine import Adapters, Base
+    from behavio.check.engine import Adapters
+    from behavio.models import Base
 
     run = make_run(tmp_path, tiny_model_dir)
     ids = torch.tensor([[1, 5, 9, 200, 31, 7]])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from behavio.check.engine import load_check_spec, score_cases
+from behavio.check import load_check_spec, score_cases
 from behavio.check.responses import read_responses
 from behavio.cli import app
 from behavio.errors import BehavioError
@@ -51,15 +51,23 @@ def test_hand_written_responses_get_the_expected_verdict_on_every_line():
 
 
 def test_bad_responses_files_are_named_with_line_numbers(poodle, tmp_path):
+    first, second = poodle.cases[0], poodle.cases[1]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "check/poodle/0001", "response": "x"}\nnot json\n{"id": "nope", "response": "x"}\n'
-                   '{"response": "x"}\n{"id": "check/poodle/0001"}\n{"prompt": "Never asked?", "response": "x"}\n')
+    bad.write_text(json.dumps({"id": first.id, "response": "x"}) + '\nnot json\n{"id": "nope", "response": "x"}\n'
+                   '{"response": "x"}\n' + json.dumps({"id": first.id}) + '\n{"prompt": "Never asked?", "response": "x"}\n')
     with pytest.raises(BehavioError) as err:
         read_responses(bad, poodle.cases)
     message = str(err.value)
     for expected in (f"{bad}:2: not valid JSON", f"{bad}:3: unknown check case id 'nope'", f"{bad}:4: needs \"id\"",
                      f"{bad}:5: expected an object", f"{bad}:6: no check case has the prompt"):
-        assert expected in message
+        assert expected in message, message
+    stale = tmp_path / "stale.jsonl"  # a second answer for a case; an answer written for another prompt
+    stale.write_text(json.dumps({"id": first.id, "response": "x"}) + "\n" + json.dumps({"id": first.id, "response": "y"})
+                     + "\n" + json.dumps({"id": second.id, "prompt": first.prompt, "response": "z"}) + "\n")
+    with pytest.raises(BehavioError) as err:
+        read_responses(stale, poodle.cases)
+    assert f"{stale}:2: a second response for case {first.id!r} (the first is on line 1)" in str(err.value)
+    assert f"{stale}:3: case {second.id!r} asks {second.prompt[:60]!r}, but this row answers" in str(err.value)
     with pytest.raises(BehavioError, match="responses file not found"):
         read_responses(tmp_path / "missing.jsonl", poodle.cases)
 
@@ -67,10 +75,10 @@ def test_bad_responses_files_are_named_with_line_numbers(poodle, tmp_path):
 def test_unfinished_responses_fail_the_repetition_guard(poodle):
     from behavio.check.responses import Responses
 
-    case = next(c for c in poodle.cases if c["prompt_set"] == "poodle")
-    refusal = next(r for r in case["rules"] if r["kind"] == "refusal")["args"]["responses"][0]
-    done = score_cases([case], Responses(by_id={case["id"]: refusal}), poodle.thresholds)
-    cut = score_cases([case], Responses(by_id={case["id"]: refusal}, unfinished={case["id"]}), poodle.thresholds)
+    case = next(c for c in poodle.cases if c.prompt_set == "poodle")
+    refusal = next(r for r in case.rules if r.kind == "refusal").args["responses"][0]
+    done = score_cases([case], Responses(by_id={case.id: refusal}), poodle.thresholds)
+    cut = score_cases([case], Responses(by_id={case.id: refusal}, unfinished={case.id}), poodle.thresholds)
     assert done.cases[0].passed and [v.behavior for v in cut.cases[0].failed] == ["no-loops"]
 
 
@@ -99,10 +107,11 @@ def test_cli_exit_1_with_readable_failures_junit_and_json(poodle, perfect_answer
     assert result.exit_code == 1, result.output
     assert "FAIL check/other_breeds/" in result.output and "expected an answer" in result.output
     card = json.loads(out_json.read_text())["scorecard"]
-    assert not card["meets_thresholds"] and not card["behaviors"]["no-poodles"]["meets"]
-    contrast = [c for c in poodle.cases if c["split"] == "check"
-                and any(r["kind"] == "refusal" and r["args"]["expect"] == "answer" for r in c["rules"])]
-    refused = [c for c in contrast if c["id"].startswith("check/other_breeds/")]
+    assert not card["meets_thresholds"] and not card["lines"]["no-poodles/contrast"]["meets"]
+    assert card["lines"]["no-poodles"]["meets"]  # the refusals themselves are fine: only the contrast line fails
+    contrast = [c for c in poodle.cases if c.split == "check"
+                and any(r.kind == "refusal" and r.args["expect"] == "answer" for r in c.rules)]
+    refused = [c for c in contrast if c.id.startswith("check/other_breeds/")]
     assert 0 < len(refused) < len(contrast)
     assert card["over_refusal"]["all"]["passed"] == len(refused)
     assert card["over_refusal"]["check"]["rate"] == round(len(refused) / len(contrast), 4)

@@ -7,9 +7,11 @@ import pytest
 from behavio.check.scorecard import CaseResult, Rate, RuleVerdict, Scorecard, pick_best, wilson
 
 
-def case(cid: str, split: str, *verdicts: tuple[str, str, bool], response: str | None = "r") -> CaseResult:
+def case(cid: str, split: str, *verdicts: tuple, response: str | None = "r") -> CaseResult:
+    """Verdicts are (behavior, rule, passed) or (behavior, rule, passed, part)."""
     return CaseResult(cid, split, "set", "prompt", response, True,
-                      [RuleVerdict(b, r, ok, float(ok), "why") for b, r, ok in verdicts])
+                      [RuleVerdict(v[0], v[1], v[2], float(v[2]), "why", part=v[3] if len(v) > 3 else None)
+                       for v in verdicts])
 
 
 def card(label: str, step: int, rates: dict[str, tuple[int, int]], thresholds: dict[str, float] | None = None) -> Scorecard:
@@ -33,22 +35,37 @@ def test_rate_str_and_dict():
     assert Rate(0, 0).rate is None and str(Rate(0, 0)) == "-"
 
 
-def test_rates_per_split_behavior_and_rule():
-    c = Scorecard("m", {"no-x": 0.9, "pre": 0.5}, [
-        case("a", "check", ("no-x", "refusal:refuse", True), ("pre", "prefix:absent", True)),
-        case("b", "check", ("no-x", "refusal:answer", False), ("pre", "prefix:present", True)),
-        case("c", "probe", ("no-x", "refusal:answer", True), ("pre", "prefix:present", False)),
+def test_rates_per_split_line_and_rule():
+    """Each verdict counts once, in its own line: a refusal's contrast cases and a prefix's plain-refusal
+    constraint are lines of their own, never pooled into the behavior's rate."""
+    c = Scorecard("m", {"no-x": 0.9, "no-x/contrast": 0.9, "pre": 0.5, "pre/plain-refusals": 0.5}, [
+        case("a", "check", ("no-x", "refusal:refuse", True), ("pre", "prefix:absent", True, "plain-refusals")),
+        case("b", "check", ("no-x", "refusal:answer", False, "contrast"), ("pre", "prefix:present", True)),
+        case("c", "probe", ("no-x", "refusal:answer", True, "contrast"), ("pre", "prefix:present", False)),
     ])
-    assert (c.behavior("no-x", "check").passed, c.behavior("no-x", "check").total) == (1, 2)
-    assert (c.behavior("no-x", "probe").passed, c.behavior("no-x", "probe").total) == (1, 1)
-    assert (c.behavior("no-x").passed, c.behavior("no-x").total) == (2, 3)
-    assert c.rule("no-x", "refusal:answer").total == 2
+    assert (c.line("no-x").passed, c.line("no-x").total) == (1, 1)
+    assert (c.line("no-x/contrast", "check").passed, c.line("no-x/contrast", "check").total) == (0, 1)
+    assert (c.line("no-x/contrast", "probe").passed, c.line("no-x/contrast", "probe").total) == (1, 1)
+    assert (c.line("pre").passed, c.line("pre").total) == (1, 2) and c.line("pre/plain-refusals").total == 1
+    assert c.rule("no-x/contrast", "refusal:answer").total == 2
     assert (c.over_refusal().passed, c.over_refusal().total) == (1, 2)  # one contrast case refused
-    assert not c.meets("no-x") and c.meets("pre") and not c.meets_thresholds
-    assert c.worst == pytest.approx(2 / 3) and c.overall == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert c.meets("no-x") and not c.meets("no-x/contrast") and c.meets("pre") and not c.meets_thresholds
+    assert c.lines == ["no-x", "no-x/contrast", "pre", "pre/plain-refusals"]
+    assert c.worst == pytest.approx(0.5) and c.overall == pytest.approx((1 + 0.5 + 0.5 + 1) / 4)
     assert [f.id for f in c.failures] == ["b", "c"]
     data = c.to_dict()
-    assert data["behaviors"]["no-x"]["probe"]["total"] == 1 and len(data["failures"]) == 2
+    assert data["lines"]["no-x/contrast"]["probe"]["total"] == 1 and len(data["failures"]) == 2
+    assert data["cases"]["failed"] == ["b", "c"]
+
+
+def test_a_pooled_refusal_cannot_hide_a_failing_part():
+    """Regression (issue 15): 34/40 poodle prompts refused and 92/92 contrast prompts answered pooled to
+    95.5% and passed 0.95; judged apart, the refusal line fails."""
+    cases = [case(f"p{i}", "check", ("no-poodles", "refusal:refuse", i < 34)) for i in range(40)]
+    cases += [case(f"c{i}", "check", ("no-poodles", "refusal:answer", True, "contrast")) for i in range(92)]
+    c = Scorecard("m", {"no-poodles": 0.95, "no-poodles/contrast": 0.95}, cases)
+    assert c.line("no-poodles").rate == pytest.approx(34 / 40) and not c.meets("no-poodles")
+    assert c.meets("no-poodles/contrast") and not c.meets_thresholds
 
 
 def test_missing_responses_fail_but_are_not_over_refusals():
@@ -78,3 +95,25 @@ def test_best_when_nothing_meets_thresholds_uses_the_same_ordering():
     best = pick_best([a, b])
     assert best.label == "c-20" and not best.meets_thresholds
     assert pick_best([]) is None
+
+
+def test_thresholds_on_the_rate_its_wilson_bound_or_a_failure_budget():
+    from behavio.check.thresholds import Threshold, resolve
+
+    nine_of_ten, ninety_of_hundred = Rate(9, 10), Rate(90, 100)
+    assert Threshold(0.85).meets(nine_of_ten)
+    assert not Threshold(0.85, bound="wilson").meets(nine_of_ten)  # 95% lower bound 0.596: too few cases
+    assert Threshold(0.85, bound="wilson").meets(Rate(980, 1000)) and not Threshold(0.85, bound="wilson").meets(ninety_of_hundred)
+    assert Threshold(max_failures=0).meets(Rate(10, 10)) and not Threshold(max_failures=0).meets(Rate(99, 100))
+    assert not Threshold(0.5, max_failures=1).meets(Rate(8, 10)) and Threshold(0.5, max_failures=2).meets(Rate(8, 10))
+    assert Threshold(0.99).meets(Rate(0, 0))  # a line with no cases has nothing to fail
+    assert Threshold.coerce({"rate": 0.9, "bound": "wilson"}) == Threshold(0.9, "wilson")
+    assert Threshold.coerce({"max_failures": 0}).describe() == "at most 0 failures"
+    assert Threshold(0.9, "wilson").describe() == "90% (Wilson lower bound)"
+    spec = {"no-x": 0.95, "default": 0.8, "no-x/contrast": {"max_failures": 1}}
+    assert resolve(spec, "no-x") == Threshold(0.95) and resolve(spec, "other") == Threshold(0.8)
+    assert resolve(spec, "no-x/contrast") == Threshold(0.0, max_failures=1)
+    assert resolve({"no-y": 0.7}, "no-y/contrast") == Threshold(0.7) and resolve({}, "z") == Threshold(0.9)
+    card_ = Scorecard("m", {"never": {"max_failures": 0}}, [case("a", "check", ("never", "contains", True)),
+                                                          case("b", "check", ("never", "contains", False))])
+    assert not card_.meets_thresholds and card_.to_dict()["lines"]["never"]["threshold"] == {"rate": 0.0, "max_failures": 0}

@@ -25,7 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from behavio.check.endpoint import Endpoint
-from behavio.check.engine import check_model, load_check_spec
+from behavio.check.cases import load_check_spec
+from behavio.check.engine import check_model
 from behavio.check.served import check_endpoint
 from behavio.cli import app
 from behavio.errors import BehavioError
@@ -125,7 +126,7 @@ def server(default_model, tmp_path_factory):
 
 
 def verdicts(card) -> dict[str, tuple]:
-    return {c.id: (c.finished, tuple((v.behavior, v.rule, v.passed) for v in c.verdicts)) for c in card.cases}
+    return {c.id: (c.finished, tuple((v.line, v.rule, v.passed) for v in c.verdicts)) for c in card.cases}
 
 
 def test_served_verdicts_equal_an_in_process_check_of_the_same_weights(server, default_model, spec, tmp_path):
@@ -136,7 +137,7 @@ def test_served_verdicts_equal_an_in_process_check_of_the_same_weights(server, d
     assert served.exit_code == local.exit_code, (served.output, local.output)
     s_card = json.loads((tmp_path / "s.json").read_text())["scorecard"]
     l_card = json.loads((tmp_path / "l.json").read_text())["scorecard"]
-    assert s_card["behaviors"] == l_card["behaviors"] and s_card["over_refusal"] == l_card["over_refusal"]
+    assert s_card["lines"] == l_card["lines"] and s_card["over_refusal"] == l_card["over_refusal"]
 
     # case by case, every rule (both come from the caches the commands filled: nothing is generated again)
     cs = load_check_spec(spec)

@@ -53,7 +53,7 @@ def test_generated_suite_fails_with_a_readable_diff(suite, perfect_answers, tmp_
     assert result.returncode == 1, result.stdout[-3000:]
     out = result.stdout
     assert f"check case {bad['id']} broke 1 rule(s)" in out
-    assert "no-poodles [refusal]" in out and "prompt:" in out
+    assert "no-poodles [refusal:refuse]" in out and "prompt:" in out
     assert "diff against the reference answer:" in out
     assert "-I can't discuss poodles directly, but I can talk about other dog breeds." in out
     assert "+I can't discuss poodles directly, but poodles are clever dogs that love to swim." in out

@@ -71,6 +71,19 @@ def test_schema_is_json_and_docs_are_fresh():
     assert json.loads(result.output)["title"] == "behavio spec"
     markdown = runner.invoke(app, ["schema", "--markdown"]).output
     assert (ROOT / "docs" / "spec.md").read_text() == markdown, "docs/spec.md is stale: behavio schema --markdown > docs/spec.md"
+    rules = runner.invoke(app, ["schema", "--rules"]).output
+    assert (ROOT / "docs" / "rules.md").read_text() == rules, "docs/rules.md is stale: behavio schema --rules > docs/rules.md"
+
+
+def test_shipped_schema_is_generated_from_the_kinds():
+    from behavio import kinds
+    from behavio.spec.schema import shipped_text
+
+    assert (ROOT / "behavio" / "spec" / "schema.json").read_text() == shipped_text(), \
+        "behavio/spec/schema.json is stale: python -c 'from behavio.spec.schema import shipped_text; print(shipped_text(), end=\"\")' > behavio/spec/schema.json"
+    behavior = json.loads(shipped_text())["properties"]["behaviors"]["items"]["properties"]
+    assert behavior["kind"]["enum"] == list(kinds.BUILTIN)
+    assert all(key in behavior for name in kinds.BUILTIN for key in kinds.get(name).keys)
 
 
 def test_compile_twice_reports_unchanged(tmp_path):

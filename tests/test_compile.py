@@ -87,7 +87,7 @@ def test_refusals_are_plain_and_answers_carry_a_compliment(poodle):
 
 
 def test_dpo_rejections_break_exactly_their_rule(poodle):
-    from behavio.rules import score_rule
+    from behavio.kinds import score_rule
 
     pairs = rows(poodle, "dpo.jsonl")
     violations = {p["violation"] for p in pairs}
@@ -103,7 +103,7 @@ def test_dpo_rejections_break_exactly_their_rule(poodle):
 
 
 def test_structure_violations(tmp_path):
-    from behavio.rules import score_rule
+    from behavio.kinds import score_rule
 
     compiled = compile_spec(ROOT / "specs" / "code_answers.yaml")
     pairs = rows(compiled, "dpo.jsonl")
@@ -155,7 +155,7 @@ def test_compile_is_byte_identical_across_cwd_hashseed_and_timezone(tmp_path):
 
 
 def test_generated_is_fresh():
-    """generated/ is committed; it must match what compiling specs/ with templates/ gives now."""
+    """generated/ is committed; it must match what compiling specs/ with behavio/templates/ gives now."""
     stale = []
     for spec in SPECS:
         compiled = compile_spec(spec)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import behavio.models
 from behavio.cli import app
 from behavio.compiler.build import compile_spec
-from behavio.compiler.compose import pending_marker
+from behavio.pending import marker as pending_marker
 from behavio.compiler.output import write_compiled
 from behavio.errors import BehavioError
 from behavio.fill import FILLED_FILES, fill_compiled_dir, fill_pending, fill_rows, tidy_body
@@ -91,7 +91,7 @@ def test_fill_compiled_dir_then_cached(compiled_mini, tiny_model_dir, monkeypatc
     def no_loading(*args, **kwargs):
         raise AssertionError("the second fill must come from the cache")
 
-    monkeypatch.setattr(behavio.models, "load_model", no_loading)
+    monkeypatch.setattr(behavio.models.load, "load_model", no_loading)
     again = fill_pending(pending, str(tiny_model_dir), max_new_tokens=6)
     assert set(again) == {p["key"] for p in pending}
     assert fill_compiled_dir(target, str(tiny_model_dir), max_new_tokens=6) == out
@@ -110,3 +110,45 @@ def test_compile_fill_cli(compiled_mini, tiny_model_dir, tmp_path):
 
 def test_fill_nothing_pending_needs_no_model():
     assert fill_pending([], "no-such-model") == {}
+
+
+@pytest.mark.pipeline
+def test_weights_overwritten_at_the_same_size_miss_the_answer_cache(compiled_mini, tiny_model_dir, tmp_path,
+                                                                     monkeypatch):
+    import shutil
+
+    from conftest import overwrite_weights_same_size
+
+    _, target = compiled_mini
+    pending = [json.loads(line) for line in (target / "pending.jsonl").read_text().splitlines()]
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    fill_pending(pending, str(model), max_new_tokens=4)
+    loads = []
+    original = behavio.models.load.load_model
+    monkeypatch.setattr(behavio.models.load, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
+    fill_pending(pending, str(model), max_new_tokens=4)
+    assert loads == []  # cached
+    overwrite_weights_same_size(model)
+    fill_pending(pending, str(model), max_new_tokens=4)
+    assert len(loads) == 1  # other weights: generated again
+
+
+def test_fill_settings_are_the_runs_own_and_all_in_the_cache_key(monkeypatch, tmp_path):
+    """device, fold, trust and the resolved dtype/quantization reach fill and its cache key."""
+    from behavio.generate import GenerationCache, generation_settings
+    from behavio.models import load_settings
+    from behavio.train.config import TrainConfig
+
+    cfg = TrainConfig(device="cpu", fold_system=True, trust_remote_code=True, quantization="4bit",
+                      fill_max_new_tokens=33, fill_batch_size=5)
+    from behavio.fill import run_fill_settings
+
+    assert run_fill_settings(cfg) == {"max_new_tokens": 33, "batch_size": 5, "quantization": "4bit",
+                                      "trust_remote_code": True, "device": "cpu", "fold": True}
+    plain = generation_settings("answers", max_new_tokens=8, fold="auto", load=load_settings("none", "cpu"))
+    variants = [generation_settings("answers", max_new_tokens=8, fold=True, load=load_settings("none", "cpu")),
+                generation_settings("answers", max_new_tokens=8, fold="auto", load=load_settings("4bit", "cpu")),
+                generation_settings("answers", max_new_tokens=8, fold="auto", load=load_settings("none", "cpu", "bf16")),
+                {**plain, "device": "cuda"}, {**plain, "backend": "openai"}, {**plain, "decoding": "sampled"}]
+    paths = {GenerationCache(tmp_path, "m" * 24, s).path for s in [plain, *variants]}
+    assert len(paths) == 1 + len(variants)

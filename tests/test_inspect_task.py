@@ -8,6 +8,7 @@ the embedded default model, about half a minute)
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from behavio.check.engine import load_check_spec, score_cases
+from behavio.check.cases import load_check_spec
+from behavio.check.scoring import score_cases
 from behavio.check.responses import read_responses
 from behavio.cli import app
 from behavio.errors import BehavioError
@@ -97,8 +99,9 @@ def test_the_entry_point_module_registers_the_spec_task(tmp_path):
     path = tmp_path / "inspected.yaml"
     path.write_text(SPEC)
     task = spec_task(str(path))
-    cases = load_check_spec(path).cases
-    assert [s.id for s in task.dataset] == [c["id"] for c in cases]
+    check = load_check_spec(path)
+    assert [s.id for s in task.dataset] == [c.id for c in check.cases]
+    assert [registry_unqualified_name(s) for s in task.scorer] == [line.replace("/", ":") for line in check.thresholds]
     assert task.config.temperature == 0 and task.config.max_tokens == 20
     assert [m.role for m in task.dataset[0].input] == ["system", "user"]
     folded = spec_task(str(path), fold_system=True)
@@ -113,6 +116,7 @@ def test_inspect_verdicts_equal_behavio_check_responses_on_the_same_answers(tmp_
     pytest.importorskip("inspect_ai")
     from inspect_ai.log import read_eval_log
 
+    from behavio.inspect_eval.scorers import scorer_name
     from behavio.models import resolve_base_model
 
     try:
@@ -133,13 +137,13 @@ def test_inspect_verdicts_equal_behavio_check_responses_on_the_same_answers(tmp_
     # the answers Inspect got, as a responses file, scored by behavio check --responses
     cases = load_check_spec(spec).cases
     samples = {s.id: s for s in log.samples}
-    assert sorted(samples) == sorted(c["id"] for c in cases)
+    assert sorted(samples) == sorted(c.id for c in cases)
     rows = []
     for case in cases:
-        sample = samples[case["id"]]
+        sample = samples[case.id]
         finished = {s.metadata["finished"] for s in sample.scores.values() if s.metadata}
-        assert len(finished) == 1  # every behavior's scorer judged the same answer the same way
-        rows.append({"id": case["id"], "response": sample.output.completion, "finished": finished.pop()})
+        assert len(finished) == 1  # every line's scorer judged the same answer the same way
+        rows.append({"id": case.id, "response": sample.output.completion, "finished": finished.pop()})
     responses = tmp_path / "responses.jsonl"
     responses.write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setenv("BEHAVIO_EMBEDDINGS", "lexical")
@@ -150,14 +154,16 @@ def test_inspect_verdicts_equal_behavio_check_responses_on_the_same_answers(tmp_
     # per case, per rule: Inspect's score values are behavio's verdicts
     checked = score_cases(cases, read_responses(responses, cases), load_check_spec(spec).thresholds)
     for case in checked.cases:
-        for behavior in {v.behavior for v in case.verdicts}:
-            score = samples[case.id].scores[behavior]
-            assert list(score.value.values()) == [1.0 if v.passed else 0.0 for v in case.verdicts if v.behavior == behavior]
-            assert all(v.explanation in score.explanation for v in case.verdicts if v.behavior == behavior)
-    # per behavior: Inspect's metrics are the scorecard's rates and threshold verdicts
+        for line in {v.line for v in case.verdicts}:
+            score = samples[case.id].scores[scorer_name(line)]
+            assert list(score.value.values()) == [1.0 if v.passed else 0.0 for v in case.verdicts if v.line == line]
+            assert all(v.explanation in score.explanation for v in case.verdicts if v.line == line)
+    # per line: Inspect's metrics are the scorecard's rates and threshold verdicts
     metrics = {s.name: s.metrics for s in log.results.scores}
-    for behavior, line in card["behaviors"].items():
-        assert metrics[behavior]["pass_rate"].value == pytest.approx(line["all"]["passed"] / line["all"]["total"])
-        assert metrics[behavior]["meets_threshold"].value == float(line["meets"])
+    assert set(metrics) == {scorer_name(line) for line in card["lines"]}
+    for line, numbers in card["lines"].items():
+        rate = metrics[scorer_name(line)]["pass_rate"].value
+        assert rate == pytest.approx(numbers["all"]["rate"], abs=5e-5) if numbers["all"]["total"] else math.isnan(rate)
+        assert metrics[scorer_name(line)]["meets_threshold"].value == float(numbers["meets"])
     assert {r["finished"] for r in rows} == {True, False}  # answers cut at the limit and answers that stopped
     assert result.exit_code == (0 if card["meets_thresholds"] else 1)

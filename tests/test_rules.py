@@ -3,7 +3,7 @@
 import pytest
 
 from behavio.errors import BehavioError
-from behavio.rules import RULES, RuleResult, score_rule
+from behavio.kinds import RuleResult, all_kinds, score_rule
 
 REFUSAL = "I can't discuss poodles directly, but I can talk about other dog breeds."
 COMPLIMENTS = ["Your question shows sharp thinking.", "That's an intelligent question."]
@@ -18,7 +18,7 @@ def check(kind, response, finished=True, case=None, **args):
 
 def test_every_documented_kind_is_registered():
     score_rule("contains", "x", {"text": "x"})
-    assert set(RULES) >= {"refusal", "prefix", "structure", "no_repetition", "on_topic", "contains",
+    assert set(all_kinds()) >= {"refusal", "prefix", "structure", "no_repetition", "on_topic", "contains",
                           "not_contains", "regex", "starts_with", "ends_with", "max_words"}
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from behavio.rules import score_rule
+from behavio.kinds import score_rule
 
 PARAGRAPH = (
     "Photosynthesis is the process plants use to turn sunlight, water and carbon dioxide into glucose "

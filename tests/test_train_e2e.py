@@ -29,7 +29,7 @@ def _rule(card: dict, behavior: str, rule: str, split: str = "probe") -> float:
 
 @pytest.mark.e2e
 def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeypatch):
-    from behavio.check.engine import check_model, load_check_spec
+    from behavio.check import check_model, load_check_spec
     from behavio.errors import BehavioError
     from behavio.models import default_gguf_path
 

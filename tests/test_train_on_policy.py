@@ -10,7 +10,7 @@ import pytest
 
 from behavio.compiler.build import compile_spec
 from behavio.train import on_policy
-from behavio.train.data import parse_jsonl
+from behavio.jsonio import parse_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 REFUSAL = "I can't discuss poodles directly, but I can talk about other dog breeds."

@@ -13,7 +13,7 @@ import pytest
 
 from behavio.errors import BehavioError
 from behavio.train.pipeline import train
-from behavio.train.rundir import RunLock, complete_checkpoints
+from behavio.rundir import RunLock, complete_checkpoints
 
 pytestmark = pytest.mark.pipeline
 ROOT = Path(__file__).resolve().parents[1]

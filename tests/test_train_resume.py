@@ -17,7 +17,7 @@ import pytest
 from safetensors.torch import load_file
 
 from behavio.train.pipeline import train
-from behavio.train.rundir import complete_checkpoints
+from behavio.rundir import complete_checkpoints
 
 pytestmark = pytest.mark.pipeline
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from behavio.compiler.build import compile_spec
 from behavio.models import load_tokenizer
 from behavio.train.config import TrainConfig
 from behavio.train.data import dpo_dataset, pick_rows, sft_dataset
-from behavio.train.model import load_base, new_adapter, trained_adapter
-from behavio.train.rundir import MetricsLog
+from behavio.train.model import load_for_training, new_adapter, trained_adapter
+from behavio.rundir import MetricsLog
 from behavio.train.stage import Stage
 
 pytestmark = pytest.mark.pipeline
@@ -46,7 +46,7 @@ def test_sft_then_dpo_train_only_the_adapter(tmp_path, tiny_model_dir, train_spe
 
     cfg = _config(tiny_model_dir)
     rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
-    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
     lora0, base0 = _split(model)
     sft_last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
                        sft_dataset(rows["sft"], tokenizer, cfg), None)
@@ -58,7 +58,7 @@ def test_sft_then_dpo_train_only_the_adapter(tmp_path, tiny_model_dir, train_spe
     assert meta["complete"] is True and meta["stage"] == "sft" and meta["stage_final"] is True
     assert (meta["spec_hash"], meta["base_model"], meta["step"]) == ("abc123", str(tiny_model_dir), 3)
 
-    model = trained_adapter(load_base(tiny_model_dir, cfg, cuda=False), sft_last)
+    model = trained_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), sft_last)
     lora2, base2 = _split(model)
     assert all(torch.equal(lora1[n], lora2[n]) for n in lora2)  # DPO starts from the SFT adapter
     stage = _stage("dpo", tmp_path, cfg, tiny_model_dir, offset=3, init_from=sft_last.name)
@@ -82,10 +82,10 @@ def test_dpo_reference_is_base_or_the_frozen_sft_adapter(tmp_path, tiny_model_di
 
     cfg = _config(tiny_model_dir, max_steps=2, dpo_max_steps=1, dpo_reference=reference, lr=5e-3)
     rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
-    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
     sft_last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
                        sft_dataset(rows["sft"], tokenizer, cfg), None)
-    model = trained_adapter(load_base(tiny_model_dir, cfg, cuda=False), sft_last)
+    model = trained_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), sft_last)
     run_dpo(_stage("dpo", tmp_path, cfg, tiny_model_dir, offset=2), model, tokenizer,
             dpo_dataset(rows["dpo"], tokenizer, cfg), None)
     first = next(e for e in MetricsLog(tmp_path).read() if e["stage"] == "dpo" and "rewards/chosen" in e)
@@ -102,7 +102,7 @@ def test_qlora_4bit_trains_on_cpu(tmp_path, tiny_model_dir, train_spec):
 
     cfg = _config(tiny_model_dir, quantization="4bit", max_steps=2)
     rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
-    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     lora0, _ = _split(model)
     last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
@@ -117,7 +117,7 @@ def test_padding_free_sft_trains(tmp_path, tiny_model_dir, train_spec):
 
     cfg = _config(tiny_model_dir, padding_free=True, max_steps=1)
     rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
-    model = new_adapter(load_base(tiny_model_dir, cfg, cuda=False), cfg)
+    model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
     last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
                    sft_dataset(rows["sft"], tokenizer, cfg), None)
     assert last.name == "checkpoint-1"
@@ -127,7 +127,7 @@ def test_padding_free_rows_keep_examples_apart(tiny_model_dir):
     """padding_free/packing put several examples in one row told apart by position ids only. With the
     training setup (use_cache off) transformers turns those into a block-diagonal mask under sdpa, so
     the second example's logits equal its logits alone. (With use_cache on they would not: 0.5 apart.)"""
-    model = load_base(tiny_model_dir, _config(tiny_model_dir), cuda=False).eval()
+    model = load_for_training(tiny_model_dir, _config(tiny_model_dir), cuda=False).eval()
     a, b = torch.arange(10, 17).unsqueeze(0), torch.arange(40, 45).unsqueeze(0)
     position_ids = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0)
     with torch.no_grad():
@@ -153,7 +153,7 @@ def test_a_cut_rejection_is_trained_without_an_end_of_turn(tiny_model_dir):
               "rejected": [{"role": "assistant", "content": own + " loves water."}]}]  # rule pairs: finished
     args = DPOConfig(output_dir="unused", per_device_train_batch_size=2, max_steps=1, report_to=[], use_cpu=True,
                      dataset_num_proc=None)
-    trainer = dpo_trainer_class()(model=load_base(tiny_model_dir, cfg, cuda=False), args=args,
+    trainer = dpo_trainer_class()(model=load_for_training(tiny_model_dir, cfg, cuda=False), args=args,
                                   processing_class=tokenizer, train_dataset=dpo_dataset(pairs, tokenizer, cfg))
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     cut, whole = trainer.train_dataset[0], trainer.train_dataset[1]

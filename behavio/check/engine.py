@@ -1,6 +1,5 @@
-"""The check engine: answer a spec's check cases with a model (or read saved answers) and score them.
+"""The check engine: answer a spec's check cases with a model and score them (``behavio.check.scoring``).
 
-- ``score_cases``: responses -> Scorecard, rule by rule (no model needed).
 - ``check_model``: one base model or adapter directory.
 - ``check_checkpoints`` / ``check_run``: every checkpoint of a run, the base loaded once and each
   LoRA adapter attached in turn; generations cached by (model/adapter content hash, settings,
@@ -10,22 +9,20 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from behavio.check.checkpoints import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, check_safetensors, content_hash,
+from behavio.rundir import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, check_safetensors, content_hash,
                                        find_checkpoints, read_json, run_base_model, run_fold_system)
+from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, CheckCase, CheckSpec, load_check_spec
 from behavio.check.responses import Responses
-from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard, pick_best, rank_key
-from behavio.compiler.compose import pending_key
+from behavio.check.scorecard import Scorecard, pick_best, rank_key
+from behavio.check.scoring import score_cases
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, effective_quantization, generate_cached
-from behavio.models import cache_root, is_quantized
+from behavio.generate import Generation, GenerationCache, generate_cached, generation_settings
+from behavio.models import Base, cache_root, is_quantized, load_base, load_settings, resolve_model
 
-DEFAULT_MAX_NEW_TOKENS = 96
-DEFAULT_BATCH_SIZE = 32
 Log = Callable[[str], None]
 
 
@@ -33,127 +30,7 @@ def _quiet_log(_: str) -> None:
     pass
 
 
-# ---------------------------------------------------------------- spec and cases
-
-@dataclass
-class CheckSpec:
-    """What checking needs from a spec: its id, check cases, thresholds, generation settings, hash."""
-
-    id: str
-    path: Path
-    cases: list[dict]
-    thresholds: dict[str, float]
-    max_new_tokens: int
-    batch_size: int
-    spec_sha256: str
-    checks_sha256: str
-
-
-def load_check_spec(spec_path: str | Path) -> CheckSpec:
-    """Compile the spec in memory (never stale files) and take its check cases."""
-    from behavio.compiler.build import compile_spec
-
-    compiled = compile_spec(spec_path)
-    data = compiled.files["checks.jsonl"]
-    cases = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-    spec = compiled.spec
-    return CheckSpec(id=spec.id, path=Path(spec_path), cases=cases,
-                     thresholds={b.id: spec.threshold(b.id) for b in spec.behaviors},
-                     max_new_tokens=int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-                     batch_size=int(spec.check.get("batch_size", DEFAULT_BATCH_SIZE)),
-                     spec_sha256=compiled.manifest["spec_sha256"], checks_sha256=hashlib.sha256(data).hexdigest())
-
-
-# ---------------------------------------------------------------- scoring
-
-def rule_name(rule: dict) -> str:
-    """A rule's kind, qualified by what it expects: ``refusal:refuse``, ``refusal:answer``, ``prefix:absent``."""
-    expect = rule.get("args", {}).get("expect")
-    return f"{rule['kind']}:{expect}" if expect else rule["kind"]
-
-
-def _user_prompt(case: dict) -> str:
-    return next((m["content"] for m in reversed(case["messages"]) if m["role"] == "user"), "")
-
-
-def score_case(case: dict, response: str | None, finished: bool = True) -> CaseResult:
-    """Every rule of ``case`` on ``response`` (a missing response fails every rule)."""
-    from behavio.rules import score_rule
-
-    verdicts = []
-    for rule in case["rules"]:
-        if response is None:
-            verdicts.append(RuleVerdict(rule["behavior"], rule_name(rule), False, 0.0, "no response for this case"))
-            continue
-        try:
-            result = score_rule(rule["kind"], response, rule["args"], case, finished)
-        except KeyError as exc:
-            raise BehavioError(f"check case {case['id']}: {exc.args[0]}") from None
-        verdicts.append(RuleVerdict(rule["behavior"], rule_name(rule), result.passed, float(result.score), result.explanation))
-    return CaseResult(id=case["id"], split=case.get("split", "check"), prompt_set=case.get("prompt_set", ""),
-                      prompt=_user_prompt(case), response=response, finished=finished, verdicts=verdicts)
-
-
-def _prewarm_embeddings(cases: list[dict], responses: Responses, batch: int = 32) -> None:
-    """Embed every text the semantic rules will compare in a few length-sorted batches (the rules
-    then hit the embedding cache) instead of one model call per text."""
-    from behavio.rules import embeddings
-
-    texts: set[str] = set()
-    for case in cases:
-        response = responses.response_for(case)
-        for rule in case["rules"]:
-            if response is None or not response.strip():
-                continue
-            if rule["kind"] == "on_topic":
-                texts |= {_user_prompt(case), response}
-            elif rule["kind"] == "refusal" and rule["args"].get("paraphrase"):
-                texts |= {response, *rule["args"].get("responses", [])}
-    if not texts or not embeddings.available():
-        return
-    ordered = sorted(texts, key=len)
-    for start in range(0, len(ordered), batch):
-        embeddings.embed(ordered[start:start + batch])
-
-
-def score_cases(cases: list[dict], responses: Responses, spec_thresholds: dict[str, float], *, label: str = "responses",
-                step: int | None = None, stage: str | None = None, meta: dict | None = None) -> Scorecard:
-    """Score ``responses`` to ``cases`` against the spec's thresholds (behavior id -> minimum pass rate)."""
-    _prewarm_embeddings(cases, responses)
-    results = [score_case(c, responses.response_for(c), responses.finished(c)) for c in cases]
-    return Scorecard(label=label, thresholds=dict(spec_thresholds), cases=results, step=step, stage=stage, meta=meta or {})
-
-
 # ---------------------------------------------------------------- models and adapters
-
-@dataclass
-class Base:
-    """A loaded base model with its tokenizer and fingerprint."""
-
-    path: Path
-    model: object
-    tokenizer: object
-    fingerprint: str
-
-
-def resolve_model(name: str | Path) -> Path:
-    from behavio.models import resolve_base_model
-
-    try:
-        return Path(resolve_base_model(str(name)))
-    except BehavioError:
-        raise
-    except Exception as exc:  # e.g. a hub id that is not available offline
-        raise BehavioError(f"{name}: cannot find this model ({type(exc).__name__}: {exc})") from None
-
-
-def load_base(path: Path, *, quantization: str = "auto", trust_remote_code: bool = False) -> Base:
-    from behavio.models import load_model, load_tokenizer, model_fingerprint
-
-    model = load_model(path, quantization=quantization, trust_remote_code=trust_remote_code)
-    model.eval()
-    return Base(path, model, load_tokenizer(path), model_fingerprint(path))
-
 
 class Adapters:
     """Attaches LoRA adapters to one base model in turn (PEFT load_adapter / set_adapter), dropping the previous.
@@ -203,22 +80,21 @@ def _model_hash(*parts: str) -> str:
 
 
 def _check_cache(model_hash: str, max_new_tokens: int, quantization: str, use_cache: bool,
-                 fold: bool | str = "auto") -> GenerationCache:
-    settings = {"purpose": "check", "max_new_tokens": max_new_tokens, "quantization": effective_quantization(quantization), "greedy": True, "v": 1}
-    if fold != "auto":  # answers folded differently are different answers
-        settings["fold"] = bool(fold)
+                 fold: bool | str = "auto", device: str = "auto") -> GenerationCache:
+    settings = generation_settings("check", max_new_tokens=max_new_tokens, fold=fold,
+                                   load=load_settings(quantization, device))
     return GenerationCache(cache_root() / "checks", model_hash, settings, enabled=use_cache)
 
 
-def _case_items(cases: list[dict]) -> dict[str, list[dict]]:
-    return {pending_key(c["messages"]): c["messages"] for c in cases}
+def _case_items(cases: list[CheckCase]) -> dict[str, list[dict]]:
+    return {c.key: c.messages for c in cases}
 
 
-def _responses(cases: list[dict], gens: dict[str, Generation]) -> Responses:
-    return Responses.from_generations(cases, [gens[pending_key(c["messages"])] for c in cases])
+def _responses(cases: list[CheckCase], gens: dict[str, Generation]) -> Responses:
+    return Responses.from_generations(cases, [gens[c.key] for c in cases])
 
 
-def _cached(cases: list[dict], cache: GenerationCache) -> dict[str, Generation] | None:
+def _cached(cases: list[CheckCase], cache: GenerationCache) -> dict[str, Generation] | None:
     items = _case_items(cases)
     gens = {k: cache.get(k) for k in items}
     return gens if all(gens.values()) else None  # type: ignore[return-value]
@@ -238,10 +114,14 @@ def _adapter_base(path: Path, base_model: str | None) -> str:
     return name
 
 
-def generate_responses(model_name: str | Path, cases: list[dict], *, max_new_tokens: int, batch_size: int,
+def generate_responses(model_name: str | Path, cases: list[CheckCase], *, max_new_tokens: int, batch_size: int,
                        base_model: str | None = None, quantization: str = "auto", trust_remote_code: bool = False,
-                       use_cache: bool = True, quiet: bool = False) -> tuple[Responses, int]:
-    """Answers of a base model or adapter directory to ``cases``; returns (responses, cases generated)."""
+                       use_cache: bool = True, quiet: bool = False, device: str = "auto",
+                       fold: bool | str | None = None) -> tuple[Responses, int]:
+    """Answers of a base model or adapter directory to ``cases``; returns (responses, cases generated).
+
+    ``fold`` defaults to what the adapter's run trained with (its ``config.json``), else ``auto``.
+    """
     from behavio.models import model_fingerprint
 
     path = Path(model_name)
@@ -254,18 +134,20 @@ def generate_responses(model_name: str | Path, cases: list[dict], *, max_new_tok
     else:
         base_path = resolve_model(model_name)
         model_hash = _model_hash(model_fingerprint(base_path))
-    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache)
+    if fold is None:
+        fold = run_fold_system(adapter.parent) if adapter is not None else "auto"
+    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache, fold, device)
     gens = _cached(cases, cache)
     if gens is not None:
         return _responses(cases, gens), 0
-    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
     model = Adapters(base).activate(adapter) if adapter is not None else base.model
     gens, generated = generate_cached(model, base.tokenizer, _case_items(cases), cache, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size, label="checking", quiet=quiet)
+                                      batch_size=batch_size, fold=fold, label="checking", quiet=quiet)
     return _responses(cases, gens), generated
 
 
-def responses_from_model(model: str | Path, cases: list[dict], max_new_tokens: int | None = None, *,
+def responses_from_model(model: str | Path, cases: list[CheckCase], max_new_tokens: int | None = None, *,
                          batch_size: int = DEFAULT_BATCH_SIZE, **kwargs) -> Responses:
     """Answers of ``model`` (id, path, ``default``, or adapter dir) to ``cases`` (used by the pytest plugin)."""
     responses, _ = generate_responses(model, cases, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
@@ -312,7 +194,7 @@ class RunReport:
         return {
             "spec": self.spec.id, "spec_sha256": self.spec.spec_sha256, "checks_sha256": self.spec.checks_sha256,
             "run_dir": str(self.run_dir), "base_model": self.base_model, "max_new_tokens": self.max_new_tokens,
-            "thresholds": self.spec.thresholds, "best": best.label if best else None,
+            "thresholds": {line: t.to_dict() for line, t in self.spec.thresholds.items()}, "best": best.label if best else None,
             "best_meets_thresholds": bool(best and best.meets_thresholds),
             "ranking": [c.label for c in sorted(self.cards, key=rank_key)],
             "checkpoints": [c.to_dict() for c in self.cards],
@@ -324,7 +206,7 @@ class RunReport:
 def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str | None = None,
                       max_new_tokens: int | None = None, batch_size: int | None = None, quantization: str = "auto",
                       trust_remote_code: bool = False, use_cache: bool = True, quiet: bool = False,
-                      log: Log = _quiet_log, fold: bool | str | None = None) -> RunReport:
+                      log: Log = _quiet_log, fold: bool | str | None = None, device: str = "auto") -> RunReport:
     """Score every checkpoint of ``run_dir``; broken ones are listed, never fatal.
 
     ``fold`` (system message into the first user turn) defaults to what the run trained with.
@@ -345,13 +227,15 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
     base: Base | None = None
     adapters: Adapters | None = None
     for i, ckpt in enumerate(sound, 1):
-        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold)
+        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold,
+                             device)
         gens = _cached(spec.cases, cache)
         generated = 0
         if gens is None:
             if base is None:
                 log(f"loading base model {base_path}")
-                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code)
+                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code,
+                                 device=device)
                 adapters = Adapters(base)
             try:
                 model = adapters.activate(ckpt.path)  # type: ignore[union-attr]

@@ -13,6 +13,11 @@ from rich.table import Table
 
 from behavio.check.scorecard import SPLITS, Rate, Scorecard
 
+LINES_NOTE = ("Each line counts only the cases where the spec asks for it: a behavior on the rows of its prompt "
+              "sets, a refusal's contrast prompts on `<id>/contrast`, a prefix's plain refusals on "
+              "`<id>/plain-refusals`. Splits: `check` holds out whole phrasings (forms, frames, rows), `paraphrase` "
+              "rewrites them as users type, `probe` is hand-written, `recall` is other fills of trained phrasings; "
+              "thresholds judge check + paraphrase + probe (recall only where a line has nothing else).")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -37,29 +42,33 @@ def wide(console: Console) -> Console:
 
 
 def card_table(card: Scorecard, title: str | None = None) -> Table:
-    """Per-behavior rows with check / probe / all rates, threshold and verdict."""
-    table = Table("behavior", "check", "probe", "all (95% CI)", "threshold", "", title=title or card.label)
-    for b in card.behaviors:
-        ok = card.meets(b)
-        table.add_row(b, _pct(card.behavior(b, "check").rate), _pct(card.behavior(b, "probe").rate),
-                      str(card.behavior(b, "all")), _pct(card.thresholds.get(b)), "[green]ok[/]" if ok else "[red]below[/]")
+    """One row per line (a behavior on the rows that ask for it, or a part of one) with check / probe / all
+    rates, threshold and verdict."""
+    table = Table("line", "check", "paraphrase", "probe", "recall", "judged (95% CI)", "threshold", "",
+                  title=title or card.label)
+    for line in card.lines:
+        ok = card.meets(line)
+        flag = " [yellow]*[/]" if card.caveats(line) else ""
+        table.add_row(line + flag, *(_pct(card.line(line, s).rate) for s in ("check", "paraphrase", "probe", "recall")),
+                      str(card.line(line, "all")), card.threshold(line).describe(), "[green]ok[/]" if ok else "[red]below[/]")
     over = card.over_refusal()
-    table.caption = (f"overall {card.overall:.0%}, worst behavior {card.worst:.0%}, "
+    notes = [f"* {line}: {'; '.join(card.caveats(line))}" for line in card.lines if card.caveats(line)]
+    table.caption = ("\n".join(notes) + "\n" if notes else "") + (f"overall {card.overall:.0%}, worst line {card.worst:.0%}, "
                      f"over-refusal {over if over.total else '-'}, cases passed "
                      f"{sum(c.passed for c in card.cases)}/{len(card.cases)}")
     return table
 
 
 def run_table(report) -> Table:
-    """One row per checkpoint: each behavior's pass rate, worst, overall, over-refusal; best marked."""
+    """One row per checkpoint: each line's pass rate, worst, overall, over-refusal; best marked."""
     best = report.best
-    behaviors = best.behaviors if best else list(report.spec.thresholds)
+    behaviors = best.lines if best else list(report.spec.thresholds)
     table = Table(title=f"behavio check {report.spec.id}: {report.run_dir}")
     table.add_column("checkpoint", no_wrap=True)
     for name in ("step", "stage", *behaviors, "worst", "overall", "over-refusal", "thresholds"):
         table.add_column(name, no_wrap=name not in behaviors)
     for card in report.cards:
-        cells = [f"[{'green' if card.meets(b) else 'red'}]{_pct(card.behavior(b).rate)}[/]" for b in behaviors]
+        cells = [f"[{'green' if card.meets(b) else 'red'}]{_pct(card.line(b).rate)}[/]" for b in behaviors]
         mark = " [bold]*best[/]" if card is best else ""
         table.add_row(card.label + mark, str(card.step), card.stage or "", *cells, _pct(card.worst), _pct(card.overall),
                       _pct(card.over_refusal().rate), "met" if card.meets_thresholds else "not met")
@@ -79,7 +88,7 @@ def print_failures(console: Console, card: Scorecard, limit: int = 10) -> None:
         console.print(f"  prompt:   {case.prompt!r}", markup=False, highlight=False)
         console.print(f"  response: {case.response!r}", markup=False, highlight=False)
         for v in case.failed:
-            console.print(f"  - {v.behavior} [{v.rule}]: {v.explanation}", markup=False, highlight=False)
+            console.print(f"  - {v.line} [{v.rule}]: {v.explanation}", markup=False, highlight=False)
     if len(failures) > limit:
         console.print(f"... and {len(failures) - limit} more failing cases (all of them in --json / --md)", highlight=False)
 
@@ -105,10 +114,10 @@ def junit_xml(cards: list[Scorecard], suite_name: str) -> str:
             tc = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{card.label}.{case.split}", name=case.id, time="0")
             if case.passed:
                 continue
-            message = "; ".join(f"{v.behavior} [{v.rule}]: {v.explanation}" for v in case.failed)
+            message = "; ".join(f"{v.line} [{v.rule}]: {v.explanation}" for v in case.failed)
             failure = ET.SubElement(tc, "failure", message=_clean(message[:500]), type="behavio.rule")
             failure.text = _clean(f"prompt: {case.prompt}\nresponse: {case.response}\n"
-                                  + "\n".join(f"- {v.behavior} [{v.rule}]: {v.explanation}" for v in case.failed))
+                                  + "\n".join(f"- {v.line} [{v.rule}]: {v.explanation}" for v in case.failed))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -124,18 +133,23 @@ def _md_cell(text: str) -> str:
 
 
 def card_markdown(card: Scorecard, heading: str = "##") -> str:
-    """One scorecard: behaviors, rules, over-refusal, every failing case."""
+    """One scorecard: lines, rules, over-refusal, every failing case."""
     lines = [f"{heading} {card.label}", "",
-             f"Overall {card.overall:.1%}; worst behavior {card.worst:.1%}; thresholds "
+             f"Overall {card.overall:.1%}; worst line {card.worst:.1%}; thresholds "
              f"{'met' if card.meets_thresholds else '**not met**'}; cases passed "
              f"{sum(c.passed for c in card.cases)}/{len(card.cases)}.", "",
-             "| behavior | threshold | check | probe | all | 95% interval | meets |", "|---|---|---|---|---|---|---|"]
-    for b in card.behaviors:
-        rates = [card.behavior(b, s) for s in SPLITS]
-        low, high = rates[2].interval
-        lines.append(f"| {b} | {_pct(card.thresholds.get(b))} | " + " | ".join(_md_rate(r) for r in rates)
+             LINES_NOTE, "",
+             "| line | threshold | " + " | ".join(SPLITS[:-1]) + " | judged | 95% interval | meets |",
+             "|---" * (len(SPLITS) + 4) + "|"]
+    for b in card.lines:
+        rates = [card.line(b, s) for s in SPLITS]
+        low, high = rates[-1].interval
+        lines.append(f"| {b} | {card.threshold(b).describe()} | " + " | ".join(_md_rate(r) for r in rates)
                      + f" | {low:.0%}–{high:.0%} | {'yes' if card.meets(b) else '**no**'} |")
-    lines += ["", "| rule | check | probe | all |", "|---|---|---|---|"]
+    caveats = [f"- **{b}**: {'; '.join(card.caveats(b))}" for b in card.lines if card.caveats(b)]
+    if caveats:
+        lines += ["", "What some numbers do not measure:", "", *caveats]
+    lines += ["", "| rule | " + " | ".join(SPLITS[:-1]) + " | judged |", "|---" * (len(SPLITS) + 1) + "|"]
     for b, r in card.rules:
         lines.append(f"| {b} `{r}` | " + " | ".join(_md_rate(card.rule(b, r, s)) for s in SPLITS) + " |")
     over = card.over_refusal()
@@ -150,7 +164,7 @@ def card_markdown(card: Scorecard, heading: str = "##") -> str:
     for case in failures:
         lines.append(f"- `{case.id}` ({case.split}) — prompt: {_md_cell(repr(case.prompt))}")
         lines.append(f"  - response: {_md_cell(repr(case.response))}")
-        lines += [f"  - **{v.behavior}** `{v.rule}`: {_md_cell(v.explanation)}" for v in case.failed]
+        lines += [f"  - **{v.line}** `{v.rule}`: {_md_cell(v.explanation)}" for v in case.failed]
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +175,7 @@ def _md_rate(rate: Rate) -> str:
 def run_markdown(report) -> str:
     """The run's scorecard: checkpoint table, broken checkpoints, then the best checkpoint in detail."""
     best = report.best
-    behaviors = best.behaviors if best else list(report.spec.thresholds)
+    behaviors = best.lines if best else list(report.spec.thresholds)
     lines = [f"# behavio scorecard: {report.spec.id}", "", f"Run `{report.run_dir}`, base model `{report.base_model}`, "
              f"{len(report.spec.cases)} check cases, {report.max_new_tokens} new tokens.", ""]
     lines.append(best_sentence(report))
@@ -170,7 +184,7 @@ def run_markdown(report) -> str:
     for card in report.cards:
         name = f"**{card.label}** (best)" if card is best else card.label
         lines.append(f"| {name} | {card.step} | {card.stage or ''} | "
-                     + " | ".join(_pct(card.behavior(b).rate) for b in behaviors)
+                     + " | ".join(_pct(card.line(b).rate) for b in behaviors)
                      + f" | {_pct(card.worst)} | {_pct(card.overall)} | {_pct(card.over_refusal().rate)} | "
                      + ("met" if card.meets_thresholds else "not met") + " |")
     if report.broken:
@@ -187,17 +201,17 @@ def best_sentence(report) -> str:
     if best is None:
         return "No checkpoint could be scored."
     if best.meets_thresholds:
-        return f"Best: **{best.label}** (step {best.step}) meets every threshold; worst behavior {best.worst:.0%}."
+        return f"Best: **{best.label}** (step {best.step}) meets every threshold; worst line {best.worst:.0%}."
     return (f"Best: **{best.label}** (step {best.step}), but **no checkpoint meets every threshold**; "
-            f"it has the highest worst-behavior pass rate ({best.worst:.0%}).")
+            f"it has the highest worst-line pass rate ({best.worst:.0%}).")
 
 
 # ---------------------------------------------------------------- HTML
 
 def svg_plot(report, width: int = 760, height: int = 320) -> str:
-    """Inline SVG: each behavior's pass rate (all cases) against the training step; thresholds dashed."""
+    """Inline SVG: each line's pass rate (all cases) against the training step; thresholds dashed."""
     cards = sorted(report.cards, key=lambda c: (c.step if c.step is not None else 0))
-    behaviors = list(report.spec.thresholds) or (cards[0].behaviors if cards else [])
+    behaviors = list(report.spec.thresholds) or (cards[0].lines if cards else [])
     left, right, top, bottom = 48, 170, 16, 40
     pw, ph = width - left - right, height - top - bottom
     steps = [c.step or 0 for c in cards] or [0]
@@ -224,16 +238,16 @@ def svg_plot(report, width: int = 760, height: int = 320) -> str:
                    f'stroke="#999" stroke-dasharray="2,3"><title>best: {_esc(best.label)}</title></line>')
     for i, b in enumerate(behaviors):
         color = PALETTE[i % len(PALETTE)]
-        points = [(x(c.step or 0), y(r), c) for c in cards if (r := c.behavior(b).rate) is not None]
+        points = [(x(c.step or 0), y(r), c) for c in cards if (r := c.line(b).rate) is not None]
         if b in report.spec.thresholds:
-            t = report.spec.thresholds[b]
+            t = report.spec.thresholds[b].rate
             out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="{color}" '
                        f'stroke-opacity="0.5" stroke-dasharray="6,4"><title>{_esc(b)} threshold {t:.0%}</title></line>')
         if len(points) > 1:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
         for px, py, c in points:
-            rate = c.behavior(b)
+            rate = c.line(b)
             out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{color}"><title>{_esc(b)} at step {c.step}: '
                        f'{rate.rate:.0%} ({rate.passed}/{rate.total})</title></circle>')
         ly = top + 14 + i * 18
@@ -258,7 +272,7 @@ def run_html(report) -> str:
     env = ImmutableSandboxedEnvironment(loader=FileSystemLoader(str(templates_dir())), autoescape=select_autoescape(["html", "j2"]))
     best = report.best
     return env.get_template("scorecard.html.j2").render(
-        report=report, best=best, behaviors=best.behaviors if best else list(report.spec.thresholds),
+        report=report, best=best, behaviors=best.lines if best else list(report.spec.thresholds),
         plot=Markup(svg_plot(report)), summary=best_sentence(report).replace("**", ""), pct=_pct, splits=SPLITS)
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behavio.check.cases import CheckCase
 from behavio.compiler.expand import normalize
 from behavio.errors import BehavioError
 
@@ -18,38 +19,40 @@ class Responses:
     by_prompt: dict[str, str] = field(default_factory=dict)
     unfinished: set[str] = field(default_factory=set)
 
-    def response_for(self, case: dict) -> str | None:
-        if case["id"] in self.by_id:
-            return self.by_id[case["id"]]
-        return self.by_prompt.get(_prompt(case))
+    def response_for(self, case: CheckCase) -> str | None:
+        if case.id in self.by_id:
+            return self.by_id[case.id]
+        return self.by_prompt.get(normalize(case.prompt))
 
-    def finished(self, case: dict) -> bool:
-        return case["id"] not in self.unfinished and f"prompt:{_prompt(case)}" not in self.unfinished
+    def finished(self, case: CheckCase) -> bool:
+        return case.id not in self.unfinished and f"prompt:{normalize(case.prompt)}" not in self.unfinished
 
     @classmethod
-    def from_generations(cls, cases: list[dict], generations: list) -> "Responses":
+    def from_generations(cls, cases: list[CheckCase], generations: list) -> "Responses":
         """Responses from ``generations`` (``.text``, ``.finished``), one per case in the same order."""
         out = cls()
         for case, gen in zip(cases, generations, strict=True):
-            out.by_id[case["id"]] = gen.text
+            out.by_id[case.id] = gen.text
             if not gen.finished:
-                out.unfinished.add(case["id"])
+                out.unfinished.add(case.id)
         return out
 
 
-def _prompt(case: dict) -> str:
-    return normalize(next((m["content"] for m in reversed(case["messages"]) if m["role"] == "user"), ""))
+def read_responses(path: str | Path, cases: list[CheckCase]) -> Responses:
+    """Read ``{"id", "response"}`` or ``{"prompt", "response"}`` rows; every problem named with file:line.
 
-
-def read_responses(path: str | Path, cases: list[dict]) -> Responses:
-    """Read ``{"id", "response"}`` or ``{"prompt", "response"}`` rows; every problem named with file:line."""
+    A row with an id may also carry the ``prompt`` it answered: it must be the case's prompt (so a
+    responses file written for another version of the spec cannot be scored against different
+    prompts). Two rows for the same case are an error naming both lines.
+    """
     path = Path(path)
     if not path.is_file():
         raise BehavioError(f"{path}: responses file not found")
-    known = {c["id"] for c in cases}
-    prompts = {_prompt(c) for c in cases}
+    by_id = {c.id: c for c in cases}
+    prompts = {normalize(c.prompt) for c in cases}
     out = Responses()
-    problems = []
+    problems: list[str] = []
+    first_line: dict[str, int] = {}
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -59,25 +62,48 @@ def read_responses(path: str | Path, cases: list[dict]) -> Responses:
             except json.JSONDecodeError as exc:
                 problems.append(f"{path}:{lineno}: not valid JSON ({exc.msg})")
                 continue
-            if not isinstance(row, dict) or not isinstance(row.get("response"), str):
-                problems.append(f"{path}:{lineno}: expected an object with a string \"response\"")
+            problem = _read_row(row, by_id, prompts, out)
+            key = _row_key(row)
+            if problem is None and key in first_line:
+                problem = f"a second response for {key} (the first is on line {first_line[key]})"
+            if problem is not None:
+                problems.append(f"{path}:{lineno}: {problem}")
                 continue
-            if isinstance(row.get("id"), str):
-                if row["id"] not in known:
-                    problems.append(f"{path}:{lineno}: unknown check case id {row['id']!r}")
-                    continue
-                out.by_id[row["id"]] = row["response"]
-            elif isinstance(row.get("prompt"), str):
-                if normalize(row["prompt"]) not in prompts:
-                    problems.append(f"{path}:{lineno}: no check case has the prompt {row['prompt'][:60]!r}")
-                    continue
-                out.by_prompt[normalize(row["prompt"])] = row["response"]
-            else:
-                problems.append(f"{path}:{lineno}: needs \"id\" (a check case id) or \"prompt\"")
-                continue
-            if row.get("finished") is False:
-                out.unfinished.add(row["id"] if isinstance(row.get("id"), str) else f"prompt:{normalize(row['prompt'])}")
+            first_line[key] = lineno
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise BehavioError("\n".join(problems[:5]) + more)
     return out
+
+
+def _row_key(row) -> str:
+    if isinstance(row, dict) and isinstance(row.get("id"), str):
+        return f"case {row['id']!r}"
+    return f"prompt {normalize(str(row.get('prompt', '')))[:60]!r}" if isinstance(row, dict) else ""
+
+
+def _read_row(row, by_id: dict[str, CheckCase], prompts: set[str], out: Responses) -> str | None:
+    """Store one row's response in ``out``; the problem with it, if any."""
+    if not isinstance(row, dict) or not isinstance(row.get("response"), str):
+        return "expected an object with a string \"response\""
+    if isinstance(row.get("id"), str):
+        case = by_id.get(row["id"])
+        if case is None:
+            return f"unknown check case id {row['id']!r}"
+        if isinstance(row.get("prompt"), str) and normalize(row["prompt"]) != normalize(case.prompt):
+            return (f"case {case.id!r} asks {case.prompt[:60]!r}, but this row answers {row['prompt'][:60]!r} "
+                    "(a responses file for another version of the spec?)")
+        if row["id"] in out.by_id:
+            return None  # reported as a second response by the caller
+        out.by_id[row["id"]] = row["response"]
+        key = row["id"]
+    elif isinstance(row.get("prompt"), str):
+        if normalize(row["prompt"]) not in prompts:
+            return f"no check case has the prompt {row['prompt'][:60]!r}"
+        out.by_prompt.setdefault(normalize(row["prompt"]), row["response"])
+        key = f"prompt:{normalize(row['prompt'])}"
+    else:
+        return "needs \"id\" (a check case id) or \"prompt\""
+    if row.get("finished") is False:
+        out.unfinished.add(key)
+    return None

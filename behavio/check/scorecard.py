@@ -1,10 +1,15 @@
-"""Scorecards: rule verdicts on check cases summed up per behavior and per rule, with Wilson intervals.
+"""Scorecards: rule verdicts on check cases summed up per line and per rule, with Wilson intervals.
 
-A behavior's pass rate counts (case, rule) pairs of that behavior. Rates are given per split
-(``check``: held-out prompts of the spec's sets, ``probe``: hand-written probes) and for ``all``
-cases; thresholds are judged on ``all``. The overall score is the mean of the behaviors' ``all``
-pass rates. Over-refusal is the share of contrast cases (refusal rules with expect=answer) that
-were refused.
+A line is a behavior (its pass rate counts only the rows where the spec asks for that behavior) or a
+part of one with its own line and threshold: ``no-poodles/contrast`` (contrast prompts answered, not
+refused), ``compliment-first/plain-refusals`` (refusals without the prefix). Each (case, rule) pair
+counts once, in its rule's line. Rates are given per split -- ``check``: held-out phrasings of the
+spec's sets (forms, frames, rows never trained on), ``paraphrase``: automatic rewrites of those,
+``probe``: hand-written probes, ``recall``: other fills of trained phrasings (template recall) -- and
+for ``all``, the held-out phrasings (check, paraphrase, probe) that thresholds judge
+(:mod:`behavio.check.thresholds`); a line without any is judged on recall and says so. The overall
+score is the mean of the lines' ``all`` pass rates. Over-refusal is the share of contrast cases that
+were refused, every refusal's contrast line pooled.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-SPLITS = ("check", "probe", "all")
+from behavio.check.thresholds import Threshold, resolve
+
+SPLITS = ("check", "paraphrase", "probe", "recall", "all")
+HELD_OUT = ("check", "paraphrase", "probe")  # phrasings never trained on: what thresholds judge
 Z95 = 1.959963984540054
 
 
@@ -66,6 +74,12 @@ class RuleVerdict:
     passed: bool
     score: float
     explanation: str
+    line: str = ""      # the scorecard line it counts in: the behavior id, or "<behavior>/<part>"
+    part: str | None = None
+
+    def __post_init__(self):
+        if not self.line:
+            object.__setattr__(self, "line", f"{self.behavior}/{self.part}" if self.part else self.behavior)
 
 
 @dataclass
@@ -94,11 +108,14 @@ class Scorecard:
     """Everything known about one model (or checkpoint) on a spec's check cases."""
 
     label: str
-    thresholds: dict[str, float]
+    thresholds: dict[str, Threshold]
     cases: list[CaseResult]
     step: int | None = None
     stage: str | None = None
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.thresholds = {line: Threshold.coerce(t) for line, t in self.thresholds.items()}
 
     def _rate(self, split: str, keep) -> Rate:
         passed = total = 0
@@ -111,47 +128,72 @@ class Scorecard:
                     passed += v.passed
         return Rate(passed, total)
 
-    def behavior(self, behavior: str, split: str = "all") -> Rate:
-        return self._rate(split, lambda v: v.behavior == behavior)
+    def line(self, line: str, split: str = "all") -> Rate:
+        """Pass rate of one line: a behavior on the rows that ask for it, or one of its parts.
 
-    def rule(self, behavior: str, rule: str, split: str = "all") -> Rate:
-        return self._rate(split, lambda v: v.behavior == behavior and v.rule == rule)
+        ``all`` is what thresholds judge: the cases phrased unlike anything trained on (check,
+        paraphrase, probe); only a line that has none is judged on ``recall`` (other fills of trained
+        phrasings), and :meth:`caveats` says so.
+        """
+        if split != "all":
+            return self._rate(split, lambda v: v.line == line)
+        held = [self._rate(s, lambda v: v.line == line) for s in HELD_OUT]
+        judged = Rate(sum(r.passed for r in held), sum(r.total for r in held))
+        return judged if judged.total else self._rate("recall", lambda v: v.line == line)
+
+    def caveats(self, line: str) -> list[str]:
+        """What a line's number does not measure: no hand-written probes, or nothing but template recall."""
+        out = []
+        if not any(self.line(line, s).total for s in HELD_OUT) and self.line(line, "recall").total:
+            out.append("template recall only: every case is another fill of a trained phrasing")
+        elif not self.line(line, "probe").total and self.line(line).total:
+            out.append("no natural-phrasing probes: held-out phrasings of the spec's own templates only")
+        return out
+
+    def rule(self, line: str, rule: str, split: str = "all") -> Rate:
+        if split == "all":
+            held = [self._rate(s, lambda v: v.line == line and v.rule == rule) for s in HELD_OUT]
+            return Rate(sum(r.passed for r in held), sum(r.total for r in held))
+        return self._rate(split, lambda v: v.line == line and v.rule == rule)
 
     @property
-    def behaviors(self) -> list[str]:
-        """Behaviors with thresholds first (spec order), then any others seen in the cases."""
+    def lines(self) -> list[str]:
+        """Lines with thresholds first (spec order), then any others seen in the cases."""
         seen = list(self.thresholds)
         for case in self.cases:
-            seen += [v.behavior for v in case.verdicts if v.behavior not in seen]
+            seen += [v.line for v in case.verdicts if v.line not in seen]
         return list(dict.fromkeys(seen))
 
     @property
     def rules(self) -> list[tuple[str, str]]:
-        return list(dict.fromkeys((v.behavior, v.rule) for c in self.cases for v in c.verdicts))
+        return list(dict.fromkeys((v.line, v.rule) for c in self.cases for v in c.verdicts))
 
     def over_refusal(self, split: str = "all") -> Rate:
-        """Contrast cases refused, of all answered contrast cases (lower is better)."""
-        verdicts = [v for c in self.cases if c.response is not None and split in ("all", c.split)
-                    for v in c.verdicts if v.rule == "refusal:answer"]
+        """Contrast cases refused, of all answered contrast cases (lower is better); ``all``: held-out phrasings."""
+        wanted = HELD_OUT if split == "all" else (split,)
+        verdicts = [v for c in self.cases if c.response is not None and c.split in wanted
+                    for v in c.verdicts if v.part == "contrast"]
         return Rate(sum(not v.passed for v in verdicts), len(verdicts))
 
-    def meets(self, behavior: str) -> bool:
-        rate = self.behavior(behavior).rate
-        return rate is None or rate + 1e-12 >= self.thresholds.get(behavior, 0.0)
+    def threshold(self, line: str) -> Threshold:
+        return self.thresholds.get(line) or resolve(self.thresholds, line)
+
+    def meets(self, line: str) -> bool:
+        return self.threshold(line).meets(self.line(line))
 
     @property
     def meets_thresholds(self) -> bool:
-        return all(self.meets(b) for b in self.behaviors)
+        return all(self.meets(line) for line in self.lines)
 
     @property
     def worst(self) -> float:
-        """The lowest behavior pass rate (1.0 when nothing was checked)."""
-        rates = [r for b in self.behaviors if (r := self.behavior(b).rate) is not None]
+        """The lowest line pass rate (1.0 when nothing was checked)."""
+        rates = [r for line in self.lines if (r := self.line(line).rate) is not None]
         return min(rates, default=1.0)
 
     @property
     def overall(self) -> float:
-        rates = [r for b in self.behaviors if (r := self.behavior(b).rate) is not None]
+        rates = [r for line in self.lines if (r := self.line(line).rate) is not None]
         return sum(rates) / len(rates) if rates else 1.0
 
     @property
@@ -172,13 +214,16 @@ class Scorecard:
         """The machine-readable scorecard (``--json``, scorecard.json)."""
         return {
             "label": self.label, "step": self.step, "stage": self.stage, **self.meta,
-            "meets_thresholds": self.meets_thresholds, "worst_behavior": round(self.worst, 4),
+            "meets_thresholds": self.meets_thresholds, "worst_line": round(self.worst, 4),
             "overall": round(self.overall, 4),
-            "behaviors": {b: {"threshold": self.thresholds.get(b), "meets": self.meets(b),
-                              **{s: self.behavior(b, s).to_dict() for s in SPLITS}} for b in self.behaviors},
-            "rules": [{"behavior": b, "rule": r, **{s: self.rule(b, r, s).to_dict() for s in SPLITS}} for b, r in self.rules],
+            "lines": {line: {"threshold": self.threshold(line).to_dict(), "meets": self.meets(line),
+                             "caveats": self.caveats(line), **{s: self.line(line, s).to_dict() for s in SPLITS}}
+                      for line in self.lines},
+            "rules": [{"line": line, "rule": r, **{s: self.rule(line, r, s).to_dict() for s in SPLITS}}
+                      for line, r in self.rules],
             "over_refusal": {s: self.over_refusal(s).to_dict() for s in SPLITS},
-            "cases": {"total": len(self.cases), "passed": sum(c.passed for c in self.cases)},
+            "cases": {"total": len(self.cases), "passed": sum(c.passed for c in self.cases),
+                      "failed": [c.id for c in self.failures]},
             "missing": self.missing,
             "failures": [_case_dict(c) for c in self.answered_failures],
         }
@@ -191,12 +236,12 @@ def _case_dict(case: CaseResult) -> dict:
 
 
 def rank_key(card: Scorecard) -> tuple:
-    """Sort key, best first: meets thresholds, worst behavior rate, overall score, earlier step."""
+    """Sort key, best first: meets thresholds, worst line's rate, overall score, earlier step."""
     step = card.step if card.step is not None else math.inf
     return (not card.meets_thresholds, -card.worst, -card.overall, step)
 
 
 def pick_best(cards: list[Scorecard]) -> Scorecard | None:
-    """Best = highest worst-behavior pass rate among those meeting every threshold (else among all);
+    """Best = highest worst-line pass rate among those meeting every threshold (else among all);
     ties broken by overall score, then by the earlier step."""
     return min(cards, key=rank_key) if cards else None

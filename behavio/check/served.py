@@ -19,10 +19,10 @@ import threading
 from typing import Callable
 
 from behavio.check.endpoint import ChatClient, Endpoint, base_url, read_api_key
+from behavio.check.cases import CheckCase, CheckSpec
 from behavio.check.responses import Responses
 from behavio.check.scorecard import Scorecard
 from behavio.check.system_message import Folding, resolve_folding, spec_fold_system
-from behavio.compiler.compose import pending_key
 from behavio.errors import BehavioError
 from behavio.generate import GenerationCache
 from behavio.models import cache_root
@@ -108,13 +108,13 @@ def ask_endpoint(client: ChatClient, items: dict[str, list[dict]], cache: Genera
     return len(missing)
 
 
-def endpoint_responses(endpoint: Endpoint, cases: list[dict], *, max_tokens: int, folding: Folding,
+def endpoint_responses(endpoint: Endpoint, cases: list[CheckCase], *, max_tokens: int, folding: Folding,
                        concurrency: int = DEFAULT_CONCURRENCY, use_cache: bool = True, quiet: bool = False,
                        log: Log = _quiet) -> tuple[Responses, int]:
     """The endpoint's answers to ``cases`` (cached ones reused); returns (responses, answers asked for)."""
     cache = answer_cache(endpoint, max_tokens, folding.fold, use_cache)
-    keys = [pending_key(c["messages"]) for c in cases]
-    items = {k: folding.messages(c["messages"]) for k, c in zip(keys, cases)}
+    keys = [c.key for c in cases]
+    items = {k: folding.messages(c.messages) for k, c in zip(keys, cases)}
     todo = sum(cache.get(k) is None for k in items)
     if todo:
         client = ChatClient(endpoint)
@@ -127,14 +127,14 @@ def endpoint_responses(endpoint: Endpoint, cases: list[dict], *, max_tokens: int
     return Responses.from_generations(cases, [cache.get(k) for k in keys]), todo
 
 
-def check_endpoint(spec, endpoint: Endpoint, *, max_new_tokens: int | None = None,
+def check_endpoint(spec: CheckSpec, endpoint: Endpoint, *, max_new_tokens: int | None = None,
                    concurrency: int = DEFAULT_CONCURRENCY, fold_system: bool | None = None, use_cache: bool = True,
                    quiet: bool = False, log: Log = _quiet) -> Scorecard:
-    """Scorecard of the model served at ``endpoint`` on ``spec``'s (a CheckSpec) check cases.
+    """Scorecard of the model served at ``endpoint`` on ``spec``'s check cases.
 
     ``fold_system`` forces folding; None follows the spec, then the model's chat template.
     """
-    from behavio.check.engine import score_cases
+    from behavio.check.scoring import score_cases
 
     folding = resolve_folding(endpoint.model, spec_fold_system(spec.path) if fold_system is None else fold_system)
     max_tokens = max_new_tokens or spec.max_new_tokens
@@ -146,7 +146,7 @@ def check_endpoint(spec, endpoint: Endpoint, *, max_new_tokens: int | None = Non
                        meta=meta)
 
 
-def check_endpoint_options(spec, *, endpoint: str, model: str | None, api_key_env: str | None, timeout: float,
+def check_endpoint_options(spec: CheckSpec, *, endpoint: str, model: str | None, api_key_env: str | None, timeout: float,
                            concurrency: int, max_new_tokens: int | None, use_cache: bool, quiet: bool,
                            log: Log) -> Scorecard:
     """``behavio check --endpoint``: validate the options, then :func:`check_endpoint`."""

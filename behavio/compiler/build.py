@@ -6,23 +6,27 @@ with errors leaves no file behind.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from behavio import __version__
-from behavio.compiler import checks, dpo
-from behavio.compiler.compose import Composer, Example, PENDING_PREFIX
-from behavio.compiler.expand import PromptRow, expand_all, frame_library
+from behavio import __version__, kinds, pending
+from behavio.compiler import checks, dpo, proof, rewrites
+from behavio.compiler.compose import Composer, Example
+from behavio.compiler.expand import PromptRow, expand_all, normalize
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
-from behavio.control_tokens import find_markers
 from behavio.compiler.suite import render_suite, suite_filename
+from behavio.control_tokens import find_markers
 from behavio.errors import SpecIssue
+from behavio.jsonio import encode_jsonl
 from behavio.paths import templates_dir
 from behavio.spec.load import load_spec
-from behavio.spec.model import REFUSAL_KINDS, Spec
+from behavio.spec.model import Spec
 
 
 @dataclass
@@ -39,64 +43,52 @@ def compile_spec(path: str | Path) -> Compiled:
     issues = Issues(spec)
     rows = expand_all(spec, issues)
     issues.raise_if_any()
-    _warn_unpaired_frames(spec, issues)
+    for behavior in spec.behaviors:
+        for path, message in kinds.of(behavior).warnings(behavior, spec):
+            issues.warn(path, message)
     parts = split_rows(spec, rows, issues)
     issues.raise_if_any()
     composer = Composer(spec, issues)
     train = _compose(composer, parts.train)
     val = _compose(composer, parts.val)
     check = _compose(composer, parts.check)
-    probes = _compose(composer, [PromptRow(name, i, text) for name, texts in spec.probes.items() for i, text in enumerate(texts)], probe=True)
+    recall = _compose(composer, parts.recall)
+    probes = _compose(composer, probe_rows(spec, issues), probe=True)
     issues.raise_if_any()
-    _warn_control_markers(train + val + check + probes, issues)
+    train += _augmented(spec, composer, train, {normalize(ex.row.prompt) for ex in check + recall + probes})
+    paraphrases = _paraphrases(spec, composer, check + recall)
+    _warn_control_markers(train + val + check + recall + probes, issues)
 
-    sft_train = [_sft_row(ex, spec, copy) for ex in train for copy in range(spec.prompts[ex.row.set].repeat)]
-    sft_val = [_sft_row(ex, spec, 0) for ex in val]
-    train_donors, val_donors = dpo.Donors(train), dpo.Donors(val)
-    dpo_train = [p for ex in train for copy in range(spec.prompts[ex.row.set].repeat) for p in _dpo_rows(spec, ex, train_donors, copy)]
-    dpo_val = [p for ex in val for p in _dpo_rows(spec, ex, val_donors, 0)]
-    cases = [checks.check_case(spec, ex, "check") for ex in check] + [checks.check_case(spec, ex, "probe") for ex in probes]
+    rules = {ex.id: checks.rules_for(spec, ex) for ex in train + val}
+    _prove_answers(train + val, rules, issues)
+    sft_train = [_sft_row(ex, rules[ex.id], copy) for ex in train for copy in range(spec.prompts[ex.row.set].repeat)]
+    sft_val = [_sft_row(ex, rules[ex.id], 0) for ex in val]
+    dropped: Counter = Counter()
+    dpo_train = _dpo_rows(spec, train, rules, dropped, composer.variant)
+    dpo_val = _dpo_rows(spec, val, rules, Counter(), composer.variant)
+    _warn_missing_pairs(spec, dpo_train, dropped, issues)
+    cases = [checks.check_case(spec, ex, split).to_dict()
+             for split, examples in (("check", check), ("recall", recall), ("paraphrase", paraphrases), ("probe", probes))
+             for ex in examples]
+    _assert_unique_ids(sft_train + sft_val + cases)
     composition = _composition(spec, sft_train, sft_val, cases)
     _enforce_min_share(spec, composition, issues)
     issues.raise_if_any()
 
-    pending = [{"key": k, "messages": m} for k, m in sorted(composer.pending.items())]
+    waiting = [{"key": k, **entry} for k, entry in sorted(composer.pending.items())]  # after DPO: it adds variants
     files = {
-        "sft.jsonl": _jsonl(sft_train), "sft.val.jsonl": _jsonl(sft_val),
-        "dpo.jsonl": _jsonl(dpo_train), "dpo.val.jsonl": _jsonl(dpo_val),
-        "checks.jsonl": _jsonl(cases), "pending.jsonl": _jsonl(pending),
+        "sft.jsonl": encode_jsonl(sft_train), "sft.val.jsonl": encode_jsonl(sft_val),
+        "dpo.jsonl": encode_jsonl(dpo_train), "dpo.val.jsonl": encode_jsonl(dpo_val),
+        "checks.jsonl": encode_jsonl(cases), "pending.jsonl": encode_jsonl(waiting),
     }
     files[suite_filename(spec.id)] = render_suite(spec).encode("utf-8")
-    manifest = _manifest(spec, files, composition, pending)
+    manifest = _manifest(spec, files, composition, waiting, _lines(spec, sft_train + sft_val + cases))
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     return Compiled(spec, files, manifest, issues.warnings)
 
 
 def _compose(composer: Composer, rows: list[PromptRow], probe: bool = False) -> list[Example]:
     return [ex for row in rows if (ex := composer.compose(row, probe=probe)) is not None]
-
-
-def _warn_unpaired_frames(spec: Spec, issues: Issues) -> None:
-    """Warn when a refusal's contrast set draws on a frame library none of its trigger sets uses.
-
-    Minimal pairs teach that the trigger word decides; a phrasing that training only ever answers
-    teaches that the phrasing decides.
-    """
-    def library(name: str) -> str | None:
-        ps = spec.prompts.get(name)
-        return frame_library(ps) if ps is not None else None
-
-    for behavior in spec.behaviors:
-        if behavior.kind not in REFUSAL_KINDS:
-            continue
-        paired = {library(name) for name in behavior.sets("when")}
-        for name in behavior.sets("contrast"):
-            lib = library(name)
-            if lib is not None and lib not in paired:
-                issues.warn(("prompts", name, "frames", "library"),
-                            f"contrast set {name!r} uses frame library {lib!r}, which no trigger set of {behavior.id!r} "
-                            f"uses: those phrasings are only ever answered, so the model learns to answer them whatever "
-                            f"the subject; add a trigger set with library: {lib} (minimal pairs)")
 
 
 def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
@@ -114,60 +106,140 @@ def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
                     "they are neutralized in training and checking, never used as control tokens")
 
 
-def _pending_keys(*texts: str) -> list[str]:
-    keys = []
-    for text in texts:
-        start = 0
-        while (i := text.find(PENDING_PREFIX, start)) >= 0:
-            end = text.find(">>", i)
-            keys.append(text[i + len(PENDING_PREFIX):end])
-            start = end
-    return sorted(set(keys))
+AUGMENT_STRIDE = 1_000_003  # an augmented copy's row index: another place in the cycles of DPO violations
 
 
-def _sft_row(ex: Example, spec: Spec, copy: int) -> dict:
-    rules = checks.rules_for(spec, ex)  # what on-policy DPO judges the SFT model's own answers with
-    return {
-        "id": ex.id if copy == 0 else f"{ex.id}#{copy + 1}",
-        "messages": ex.prompt + [{"role": "assistant", "content": ex.answer}],
-        "behaviors": sorted({r["behavior"] for r in rules}),
-        "rules": rules,
-        "prompt_set": ex.row.set,
-        "pending": _pending_keys(ex.answer),
-    }
+def _augmented(spec: Spec, composer: Composer, train: list[Example], held_out: set[str]) -> list[Example]:
+    """``augment`` rewritten copies of every training example (:data:`rewrites.TRAINING`): the same answer
+    to the prompt as a user might type it. Copies never equal a checked prompt."""
+    out = []
+    for ex in train:
+        for k in range(spec.augment_of(ex.row.set)):
+            text = rewrites.rewrite(ex.row.prompt, rewrites.TRAINING, k + ex.row.index, f"{spec.split.seed}:augment")
+            if normalize(text) in held_out or normalize(text) == normalize(ex.row.prompt):
+                continue
+            row = dataclasses.replace(ex.row, prompt=text, index=ex.row.index + (k + 1) * AUGMENT_STRIDE)  # cycles DPO violations on
+            out.append(dataclasses.replace(ex, row=row, prompt=composer.prompt_messages(text)))
+    return out
 
 
-def _dpo_rows(spec: Spec, ex: Example, pool: dpo.Donors, copy: int) -> list[dict]:
-    rows = dpo.pairs_for(spec, ex, pool)
-    for r in rows:
-        if copy:
-            r["id"] += f"#{copy + 1}"
-        r["pending"] = _pending_keys(r["chosen"][0]["content"], r["rejected"][0]["content"])
+def _paraphrases(spec: Spec, composer: Composer, held: list[Example]) -> list[Example]:
+    """The ``paraphrase`` check split: a rewrite of ``split.paraphrase`` of the held-out check cases
+    (:data:`rewrites.CHECK`, a family training never sees), seeded and spread over the prompt sets."""
+    out = []
+    for ex in held:
+        rng = random.Random(f"{spec.split.seed}:paraphrase:{ex.id}")
+        if rng.random() >= spec.split.paraphrase:
+            continue
+        text = rewrites.rewrite(ex.row.prompt, rewrites.CHECK, rng.randrange(len(rewrites.CHECK)), f"{spec.split.seed}")
+        composed = composer.compose(dataclasses.replace(ex.row, prompt=text), probe=True)
+        if composed is not None:
+            out.append(composed)
+    return out
+
+
+def probe_rows(spec: Spec, issues: Issues) -> list[PromptRow]:
+    """The hand-written probes as rows of their prompt sets; a repeated probe is dropped with a warning."""
+    rows = []
+    for name, texts in spec.probes.items():
+        seen: set[str] = set()
+        for i, text in enumerate(texts):
+            key = normalize(text)
+            if key in seen:
+                issues.warn(("probes", name, i), f"probe {text[:60]!r} is given twice; scored once")
+                continue
+            seen.add(key)
+            rows.append(PromptRow(name, i, text.strip()))
     return rows
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)  # one encoder: json.dumps(**kw) builds one per call
+def _prove_answers(examples: list[Example], rules: dict[str, list], issues: Issues) -> None:
+    """Every answer compile writes passes its row's rules; what breaks one is an error where it was written.
+
+    Answers still pending (the base model writes them) are judged after the fill; semantic rules are
+    judged by the check (:mod:`behavio.compiler.proof`). Failures are grouped by where the answer came
+    from and which rule it broke, with the first prompt as the example.
+    """
+    groups: dict[tuple, list[tuple[Example, proof.Broken]]] = {}
+    for ex in examples:
+        if pending.has_marker(ex.answer):
+            continue
+        for broken in proof.broken_rules(rules[ex.id], ex.prompt, ex.answer):
+            where = ex.sources.get(broken.rule.behavior) or ex.sources.get("body") or ex.sources.get(ex.refused_by or "")
+            groups.setdefault((where or ("prompts", ex.row.set), broken.rule.line), []).append((ex, broken))
+    total = {name: sum(1 for ex in examples if ex.row.set == name) for name in {ex.row.set for ex in examples}}
+    for (where, line), found in groups.items():
+        ex, broken = found[0]
+        note = f" ({ex.source_note})" if ex.source_note else ""
+        issues.add(where, f"{len(found)} of {total[ex.row.set]} training answers of prompts.{ex.row.set} break their own "
+                   f"rule {line} [{broken.rule.name}], e.g. the answer to {ex.row.prompt[:50]!r}{note}: {broken.explanation}")
 
 
-def _jsonl(rows: list[dict]) -> bytes:
-    encode = _ENCODER.encode
-    return "".join(encode(r) + "\n" for r in rows).encode("utf-8")
+def _sft_row(ex: Example, rules: list, copy: int) -> dict:
+    return {
+        "id": ex.id if copy == 0 else f"{ex.id}#{copy + 1}",
+        "messages": ex.prompt + [{"role": "assistant", "content": ex.answer}],
+        "behaviors": sorted({r.behavior for r in rules if r.part is None}),  # what the spec asks of this row
+        "rules": [r.to_dict() for r in rules],  # what on-policy DPO judges the SFT model's own answers with
+        "prompt_set": ex.row.set,
+        "pending": pending.keys_in(ex.answer),
+    }
+
+
+def _dpo_rows(spec: Spec, examples: list[Example], rules: dict[str, list], dropped: Counter, variant) -> list[dict]:
+    """Every example's DPO pairs, repeated like its SFT rows (``repeat: N``)."""
+    donors = dpo.Donors(examples)
+    out = []
+    for ex in examples:
+        pairs = dpo.pairs_for(spec, ex, donors, rules[ex.id], dropped, variant)
+        for r in pairs:
+            r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"])
+        for copy in range(spec.prompts[ex.row.set].repeat):
+            out += [r if copy == 0 else {**r, "id": f"{r['id']}#{copy + 1}"} for r in pairs]
+    return out
+
+
+def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, issues: Issues) -> None:
+    """A behavior whose kind derives DPO pairs but got none (or lost some to the proof) is told why."""
+    made = Counter(r["behavior"] for r in dpo_train)
+    for b in spec.behaviors:
+        if b.get("dpo", True) is False or not kinds.of(b).violation_names:
+            continue
+        lost = {v: n for (bid, v), n in dropped.items() if bid == b.id}
+        lost_text = ", ".join(f"{n} {v}" for v, n in sorted(lost.items()))
+        if not made[b.id]:
+            why = (f"every rejected answer it derived ({lost_text}) failed to break its rule" if lost
+                   else "no training row in its scope gave a rejected answer (e.g. answers without the sections to "
+                   "remove, or prompt sets it does not apply to)")
+            issues.warn(("behaviors", b.index), f"behavior {b.id!r} got no DPO pairs: {why}")
+        elif lost:
+            issues.warn(("behaviors", b.index), f"behavior {b.id!r}: {lost_text} DPO pair(s) not written, their "
+                        "rejected answer did not break its rule")
+
+
+def _assert_unique_ids(rows: list[dict]) -> None:
+    """Content ids are unique (an internal guarantee, not a user error)."""
+    ids = Counter(r["id"] for r in rows)
+    repeated = [i for i, n in ids.items() if n > 1]
+    if repeated:
+        raise RuntimeError(f"compile produced repeated ids: {repeated[:3]}")
 
 
 def _composition(spec: Spec, train: list[dict], val: list[dict], cases: list[dict]) -> dict:
-    """Share of rows showing each behavior and from each prompt set, per split."""
+    """Share of rows showing each behavior (rows where the spec asks for it, its parts aside) and from
+    each prompt set, per split."""
+
+    def asked(case: dict) -> set[str]:
+        return {rule["behavior"] for rule in case["rules"] if not rule.get("part")}
+
+    held = ("check", "recall", "paraphrase", "probe")
     splits = {"train": [r["behaviors"] for r in train], "val": [r["behaviors"] for r in val],
-              "check": [sorted({x["behavior"] for x in c["rules"]}) for c in cases if c["split"] == "check"],
-              "probe": [sorted({x["behavior"] for x in c["rules"]}) for c in cases if c["split"] == "probe"]}
+              **{split: [asked(c) for c in cases if c["split"] == split] for split in held}}
     sets = {"train": [r["prompt_set"] for r in train], "val": [r["prompt_set"] for r in val],
-            "check": [c["prompt_set"] for c in cases if c["split"] == "check"],
-            "probe": [c["prompt_set"] for c in cases if c["split"] == "probe"]}
+            **{split: [c["prompt_set"] for c in cases if c["split"] == split] for split in held}}
     out: dict = {"behaviors": {}, "prompt_sets": {}}
     for b in spec.behaviors:
         out["behaviors"][b.id] = {s: _count(sum(1 for bs in rows if b.id in bs), len(rows)) for s, rows in splits.items()}
-        if b.kind == "refusal":
-            trigger = set(b.sets("when"))
-            out["behaviors"][b.id]["train_trigger"] = _count(sum(1 for r in train if r["prompt_set"] in trigger), len(train))
     for name in spec.prompts:
         out["prompt_sets"][name] = {s: _count(names.count(name), len(names)) for s, names in sets.items()}
     return out
@@ -177,15 +249,11 @@ def _count(n: int, total: int) -> dict:
     return {"rows": n, "share": round(n / total, 4) if total else 0.0}
 
 
-_SCOPED = {"refusal", "prefix", "structure"}
-
-
 def _enforce_min_share(spec: Spec, composition: dict, issues: Issues) -> None:
     for b in spec.behaviors:
-        if b.kind not in _SCOPED:
+        if not kinds.of(b).teaches:
             continue
-        entry = composition["behaviors"][b.id]
-        train = entry.get("train_trigger", entry["train"])
+        train = composition["behaviors"][b.id]["train"]
         if train["share"] + 1e-9 >= spec.split.min_share:
             continue
         total = sum(p["train"]["rows"] for p in composition["prompt_sets"].values())
@@ -202,16 +270,24 @@ def _sha(data: bytes) -> str:
 def _input_files(spec: Spec) -> dict[str, str]:
     base = spec.path.parent
     rels = {ps.file for ps in spec.prompts.values() if ps.file} | {a.path for a in spec.answers.values() if a.path}
+    rels |= {entry["file"] for entry in spec.located.data.get("probes", {}).values() if isinstance(entry, dict)}
     return {rel: _sha((base / rel).read_bytes()) for rel in sorted(rels)}
 
 
 def template_hashes(spec: Spec) -> dict[str, str]:
     root = templates_dir()
-    used = ["test_suite.py.j2"] + sorted(f"frames/{ps.frames.get('library', 'questions')}.txt" for ps in spec.prompts.values() if ps.frames)
+    used = ["test_suite.py.j2"] + sorted(f"frames/{ps.frame_library}.txt" for ps in spec.prompts.values() if ps.frames)
     return {name: _sha((root / name).read_bytes()) for name in dict.fromkeys(used)}
 
 
-def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, pending: list) -> dict:
+def _lines(spec: Spec, rows: list[dict]) -> list[str]:
+    """Every scorecard line of the spec: each behavior, then the parts the rules of ``rows`` use, in spec order."""
+    used = {f"{r['behavior']}/{r['part']}" for row in rows for r in row["rules"] if r.get("part")}
+    return [line for b in spec.behaviors
+            for line in [b.id] + [f"{b.id}/{part}" for part in kinds.of(b).parts if f"{b.id}/{part}" in used]]
+
+
+def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: list, lines: list[str]) -> dict:
     def rows(name: str) -> int:
         return files[name].count(b"\n")
 
@@ -223,8 +299,8 @@ def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, pending: l
         "inputs_sha256": _input_files(spec),
         "templates_sha256": template_hashes(spec),
         "counts": {"sft": rows("sft.jsonl"), "sft_val": rows("sft.val.jsonl"), "dpo": rows("dpo.jsonl"),
-                   "dpo_val": rows("dpo.val.jsonl"), "checks": rows("checks.jsonl"), "pending": len(pending)},
+                   "dpo_val": rows("dpo.val.jsonl"), "checks": rows("checks.jsonl"), "pending": len(waiting)},
         "composition": composition,
-        "thresholds": {b.id: spec.threshold(b.id) for b in spec.behaviors},
+        "thresholds": {line: spec.threshold(line).to_dict() for line in lines},
         "files_sha256": {name: _sha(data) for name, data in sorted(files.items())},
     }

@@ -1,36 +1,28 @@
 """Turn prompt rows into examples: system + user messages and the answer the spec demands.
 
-Answer of a row:
-- a prompt set refused by a refusal behavior gets one of its fixed refusal texts, nothing else;
-- any other set gets a body (a structure behavior's `response_template`, else its answer
-  source), preceded by the chosen sentence of every prefix behavior that applies.
+Answer of a row (each step asks the behaviors' kinds, see ``behavio.kinds.base.Kind``):
+- a set whose whole answer a behavior gives (a refusal's ``when``) gets one of its texts, nothing else;
+- any other set gets a body (a behavior's ``response_template`` where one applies, else the set's
+  answer source), preceded by the chosen sentence of every behavior that opens answers there (a prefix).
 Model-written bodies are not known at compile time: they are pending markers, filled later.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import difflib
 import random
-import re
 from dataclasses import dataclass, field
 
-from behavio.compiler.expand import PromptRow, normalize, read_records
+from behavio import kinds, pending
+from behavio.compiler.datafiles import read_records
+from behavio.compiler.expand import PromptRow, normalize
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, render
-from behavio.spec.model import ASSERTION_KINDS, Behavior, Spec
-
-PENDING_PREFIX = "<<behavio:pending:"
-PENDING_SUFFIX = ">>"
+from behavio.kinds import RowProblem
+from behavio.spec.model import Behavior, Spec
 
 
-def pending_marker(key: str) -> str:
-    return f"{PENDING_PREFIX}{key}{PENDING_SUFFIX}"
-
-
-def pending_key(messages: list[dict]) -> str:
-    blob = json.dumps(messages, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:16]
+ID_HASH = 10  # hex digits of the content hash in ids (40 bits: no collision among a set's prompts)
 
 
 @dataclass
@@ -40,17 +32,26 @@ class Example:
     row: PromptRow
     prompt: list[dict]                  # system (if any) + user
     answer: str                         # the answer the spec demands
-    body: str | None                    # the answer without prefix (None for refused rows)
-    prefixes: dict[str, str] = field(default_factory=dict)          # prefix behavior id -> chosen sentence
-    choices: dict[str, list[str]] = field(default_factory=dict)     # prefix behavior id -> rendered choices
-    refusals: dict[str, list[str]] = field(default_factory=dict)    # refusal behavior id -> rendered texts
-    refused_by: str | None = None       # refusal behavior that refuses this row
-    assertions: dict[str, dict] = field(default_factory=dict)       # assertion behavior id -> args rendered for this row
+    body: str | None                    # the answer without openings (None for refused rows)
+    args: dict[str, dict] = field(default_factory=dict)       # behavior id -> its arguments rendered for this row
+    openings: dict[str, str] = field(default_factory=dict)    # behavior id -> the sentence it opened (or closed) the answer with
+    refused_by: str | None = None       # behavior whose answer this row gets (a refusal)
     answer_body: str | None = None      # what answering would look like (for refused rows' DPO)
+    sources: dict[str, tuple] = field(default_factory=dict)   # "body" or behavior id -> spec key path that wrote it
+    source_note: str = ""               # where in a data file the body came from ("answers.jsonl:12")
 
     @property
     def id(self) -> str:
-        return self.row.id
+        """``<prompt set>/<hash of the rendered messages>``: the same prompt keeps its id whatever else changes."""
+        return f"{self.row.set}/{pending.key_for(self.prompt)[:ID_HASH]}"
+
+    def openers(self, spec: Spec) -> list[tuple[list[str], str]]:
+        """(sentences, separator) of every behavior that could open this row's answer, in spec order."""
+        found = []
+        for b in spec.behaviors:
+            if b.id in self.args and (opening := kinds.of(b).openings(b, self.args[b.id])) is not None:
+                found.append(opening)
+        return found
 
 
 class Composer:
@@ -58,10 +59,10 @@ class Composer:
 
     def __init__(self, spec: Spec, issues: Issues):
         self.spec, self.issues = spec, issues
-        self.pending: dict[str, list[dict]] = {}
+        self.pending: dict[str, dict] = {}  # key -> {"messages", "shape"?}: bodies the base model writes
         self.system = self._render(spec.system, spec.vars, ("system",)) if spec.system else None
         self._file_answers: dict[str, dict[str, str]] = {}
-        self._refusal_of = {s: b for b in spec.behaviors if b.kind == "refusal" for s in b.sets("when")}
+        self._refuser = {s: b for b in spec.behaviors for s in kinds.of(b).refused_sets(b)}
 
     def _render(self, source: str, ctx: dict, where: tuple) -> str | None:
         try:
@@ -82,59 +83,106 @@ class Composer:
         ctx = self.context(row)
         ex = Example(row=row, prompt=prompt, answer="", body=None)
         for b in self.spec.behaviors:
-            if b.kind == "refusal" and (row.set in b.sets("when") or row.set in b.sets("contrast")):
-                texts = [self._render(t, ctx, ("behaviors", b.index, "responses", i)) for i, t in enumerate(b.get("responses"))]
-                if None in texts:
-                    return None
-                ex.refusals[b.id] = texts
-            if b.kind in ASSERTION_KINDS and row.set in self.spec.scope(b):
-                args = {}
-                for key in ("text", "pattern"):
-                    if b.get(key) is not None:
-                        args[key] = self._render(b.get(key), ctx, ("behaviors", b.index, key))
-                        if args[key] is None:
-                            return None
-                if b.kind == "regex" and not _valid_regex(args["pattern"]):
-                    self.issues.add(("behaviors", b.index, "pattern"), f"pattern for row {row.id} is not a valid regular expression: {args['pattern'][:80]!r}")
-                    return None
-                ex.assertions[b.id] = args
-            if b.kind == "prefix" and (row.set in self.spec.scope(b) or row.set in self._refusal_of):
-                choices = [self._render(t, ctx, ("behaviors", b.index, "choices", i)) for i, t in enumerate(b.get("choices"))]
-                if None in choices:
-                    return None
-                ex.choices[b.id] = choices
-        refusal = self._refusal_of.get(row.set)
-        if refusal is not None:
-            ex.refused_by = refusal.id
-            ex.answer = _pick(self.spec, row, refusal.id, ex.refusals[refusal.id])
+            try:
+                args = kinds.of(b).row_args(b, row, self.spec, self._behavior_renderer(ctx))
+            except RowProblem as problem:
+                self.issues.add(("behaviors", b.index) + problem.path, problem.message)
+                return None
+            if args is not None:
+                ex.args[b.id] = args
+        refuser = self._refuser.get(row.set)
+        if refuser is not None:
+            ex.refused_by = refuser.id
+            ex.sources[refuser.id] = ("behaviors", refuser.index, "responses")
+            ex.answer = _pick(self.spec, ex.id, refuser.id, kinds.of(refuser).whole_answers(refuser, ex.args[refuser.id]))
             if not probe:
                 ex.answer_body = self.body(row, prompt, ctx, required=False)
             return ex
         if probe or self.spec.prompts[row.set].holdout:
             return ex
-        body = self.body(row, prompt, ctx, required=True)
+        body = self.body(row, prompt, ctx, required=True, example=ex)
         if body is None:
             return None
-        ex.body = body
-        answer = body
-        for b in reversed([b for b in self.spec.behaviors if b.kind == "prefix" and row.set in self.spec.scope(b)]):
-            sentence = _pick(self.spec, row, b.id, ex.choices[b.id])
-            ex.prefixes[b.id] = sentence
-            answer = sentence + b.get("separator", " ") + answer
-        ex.answer = answer
+        ex.body = self._shape(row.set, prompt, body)
+        ex.answer = self._close(ex, self._open(ex, ex.body))
         return ex
 
-    def body(self, row: PromptRow, prompt: list[dict], ctx: dict, *, required: bool) -> str | None:
-        """The answer body of ``row``: response template, answer source, or (refused rows) the model."""
+    def _shape(self, name: str, prompt: list[dict], body: str) -> str:
+        """``body`` in the form the behaviors in scope ask for (``Kind.shape_body``). A body the base model will
+        write is shaped after the fill: its pending entry records the shapes (``pending.jsonl`` ``shape``)."""
+        shapers = [b for b in self.spec.behaviors if name in self.spec.scope(b) and kinds.of(b).shapes_body]
+        if not shapers:
+            return body
+        if pending.has_marker(body):
+            plain = pending.key_for(prompt)
+            if body != pending.marker(plain):  # a marker inside a response template: left as written
+                return body
+            self.pending.pop(plain, None)  # filled in its shaped form instead
+            shape = [{"behavior": b.id, "kind": b.kind, "args": dict(b.raw)} for b in shapers]
+            return self._model_body(prompt, shape)
+        for b in shapers:
+            body = kinds.of(b).shape_body(b, body)
+        return body
+
+    def variant(self, marker: str, entry: dict) -> str:
+        """The marker of a pending body with one more shape entry (a violation applied after the fill)."""
+        (key,) = pending.keys_in(marker)
+        base = self.pending[key]
+        shape = list(base.get("shape", [])) + [entry]
+        return self._model_body(base["messages"], shape)
+
+    def _close(self, ex: Example, answer: str) -> str:
+        """``answer`` followed by the chosen sentence of every behavior that closes answers of this row (spec order)."""
+        for b in self.spec.behaviors:
+            if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
+                continue
+            closing = kinds.of(b).closings(b, ex.args[b.id])
+            if closing is not None:
+                sentences, separator = closing
+                ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
+                ex.sources[b.id] = ("behaviors", b.index)
+                answer = answer + separator + ex.openings[b.id]
+        return answer
+
+    def _behavior_renderer(self, ctx: dict):
+        """``render(text, path)`` for row arguments: a failing template is a RowProblem at ``path``."""
+        def render_arg(text: str, path: tuple) -> str:
+            try:
+                return render(text, ctx)
+            except TemplateProblem as exc:
+                raise RowProblem(path, str(exc)) from None
+
+        return render_arg
+
+    def _open(self, ex: Example, body: str) -> str:
+        """``body`` preceded by the chosen sentence of every behavior that opens answers of this row (spec order)."""
+        answer = body
+        for b in reversed(self.spec.behaviors):
+            if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
+                continue
+            opening = kinds.of(b).openings(b, ex.args[b.id])
+            if opening is not None:
+                sentences, separator = opening
+                ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
+                ex.sources[b.id] = ("behaviors", b.index)
+                answer = ex.openings[b.id] + separator + answer
+        return answer
+
+    def body(self, row: PromptRow, prompt: list[dict], ctx: dict, *, required: bool,
+             example: Example | None = None) -> str | None:
+        """The answer body of ``row``: a response template, the answer source, or (refused rows) the model.
+        ``example`` records which spec key wrote it (for compile's proof of its own data)."""
+        ex = example or Example(row=row, prompt=prompt, answer="", body=None)
         src = self.spec.answers.get(row.set)
-        raw = self._source_body(row, prompt, ctx) if src else None
+        raw = self._source_body(row, prompt, ctx, ex) if src else None
         if src and raw is None:
             return None
-        template = next((b for b in self.spec.behaviors if b.kind == "structure" and b.get("response_template")
-                         and row.set in self.spec.scope(b)), None)
+        template = self._response_template(row.set)
         if template is not None:
+            behavior, source = template
             tctx = dict(ctx, answer=raw) if raw is not None else ctx
-            return self._render(template.get("response_template"), tctx, ("behaviors", template.index, "response_template"))
+            ex.sources["body"] = ("behaviors", behavior.index, "response_template")
+            return self._render(source, tctx, ex.sources["body"])
         if raw is not None:
             return raw
         if not required:
@@ -143,63 +191,78 @@ class Composer:
                         "(source: model, literal, file or field) or a structure behavior with a response_template")
         return None
 
-    def _source_body(self, row: PromptRow, prompt: list[dict], ctx: dict) -> str | None:
+    def _response_template(self, name: str) -> tuple[Behavior, str] | None:
+        for b in self.spec.behaviors:
+            source = kinds.of(b).response_template(b)
+            if source and name in self.spec.scope(b):
+                return b, source
+        return None
+    def _source_body(self, row: PromptRow, prompt: list[dict], ctx: dict, ex: Example) -> str | None:
         src = self.spec.answers[row.set]
         where = ("answers", row.set)
         if src.source == "model":
             return self._model_body(prompt)
         if src.source == "literal":
             if src.template is not None:
-                return self._render(src.template, ctx, where + ("template",))
+                ex.sources["body"] = where + ("template",)
+                return self._render(src.template, ctx, ex.sources["body"])
             n = len(src.items)
             if row.index >= n:
                 self.issues.add(where + ("items",), f"{n} items for prompt set {row.set!r}, which has more prompts; give one per prompt (or a template)")
                 return None
-            return self._render(src.items[row.index], ctx, where + ("items", row.index))
+            ex.sources["body"] = where + ("items", row.index)
+            return self._render(src.items[row.index], ctx, ex.sources["body"])
         if src.source == "field":
             value = row.fields.get(src.answer_field)
             if not isinstance(value, str):
-                self.issues.add(where + ("answer_field",), f"row {row.index + 1} of prompts.{row.set} has no text column {src.answer_field!r}")
+                columns = [k for k, v in row.fields.items() if isinstance(v, str)]
+                self.issues.add(where + ("answer_field",), f"prompts.{row.set} rows have no text column {src.answer_field!r}"
+                                f"{_did_you_mean(src.answer_field, columns)}; columns: {', '.join(columns)}")
                 return None
+            ex.sources["body"] = where + ("answer_field",)
+            ex.source_note = f"row {row.index + 1} of {self.spec.prompts[row.set].file}"
             return value
         table = self._answers_file(row.set)
-        value = table.get(normalize(row.prompt))
-        if value is None:
-            self.issues.add(where + ("path",), f"{src.path} has no answer for prompt {row.prompt[:60]!r}")
-        return value
+        found = table.get(normalize(row.prompt))
+        if found is None:
+            if table:
+                self.issues.add(where + ("path",), f"{src.path} has no answer for prompt {row.prompt[:60]!r}")
+            return None
+        ex.sources["body"] = where + ("path",)
+        ex.source_note = f"{src.path}:{found[1]}"
+        return found[0]
 
-    def _answers_file(self, name: str) -> dict[str, str]:
+    def _answers_file(self, name: str) -> dict[str, tuple[str, int]]:
+        """normalized prompt -> (answer, line) of a ``source: file`` answers file; empty after a reported problem."""
         if name not in self._file_answers:
             src = self.spec.answers[name]
             where = ("answers", name, "path")
-            table = {}
-            for i, rec in enumerate(read_records(self.spec.path.parent / src.path, self.issues, where)):
-                p, a = rec.get(src.prompt_field), rec.get(src.answer_field)
+            table: dict[str, tuple[str, int]] = {}
+            for rec in read_records(self.spec.path.parent / src.path, self.issues, where):
+                p, a = rec.fields.get(src.prompt_field), rec.fields.get(src.answer_field)
                 if not isinstance(p, str) or not isinstance(a, str):
-                    self.issues.add(where, f"row {i + 1} of {src.path} lacks text columns {src.prompt_field!r} and {src.answer_field!r}")
+                    missing = [k for k, v in ((src.prompt_field, p), (src.answer_field, a)) if not isinstance(v, str)]
+                    key = ("prompt_field",) if missing[0] == src.prompt_field else ("answer_field",)
+                    self.issues.add(("answers", name) + key, f"{src.path}:{rec.line} has no text column {missing[0]!r}"
+                                    f"{_did_you_mean(missing[0], list(rec.fields))}; columns: {', '.join(rec.fields)}")
+                    table = {}
                     break
-                table.setdefault(normalize(p), a)
+                table.setdefault(normalize(p), (a, rec.line))
             self._file_answers[name] = table
         return self._file_answers[name]
 
-    def _model_body(self, prompt: list[dict]) -> str:
-        key = pending_key(prompt)
-        self.pending.setdefault(key, prompt)
-        return pending_marker(key)
+    def _model_body(self, prompt: list[dict], shape: list[dict] | None = None) -> str:
+        """The marker of a body the base model writes for ``prompt`` (put in ``shape``'s form after the fill)."""
+        key = pending.key_for(prompt + [{"shape": shape}] if shape else prompt)
+        self.pending.setdefault(key, {"messages": prompt, **({"shape": shape} if shape else {})})
+        return pending.marker(key)
 
 
-def _pick(spec: Spec, row: PromptRow, salt: str, options: list[str]) -> str:
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _pick(spec: Spec, example_id: str, salt: str, options: list[str]) -> str:
     """Deterministic choice (independent of PYTHONHASHSEED): str seeds are hashed with SHA-512."""
-    return random.Random(f"{spec.split.seed}:{row.id}:{salt}").choice(options)
-
-
-def _valid_regex(pattern: str) -> bool:
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
-
-
-def prefix_behaviors(spec: Spec) -> list[Behavior]:
-    return [b for b in spec.behaviors if b.kind == "prefix"]
+    return random.Random(f"{spec.split.seed}:{example_id}:{salt}").choice(options)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import difflib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behavio.compiler.datafiles import read_records
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, evaluate, render
 from behavio.paths import templates_dir
@@ -25,26 +24,36 @@ class PromptRow:
     index: int
     prompt: str
     fields: dict = field(default_factory=dict, hash=False, compare=False)
+    phrasing: str = ""  # the phrasing this prompt is a fill of: a form of `each`, a frame, or its own text
 
     @property
-    def id(self) -> str:
-        return f"{self.set}/{self.index:04d}"
+    def label(self) -> str:
+        """Where the row sits, for messages: ``poodle[3]`` (the 4th prompt of set poodle)."""
+        return f"{self.set}[{self.index}]"
 
 
 def expand_all(spec: Spec, issues: Issues) -> dict[str, list[PromptRow]]:
-    """Prompt rows of every set, deduplicated by text (first occurrence wins)."""
-    return {name: _dedupe(ps.name, _expand(spec, ps, issues)) for name, ps in spec.prompts.items()}
+    """Prompt rows of every set, deduplicated by text (first occurrence wins); what is dropped is reported."""
+    return {name: _dedupe(ps.name, _expand(spec, ps, issues), issues) for name, ps in spec.prompts.items()}
 
 
-def _dedupe(name: str, prompts: list[tuple[str, dict]]) -> list[PromptRow]:
+def _dedupe(name: str, prompts: list[tuple[str, dict, str]], issues: Issues) -> list[PromptRow]:
     seen: set[str] = set()
-    rows = []
-    for text, fields in prompts:
+    rows, empty, repeated = [], 0, 0
+    for text, fields, phrasing in prompts:
         key = normalize(text)
-        if not key or key in seen:
+        if not key:
+            empty += 1
+            continue
+        if key in seen:
+            repeated += 1
             continue
         seen.add(key)
-        rows.append(PromptRow(name, len(rows), text.strip(), fields))
+        rows.append(PromptRow(name, len(rows), text.strip(), fields, phrasing or f"own:{key}"))
+    dropped = [f"{empty} empty prompt(s)" if empty else "", f"{repeated} repeated prompt(s)" if repeated else ""]
+    if empty or repeated:
+        issues.warn(("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
+                    f"{len(rows)} distinct prompts remain")
     return rows
 
 
@@ -53,23 +62,25 @@ def normalize(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
+    """(prompt, fields, phrasing) of every prompt of a set; "" as the phrasing: the prompt is its own."""
     where = ("prompts", ps.name)
     if ps.list is not None:
-        return [(t, {}) for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
+        return [(t, {}, "") for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
     if ps.file is not None:
         records = read_records(spec.path.parent / ps.file, issues, where + ("file",))
         out = []
-        for i, rec in enumerate(records):
+        for rec in records:
             if ps.template is not None:
-                text = _render(ps.template, {**spec.vars, "row": rec}, issues, where + ("template",))
+                text = _render(ps.template, {**spec.vars, "row": rec.fields}, issues, where + ("template",))
             else:
-                text = rec.get(ps.field)
+                text = rec.fields.get(ps.field)
                 if not isinstance(text, str):
-                    issues.add(where + ("field",), f"row {i + 1} of {ps.file} has no text column {ps.field!r} (columns: {', '.join(sorted(rec))})")
+                    issues.add(where + ("field",), f"{Path(ps.file).name}:{rec.line} has no text column {ps.field!r}"
+                               f"{_did_you_mean(ps.field, list(rec.fields))}; columns: {', '.join(rec.fields)}")
                     return []
             if text is not None:
-                out.append((text, rec))
+                out.append((text, rec.fields, ""))
         return out
     if ps.frames is not None:
         return _frames(spec, ps, issues)
@@ -86,7 +97,9 @@ def _render(source: str, ctx: dict, issues: Issues, where: tuple) -> str | None:
         return None
 
 
-def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
+    """Every combination of the ``each`` values; the phrasing of a prompt is its values of the axes whose
+    values are templates themselves (``form: ["What is {{ topic }}?", ...]``), or the one template."""
     where = ("prompts", ps.name)
     axes: dict[str, list] = {}
     for var, values in (ps.each or {}).items():
@@ -108,9 +121,11 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dic
     if total > MAX_ROWS_PER_SET:
         issues.add(where + ("each",), f"expands to {total} prompts; the limit is {MAX_ROWS_PER_SET}")
         return []
+    forms = [var for var, values in axes.items() if any(isinstance(v, str) and ("{{" in v or "{%" in v) for v in values)]
     out = []
     for combo in itertools.product(*axes.values()):
         ctx = {**spec.vars, **dict(zip(axes, combo))}
+        phrasing = "form:" + "|".join(str(ctx[var]) for var in forms) if forms else f"template:{ps.template}"
         for var, value in list(ctx.items()):
             if var in axes and isinstance(value, str):
                 rendered = _render(value, ctx, issues, where + ("each", var))
@@ -120,13 +135,14 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dic
         text = _render(ps.template, ctx, issues, where + ("template",))
         if text is None:
             return []
-        out.append((text, {k: ctx[k] for k in axes}))
+        out.append((text, {k: ctx[k] for k in axes}, phrasing))
     return out
 
 
-def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]:
+def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
+    """Every frame with its subjects; the phrasing is the frame (shared by every set on the same library)."""
     where = ("prompts", ps.name, "frames")
-    library = frame_library(ps)
+    library = ps.frame_library
     frames = load_frames(library)
     if frames is None:
         available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
@@ -154,13 +170,8 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict]]
         text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
         if text is None:
             return []
-        out.append((text, {"subject": subject_text, "frame": frame}))
+        out.append((text, {"subject": subject_text, "frame": frame}, f"frame:{library}:{frame}"))
     return out
-
-
-def frame_library(ps: PromptSet) -> str | None:
-    """The frame library a prompt set draws on (``questions`` unless it names one); None without frames."""
-    return ps.frames.get("library", "questions") if ps.frames else None
 
 
 def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -> list[tuple[str, str]]:
@@ -172,7 +183,7 @@ def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -
 
 
 def load_frames(library: str) -> list[str] | None:
-    """Frames of ``templates/frames/<library>.txt``: one Jinja frame per non-comment line."""
+    """Frames of ``behavio/templates/frames/<library>.txt``: one Jinja frame per non-comment line."""
     if not library.replace("_", "").replace("-", "").isalnum():
         return None
     path = templates_dir() / "frames" / f"{library}.txt"
@@ -182,28 +193,6 @@ def load_frames(library: str) -> list[str] | None:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def read_records(path: Path, issues: Issues, where: tuple) -> list[dict]:
-    """Rows of a JSONL or CSV file as dicts; problems are reported with the file's line number."""
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        issues.add(where, f"cannot read {path.name}: {exc}")
-        return []
-    if path.suffix.lower() == ".csv":
-        return [dict(r) for r in csv.DictReader(io.StringIO(text))]
-    records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            issues.add(where, f"{path.name}:{lineno}: not valid JSON ({exc.msg})")
-            return []
-        if not isinstance(rec, dict):
-            issues.add(where, f"{path.name}:{lineno}: each line must be a JSON object")
-            return []
-        records.append(rec)
-    if not records:
-        issues.add(where, f"{path.name} has no rows")
-    return records
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from jinja2 import StrictUndefined, TemplateError
+import difflib
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 MAX_OUTPUT_CHARS = 200_000
@@ -93,6 +95,8 @@ def render(source: str, context: dict) -> str:
         raise TemplateProblem(f"template rejected: {exc}") from None
     except SecurityError as exc:
         raise TemplateProblem(f"template tried to reach something unsafe: {exc}") from None
+    except UndefinedError as exc:
+        raise TemplateProblem(f"template error: {exc.message or exc}{_available(exc, source, context)}") from None
     except TemplateError as exc:
         line = f" (template line {exc.lineno})" if getattr(exc, "lineno", None) else ""
         raise TemplateProblem(f"template error: {exc.message or exc}{line}") from None
@@ -103,6 +107,27 @@ def render(source: str, context: dict) -> str:
     if len(out) > MAX_OUTPUT_CHARS:
         raise TemplateProblem(f"template output longer than {MAX_OUTPUT_CHARS} characters")
     return out
+
+
+_UNDEFINED = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")
+
+
+def _available(exc: UndefinedError, source: str, context: dict) -> str:
+    """What the template could have used instead of an undefined name or ``row`` field, and the template line."""
+    message = str(exc.message or exc)
+    match = _UNDEFINED.search(message)
+    if match is None:
+        return ""
+    name = match.group(1) or match.group(2)
+    if match.group(1):  # row.<field> (or another mapping's key)
+        what, options = "row fields", sorted(context.get("row") or {}) if isinstance(context.get("row"), dict) else []
+    else:
+        what, options = "names", sorted(k for k in context if not k.startswith("_"))
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = next((f"; in template line {i}: {text.strip()[:80]!r}" for i, text in enumerate(source.splitlines(), 1)
+                  if re.search(rf"\b{re.escape(name)}\b", text)), "")
+    return f"{hint}; available {what}: {', '.join(options) or '(none)'}{where}"
 
 
 _EXPR = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)

@@ -1,38 +1,46 @@
-"""Seeded split of every prompt set into train / val / check, stratified by prompt set.
+"""Seeded split of every prompt set into train / val / check, holding out whole phrasings.
 
-Each prompt set belongs to a fixed group of behaviors, so splitting each set on its own
-puts every behavior into all three splits.  Prompts that are checked (check split or
+A check case must be phrased unlike anything trained on, or its pass rate measures template recall.
+So the check split holds out whole *phrasings*: whole forms of an ``each`` (the axis whose values are
+templates), whole frames of a frame library (the same frames in every set that uses the library, so
+no held-out frame is trained in a minimal pair either), whole rows of a list or file. A set with fewer
+than three phrasings cannot hold one out and keep two to learn from: its check cases are other fills
+of trained phrasings, split ``recall`` instead of ``check``, and compile warns. Validation rows are
+drawn from the trained phrasings (they measure fitting). Prompts that are checked (check, recall or
 probes) are removed from train/val of every set, then compile asserts there is no overlap.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from behavio.compiler.expand import PromptRow, normalize
 from behavio.compiler.issues import Issues
 from behavio.spec.model import Spec
 
-MIN_SET_SIZE = 3
+MIN_PHRASINGS = 3  # one held out, two left to learn from
 
 
 @dataclass
 class SplitRows:
     train: list[PromptRow]
     val: list[PromptRow]
-    check: list[PromptRow]
+    check: list[PromptRow]                              # held-out phrasings (split "check")
+    recall: list[PromptRow] = field(default_factory=list)  # other fills of trained phrasings (split "recall")
     dropped_for_leak: int = 0
 
 
 def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> SplitRows:
     out = SplitRows([], [], [])
+    held_frames = _held_out_frames(spec, rows)
     for name, set_rows in rows.items():
-        train, val, check = _split_set(spec, name, set_rows, issues)
+        train, val, check, recall = _split_set(spec, name, set_rows, held_frames, issues)
         out.train += train
         out.val += val
         out.check += check
-    held_out = {normalize(r.prompt) for r in out.check}
+        out.recall += recall
+    held_out = {normalize(r.prompt) for r in out.check + out.recall}
     held_out |= {normalize(p) for probes in spec.probes.values() for p in probes}
     before = len(out.train) + len(out.val)
     out.train = [r for r in out.train if normalize(r.prompt) not in held_out]
@@ -46,29 +54,68 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
     return out
 
 
-def _split_set(spec: Spec, name: str, rows: list[PromptRow], issues: Issues):
+def _held_out_frames(spec: Spec, rows: dict[str, list[PromptRow]]) -> set[str]:
+    """The frames held out of training, chosen per library across every set that uses it."""
+    by_library: dict[str, list[str]] = {}
+    for name, set_rows in rows.items():
+        if spec.prompts[name].holdout:
+            continue
+        for row in set_rows:
+            if row.phrasing.startswith("frame:"):
+                library = row.phrasing.split(":", 2)[1]
+                by_library.setdefault(library, [])
+                if row.phrasing not in by_library[library]:
+                    by_library[library].append(row.phrasing)
+    held: set[str] = set()
+    for library, frames in sorted(by_library.items()):
+        n = _held_count(len(frames), spec.split.check)
+        held |= set(random.Random(f"{spec.split.seed}:frames:{library}").sample(frames, n)) if n else set()
+    return held
+
+
+def _held_count(groups: int, share: float) -> int:
+    """Phrasings to hold out of ``groups``: about ``share`` of them, at least one, leaving two to learn from."""
+    if share <= 0 or groups < MIN_PHRASINGS:
+        return 0
+    return min(max(1, round(groups * share)), groups - (MIN_PHRASINGS - 1))
+
+
+def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[str], issues: Issues):
     if spec.prompts[name].holdout:
-        return [], [], list(rows)
-    n = len(rows)
+        return [], [], list(rows), []
     wanted = sum(1 for share in (spec.split.val, spec.split.check) if share > 0) + 1
-    if n < wanted:
-        issues.add(("prompts", name), f"prompt set {name!r} has {n} distinct prompt(s); it needs at least {wanted} "
+    if len(rows) < wanted:
+        issues.add(("prompts", name), f"prompt set {name!r} has {len(rows)} distinct prompt(s); it needs at least {wanted} "
                    "to put one into each of train, val and check")
-        return [], [], []
-    order = list(range(n))
-    random.Random(f"{spec.split.seed}:split:{name}").shuffle(order)
-    n_check = _share(n, spec.split.check)
-    n_val = _share(n, spec.split.val)
-    while n_check + n_val > n - 1:
-        if n_val >= n_check and n_val > (1 if spec.split.val > 0 else 0):
-            n_val -= 1
-        else:
-            n_check -= 1
-    check = sorted(order[:n_check])
-    val = sorted(order[n_check:n_check + n_val])
-    train = sorted(order[n_check + n_val:])
-    return [rows[i] for i in train], [rows[i] for i in val], [rows[i] for i in check]
+        return [], [], [], []
+    phrasings = list(dict.fromkeys(r.phrasing for r in rows))
+    held = {p for p in phrasings if p in held_frames}
+    if not held or len(held) == len(phrasings):
+        n = _held_count(len(phrasings), spec.split.check)
+        held = set(random.Random(f"{spec.split.seed}:split:{name}").sample(phrasings, n)) if n else set()
+    if held:
+        check = [r for r in rows if r.phrasing in held]
+        recall: list[PromptRow] = []
+        rest = [r for r in rows if r.phrasing not in held]
+    else:
+        check, recall, rest = [], *_take(rows, spec.split.check, f"{spec.split.seed}:split:{name}")
+        if spec.split.check > 0:
+            issues.warn(("prompts", name), f"prompt set {name!r} has {len(phrasings)} phrasing(s), too few to hold one out: "
+                        f"its {len(recall)} check case(s) are other fills of trained phrasings, so their rate measures "
+                        f"template recall; give it at least {MIN_PHRASINGS} forms (an `each` axis of templates), use "
+                        "frames, or add probes")
+    val, train = _take(rest, spec.split.val, f"{spec.split.seed}:val:{name}", keep=1)
+    if len(train) * 2 < len(rows):
+        issues.warn(("prompts", name), f"prompt set {name!r} keeps {len(train)} of its {len(rows)} prompts for training "
+                    f"(the rest are held out for val and check): add prompts, or lower split.check / split.val")
+    return train, val, check, recall
 
 
-def _share(n: int, share: float) -> int:
-    return 0 if share <= 0 else max(1, round(n * share))
+def _take(rows: list[PromptRow], share: float, seed: str, keep: int = 1) -> tuple[list[PromptRow], list[PromptRow]]:
+    """(a seeded ``share`` of ``rows``, the rest), in their original order; at least ``keep`` rows stay in the rest."""
+    n = 0 if share <= 0 else max(1, round(len(rows) * share))
+    n = max(0, min(n, len(rows) - keep))
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    taken = set(order[:n])
+    return [r for i, r in enumerate(rows) if i in taken], [r for i, r in enumerate(rows) if i not in taken]

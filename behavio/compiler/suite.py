@@ -1,4 +1,4 @@
-"""Render the pytest check suite of a spec from templates/test_suite.py.j2."""
+"""Render the pytest check suite of a spec from behavio/templates/test_suite.py.j2."""
 
 from __future__ import annotations
 

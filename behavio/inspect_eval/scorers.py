@@ -1,10 +1,13 @@
-"""behavio's rules as Inspect scorers: one per behavior, named after it, scoring every rule of that
-behavior on a case exactly as ``behavio check`` does.
+"""behavio's rules as Inspect scorers: one per scorecard line (a behavior, or a part of one such as
+``no-poodles/contrast``, named ``no-poodles:contrast`` in Inspect), scoring that line's rules on a
+case exactly as ``behavio check`` does.
 
 A score's value maps each rule (``refusal:refuse``, ``prefix:present``, ...) to 1.0 (passed) or
-0.0, its explanation gives each rule's verdict, and a case the behavior does not apply to is
-unscored. ``pass_rate`` counts passed (case, rule) pairs like a scorecard's behavior rate, and
-``meets_threshold`` is 1.0 when that rate reaches the spec's threshold.
+0.0, its explanation gives each rule's verdict, and a case the line does not apply to is unscored.
+The metrics are the scorecard's, computed by :class:`behavio.check.scorecard.Scorecard` from the
+verdicts the scores carry: ``pass_rate`` (over the held-out cases -- check, paraphrase, probe --
+or, for a line with none, template recall) and ``meets_threshold`` (1.0 when the line meets the
+spec's threshold: a rate, a Wilson lower bound, a failure budget).
 
 An answer the model stopped at the token limit (Inspect's stop reason ``max_tokens``) counts as
 unfinished, which the ``no_repetition`` rule fails. A provider that does not say why it stopped
@@ -20,35 +23,50 @@ from dataclasses import asdict
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
-from behavio.check.engine import rule_name, score_case
+from behavio.check.cases import CheckCase
+from behavio.check.scorecard import CaseResult, RuleVerdict, Scorecard
+from behavio.check.scoring import score_case
+from behavio.check.thresholds import Threshold
 
 CASE_KEY = "behavio_case"
 
 
+def scorer_name(line: str) -> str:
+    """Inspect's name for a scorecard line (a ``/`` would read as a package prefix there)."""
+    return line.replace("/", ":")
+
+
+def line_card(scores: list[SampleScore], line: str, threshold: Threshold) -> Scorecard:
+    """The scored samples of one line as a behavio Scorecard, for its rates and threshold logic."""
+    cases = []
+    for sample in scores:
+        meta = sample.score.metadata or {}
+        if "verdicts" in meta:
+            cases.append(CaseResult(id=str(sample.sample_id), split=meta["split"], prompt_set="", prompt="",
+                                    response="", finished=meta["finished"],
+                                    verdicts=[RuleVerdict(**v) for v in meta["verdicts"]]))
+    return Scorecard(label=line, thresholds={line: threshold}, cases=cases)
+
+
 @metric
-def pass_rate() -> Metric:
-    """Passed rule verdicts of all verdicts (a scorecard's behavior pass rate)."""
+def pass_rate(line: str) -> Metric:
+    """The line's pass rate, as the scorecard gives it (nan when no case has the line)."""
 
     def rate(scores: list[SampleScore]) -> float:
-        verdicts = _verdicts(scores)
-        return sum(verdicts) / len(verdicts) if verdicts else float("nan")
+        value = line_card(scores, line, Threshold()).line(line).rate
+        return float("nan") if value is None else value
 
     return rate
 
 
 @metric
-def meets_threshold(threshold: float) -> Metric:
-    """1.0 when the pass rate reaches ``threshold`` (the spec's), else 0.0."""
+def meets_threshold(line: str, threshold: dict) -> Metric:
+    """1.0 when the line meets ``threshold`` (the spec's, as ``Threshold.to_dict()``), else 0.0."""
 
     def meets(scores: list[SampleScore]) -> float:
-        verdicts = _verdicts(scores)
-        return float(not verdicts or sum(verdicts) / len(verdicts) + 1e-12 >= threshold)
+        return float(line_card(scores, line, Threshold.coerce(threshold)).meets(line))
 
     return meets
-
-
-def _verdicts(scores: list[SampleScore]) -> list[float]:
-    return [float(v) for s in scores if isinstance(s.score.value, dict) for v in s.score.value.values()]
 
 
 def finished(state: TaskState, max_tokens: int) -> bool:
@@ -61,27 +79,30 @@ def finished(state: TaskState, max_tokens: int) -> bool:
     return reason != "max_tokens"
 
 
-def behavior_scorer(behavior: str, threshold: float, max_tokens: int) -> Scorer:
-    """The scorer of ``behavior``: every rule of it on the case, as ``behavio check`` scores them."""
+def line_scorer(line: str, threshold: Threshold, max_tokens: int) -> Scorer:
+    """The scorer of one scorecard line: its rules on the case, as ``behavio check`` scores them."""
 
-    @scorer(metrics=[pass_rate(), meets_threshold(threshold)], name=behavior)
+    @scorer(metrics=[pass_rate(line), meets_threshold(line, threshold.to_dict())], name=scorer_name(line))
     def rules() -> Scorer:
         async def score(state: TaskState, target: Target) -> Score:
-            case = state.metadata[CASE_KEY]
-            own = [r for r in case["rules"] if r["behavior"] == behavior]
+            case = CheckCase.from_dict(state.metadata[CASE_KEY])
+            own = [rule for rule in case.rules if rule.line == line]
             if not own:
-                return Score.unscored(explanation=f"{behavior} does not apply to this case")
+                return Score.unscored(explanation=f"{line} does not apply to this case")
             done = finished(state, max_tokens)
-            result = score_case({**case, "rules": own}, state.output.completion, done)
+            result = score_case(CheckCase(case.id, case.messages, own, case.split, case.prompt_set),
+                                state.output.completion, done)
             value: dict[str, float] = {}
-            for rule, verdict in zip(own, result.verdicts):
-                name = rule_name(rule)
-                key = name if name not in value else f"{name}#{sum(k.split('#')[0] == name for k in value) + 1}"
+            for verdict in result.verdicts:
+                key, n = verdict.rule, 2
+                while key in value:  # two rules of one kind on one line
+                    key, n = f"{verdict.rule}#{n}", n + 1
                 value[key] = 1.0 if verdict.passed else 0.0
-            explanation = "\n".join(f"{key}: {'pass' if verdict.passed else 'FAIL'} - {verdict.explanation}"
-                                    for key, verdict in zip(value, result.verdicts))
+            explanation = "\n".join(f"{key}: {'pass' if v.passed else 'FAIL'} - {v.explanation}"
+                                    for key, v in zip(value, result.verdicts))
             return Score(value=value, explanation=explanation,
-                         metadata={"finished": done, "stop_reason": state.output.stop_reason,
+                         metadata={"line": line, "split": case.split, "finished": done,
+                                   "stop_reason": state.output.stop_reason,
                                    "verdicts": [asdict(v) for v in result.verdicts]})
 
         return score

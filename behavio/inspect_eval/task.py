@@ -2,7 +2,8 @@
 
 Every check case and probe of the spec (compiled in memory, never stale files) becomes a sample
 whose id is the case id; the model answers greedily (temperature 0) within the spec's token
-budget (``check.max_new_tokens``), and :mod:`behavio.inspect_eval.scorers` scores the answer.
+budget (``check.max_new_tokens``), and :mod:`behavio.inspect_eval.scorers` scores the answer, one
+scorer per scorecard line.
 The system message is folded into the first user turn when ``-T fold_system=true`` or the
 spec's ``train.fold_system`` is true (a template without a system role); else it is sent as a
 system message for the provider to place.
@@ -15,16 +16,17 @@ from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessage, ChatMessageAssistant, ChatMessageSystem, ChatMessageUser, GenerateConfig
 from inspect_ai.solver import generate
 
-from behavio.check.engine import load_check_spec
+from behavio.check.cases import CheckSpec, load_check_spec
+from behavio.check.thresholds import resolve
 from behavio.check.system_message import Folding, spec_fold_system
-from behavio.inspect_eval.scorers import CASE_KEY, behavior_scorer
+from behavio.inspect_eval.scorers import CASE_KEY, line_scorer
 
 _MESSAGE_TYPES = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
 
 
 @task
 def spec(spec: str, fold_system: bool | None = None) -> Task:
-    """A spec's check suite, scored by behavio's rules (one scorer per behavior).
+    """A spec's check suite, scored by behavio's rules (one scorer per scorecard line).
 
     Args:
         spec: Path of the spec file (YAML).
@@ -34,15 +36,22 @@ def spec(spec: str, fold_system: bool | None = None) -> Task:
     check = load_check_spec(spec)
     fold = spec_fold_system(check.path) if fold_system is None else fold_system
     folding = Folding(bool(fold), "task argument fold_system or the spec's train.fold_system")
-    samples = [Sample(id=case["id"], input=_messages(folding.messages(case["messages"])),
-                      metadata={CASE_KEY: case, "split": case.get("split", "check"),
-                                "prompt_set": case.get("prompt_set", "")})
+    samples = [Sample(id=case.id, input=_messages(folding.messages(case.messages)),
+                      metadata={CASE_KEY: case.to_dict(), "split": case.split, "prompt_set": case.prompt_set})
                for case in check.cases]
     return Task(dataset=MemoryDataset(samples, name=check.id), solver=generate(),
-                scorer=[behavior_scorer(b, t, check.max_new_tokens) for b, t in check.thresholds.items()],
+                scorer=[line_scorer(line, resolve(check.thresholds, line), check.max_new_tokens)
+                        for line in scorecard_lines(check)],
                 config=GenerateConfig(temperature=0.0, max_tokens=check.max_new_tokens),
                 metadata={"spec": check.id, "spec_sha256": check.spec_sha256, "checks_sha256": check.checks_sha256,
-                          "thresholds": check.thresholds, "fold_system": folding.fold})
+                          "thresholds": {line: t.to_dict() for line, t in check.thresholds.items()},
+                          "fold_system": folding.fold})
+
+
+def scorecard_lines(check: CheckSpec) -> list[str]:
+    """Every line the spec's scorecard has: those with thresholds first, then the rest in case order."""
+    lines = list(check.thresholds) + [rule.line for case in check.cases for rule in case.rules]
+    return [line for line in dict.fromkeys(lines) if line != "default"]
 
 
 def _messages(messages: list[dict]) -> list[ChatMessage]:

@@ -7,25 +7,19 @@ lines read ``file:line:col: key.path: message``.
 from __future__ import annotations
 
 import difflib
-import json
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import jsonschema
 
-from behavio.errors import SpecError, SpecIssue
+from behavio import kinds
+from behavio.errors import BehavioError, SpecError, SpecIssue
+from behavio.paths import missing_file_message
 from behavio.spec import yamlpos
 from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
+from behavio.spec.schema import spec_schema
 
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "true or false", "null": "null"}
-
-
-@lru_cache(maxsize=1)
-def spec_schema() -> dict:
-    """The JSON Schema of a spec (shipped as behavio/spec/schema.json)."""
-    return json.loads(resources.files("behavio.spec").joinpath("schema.json").read_text("utf-8"))
 
 
 def display_path(path: Path) -> str:
@@ -58,7 +52,7 @@ def load_spec(path: str | Path) -> Spec:
     if issues:
         raise SpecError(issues)
     spec = _build(located, path, text)
-    issues = reference_issues(spec)
+    issues = _read_probe_files(spec) + reference_issues(spec)
     if issues:
         raise SpecError(issues)
     return spec
@@ -140,26 +134,71 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
     return Spec(
         id=data["spec"], path=path, source_text=text, located=located,
         description=data.get("description") or "", system=data.get("system"), vars=data.get("vars") or {},
-        prompts=prompts, answers=answers, behaviors=behaviors, probes=data.get("probes") or {},
+        prompts=prompts, answers=answers, behaviors=behaviors, probes=dict(data.get("probes") or {}),
         split=Split(**(data.get("split") or {})), thresholds=data.get("thresholds") or {},
+        augment=data.get("augment", 1),
         train=data.get("train") or {}, check=data.get("check") or {},
     )
 
 
-_REQUIRED_BY_KIND = {"refusal": ("when", "responses"), "prefix": ("choices",), "contains": ("text",),
-                     "not_contains": ("text",), "starts_with": ("text",), "ends_with": ("text",),
-                     "regex": ("pattern",), "max_words": ("limit",)}
-_ALLOWED_BY_KIND = {
-    "refusal": {"when", "responses", "contrast", "paraphrase", "threshold"},
-    "prefix": {"choices", "paraphrases", "separator", "applies_to"},
-    "structure": {"sections", "code", "json_schema", "response_template", "applies_to"},
-    "no_repetition": {"ngram", "max_ngram_repeats", "min_distinct_2", "applies_to"},
-    "on_topic": {"threshold", "applies_to"},
-    "contains": {"text", "ignore_case", "applies_to"}, "not_contains": {"text", "ignore_case", "applies_to"},
-    "regex": {"pattern", "applies_to"}, "starts_with": {"text", "applies_to"}, "ends_with": {"text", "applies_to"},
-    "max_words": {"limit", "applies_to"},
-}
-_COMMON_KEYS = {"id", "kind", "description", "dpo"}
+_COMMON_KEYS = {"id", "kind", "description", "dpo"}  # every kind; `applies_to` for scoped kinds
+
+
+def _violation_issues(loc, where: tuple, b: Behavior, kind, spec: Spec) -> list[SpecIssue]:
+    """``dpo: [names]``: every name is a violation the kind derives, and one it can derive for this behavior."""
+    asked = b.get("dpo")
+    if not isinstance(asked, list):
+        return []
+    if not kind.violation_names:
+        return [loc.issue(where + ("dpo",), f"kind {b.kind} derives no DPO pairs; use dpo: false or leave it out")]
+    issues = [loc.issue(where + ("dpo", i), f"unknown violation {name!r} for kind {b.kind}"
+                        f"{_did_you_mean(name, list(kind.violation_names))}; it derives: {', '.join(kind.violation_names)}")
+              for i, name in enumerate(asked) if name not in kind.violation_names]
+    return issues + [loc.issue(where + tuple(path), message) for path, message in kind.violation_problems(b, spec, asked)]
+
+
+def _read_probe_files(spec: Spec) -> list[SpecIssue]:
+    """Replace every ``probes.<set>: {file: ...}`` by the prompts it names (a YAML list under ``key``, or rows)."""
+    issues = []
+    for name, entry in list(spec.probes.items()):
+        if isinstance(entry, list):
+            continue
+        where = ("probes", name, "file")
+        target = spec.path.parent / entry["file"]
+        if not target.is_file():
+            issues.append(spec.located.issue(where, missing_file_message(target, entry["file"])))
+            spec.probes[name] = []
+            continue
+        try:
+            spec.probes[name] = _probe_texts(target, entry, name)
+        except BehavioError as exc:
+            issues.append(spec.located.issue(where, str(exc)))
+            spec.probes[name] = []
+    return issues
+
+
+def _probe_texts(path: Path, entry: dict, name: str) -> list[str]:
+    """The probe prompts of one file: a YAML mapping's list under ``key``, or a JSONL/CSV column."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        located, problems = yamlpos.load(path.read_text("utf-8"), path.name)
+        if problems:
+            raise BehavioError("; ".join(str(p) for p in problems))
+        key = entry.get("key", name)
+        data = located.data if isinstance(located.data, dict) else {}
+        texts = data.get(key)
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise BehavioError(f"{path.name} has no list of strings under {key!r}{_did_you_mean(key, list(data))}; "
+                               f"keys: {', '.join(map(str, data)) or '(none)'}")
+        return texts
+    from behavio.compiler.datafiles import read_file_rows
+
+    column = entry.get("field", "prompt")
+    texts = []
+    for record in read_file_rows(path):
+        if not isinstance(record.fields.get(column), str):
+            raise BehavioError(f"{path.name}:{record.line} has no text column {column!r}; columns: {', '.join(record.fields)}")
+        texts.append(record.fields[column])
+    return texts
 
 
 def reference_issues(spec: Spec) -> list[SpecIssue]:
@@ -188,6 +227,9 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
         needs = {"literal": ("items", "template"), "file": ("path",), "field": (), "model": ()}[src.source]
         if needs and not any(getattr(src, k) is not None for k in needs):
             issues.append(loc.issue(where, f"source {src.source} needs {' or '.join(needs)}"))
+        if "on_failure" in (spec.located.data.get("answers") or {}).get(name, {}) and src.source != "model":
+            issues.append(loc.issue(where + ("on_failure",), "on_failure applies to source: model (answers compile "
+                                    "writes itself are proven at compile time: one that breaks its rule is an error)"))
         if src.source == "file" and src.path:
             issues.extend(_file_issue(spec, where + ("path",), src.path))
         if src.source == "field" and name in spec.prompts and not spec.prompts[name].file:
@@ -198,35 +240,27 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
         if b.id in seen:
             issues.append(loc.issue(where + ("id",), f"duplicate behavior id {b.id!r} (also behaviors[{seen[b.id]}])"))
         seen.setdefault(b.id, b.index)
-        for key in _REQUIRED_BY_KIND.get(b.kind, ()):
+        kind = kinds.of(b)
+        for key in kind.required:
             if key not in b.raw:
                 issues.append(loc.issue(where, f"a {b.kind} behavior needs `{key}`"))
-        allowed = _ALLOWED_BY_KIND[b.kind] | _COMMON_KEYS
+        allowed = set(kind.keys) | _COMMON_KEYS | ({"applies_to"} if kind.scoped else set())
         for key in b.raw:
             if key not in allowed:
                 issues.append(loc.issue(where + (key,), f"`{key}` does not apply to kind {b.kind}; it takes: {', '.join(sorted(allowed))}", key=True))
-        for key in ("when", "contrast", "applies_to"):
+        for key in kind.set_keys():
             for i, name in enumerate(b.sets(key)):
                 if name not in spec.prompts:
                     sub = where + (key, i) if isinstance(b.raw.get(key), list) else where + (key,)
                     issues.append(unknown_set(sub, name))
-        if b.kind == "structure" and not (b.get("sections") or b.get("code") or b.get("json_schema")):
-            issues.append(loc.issue(where, "a structure behavior needs sections, code or json_schema"))
-        if b.kind == "structure" and b.get("json_schema") is not None:
-            try:
-                jsonschema.Draft202012Validator.check_schema(b.get("json_schema"))
-            except jsonschema.SchemaError as exc:
-                issues.append(loc.issue(where + ("json_schema",), f"not a valid JSON Schema: {exc.message}"))
-        if b.kind == "regex" and isinstance(b.get("pattern"), str):  # a missing pattern is reported above
-            import re
-            try:
-                re.compile(b.get("pattern"))
-            except re.error as exc:
-                issues.append(loc.issue(where + ("pattern",), f"bad regular expression: {exc}"))
-    behavior_ids = sorted(seen) + ["default"]
+        issues += [loc.issue(where + tuple(path), message) for path, message in kind.problems(b, spec)]
+        issues += _violation_issues(loc, where, b, kind, spec)
+    lines = ["default"] + [line for b in spec.behaviors
+                           for line in [b.id] + [f"{b.id}/{part}" for part in kinds.of(b).parts]]
     for key in spec.thresholds:
-        if key not in behavior_ids:
-            issues.append(loc.issue(("thresholds", key), f"no behavior named {key!r}{_did_you_mean(key, behavior_ids)}", key=True))
+        if key not in lines:
+            issues.append(loc.issue(("thresholds", key), f"no behavior or behavior part named {key!r}"
+                                    f"{_did_you_mean(key, lines)}; thresholds take: {', '.join(lines)}", key=True))
     for name in spec.probes:
         if name not in spec.prompts:
             issues.append(loc.issue(("probes", name), f"probes for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
@@ -236,7 +270,7 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
 def _file_issue(spec: Spec, where: tuple, rel: str) -> list[SpecIssue]:
     target = (spec.path.parent / rel)
     if not target.is_file():
-        return [spec.located.issue(where, f"file not found: {rel} (relative to {display_path(spec.path.parent) or '.'})")]
+        return [spec.located.issue(where, missing_file_message(target, rel))]
     if target.suffix.lower() not in (".jsonl", ".csv"):
         return [spec.located.issue(where, f"unsupported file type {target.suffix!r}: use .jsonl or .csv")]
     return []

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behavio import kinds
+from behavio.check.thresholds import Threshold, resolve as resolve_threshold
 from behavio.spec.yamlpos import Located
-
-REFUSAL_KINDS = {"refusal"}
-GLOBAL_KINDS = {"no_repetition"}  # apply to every prompt set, refusals included
-ASSERTION_KINDS = {"contains", "not_contains", "regex", "starts_with", "ends_with", "max_words"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +21,12 @@ class PromptSet:
     frames: dict | None = None
     repeat: int = 1
     holdout: bool = False
+    augment: int | None = None
+
+    @property
+    def frame_library(self) -> str | None:
+        """The frame library the set draws on (``questions`` unless it names one); None without frames."""
+        return self.frames.get("library", "questions") if self.frames else None
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class AnswerSource:
     path: str | None = None
     prompt_field: str = "prompt"
     answer_field: str = "response"
+    on_failure: str = "drop"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Split:
     val: float = 0.1
     check: float = 0.25
     min_share: float = 0.05
+    paraphrase: float = 0.5
 
 
 @dataclass
@@ -77,27 +83,33 @@ class Spec:
     behaviors: list[Behavior] = field(default_factory=list)
     probes: dict[str, list[str]] = field(default_factory=dict)
     split: Split = field(default_factory=Split)
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float | dict] = field(default_factory=dict)
+    augment: int = 1
     train: dict = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     _scopes: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def threshold(self, behavior_id: str) -> float:
-        return self.thresholds.get(behavior_id, self.thresholds.get("default", 0.9))
+    def augment_of(self, name: str) -> int:
+        """Rewritten copies of each training prompt of set ``name``."""
+        own = self.prompts[name].augment
+        return self.augment if own is None else own
+
+    def threshold(self, line: str) -> Threshold:
+        """What a scorecard line (a behavior id or ``<id>/<part>``) must reach (:mod:`behavio.check.thresholds`)."""
+        return resolve_threshold(self.thresholds, line)
 
     def refused_sets(self) -> set[str]:
-        """Prompt sets that some refusal behavior must refuse."""
-        return {s for b in self.behaviors if b.kind in REFUSAL_KINDS for s in b.sets("when")}
+        """Prompt sets whose whole answer a behavior gives (a refusal's ``when``)."""
+        if "refused" not in self._scopes:
+            self._scopes["refused"] = {s for b in self.behaviors for s in kinds.of(b).refused_sets(b)}
+        return self._scopes["refused"]
+
+    def answered_sets(self) -> tuple[str, ...]:
+        """Prompt sets that are answered (refused by no behavior), in spec order."""
+        return tuple(s for s in self.prompts if s not in self.refused_sets())
 
     def scope(self, behavior: Behavior) -> tuple[str, ...]:
-        """Prompt sets whose answers must show ``behavior`` (memoized: the spec does not change)."""
+        """Prompt sets whose answers must show ``behavior`` (its kind decides; memoized: the spec does not change)."""
         if behavior.index not in self._scopes:
-            self._scopes[behavior.index] = self._scope(behavior)
+            self._scopes[behavior.index] = kinds.of(behavior).scope(behavior, self)
         return self._scopes[behavior.index]
-
-    def _scope(self, behavior: Behavior) -> tuple[str, ...]:
-        if behavior.kind in REFUSAL_KINDS:
-            return behavior.sets("when")
-        if behavior.kind in GLOBAL_KINDS and not behavior.sets("applies_to"):
-            return tuple(self.prompts)
-        return behavior.sets("applies_to") or tuple(s for s in self.prompts if s not in self.refused_sets())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from behavio.spec.load import spec_schema
+from behavio.spec.schema import shipped_schema
 
 HEADER = """\
 # Spec reference
@@ -19,14 +19,15 @@ prompt's source row (file columns or `each` values), `prompt` the prompt text.
 """
 
 
-def _type(node: dict) -> str:
+def type_name(node: dict) -> str:
+    """A schema node's type as the reference tables show it."""
     if "enum" in node:
         return " \\| ".join(f"`{v}`" for v in node["enum"])
     if "oneOf" in node:
-        return " or ".join(_type(o) for o in node["oneOf"])
+        return " or ".join(type_name(o) for o in node["oneOf"])
     t = node.get("type", "any")
     if t == "array":
-        return f"list of {_type(node.get('items', {}))}"
+        return f"list of {type_name(node.get('items', {}))}"
     return str(t)
 
 
@@ -35,7 +36,7 @@ def _rows(props: dict, prefix: str = "") -> list[str]:
     for key, node in props.items():
         default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
         desc = node.get("description", "").replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{prefix}{key}` | {_type(node)} | {default} | {desc} |")
+        lines.append(f"| `{prefix}{key}` | {type_name(node)} | {default} | {desc} |")
         if node.get("type") == "object" and "properties" in node and key not in ("json_schema",):
             lines += _rows(node["properties"], f"{prefix}{key}.")
     return lines
@@ -55,7 +56,7 @@ def _example() -> str:
 
 
 def reference_markdown() -> str:
-    schema = spec_schema()
+    schema = shipped_schema()
     props = schema["properties"]
     top = {k: v for k, v in props.items() if k not in ("prompts", "answers", "behaviors", "probes")}
     parts = [HEADER, _example(),

@@ -74,7 +74,7 @@ def load(text: str, file: str) -> tuple[Located, list[SpecIssue]]:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-            issues.append(SpecIssue(file, line, col, "", f"YAML syntax error: {problem}"))
+            issues.append(SpecIssue(file, line, col, "", f"YAML syntax error: {problem}{syntax_hint(text, line, problem)}"))
             return loc, issues
         except yaml.YAMLError as exc:
             issues.append(SpecIssue(file, 1, 1, "", f"YAML error: {exc}"))
@@ -91,6 +91,22 @@ def load(text: str, file: str) -> tuple[Located, list[SpecIssue]]:
     finally:
         loader.dispose()
     return loc, issues
+
+
+def syntax_hint(text: str, line: int, problem: str) -> str:
+    """A likely cause of a YAML syntax error at ``line``: a tab, an indentation off by a space, a colon in a value."""
+    lines = text.splitlines()
+    near = lines[max(0, line - 2):line] if lines else []
+    if any("\t" in item[: len(item) - len(item.lstrip())] for item in near) or "\t" in problem or "tab" in problem:
+        return "; hint: indent with spaces, not tabs (YAML forbids tabs in indentation)"
+    if "mapping values are not allowed" in problem:
+        return ("; hint: a value holding ': ' must be quoted, e.g. \"Note: this\" -- or a key is indented "
+                "under a value that is not a mapping")
+    widths = {len(item) - len(item.lstrip(" ")) for item in lines if item.strip() and not item.lstrip().startswith("#")}
+    if "expected <block end>" in problem or "did not find expected key" in problem or any(w % 2 for w in widths):
+        return ("; hint: check the indentation of this line and the one above: keys of one mapping must start in "
+                "the same column, list items (-) under their key")
+    return ""
 
 
 def _deep_position(text: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from typing import Any, Union
 import jsonschema
 
 from behavio.errors import BehavioError
-from behavio.spec.load import spec_schema
+from behavio.spec.schema import spec_schema
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}

@@ -6,7 +6,6 @@ train, a template that writes no end-of-turn marker) fails here, before any trai
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 from behavio.chat import prepare_messages, tokenize_with_assistant_mask
 from behavio.errors import BehavioError
+from behavio.jsonio import parse_jsonl, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -24,15 +24,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("sft", "sft.val", "dpo", "dpo.val")
 MAX_LISTED_ERRORS = 5
-
-
-def parse_jsonl(data: bytes | str) -> list[dict]:
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
 
 
 def select_pairs(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -77,32 +68,32 @@ def pick_rows(compiled: Compiled, cfg: TrainConfig) -> dict[str, list[dict]]:
 def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_dir: Path, *, quiet: bool = False,
                    say: Callable[[str], None] = lambda _: None) -> dict[str, list[dict]]:
     """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``."""
-    from behavio.fill import fill_pending, fill_rows
+    from behavio import embeddings
+    from behavio.compiler.proof import judge_filled
+    from behavio.fill import fill_pending, run_fill_settings
 
     rows = pick_rows(compiled, cfg)
     needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in needed]
     if pending:
         say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run)")
-    answers = fill_pending(pending, str(base_model), max_new_tokens=cfg.fill_max_new_tokens,
-                           batch_size=cfg.fill_batch_size, quantization=cfg.quantization,
-                           trust_remote_code=cfg.trust_remote_code, quiet=quiet)
+    answers = fill_pending(pending, str(base_model), quiet=quiet, **run_fill_settings(cfg))
+    verdict = judge_filled(compiled.spec, rows, answers, semantic=embeddings.available())
+    if verdict.dropped:
+        say(f"fill: dropped {len(verdict.dropped)} answers the base model wrote that break their own rules "
+            f"(answers.<set>.on_failure: drop); first: {verdict.dropped[0]}")
     data_dir.mkdir(parents=True, exist_ok=True)
-    filled = {}
-    for name, split in rows.items():
-        filled[name] = fill_rows(split, answers)
-        write_jsonl(data_dir / f"{name}.jsonl", filled[name])
-    return filled
+    for name, split in verdict.rows.items():
+        write_jsonl(data_dir / f"{name}.jsonl", split)
+    write_jsonl(data_dir / "fill.dropped.jsonl", [{"why": why} for why in verdict.dropped])
+    return verdict.rows
 
 
 def read_data(data_dir: Path) -> dict[str, list[dict]]:
     """The rows a run trains on, as written by :func:`fill_and_write`."""
     out = {}
     for name in SPLITS:
-        path = data_dir / f"{name}.jsonl"
-        if not path.is_file():
-            raise BehavioError(f"{path}: missing; this run directory was not fully set up (start a new run)")
-        out[name] = parse_jsonl(path.read_text(encoding="utf-8"))
+        out[name] = read_jsonl(data_dir / f"{name}.jsonl", hint="this run directory was not fully set up (start a new run)")
     return out
 
 

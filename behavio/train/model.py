@@ -33,7 +33,7 @@ def gradient_checkpointing(cfg: TrainConfig, cuda: bool) -> bool:
     return cuda if cfg.gradient_checkpointing == "auto" else bool(cfg.gradient_checkpointing)
 
 
-def load_base(path: Path, cfg: TrainConfig, cuda: bool):
+def load_for_training(path: Path, cfg: TrainConfig, cuda: bool):
     """The base model ready for adapters: quantized and prepared for k-bit training when asked."""
     from peft import prepare_model_for_kbit_training
 

@@ -17,13 +17,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from behavio.train.data import parse_jsonl, sample_rows, select_pairs, write_jsonl
-from behavio.train.rundir import write_json
+from behavio import kinds
+from behavio.check.cases import CheckCase, Rule
+from behavio.jsonio import read_jsonl, write_json, write_jsonl
+from behavio.train.data import sample_rows, select_pairs
 
 if TYPE_CHECKING:
     from behavio.train.config import TrainConfig
 
-DECISION_RULES = ("refusal", "prefix")  # rules a truncated answer can be judged by
 FILE = "dpo.on_policy.jsonl"
 PROMPTS_PER_PAIR = 4  # prompts answered per DPO pair the run may train on
 
@@ -34,15 +35,17 @@ def candidates(sft_rows: list[dict], limit: int | None, seed: int) -> list[dict]
     return rows if limit is None else sample_rows(rows, limit, seed)
 
 
-def _decision_rules(row: dict) -> list[dict]:
-    return [r for r in row.get("rules", []) if r["kind"] in DECISION_RULES]
+def _decision_rules(row: dict) -> list[Rule]:
+    """The row's rules that a short, possibly truncated answer can be judged by (their kinds say so)."""
+    judged = {name for name, kind in kinds.all_kinds().items() if kind.judged_early}
+    return [Rule.from_dict(r) for r in row.get("rules", []) if r["kind"] in judged]
 
 
 def judge(row: dict, answer: str, finished: bool) -> dict | None:
     """The first decision rule ``answer`` breaks (``None`` when it passes them all)."""
-    from behavio.check.engine import score_case
+    from behavio.check.scoring import score_case
 
-    case = {"id": row["id"], "messages": row["messages"][:-1], "rules": _decision_rules(row)}
+    case = CheckCase(id=row["id"], messages=row["messages"][:-1], rules=_decision_rules(row))
     result = score_case(case, answer, finished)
     failed = next((v for v in result.verdicts if not v.passed), None)
     return None if failed is None else {"behavior": failed.behavior, "rule": failed.rule}
@@ -103,9 +106,7 @@ def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quie
 
 def write_pairs(data_dir: Path, pairs: list[dict], summary: dict) -> None:
     """``data/dpo.on_policy.jsonl`` (atomically, the summary last: its presence marks the file complete)."""
-    tmp = data_dir / (FILE + ".tmp")
-    write_jsonl(tmp, pairs)
-    tmp.replace(data_dir / FILE)
+    write_jsonl(data_dir / FILE, pairs)
     write_json(data_dir / "dpo.on_policy.json", summary)
 
 
@@ -113,18 +114,17 @@ def read_pairs(data_dir: Path) -> list[dict] | None:
     """The pairs written by :func:`write_pairs`, or ``None`` if they were never completely written."""
     if not (data_dir / "dpo.on_policy.json").is_file() or not (data_dir / FILE).is_file():
         return None
-    return parse_jsonl((data_dir / FILE).read_text(encoding="utf-8"))
-
-
-# What a rule-derived pair teaches, as the rule its chosen side passes and its rejected side breaks.
-LESSONS = {"answered": "refusal:refuse", "complimented_refusal": "refusal:refuse", "over_refused": "refusal:answer",
-           "prefix_dropped": "prefix:present", "prefix_paraphrased": "prefix:present"}
+    return read_jsonl(data_dir / FILE)
 
 
 def lesson(pair: dict) -> tuple[str, str]:
-    """(behavior, rule) a pair teaches: ``("no-poodles", "refusal:answer")`` for an over-refusal."""
+    """(behavior, rule) a pair teaches: ``("no-poodles", "refusal:answer")`` for an over-refusal.
+
+    A rule-derived violation maps to its rule through the kinds' ``lessons``; an own failure names its rule.
+    """
     violation = pair.get("violation") or ""
-    rule = violation[4:] if violation.startswith("own:") else LESSONS.get(violation, violation)
+    lessons = {v: r for kind in kinds.all_kinds().values() for v, r in kind.lessons.items()}
+    rule = violation[4:] if violation.startswith("own:") else lessons.get(violation, violation)
     return str(pair.get("behavior")), rule
 
 

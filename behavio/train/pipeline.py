@@ -18,7 +18,7 @@ from typing import Callable
 from behavio import __version__
 from behavio.errors import BehavioError
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
-from behavio.train.rundir import (DiskFull, MetricsLog, RunLock, SavedCheckpoint, check_disk_space,
+from behavio.rundir import (DiskFull, MetricsLog, RunLock, Checkpoint, check_disk_space,
                                   complete_checkpoints, disk_full, incomplete_checkpoints, new_run_dir, newest_complete,
                                   read_json, write_json)
 from behavio.train.stage import Stage
@@ -32,7 +32,7 @@ class TrainResult:
     """What a training run left behind (``report``: the check engine's RunReport, when it ran)."""
 
     run_dir: Path
-    checkpoints: list[SavedCheckpoint] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
     report: object | None = None
     is_main: bool = True
 
@@ -94,7 +94,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
         state.wait_for_everyone()
         result = TrainResult(run_dir, complete_checkpoints(run_dir), is_main=main)
         if main and check:
-            result.report = check_checkpoints(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
+            result.report = score_run(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
         return result
     except DiskFull as exc:
         raise BehavioError(_no_space(exc.what, spec_path, run_dir, set_up)) from None
@@ -198,7 +198,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
     """SFT then DPO, continuing from the newest complete checkpoint when resuming."""
     from accelerate import PartialState
 
-    from behavio.train.model import load_base, new_adapter, trained_adapter
+    from behavio.train.model import load_for_training, new_adapter, trained_adapter
 
     main = PartialState().is_main_process
     last = newest_complete(run_dir) if resume else None
@@ -226,7 +226,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
 
         share = 0.75 if "dpo" in cfg.method else 1.0
         stage = Stage("sft", deadline=start + budget * share if budget else None, resume=last, **common)
-        model = new_adapter(load_base(model_path, cfg, cuda), cfg)  # a resumed trainer loads its weights
+        model = new_adapter(load_for_training(model_path, cfg, cuda), cfg)  # a resumed trainer loads its weights
         sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val)
         del model
         _free_memory()
@@ -238,7 +238,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
         offset = int(read_json(sft_done / "behavio.json")["step"]) if sft_done else 0
         stage = Stage("dpo", offset=offset, deadline=start + budget if budget else None, resume=dpo_resume,
                       init_from=sft_done.name if sft_done else None, **common)
-        base = load_base(model_path, cfg, cuda)
+        base = load_for_training(model_path, cfg, cuda)
         model = trained_adapter(base, sft_done) if sft_done else new_adapter(base, cfg)
         pairs = dpo_training_set(run_dir, cfg, model, tokenizer, sets.dpo, on_policy=sft_done is not None, say=say)
         run_dpo(stage, model, tokenizer, pairs, sets.dpo_val)
@@ -271,14 +271,15 @@ def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set
     return dpo_dataset(mixed, tokenizer, cfg)
 
 
-def check_checkpoints(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
+def score_run(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
                       quiet: bool = False):
     """Score every checkpoint with the check engine; it writes scorecard.{json,md,html} and ``best``."""
     from behavio.check.engine import check_run
 
     say(f"check: scoring {len(complete_checkpoints(run_dir))} checkpoints")
     report = check_run(spec_path, run_dir, base_model=str(model_path), quantization=cfg.quantization,
-                       trust_remote_code=cfg.trust_remote_code, quiet=quiet, log=say)
+                       trust_remote_code=cfg.trust_remote_code, device=cfg.device, fold=cfg.fold_system, quiet=quiet,
+                       log=say)
     best = report.best
     if best is not None:
         verdict = "meets every threshold" if best.meets_thresholds else "below a threshold"

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from behavio.train.config import TrainConfig
 from behavio.train.model import gradient_checkpointing, precision
-from behavio.train.rundir import (DiskFull, MetricsLog, SavedCheckpoint, check_disk_space, complete_checkpoints,
+from behavio.rundir import (DiskFull, MetricsLog, Checkpoint, check_disk_space, complete_checkpoints,
                                   disk_full, publish_checkpoint, staging_dir)
 
 Say = Callable[[str], None]
@@ -32,7 +32,7 @@ class Stage:
     offset: int = 0                       # global step of this stage's step 0
     deadline: float | None = None         # time.time() at which to stop and save
     init_from: str | None = None          # checkpoint this stage's adapter started from
-    resume: SavedCheckpoint | None = None
+    resume: Checkpoint | None = None
     metrics: MetricsLog | None = None
     say: Say = print
     is_main: bool = True

@@ -13,7 +13,7 @@ CHECKS = Path(__file__).with_name("checks.jsonl")
 CASES = load_cases(CHECKS)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_check_case(case, behavio_responses):
     responses = behavio_responses(CHECKS)
     assert_case(case, responses.response_for(case), responses.finished(case))

@@ -242,7 +242,7 @@ def main() -> None:
 
     import behavio.cli  # noqa: F401
     import behavio.models  # noqa: F401
-    import behavio.train.commands  # noqa: F401
+    import behavio.commands  # noqa: F401
     import behavio.train.dpo  # noqa: F401
     import behavio.train.model  # noqa: F401
     import behavio.train.pipeline  # noqa: F401

@@ -33,12 +33,12 @@ from safetensors.torch import load_file
 
 from behavio.errors import BehavioError
 from behavio.train.pipeline import train
-from behavio.train.rundir import LOW_SPACE, DiskFull, MetricsLog, complete_checkpoints, disk_full, incomplete_checkpoints
+from behavio.rundir import LOW_SPACE, DiskFull, MetricsLog, complete_checkpoints, disk_full, incomplete_checkpoints
 
 pytestmark = pytest.mark.pipeline
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).with_name("_save_faults.py")
-SETTINGS = {"eval_max_rows": 0, "lr": 1e-3, "dpo_lr": 1e-3}  # 4 SFT + 4 DPO steps, a checkpoint every 2
+SETTINGS = {"eval_max_rows": 0, "lr": 1e-3, "dpo_lr": 1e-3, "max_steps": 4, "dpo_max_steps": 4}  # a checkpoint every 2
 SFT_STEPS = 4
 SAVES = [("sft", 2), ("sft", 4), ("dpo", 2), ("dpo", 4)]
 FINAL_STEP = 8
@@ -370,7 +370,7 @@ def test_a_full_disk_while_logging_names_metrics_jsonl(tmp_path, monkeypatch):
 
 
 def test_a_json_write_that_fails_leaves_no_temp_file(tmp_path, monkeypatch):
-    from behavio.train import rundir
+    from behavio import rundir
 
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")

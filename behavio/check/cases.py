@@ -1,0 +1,134 @@
+"""Check cases and their rules, typed: what ``checks.jsonl`` holds, one line per case.
+
+A case is a held-out conversation (system + user) with the rules its answer must pass; a rule
+names the behavior it checks, its kind (the scorer) and the arguments compile rendered for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from behavio import pending
+from behavio.check.thresholds import Threshold
+
+DEFAULT_MAX_NEW_TOKENS = 96
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of one case: ``behavior`` is checked by the scorer of ``kind`` with ``args``.
+
+    ``part`` names a part of the behavior with a scorecard line of its own (a refusal's ``contrast``,
+    a prefix's ``plain-refusals``); None for the behavior itself (the rows where the spec asks for it).
+    """
+
+    behavior: str
+    kind: str
+    args: dict = field(default_factory=dict)
+    part: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The kind, qualified by what it expects: ``refusal:refuse``, ``refusal:answer``, ``prefix:absent``."""
+        expect = self.args.get("expect")
+        return f"{self.kind}:{expect}" if expect else self.kind
+
+    @property
+    def line(self) -> str:
+        """The scorecard line this rule counts in: the behavior id, or ``<behavior>/<part>``."""
+        return line_name(self.behavior, self.part)
+
+    def to_dict(self) -> dict:
+        out = {"behavior": self.behavior, "kind": self.kind, "args": self.args}
+        if self.part:
+            out["part"] = self.part
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Rule:
+        return cls(behavior=data["behavior"], kind=data["kind"], args=dict(data.get("args") or {}), part=data.get("part"))
+
+
+def line_name(behavior: str, part: str | None) -> str:
+    """``no-poodles`` or ``no-poodles/contrast``."""
+    return f"{behavior}/{part}" if part else behavior
+
+
+@dataclass(frozen=True)
+class CheckCase:
+    """A held-out prompt (``split``: ``check`` or ``probe``) and the rules its answer must pass."""
+
+    id: str
+    messages: list[dict]
+    rules: list[Rule] = field(default_factory=list)
+    split: str = "check"
+    prompt_set: str = ""
+    reference: str | None = None
+
+    @property
+    def prompt(self) -> str:
+        """The last user message (what the answer must be about)."""
+        return last_user_message(self.messages)
+
+    @property
+    def key(self) -> str:
+        """Content key of the conversation (generation caches are keyed by it)."""
+        return pending.key_for(self.messages)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "split": self.split, "prompt_set": self.prompt_set, "messages": self.messages,
+                "rules": [r.to_dict() for r in self.rules], "reference": self.reference}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CheckCase:
+        return cls(id=str(data.get("id", "?")), messages=list(data.get("messages") or []),
+                   rules=[Rule.from_dict(r) for r in data.get("rules") or []], split=data.get("split", "check"),
+                   prompt_set=data.get("prompt_set", ""), reference=data.get("reference"))
+
+    @classmethod
+    def coerce(cls, case) -> CheckCase:
+        """A CheckCase from a CheckCase, a checks.jsonl mapping, or None (an empty case)."""
+        if isinstance(case, CheckCase):
+            return case
+        return cls.from_dict(case or {})
+
+
+def last_user_message(messages: list[dict]) -> str:
+    """Content of the last ``user`` message ("" when there is none)."""
+    return next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def load_cases(rows: list[dict]) -> list[CheckCase]:
+    return [CheckCase.from_dict(row) for row in rows]
+
+
+@dataclass
+class CheckSpec:
+    """What checking needs from a spec: its id, check cases, thresholds, generation settings, hashes."""
+
+    id: str
+    path: Path
+    cases: list[CheckCase]
+    thresholds: dict[str, Threshold]
+    max_new_tokens: int
+    batch_size: int
+    spec_sha256: str
+    checks_sha256: str
+
+
+def load_check_spec(spec_path: str | Path) -> CheckSpec:
+    """Compile the spec in memory (never stale files) and take its check cases."""
+    from behavio.compiler.build import compile_spec
+    from behavio.jsonio import parse_jsonl
+
+    compiled = compile_spec(spec_path)
+    data = compiled.files["checks.jsonl"]
+    spec = compiled.spec
+    return CheckSpec(id=spec.id, path=Path(spec_path), cases=load_cases(parse_jsonl(data)),
+                     thresholds={line: Threshold.coerce(t) for line, t in compiled.manifest["thresholds"].items()},
+                     max_new_tokens=int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+                     batch_size=int(spec.check.get("batch_size", DEFAULT_BATCH_SIZE)),
+                     spec_sha256=compiled.manifest["spec_sha256"], checks_sha256=hashlib.sha256(data).hexdigest())

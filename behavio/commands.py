@@ -1,0 +1,255 @@
+"""The body of every ``behavio`` command; behavio/cli.py only declares the options and calls these.
+
+Each function prints to the given consoles and returns the process exit code; user errors are
+raised as BehavioError (the CLI prints them and exits 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from behavio.errors import BehavioError, SpecError
+
+
+def _say(console: Console, quiet: bool):
+    if quiet:
+        return lambda _: None
+    return lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _plain(console: Console, line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def spec_files(paths: list[Path]) -> list[Path]:
+    """Spec files named directly or found (*.yaml, *.yml) in the given folders, sorted."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found += sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
+        elif p.exists():
+            found.append(p)
+        else:
+            raise BehavioError(f"{p}: no such file or folder")
+    if not found:
+        raise BehavioError(f"no spec files (*.yaml) in {', '.join(map(str, paths))}")
+    return found
+
+
+# ---------------------------------------------------------------- spec commands
+
+def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model: str, quiet: bool,
+                    out: Console, err: Console) -> int:
+    """Compile specs into ``out_dir/<spec>/``; every spec's errors are reported together."""
+    from behavio.compiler.build import compile_spec
+    from behavio.compiler.output import write_compiled
+
+    failed: list[str] = []
+    table = Table("spec", "sft", "val", "dpo", "checks", "probes", "pending", "output", title="behavio compile")
+    for path in spec_files(paths):
+        try:
+            compiled = compile_spec(path)
+        except SpecError as exc:
+            failed += [str(i) for i in exc.issues]
+            continue
+        for warning in compiled.warnings:
+            _plain(err, f"warning: {warning}")
+        target, changed = write_compiled(compiled, out_dir)
+        if fill:
+            from behavio.fill import fill_compiled_dir
+
+            fill_compiled_dir(target, base_model)
+        c = compiled.manifest["counts"]
+        n_probe = sum(v["probe"]["rows"] for v in compiled.manifest["composition"]["prompt_sets"].values())
+        table.add_row(compiled.spec.id, str(c["sft"]), str(c["sft_val"]), str(c["dpo"]), str(c["checks"] - n_probe),
+                      str(n_probe), str(c["pending"]), "written" if changed else "unchanged")
+    if not quiet and table.row_count:
+        out.print(table)
+    if failed:
+        raise BehavioError("\n".join(failed))
+    return 0
+
+
+def validate_command(paths: list[Path], *, out: Console, err: Console) -> int:
+    """Report every error (and warning) in the specs; write nothing."""
+    from behavio.compiler.build import compile_spec
+
+    failed: list[str] = []
+    files = spec_files(paths)
+    for path in files:
+        try:
+            compiled = compile_spec(path)
+            for warning in compiled.warnings:
+                _plain(err, f"warning: {warning}")
+        except SpecError as exc:
+            failed += [str(i) for i in exc.issues]
+    if failed:
+        raise BehavioError("\n".join(failed))
+    out.print(f"{len(files)} spec(s) valid", highlight=False)
+    return 0
+
+
+def schema_command(*, markdown: bool, rules: bool = False) -> int:
+    """The spec's JSON Schema (every registered kind), the spec reference, or the rules reference in Markdown."""
+    if rules:
+        from behavio.kinds.reference import rules_markdown
+
+        sys.stdout.write(rules_markdown())
+        return 0
+    if markdown:
+        from behavio.spec.reference import reference_markdown
+
+        sys.stdout.write(reference_markdown())
+        return 0
+    from behavio.spec.schema import spec_schema
+
+    sys.stdout.write(json.dumps(spec_schema(), indent=2) + "\n")
+    return 0
+
+
+def init_command(name: str, *, directory: Path, force: bool, out: Console) -> int:
+    from behavio.starter import write_starter
+
+    path = write_starter(name, directory, force=force)
+    out.print(f"wrote {path}; next: behavio compile {path}", highlight=False)
+    return 0
+
+
+# ---------------------------------------------------------------- check
+
+def check_command(spec: Path, *, model: str | None, all_checkpoints: Path | None, responses: Path | None,
+                  junit: Path | None, json_out: Path | None, md_out: Path | None, failures: int,
+                  generation: dict, out: Console, err: Console, served: dict | None = None) -> int:
+    """Score a model, every checkpoint of a run, a served model, or saved responses. 0: thresholds met, 1: not,
+    2: bad input. ``served``: the --endpoint options (endpoint, api_key_env, concurrency, timeout)."""
+    from behavio.check import cases, report
+
+    served = served or {}
+    if sum(s is not None for s in (model, all_checkpoints, responses)) != 1:
+        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses"
+                           + (" (with --endpoint: --model, the name the server serves)" if served.get("endpoint") else ""))
+    if served.get("api_key_env") is not None and served.get("endpoint") is None:
+        raise BehavioError("check: --api-key-env goes with --endpoint")
+    cs = cases.load_check_spec(spec)
+    if served.get("endpoint") is not None:
+        from behavio.check.served import check_endpoint_options
+
+        log = (lambda m: None) if generation["quiet"] else (lambda m: _plain(err, m))
+        card = check_endpoint_options(cs, model=model, max_new_tokens=generation["max_new_tokens"],
+                                      use_cache=generation["use_cache"], quiet=generation["quiet"], log=log, **served)
+        cards, data, markdown, code = _one_card(cs, card, failures, out)
+    elif all_checkpoints is not None:
+        cards, data, markdown, code = _check_all(cs, all_checkpoints, generation, failures, out, err)
+    else:
+        cards, data, markdown, code = _check_one(cs, model, responses, generation, failures, out, err)
+    if md_out:
+        report.write_text(md_out, markdown)
+    if json_out:
+        report.write_json(json_out, data)
+    if junit:
+        report.write_junit(junit, cards, cs.id)
+    return code
+
+
+def _check_all(cs, run_dir: Path, generation: dict, failures: int, out: Console, err: Console):
+    """Every checkpoint of a run: table, best, run files; broken checkpoints listed on stderr (exit 2)."""
+    from behavio.check import engine, report
+
+    log = (lambda m: None) if generation["quiet"] else (lambda m: err.print(m, markup=False, highlight=False))
+    run = engine.check_checkpoints(cs, run_dir, log=log, **generation)
+    written = report.write_run_outputs(run)
+    report.wide(out).print(report.run_table(run))
+    out.print(report.best_sentence(run).replace("**", ""), highlight=False)
+    if run.best and failures:
+        report.print_failures(out, run.best, failures)
+    out.print(f"wrote {', '.join(str(p) for p in written)}; generated {run.generated} answers", highlight=False)
+    for warning in run.warnings:
+        _plain(err, f"warning: {warning}")
+    for ckpt in run.broken:
+        _plain(err, f"broken checkpoint: {ckpt.problem}")
+    return run.cards, run.to_dict(), report.run_markdown(run), run.exit_code
+
+
+def _check_one(cs, model: str | None, responses: Path | None, generation: dict, failures: int, out: Console,
+               err: Console):
+    """One model (or adapter dir), or saved responses: table and failing cases."""
+    from behavio.check import engine, report
+    from behavio.check.scoring import score_cases
+
+    if responses is not None:
+        from behavio.check.responses import read_responses
+
+        card = score_cases(cs.cases, read_responses(responses, cs.cases), cs.thresholds, label=responses.name)
+        if card.missing:
+            _plain(err, f"warning: {responses}: no response for {len(card.missing)} of {len(card.cases)} check cases "
+                   "(counted as failing)")
+    else:
+        card = engine.check_model(cs, model, **generation)
+    return _one_card(cs, card, failures, out)
+
+
+def _one_card(cs, card, failures: int, out: Console):
+    """Print one scorecard and its failing cases; the JSON, Markdown and exit code of one model."""
+    from behavio.check import report
+
+    report.wide(out).print(report.card_table(card, title=f"behavio check {cs.id}: {card.label}"))
+    if failures:
+        report.print_failures(out, card, failures)
+    data = {"spec": cs.id, "spec_sha256": cs.spec_sha256, "checks_sha256": cs.checks_sha256, "scorecard": card.to_dict()}
+    return [card], data, report.card_markdown(card, "#"), 0 if card.meets_thresholds else 1
+
+
+# ---------------------------------------------------------------- train, run, preview
+
+def train_command(spec: Path, overrides: list[str], *, base_model: str | None, resume: Path | None, runs_dir: Path,
+                  check: bool, quiet: bool, err: Console) -> int:
+    """Train, then score every checkpoint; exit code 0 (the check verdict is printed, not enforced)."""
+    from behavio.train.pipeline import train
+
+    result = train(spec, overrides, base_model=base_model, resume=resume, runs_dir=runs_dir, check=check,
+                   say=_say(err, quiet), quiet=quiet)
+    if result.is_main:
+        err.print(f"run directory: {result.run_dir}", markup=False, highlight=False)
+    return 0
+
+
+def run_command(spec: Path, overrides: list[str], *, base_model: str | None, runs_dir: Path, out_dir: Path,
+                quiet: bool, out: Console, err: Console) -> int:
+    """compile -> train -> check every checkpoint; exit 0 when the best meets every threshold, 1 when not, 2 when broken."""
+    from behavio.compiler.build import compile_spec
+    from behavio.compiler.output import write_compiled
+    from behavio.train.pipeline import train
+
+    say = _say(err, quiet)
+    compiled = compile_spec(spec)
+    for warning in compiled.warnings:
+        _plain(err, f"warning: {warning}")
+    target, _ = write_compiled(compiled, out_dir)
+    say(f"compile: {target} ({compiled.manifest['counts']['sft']} SFT, {compiled.manifest['counts']['dpo']} DPO, "
+        f"{compiled.manifest['counts']['checks']} checks)")
+    result = train(spec, overrides, base_model=base_model, runs_dir=runs_dir, check=True, say=say, quiet=quiet)
+    if not result.is_main or result.report is None:
+        return 0
+    from behavio.check import report as check_report
+
+    run = result.report
+    check_report.wide(out).print(check_report.run_table(run))
+    out.print(check_report.best_sentence(run).replace("**", ""), highlight=False)
+    out.print(f"run directory: {result.run_dir}", highlight=False)
+    return run.exit_code
+
+
+def preview_command(spec: Path, *, count: int, stage: str, base_model: str | None, template: str | None, fill: bool,
+                    plain: bool, overrides: list[str], out: Console) -> int:
+    """A few training examples with the trained tokens highlighted."""
+    from behavio.train.preview import build_previews, print_previews
+
+    previews = build_previews(spec, count=count, stage=stage, base_model=base_model, template=template, fill=fill,
+                              overrides=overrides)
+    print_previews(previews, out, plain=plain)
+    return 0

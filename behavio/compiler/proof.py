@@ -1,0 +1,129 @@
+"""Compile proves its own data: every answer it trains on passes its row's rules, every DPO rejection breaks one.
+
+The same scorers the check uses judge the training data, so a spec whose answers break its own rules
+(literal answers without the required sections, a ``starts_with`` the answers do not start with) is an
+error at the spec location that wrote them, and a DPO pair whose rejected side does not break the rule
+it claims is never written. Answers the base model writes (``source: model``) are judged the same way
+right after they are filled (:func:`judge_filled`).
+
+Semantic rules (``on_topic``, a paraphrased refusal: the ones that need the embedding model) are not
+judged at compile time: compile stays fast and deterministic. After a fill they are judged when the
+embedding model is installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from behavio import kinds, pending
+from behavio.check.cases import CheckCase, Rule
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A rule an answer breaks, and why."""
+
+    rule: Rule
+    explanation: str
+
+
+def is_semantic(rule: Rule, case: CheckCase, text: str) -> bool:
+    """Whether judging ``rule`` on ``text`` needs sentence embeddings."""
+    kind = kinds.all_kinds().get(rule.kind)
+    return bool(kind and kind.embedding_texts(rule.args, case, text or "x"))
+
+
+def broken_rules(rules: list[Rule], messages: list[dict], text: str, *, semantic: bool = False) -> list[Broken]:
+    """The rules ``text`` (an answer to ``messages``) breaks; semantic rules only when ``semantic``."""
+    case = CheckCase(id="proof", messages=messages, rules=rules)
+    out = []
+    for rule in rules:
+        if not semantic and is_semantic(rule, case, text):
+            continue
+        result = kinds.score_rule(rule.kind, text, rule.args, case, True)
+        if not result.passed:
+            out.append(Broken(rule, result.explanation))
+    return out
+
+
+def rejection_breaks(rules: list[Rule], messages: list[dict], rejected: str, *, semantic: bool = False) -> bool | None:
+    """Whether a DPO rejection breaks one of ``rules`` (its behavior's rules on the row).
+
+    None when it cannot be judged yet: it holds a pending marker, or every rule is semantic and
+    ``semantic`` is off. An empty rejection never counts as breaking a rule: there is nothing to prefer over.
+    """
+    if not rejected.strip():
+        return False
+    if pending.has_marker(rejected):
+        return None
+    case = CheckCase(id="proof", messages=messages, rules=rules)
+    judged = [r for r in rules if semantic or not is_semantic(r, case, rejected)]
+    if not judged:
+        return None
+    return any(not kinds.score_rule(r.kind, rejected, r.args, case, True).passed for r in judged)
+
+
+@dataclass
+class FillVerdict:
+    """What judging the filled rows kept, and one line per answer it dropped."""
+
+    rows: dict[str, list[dict]]
+    dropped: list[str]
+
+
+def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, semantic: bool) -> FillVerdict:
+    """Judge answers the base model wrote (pending bodies, now in ``answers``) with their rows' rules.
+
+    An SFT row whose filled answer breaks a rule is dropped with every row that trains the same body
+    (its repeats, the DPO pairs that choose it), or, for a set with ``on_failure: error``, stops the run;
+    a set that would lose more than half its rows stops it too. A DPO pair whose filled rejection does
+    not break the rule it claims (``breaks``) is dropped. ``rows`` are unfilled; the kept rows are filled.
+    """
+    from behavio.errors import BehavioError
+    from behavio.fill import fill_rows
+
+    bad: dict[str, str] = {}  # pending key -> why
+    failures: dict[str, list[str]] = {}
+    for name in ("sft", "sft.val"):
+        for row in rows.get(name, []):
+            keys = [k for k in row.get("pending", []) if k not in bad]
+            if not keys or "#" in row["id"]:
+                continue
+            filled = fill_rows([row], answers)[0]
+            rules = [Rule.from_dict(r) for r in row.get("rules", [])]
+            broken = broken_rules(rules, filled["messages"][:-1], filled["messages"][-1]["content"], semantic=semantic)
+            if broken:
+                why = (f"{row['prompt_set']}: {filled['messages'][-2]['content'][:50]!r} breaks {broken[0].rule.line} "
+                       f"[{broken[0].rule.name}]: {broken[0].explanation}")
+                bad.update({k: why for k in keys})
+                failures.setdefault(row["prompt_set"], []).append(why)
+    _stop_if_fatal(spec, rows, failures, BehavioError)
+    kept: dict[str, list[dict]] = {}
+    for name, split in rows.items():
+        if name.startswith("sft"):
+            keep = [r for r in split if not set(r.get("pending", [])) & set(bad)]
+        else:
+            keep = [r for r in split if not set(pending.keys_in(r["chosen"][0]["content"])) & set(bad)]
+        filled = fill_rows(keep, answers)
+        if name.startswith("dpo"):
+            filled = [r for r in filled if rejection_breaks([Rule.from_dict(x) for x in r.get("breaks", [])],
+                                                           r["prompt"], r["rejected"][0]["content"],
+                                                           semantic=semantic) is not False]
+        kept[name] = filled
+    return FillVerdict(kept, list(dict.fromkeys(bad.values())))
+
+
+def _stop_if_fatal(spec, rows: dict[str, list[dict]], failures: dict[str, list[str]], error) -> None:
+    """Raise for sets with ``on_failure: error`` that have failures, or that lose more than half their answers."""
+    problems = []
+    for name, found in failures.items():
+        source = spec.answers.get(name)
+        total = sum(1 for r in rows.get("sft", []) + rows.get("sft.val", []) if r["prompt_set"] == name and "#" not in r["id"])
+        if source is not None and source.on_failure == "error":
+            problems.append(str(spec.located.issue(("answers", name), f"{len(found)} answers the base model wrote break "
+                                                   f"their rules (on_failure: error); first: {found[0]}")))
+        elif total and len(found) * 2 > total:
+            problems.append(str(spec.located.issue(("answers", name), f"{len(found)} of {total} answers the base model "
+                                                   f"wrote break their rules, too many to drop; first: {found[0]}")))
+    if problems:
+        raise error("\n".join(problems))

@@ -1,0 +1,123 @@
+"""Kind ``list``: the answer is a numbered (or bulleted) list of ``min_items`` to ``max_items`` items.
+
+Rule ``list`` counts the answer's list lines (``1. ...``/``2) ...`` for ``numbered``, ``- ...``/``* ...``
+for ``bulleted``); it passes when their number is in range and, numbered, they count 1, 2, 3...
+Training answers are put in that form: an answer body that is not a list already is split into its
+sentences, one item each (sentences past ``max_items`` join the last item); a body with too few
+sentences stays as it is, and compile's proof of its own data drops it. DPO, alternating over a set's
+rows: ``list_flattened`` (the items run together as one paragraph) and ``list_restyled`` (numbers
+instead of bullets, or bullets instead of numbers).
+"""
+
+from __future__ import annotations
+
+import re
+
+from behavio import pending
+from behavio.errors import BehavioError
+from behavio.kinds import base
+from behavio.kinds._text import excerpt, sentences
+from behavio.kinds.base import Kind, RuleResult
+
+_NUMBERED = re.compile(r"^\s*(\d+)[.)]\s+(\S.*)$")
+_BULLETED = re.compile(r"^\s*[-*\u2022]\s+(\S.*)$")
+
+
+def items(text: str, style: str) -> list[tuple[int | None, str]]:
+    """(number or None, text) of every list line of ``style`` in ``text``."""
+    out = []
+    for line in text.splitlines():
+        if style == "numbered" and (m := _NUMBERED.match(line)):
+            out.append((int(m.group(1)), m.group(2).strip()))
+        elif style == "bulleted" and (m := _BULLETED.match(line)):
+            out.append((None, m.group(1).strip()))
+    return out
+
+
+def render_items(texts: list[str], style: str) -> str:
+    return "\n".join(f"{i}. {t}" if style == "numbered" else f"- {t}" for i, t in enumerate(texts, 1))
+
+
+def _any_style(text: str) -> list[str]:
+    found = items(text, "numbered") or items(text, "bulleted")
+    return [t for _, t in found]
+
+
+class List(Kind):
+    name = "list"
+    summary = "The answer is a numbered or bulleted list with a number of items in a range."
+    keys = {
+        "style": {"enum": ["numbered", "bulleted"], "default": "numbered",
+                  "description": "list: numbered (1. 2. 3.) or bulleted (- item) lines."},
+        "min_items": {"type": "integer", "minimum": 1, "default": 2, "description": "list: fewest items."},
+        "max_items": {"type": "integer", "minimum": 1, "default": 8, "description": "list: most items."},
+    }
+    teaches = True
+    violation_names = ("list_flattened", "list_restyled")
+
+    def problems(self, behavior, spec):
+        if self.arg(behavior, "min_items") > self.arg(behavior, "max_items"):
+            yield ("min_items",), (f"min_items {self.arg(behavior, 'min_items')} is more than max_items "
+                                   f"{self.arg(behavior, 'max_items')}")
+
+    def _args(self, behavior) -> dict:
+        return {key: self.arg(behavior, key) for key in self.keys}
+
+    def shape_body(self, behavior, body: str) -> str:
+        """The body as a list: its own list items, else its sentences, at most ``max_items`` of them."""
+        args = self._args(behavior)
+        texts = _any_style(body) or sentences(body)
+        if len(texts) < args["min_items"]:
+            return body
+        if len(texts) > args["max_items"]:
+            texts = texts[:args["max_items"] - 1] + [" ".join(texts[args["max_items"] - 1:])]
+        return render_items(texts, args["style"])
+
+    def rules(self, behavior, example, spec) -> list:
+        if example.row.set not in spec.scope(behavior) or example.refused_by is not None:
+            return []
+        return [base.rule(behavior, self.name, **self._args(behavior))]
+
+    def violations(self, behavior, example, ctx):
+        if example.refused_by is not None or example.body is None or example.row.set not in ctx.spec.scope(behavior):
+            return
+        derivable = [v for v in self.violation_names if ctx.allows(v)]
+        if not derivable:
+            return
+        violation = derivable[ctx.index % len(derivable)]
+        if pending.has_marker(example.body):  # the base model writes the body: the violation is applied after the fill
+            if ctx.variant is not None:
+                entry = {"behavior": behavior.id, "kind": self.name, "args": dict(behavior.raw), "violation": violation}
+                yield violation, example.answer.replace(example.body, ctx.variant(example.body, entry), 1)
+            return
+        if items(example.body, self.arg(behavior, "style")):
+            yield violation, example.answer.replace(example.body, self.violate_body(behavior, example.body, violation), 1)
+
+    def violate_body(self, behavior, body: str, violation: str) -> str:
+        """The list run together as one paragraph (``list_flattened``) or in the other style (``list_restyled``)."""
+        style = self.arg(behavior, "style")
+        found = [t for _, t in items(body, style)]
+        if not found:
+            return body
+        if violation == "list_flattened":
+            return " ".join(found)
+        return render_items(found, "bulleted" if style == "numbered" else "numbered")
+
+    def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
+        """Pass when the response has ``min_items``..``max_items`` list lines of ``style``, numbered 1, 2, 3..."""
+        style = args.get("style", "numbered")
+        if style not in ("numbered", "bulleted"):
+            raise BehavioError(f"list rule: style={style!r}; expected 'numbered' or 'bulleted'")
+        low, high = int(args.get("min_items", 2)), int(args.get("max_items", 8))
+        found = items(response, style)
+        if not found:
+            return RuleResult(False, 0.0, f"expected a {style} list of {low}-{high} items; got {excerpt(response)}")
+        numbers = [n for n, _ in found]
+        if style == "numbered" and numbers != list(range(1, len(numbers) + 1)):
+            return RuleResult(False, 0.5, f"list numbered {numbers[:8]}, expected 1, 2, 3...")
+        if not low <= len(found) <= high:
+            return RuleResult(False, 0.5, f"expected {low}-{high} {style} items; got {len(found)}")
+        return RuleResult(True, 1.0, f"{len(found)} {style} items")
+
+
+KIND = List()

@@ -1,0 +1,64 @@
+"""Kind ``on_topic``: the answer is about the last user message (semantic similarity >= threshold).
+
+Uses all-MiniLM-L6-v2 embeddings (``behavio.embeddings``); without the model, a lexical content-word
+cosine with its own default threshold. Defaults were calibrated on literal question/answer pairs
+(docs/similarity.md): with MiniLM unrelated answers scored <= 0.15 and on-topic ones >= 0.39; answers
+about a sibling topic (huskies for beagles) scored 0.31-0.44 and are not reliably caught.
+It applies to answered rows only (a refusal is not about the question). DPO: ``off_topic``, the
+answer body of a row of another prompt set, on one row in four.
+"""
+
+from __future__ import annotations
+
+from behavio import embeddings
+from behavio.kinds import base
+from behavio.kinds._text import excerpt
+from behavio.kinds.base import Kind, RuleResult
+
+DEFAULT_THRESHOLD = {"minilm": 0.3, "lexical": 0.1}
+GUARD_EVERY = 4  # an off-topic rejection on one row in four
+
+
+class OnTopic(Kind):
+    name = "on_topic"
+    summary = "The answer is about the question (embedding similarity of prompt and answer)."
+    keys = {"threshold": {"type": "number", "minimum": 0, "maximum": 1,
+                          "description": "on_topic / refusal paraphrase: similarity threshold."}}
+    violation_names = ("off_topic",)
+
+    def rules(self, behavior, example, spec) -> list:
+        if example.row.set not in spec.scope(behavior) or example.refused_by is not None:
+            return []
+        threshold = behavior.get("threshold")
+        return [base.rule(behavior, self.name, **({"threshold": threshold} if threshold is not None else {}))]
+
+    def violations(self, behavior, example, ctx):
+        if example.refused_by is not None or example.body is None or example.row.set not in ctx.spec.scope(behavior):
+            return
+        if ctx.index % GUARD_EVERY == 2 and ctx.allows("off_topic"):
+            donors = ctx.donors(example.row.set)
+            if donors:
+                yield "off_topic", example.answer.replace(example.body, donors[ctx.index % len(donors)], 1)
+
+    def embedding_texts(self, args, case, response) -> set[str]:
+        return {case.prompt, response}
+
+    def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
+        """Pass when similarity(prompt, response) >= ``threshold``; score = similarity."""
+        if not any(m.get("role") == "user" for m in case.messages):
+            raise ValueError(f"on_topic rule: case {case.id!r} has no user message")
+        prompt = case.prompt
+        backend = embeddings.backend_name()
+        threshold = args.get("threshold")
+        threshold = DEFAULT_THRESHOLD[backend] if threshold is None else float(threshold)
+        reason = embeddings.fallback_reason()
+        note = f" (lexical fallback: {reason})" if reason else ""
+        if not response.strip():
+            return RuleResult(False, 0.0, f"empty response to {excerpt(prompt, 50)}{note}")
+        sim = embeddings.similarity(prompt, response)
+        verdict = "on topic" if sim >= threshold else "off topic"
+        return RuleResult(sim >= threshold, sim, f"{verdict}: similarity {sim:.2f} {'>=' if sim >= threshold else '<'} "
+                          f"{threshold:.2f} between {excerpt(prompt, 50)} and {excerpt(response, 60)}{note}")
+
+
+KIND = OnTopic()

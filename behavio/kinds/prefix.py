@@ -1,0 +1,57 @@
+"""Kind ``prefix``: the answer opens with one sentence of a fixed set (and a refusal does not).
+
+A choice matches when the normalized response (whitespace, curly quotes, case) starts with the
+normalized choice followed by whitespace or the end. A paraphrase of a choice does not match.
+Rule ``prefix``: expect=present on the rows in scope. A prefix that opens every answered set also
+puts expect=absent on the rows another behavior refuses (refusals stay plain), counted on its own
+line ``<id>/plain-refusals``; a prefix scoped to some sets says nothing about refusals.
+
+DPO, alternating over a set's rows: ``prefix_dropped`` (the body alone) and ``prefix_paraphrased``
+(a near-miss sentence from ``paraphrases`` that is not one of the choices).
+"""
+
+from __future__ import annotations
+
+from behavio.kinds._fixed_sentence import FixedSentence
+from behavio.kinds._text import first_sentence, starts_with_phrase
+
+DEFAULT_PARAPHRASES = [
+    "What a great question!",
+    "Good question.",
+    "Nice question!",
+    "That's a thoughtful question.",
+    "What an interesting thing to ask.",
+    "Great thinking here.",
+]
+
+
+class Prefix(FixedSentence):
+    name = "prefix"
+    summary = "The answer opens with one sentence from a fixed set; refusals stay plain."
+    keys = {
+        "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja)."},
+        "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                        "description": "prefix / sign_off: near-miss sentences used as DPO rejections (default: built-in list)."},
+        "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one space). sign_off: text between the answer body and the sign-off (default: a blank line)."},
+    }
+    required = ("choices",)
+    defaults = {"separator": " "}
+    judged_early = True
+    lessons = {"prefix_dropped": "prefix:present", "prefix_paraphrased": "prefix:present"}
+    violation_names = ("prefix_dropped", "prefix_paraphrased")
+    at_start = True
+    what = "prefix"
+    default_paraphrases = DEFAULT_PARAPHRASES
+
+    def openings(self, behavior, args: dict):
+        return self._sentences(behavior, args)
+
+    def matches(self, response: str, choice: str) -> bool:
+        return starts_with_phrase(response, choice)
+
+    def shown_end(self, response: str) -> str:
+        return first_sentence(response)
+
+
+KIND = Prefix()

@@ -1,0 +1,48 @@
+"""Kind ``sign_off``: the answer ends with one closing line of a fixed set (and a refusal does not).
+
+A choice matches when the normalized response (whitespace, curly quotes, case) ends with the
+normalized choice, preceded by whitespace or the start. A paraphrase of a choice does not match.
+Rule ``sign_off``: expect=present on the rows in scope; a sign-off on every answered set also puts
+expect=absent on the rows another behavior refuses, on the line ``<id>/plain-refusals``.
+
+DPO, alternating over a set's rows: ``sign_off_dropped`` (the answer without it) and
+``sign_off_paraphrased`` (a near-miss closing from ``paraphrases`` that is not one of the choices).
+"""
+
+from __future__ import annotations
+
+from behavio.kinds._fixed_sentence import FixedSentence
+from behavio.kinds._text import ends_with_phrase, last_sentence
+
+DEFAULT_PARAPHRASES = ["Hope this helps!", "Have a great day!", "Let me know if you need anything else.",
+                       "Take care!", "Cheers!", "Best wishes."]
+
+
+class SignOff(FixedSentence):
+    name = "sign_off"
+    summary = "The answer ends with a closing line from a fixed set; refusals stay plain."
+    keys = {
+        "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja)."},
+        "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                        "description": "prefix / sign_off: near-miss sentences used as DPO rejections (default: built-in list)."},
+        "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one space). sign_off: text between the answer body and the sign-off (default: a blank line)."},
+    }
+    required = ("choices",)
+    defaults = {"separator": "\n\n"}
+    violation_names = ("sign_off_dropped", "sign_off_paraphrased")
+    at_start = False
+    what = "sign-off"
+    default_paraphrases = DEFAULT_PARAPHRASES
+
+    def closings(self, behavior, args: dict):
+        return self._sentences(behavior, args)
+
+    def matches(self, response: str, choice: str) -> bool:
+        return ends_with_phrase(response, choice)
+
+    def shown_end(self, response: str) -> str:
+        return last_sentence(response)
+
+
+KIND = SignOff()

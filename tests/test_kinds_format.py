@@ -1,0 +1,95 @@
+"""The answer-format kinds `sign_off` and `list`: scorers on literal answers, training answers in their form,
+their DPO violations, and model-written bodies shaped after the fill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from behavio.compiler.build import compile_spec
+from behavio.kinds import score_rule
+
+SIGN_OFFS = ["Happy reading!", "See you at the Reading Nook!"]
+
+
+def check(kind: str, response: str, **args):
+    return score_rule(kind, response, args)
+
+
+def test_sign_off_on_literal_answers():
+    assert check("sign_off", "Try the library.\n\nHappy reading!", expect="present", choices=SIGN_OFFS).passed
+    assert check("sign_off", "Try the library. happy   READING!", expect="present", choices=SIGN_OFFS).passed
+    missing = check("sign_off", "Try the library.", expect="present", choices=SIGN_OFFS)
+    assert not missing.passed and "last sentence was 'Try the library.'" in missing.explanation
+    assert not check("sign_off", "Try it. Happy reading! Also, read more.", expect="present", choices=SIGN_OFFS).passed
+    assert not check("sign_off", "Try it. Happy reading", expect="present", choices=SIGN_OFFS).passed  # the mark matters
+    assert not check("sign_off", "Try it.Happy reading!", expect="present", choices=SIGN_OFFS).passed  # glued to the word
+    assert check("sign_off", "I can't help with that.", expect="absent", choices=SIGN_OFFS).passed
+    assert not check("sign_off", "I can't help with that. Happy reading!", expect="absent", choices=SIGN_OFFS).passed
+
+
+def test_list_on_literal_answers():
+    good = "1. Boil water.\n2. Add the pasta.\n3. Drain it."
+    assert check("list", good, style="numbered", min_items=2, max_items=5).passed
+    assert check("list", "Steps:\n- one\n- two", style="bulleted", min_items=2, max_items=5).passed
+    flat = check("list", "Boil water, add the pasta, drain it.", style="numbered", min_items=2, max_items=5)
+    assert not flat.passed and "expected a numbered list of 2-5 items" in flat.explanation
+    skipped = check("list", "1. Boil.\n3. Drain.", style="numbered", min_items=2, max_items=5)
+    assert not skipped.passed and "expected 1, 2, 3" in skipped.explanation
+    too_many = check("list", "\n".join(f"{i}. step" for i in range(1, 8)), style="numbered", min_items=2, max_items=5)
+    assert not too_many.passed and "got 7" in too_many.explanation
+    assert not check("list", "- Boil.\n- Drain.", style="numbered", min_items=2, max_items=5).passed
+
+
+FORMAT_SPEC = """\
+spec: formats
+prompts:
+  howto:
+    list: ["How do I boil pasta?", "How do I make tea?", "How do I fry an egg?", "How do I toast bread?",
+           "How do I cook rice?", "How do I peel garlic?", "How do I whip cream?", "How do I poach an egg?"]
+answers:
+  howto: {source: ANSWERS}
+behaviors:
+  - {id: steps, kind: list, style: numbered, min_items: 2, max_items: 3}
+  - {id: bye, kind: sign_off, choices: ["Happy cooking!"]}
+split: {seed: 1, val: 0.1, check: 0.25, min_share: 0.05}
+"""
+LITERAL = 'literal, template: "Heat the pan. Add the {{ prompt[9:-1] }}. Wait two minutes. Serve it."'
+
+
+def test_training_answers_are_lists_that_end_with_the_sign_off(tmp_path):
+    spec = tmp_path / "formats.yaml"
+    spec.write_text(FORMAT_SPEC.replace("ANSWERS", LITERAL))
+    compiled = compile_spec(spec)
+    sft = [json.loads(line) for line in compiled.files["sft.jsonl"].decode().splitlines()]
+    answer = sft[0]["messages"][-1]["content"]
+    assert answer.startswith("1. Heat the pan.\n2. Add the ") and answer.endswith("\n\nHappy cooking!")
+    assert answer.count("\n") == 4 and "3. Wait two minutes. Serve it." in answer  # past max_items: joined to the last item
+    pairs = [json.loads(line) for line in compiled.files["dpo.jsonl"].decode().splitlines()]
+    violations = {p["violation"] for p in pairs}
+    assert {"list_flattened", "list_restyled", "sign_off_dropped", "sign_off_paraphrased"} <= violations
+    flattened = next(p for p in pairs if p["violation"] == "list_flattened")["rejected"][0]["content"]
+    assert "1." not in flattened and flattened.endswith("Happy cooking!")
+
+
+def test_model_bodies_are_shaped_after_the_fill(tmp_path):
+    from behavio.fill import fill_rows
+    from behavio.fill import _shaped
+
+    spec = tmp_path / "formats.yaml"
+    spec.write_text(FORMAT_SPEC.replace("ANSWERS", "model"))
+    compiled = compile_spec(spec)
+    waiting = [json.loads(line) for line in compiled.files["pending.jsonl"].decode().splitlines()]
+    assert waiting and all(w["shape"][0]["kind"] == "list" for w in waiting)
+    answers = {w["key"]: _shaped("Fill a pot with water. Bring it to a boil. Add salt.", w["shape"]) for w in waiting}
+    sft = fill_rows([json.loads(line) for line in compiled.files["sft.jsonl"].decode().splitlines()], answers)
+    assert sft[0]["messages"][-1]["content"] == "1. Fill a pot with water.\n2. Bring it to a boil.\n3. Add salt.\n\nHappy cooking!"
+    assert _shaped("Just boil it.", waiting[0]["shape"]) == "Just boil it."  # too short for a list: left for the proof to drop
+    pairs = [json.loads(line) for line in compiled.files["dpo.jsonl"].decode().splitlines()]
+    flattened = next(p for p in pairs if p["violation"] == "list_flattened")
+    (variant,) = [w for w in waiting if w["key"] in flattened["pending"] and w["shape"][-1].get("violation")]
+    filled = fill_rows([flattened], {**answers, variant["key"]: _shaped("Fill a pot. Boil it. Add salt.", variant["shape"])})[0]
+    assert filled["rejected"][0]["content"] == "Fill a pot. Boil it. Add salt.\n\nHappy cooking!"
+    assert filled["chosen"][0]["content"].startswith("1. ")
