@@ -263,7 +263,14 @@ def test_a_wrong_model_name_names_the_served_ones(env, serve):
     refuse = lambda body: (404, {}, json.dumps({"error": {"message": f"The model `{body['model']}` does not exist."}}).encode())
     result = check(env, serve(Script(chat=refuse, models=["acme/bot-v2"])))
     assert result.exit_code == 2
-    assert "model 'served-model' was refused" in result.output and "the server lists: acme/bot-v2" in result.output
+    assert "model 'served-model' is not one the server serves" in result.output
+    assert "does not exist" in result.output and "it serves: acme/bot-v2" in result.output
+
+
+def test_a_404_from_a_server_that_lists_no_models_points_at_the_url(env, serve):
+    result = check(env, serve(Script(chat=lambda body: (404, {}, b'{"detail": "Not Found"}'))))
+    assert result.exit_code == 2
+    assert "HTTP 404: Not Found; is --endpoint the API base" in result.output
 
 
 def test_an_unreachable_server_is_exit_2_at_once(env):

@@ -153,7 +153,8 @@ def test_a_wrong_model_name_is_exit_2_naming_the_served_model(server, spec):
     url, name = server
     result = runner.invoke(app, ["check", str(spec), "--endpoint", url, "--model", "no-such-model"])
     assert result.exit_code == 2, result.output
-    assert "model 'no-such-model' was refused" in result.output and name in result.output
+    assert "model 'no-such-model' is not one the server serves" in result.output
+    assert f"Server is pinned to '{name}'" in result.output and f"it serves: {name}" in result.output
     assert "Traceback" not in result.output
 
 

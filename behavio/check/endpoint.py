@@ -197,10 +197,13 @@ class ChatClient:
             hint = ("; pass the key's environment variable with --api-key-env NAME" if self._key is None
                     else f"; check the key in ${self.endpoint.api_key_env}")
             return BehavioError(self._mask(f"{where}: the server refused the request ({exc}){hint}"))
-        if exc.status in (400, 404, 422) and (exc.status == 404 or "model" in exc.detail.lower()):
-            served = self._served_quietly()
-            listed = f"; the server lists: {', '.join(served[:10])}" if served else ""
-            return BehavioError(self._mask(f"{where}: model {model!r} was refused ({exc}){listed}"))
+        served = self._served_quietly() if exc.status in (400, 404, 422) else []
+        if served and model not in served:
+            return BehavioError(self._mask(f"{where}: model {model!r} is not one the server serves ({exc}); "
+                                           f"it serves: {', '.join(served[:10])}"))
+        if exc.status == 404:
+            return BehavioError(self._mask(f"{where}: {exc}; is --endpoint the API base (such as "
+                                           "http://127.0.0.1:8000/v1) and --model a name the server serves?"))
         return BehavioError(self._mask(f"{where}: {exc}"))
 
     def _served_quietly(self) -> list[str]:
