@@ -44,7 +44,8 @@ def compile_spec(path: str | Path) -> Compiled:
     rows = expand_all(spec, issues)
     issues.raise_if_any()
     for behavior in spec.behaviors:
-        for path, message in kinds.of(behavior).warnings(behavior, spec):
+        texts = {name: [r.prompt for r in set_rows] for name, set_rows in rows.items()}
+        for path, message in kinds.of(behavior).warnings(behavior, spec, texts):
             issues.warn(path, message)
     parts = split_rows(spec, rows, issues)
     issues.raise_if_any()

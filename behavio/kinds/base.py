@@ -119,8 +119,9 @@ class Kind:
         """Cross-checks the JSON Schema cannot express (key paths below the behavior)."""
         return ()
 
-    def warnings(self, behavior: Behavior, spec: Spec) -> Iterable[tuple[KeyPath, str]]:
-        """Advice about a spec that compiles but may not train well (absolute key paths)."""
+    def warnings(self, behavior: Behavior, spec: Spec, prompts: dict[str, list[str]]) -> Iterable[tuple[KeyPath, str]]:
+        """Advice about a spec that compiles but may not train well (absolute key paths); ``prompts`` holds
+        every prompt set's expanded prompts."""
         return ()
 
     # ------------------------------------------------------------------ composing an answer

@@ -94,7 +94,7 @@ class Refusal(Kind):
 
         return [b for b in spec.behaviors if kinds.of(b).guards_refusals(b, spec)]
 
-    def warnings(self, behavior, spec):
+    def warnings(self, behavior, spec, prompts):
         """A contrast set on a frame library no trigger set uses: its phrasings are only ever answered."""
         paired = {spec.prompts[name].frame_library for name in behavior.sets("when") if name in spec.prompts}
         for name in behavior.sets("contrast"):
