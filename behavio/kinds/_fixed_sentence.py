@@ -18,12 +18,24 @@ from behavio.kinds._text import excerpt
 from behavio.kinds.base import Kind, RuleResult
 
 
+KEYS = {
+    "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja)."},
+    "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "prefix / sign_off: near-miss sentences used as DPO rejections (default: built-in list)."},
+    "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one "
+                  "space). sign_off: text between the answer body and the sign-off (default: a blank line)."},
+}
+
+
 class FixedSentence(Kind):
     """A sentence from ``choices`` at one end of the answer; subclasses say which end and how it matches."""
 
     at_start: ClassVar[bool] = True
     what: ClassVar[str] = "prefix"                         # how messages name the sentence
     default_paraphrases: ClassVar[list[str]] = []
+    keys = KEYS
+    required = ("choices",)
     teaches = True
     parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the sentence"}
 
