@@ -88,9 +88,13 @@ def init(
 @user_errors
 def check(
     spec: Path = typer.Argument(..., help="Spec file; its check cases are compiled in memory (never stale)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id/path, 'default', or an adapter directory."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id/path, 'default', or an adapter directory (with --endpoint: the served model's name)."),
     all_checkpoints: Optional[Path] = typer.Option(None, "--all-checkpoints", help="Run directory: check every checkpoint-*/."),
     responses: Optional[Path] = typer.Option(None, "--responses", help="JSONL of {id|prompt, response} to score; no model needed."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Ask an OpenAI-compatible server instead (e.g. http://127.0.0.1:8000/v1)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the endpoint's API key."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once (with --endpoint)."),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="Seconds to wait for one answer (with --endpoint)."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model for adapters (default: the run's config.json)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test per check case)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scorecard(s) as JSON."),
@@ -104,12 +108,13 @@ def check(
     failures: int = typer.Option(10, "--failures", help="Failing cases to print (0: none)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only the table and errors."),
 ):
-    """Score a model, every checkpoint of a run, or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
+    """Score a model, every checkpoint of a run, a served model (--endpoint), or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
     generation = dict(base_model=base_model, quantization=quantization, device=device, trust_remote_code=trust_remote_code,
                       use_cache=not no_cache, quiet=quiet, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    served = dict(endpoint=endpoint, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout)
     raise typer.Exit(commands.check_command(spec, model=model, all_checkpoints=all_checkpoints, responses=responses,
                                             junit=junit, json_out=json_out, md_out=md_out, failures=failures,
-                                            generation=generation, out=out, err=err))
+                                            generation=generation, served=served, out=out, err=err))
 
 
 @app.command()

@@ -124,14 +124,26 @@ def init_command(name: str, *, directory: Path, force: bool, out: Console) -> in
 
 def check_command(spec: Path, *, model: str | None, all_checkpoints: Path | None, responses: Path | None,
                   junit: Path | None, json_out: Path | None, md_out: Path | None, failures: int,
-                  generation: dict, out: Console, err: Console) -> int:
-    """Score a model, every checkpoint of a run, or saved responses. 0: thresholds met, 1: not, 2: bad input."""
+                  generation: dict, out: Console, err: Console, served: dict | None = None) -> int:
+    """Score a model, every checkpoint of a run, a served model, or saved responses. 0: thresholds met, 1: not,
+    2: bad input. ``served``: the --endpoint options (endpoint, api_key_env, concurrency, timeout)."""
     from behavio.check import cases, report
 
+    served = served or {}
     if sum(s is not None for s in (model, all_checkpoints, responses)) != 1:
-        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses")
+        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses"
+                           + (" (with --endpoint: --model, the name the server serves)" if served.get("endpoint") else ""))
+    if served.get("api_key_env") is not None and served.get("endpoint") is None:
+        raise BehavioError("check: --api-key-env goes with --endpoint")
     cs = cases.load_check_spec(spec)
-    if all_checkpoints is not None:
+    if served.get("endpoint") is not None:
+        from behavio.check.served import check_endpoint_options
+
+        log = (lambda m: None) if generation["quiet"] else (lambda m: _plain(err, m))
+        card = check_endpoint_options(cs, model=model, max_new_tokens=generation["max_new_tokens"],
+                                      use_cache=generation["use_cache"], quiet=generation["quiet"], log=log, **served)
+        cards, data, markdown, code = _one_card(cs, card, failures, out)
+    elif all_checkpoints is not None:
         cards, data, markdown, code = _check_all(cs, all_checkpoints, generation, failures, out, err)
     else:
         cards, data, markdown, code = _check_one(cs, model, responses, generation, failures, out, err)
@@ -178,6 +190,13 @@ def _check_one(cs, model: str | None, responses: Path | None, generation: dict, 
                    "(counted as failing)")
     else:
         card = engine.check_model(cs, model, **generation)
+    return _one_card(cs, card, failures, out)
+
+
+def _one_card(cs, card, failures: int, out: Console):
+    """Print one scorecard and its failing cases; the JSON, Markdown and exit code of one model."""
+    from behavio.check import report
+
     report.wide(out).print(report.card_table(card, title=f"behavio check {cs.id}: {card.label}"))
     if failures:
         report.print_failures(out, card, failures)
