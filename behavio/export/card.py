@@ -102,6 +102,9 @@ def write_card(out: Path, run_dir: Path, checkpoint: Path, base_name: str, dtype
     if spec_text is not None:
         parts += ["```yaml", spec_text.rstrip("\n"), "```", ""]
     parts += ["## Training", "", f"Settings: {settings}." if settings else "Settings: see the run's config.json.", ""]
+    if config.get("quantization") == "4bit" or (config.get("quantization") == "auto" and config.get("device") == "cuda"):
+        parts += ["The adapter was trained on the 4-bit (NF4) base and is merged into the original weights, as "
+                  "QLoRA merges are; the scorecard above was measured on the 4-bit base with the adapter.", ""]
     parts += ["## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               'model = AutoModelForCausalLM.from_pretrained("PATH")', 'tokenizer = AutoTokenizer.from_pretrained("PATH")',
               'ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hi!"}], add_generation_prompt=True, '
