@@ -166,6 +166,23 @@ def preview(
 
 
 @app.command()
+@user_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory (runs/<spec>-<time>/)."),
+    out_dir: Path = typer.Argument(..., help="New folder for the merged model."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (the run's best file) or a step number."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32 weights."),
+    gguf: bool = typer.Option(False, "--gguf", help="Also write a GGUF file (llama/qwen2), checked by loading it back."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
+):
+    """Merge a checkpoint into its base model: safetensors + tokenizer + chat template + model card (+ GGUF)."""
+    from behavio.export.command import export_command
+
+    raise typer.Exit(export_command(run_dir, out_dir, checkpoint=checkpoint, dtype=dtype, gguf=gguf, quiet=quiet,
+                                    err=err))
+
+
+@app.command()
 def version():
     """Print behavio's version."""
     out.print(__version__)

@@ -42,7 +42,10 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
 
     ``device``, ``fold`` (the system message folded into the first user turn) and
     ``trust_remote_code`` are the run's own, so the bodies are the answers the trained model starts from.
+    Under a launcher every process writes its share of the missing answers and all get every answer
+    (the main process alone appends them to the cache).
     """
+    from behavio import distributed
     from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
 
     if not pending_rows:
@@ -52,12 +55,21 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
                                    load=load_settings(quantization, device))
     cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
     items = {pending.key_for(row["messages"]): row["messages"] for row in pending_rows}
-    if all(cache.get(k) is not None for k in items):
-        gens = {k: cache.get(k) for k in items}
-    else:
-        base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
-        gens, _ = generate_cached(base.model, base.tokenizer, items, cache, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)
+    missing = distributed.broadcast([k for k in items if cache.get(k) is None])  # the main process's view
+    if missing:
+        mine = distributed.share(missing)
+        cache.enabled = use_cache and distributed.is_main()
+        written: dict[str, Generation] = {}
+        if mine:
+            base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
+            gens, _ = generate_cached(base.model, base.tokenizer, {k: items[k] for k in mine}, cache,
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size, fold=fold,
+                                      label="writing answer bodies", quiet=quiet)
+            written = {k: gens[k] for k in mine}
+        for rank, part in enumerate(distributed.gather(written) if distributed.size() > 1 else []):
+            if rank != distributed.rank():  # this process's own answers are in the cache already
+                cache.put(part)
+    gens = distributed.broadcast({k: cache.get(k) for k in items})
     return {row["key"]: _shaped(tidy_body(gens[pending.key_for(row["messages"])], trim_unfinished), row.get("shape"))
             for row in pending_rows}
 

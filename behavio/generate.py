@@ -134,12 +134,12 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
 # at its neutral value. transformers fills each field a GenerationConfig leaves unset (None) from
 # model.generation_config (Qwen2.5-Instruct ships repetition_penalty=1.05, most instruct models
 # do_sample/temperature/top_p), so none of them is left unset. The sampling-only fields (min_p, top_h)
-# do nothing with do_sample=False and warn when set.
+# do nothing with do_sample=False and warn when set; min_new_tokens=0 overrides any min_length.
 NEUTRAL_DECODING = dict(
     do_sample=False, num_beams=1, num_beam_groups=1, num_return_sequences=1,
     temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
     repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
-    length_penalty=1.0, diversity_penalty=0.0, guidance_scale=1.0, min_length=0, min_new_tokens=0,
+    length_penalty=1.0, diversity_penalty=0.0, guidance_scale=1.0, min_new_tokens=0,
     renormalize_logits=False, remove_invalid_values=False, use_cache=True, early_stopping=False,
 )
 

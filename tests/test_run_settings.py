@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import behavio.check.engine
-from behavio.check.cases import CheckCase
 import behavio.fill
 import behavio.models.load
+from behavio.check.cases import CheckCase
 
 pytestmark = pytest.mark.pipeline
 
-CASES = [CheckCase(id="c1", messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi?"}])]
+MESSAGES = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi?"}]
+CASES = [CheckCase(id="c1", messages=MESSAGES)]
 
 
 def spy(monkeypatch, module, name) -> list[dict]:
@@ -48,7 +49,7 @@ def test_fill_generates_with_the_given_fold_device_and_trust(tmp_path, tiny_mode
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
     loads = spy(monkeypatch, behavio.models.load, "load_model")
     gens = spy(monkeypatch, behavio.fill, "generate_cached")
-    pending = [{"key": "k1", "messages": CASES[0].messages}]
+    pending = [{"key": "k1", "messages": MESSAGES}]
     behavio.fill.fill_pending(pending, str(tiny_model_dir), max_new_tokens=3, fold=True, device="cpu")
     assert gens[-1]["fold"] is True
     assert loads[-1]["device"] == "cpu" and loads[-1]["trust_remote_code"] is False

@@ -143,13 +143,21 @@ def test_a_live_lock_refuses_a_second_run_and_a_dead_ones_is_taken_over(tmp_path
     assert not (run / ".lock").exists()
 
 
-def test_two_processes_under_accelerate_train_and_save_once(tmp_path, train_spec):
-    spec = train_spec(max_steps=2, dpo_max_steps=1, eval_max_rows=0)
-    env = {**os.environ, "BEHAVIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+def test_two_processes_under_accelerate_share_the_work_and_save_once(tmp_path, train_spec, tiny_model_dir):
+    """DDP with 2 CPU processes (gloo): one run directory written by the main process, the answers to
+    fill and the check cases shared out, every checkpoint scored from the answers both processes cached."""
+    from safetensors.torch import load_file
+
+    from behavio.models import model_fingerprint
+
+    before = model_fingerprint(tiny_model_dir)
+    spec = train_spec(model_answers=True, max_steps=2, dpo_max_steps=1, eval_max_rows=0)
+    env = {**os.environ, "BEHAVIO_CACHE": str(tmp_path / "cache"), "BEHAVIO_EMBEDDINGS": "lexical",
+           "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-           "-m", "behavio", "train", str(spec), "--no-check", "--runs-dir", str(tmp_path / "runs")]
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+           "-m", "behavio", "train", str(spec), "--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1  # one run directory, not one per process
@@ -160,4 +168,14 @@ def test_two_processes_under_accelerate_train_and_save_once(tmp_path, train_spec
     assert {p.name for p in ckpts[0].path.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if "loss" in e] == [1, 2, 3]  # logged once, by the main process
-    assert done.stderr.count("sft: 2/2 steps") == 1
+    assert done.stderr.count("sft: 2/2 steps") == 1 and done.stderr.count("dpo: 1/1 steps") == 1
+    assert "answer bodies from" in done.stderr and "shared by 2 processes" in done.stderr
+    assert "<<behavio:pending:" not in (run / "data" / "sft.jsonl").read_text()
+    assert json.loads((run / "data" / "dpo.on_policy.json").read_text())["answered"] > 0
+    # each process answered half of the check cases; the main process then found every answer cached
+    assert "check: 3 of the check cases on each of 2 processes" in done.stderr
+    assert done.stderr.count("6 cases cached") == 2 and "generating" not in done.stderr
+    assert json.loads((run / "scorecard.json").read_text())["best"] == (run / "best").read_text().strip()
+    lora_b = [t for k, t in load_file(ckpts[-1].path / "adapter_model.safetensors").items() if "lora_B" in k]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # LoRA trained (lora_B starts at zero)
+    assert model_fingerprint(tiny_model_dir) == before  # the base model is untouched

@@ -67,8 +67,12 @@ def pick_rows(compiled: Compiled, cfg: TrainConfig) -> dict[str, list[dict]]:
 
 def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_dir: Path, *, quiet: bool = False,
                    say: Callable[[str], None] = lambda _: None) -> dict[str, list[dict]]:
-    """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``."""
-    from behavio import embeddings
+    """Fill the pending answers these rows need (batched, greedy, cached) and write ``data_dir/<split>.jsonl``.
+
+    Under a launcher every process calls it: each writes its share of the answers, the main process
+    writes the files.
+    """
+    from behavio import distributed, embeddings
     from behavio.compiler.proof import judge_filled
     from behavio.fill import fill_pending, run_fill_settings
 
@@ -76,16 +80,18 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in needed]
     if pending:
-        say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run)")
+        processes = f", shared by {distributed.size()} processes" if distributed.size() > 1 else ""
+        say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run{processes})")
     answers = fill_pending(pending, str(base_model), quiet=quiet, **run_fill_settings(cfg))
     verdict = judge_filled(compiled.spec, rows, answers, semantic=embeddings.available())
     if verdict.dropped:
         say(f"fill: dropped {len(verdict.dropped)} answers the base model wrote that break their own rules "
             f"(answers.<set>.on_failure: drop); first: {verdict.dropped[0]}")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for name, split in verdict.rows.items():
-        write_jsonl(data_dir / f"{name}.jsonl", split)
-    write_jsonl(data_dir / "fill.dropped.jsonl", [{"why": why} for why in verdict.dropped])
+    if distributed.is_main():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, split in verdict.rows.items():
+            write_jsonl(data_dir / f"{name}.jsonl", split)
+        write_jsonl(data_dir / "fill.dropped.jsonl", [{"why": why} for why in verdict.dropped])
     return verdict.rows
 
 

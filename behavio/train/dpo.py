@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from behavio.train.launch import one_device
 from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def run_dpo(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     args = DPOConfig(**trainer_args(stage, lr=cfg.dpo_lr, epochs=cfg.dpo_epochs, max_steps=cfg.dpo_max_steps,
                                     evaluate=evaluate),
                      beta=cfg.dpo_beta, **dpo_loss(stage), precompute_ref_log_probs=False, dataset_num_proc=None)
+    one_device(args)
     clear_staging(stage)
     trainer = dpo_trainer_class()(model=model, ref_model=None, args=args, processing_class=tokenizer,
                                   train_dataset=train, eval_dataset=evaluation if evaluate else None,

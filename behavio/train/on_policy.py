@@ -71,7 +71,11 @@ def pair(row: dict, answer: str, failed: dict, finished: bool = True) -> dict:
 
 def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quiet: bool = False,
                say: Callable[[str], None] = lambda _: None) -> tuple[list[dict], dict]:
-    """Answer the candidate prompts with ``model``; the pairs its failing answers make, and a summary."""
+    """Answer the candidate prompts with ``model``; the pairs its failing answers make, and a summary.
+
+    Under a launcher every process answers its share of the prompts and all get every answer.
+    """
+    from behavio import distributed
     from behavio.generate import generate
 
     limit = cfg.dpo_max_pairs * PROMPTS_PER_PAIR if cfg.dpo_max_pairs else None
@@ -83,11 +87,12 @@ def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quie
     was_training = model.training
     model.eval()
     try:
-        answers = generate(model, tokenizer, [r["messages"][:-1] for r in rows], max_new_tokens=cfg.dpo_on_policy_tokens,
-                           batch_size=cfg.fill_batch_size, fold=cfg.fold_system, label="on-policy answers",
-                           quiet=quiet)
+        mine = generate(model, tokenizer, [r["messages"][:-1] for r in distributed.share(rows)],
+                        max_new_tokens=cfg.dpo_on_policy_tokens, batch_size=cfg.fill_batch_size, fold=cfg.fold_system,
+                        label="on-policy answers", quiet=quiet)
     finally:
         model.train(was_training)
+    answers = distributed.unshare(distributed.gather(mine))
     pairs, broken, empty = [], Counter(), 0
     for row, answer in zip(rows, answers):
         if not answer.text.strip():  # nothing but special tokens: no text to prefer the spec's answer over

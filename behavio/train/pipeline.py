@@ -1,9 +1,9 @@
 """compile -> fill -> SFT -> DPO -> check: what ``behavio train`` and ``behavio run`` do.
 
-Works the same in one process and under ``accelerate launch -m behavio train`` (DDP, FSDP or
-DeepSpeed per the accelerate config): the main process creates the run directory, holds the lock,
-fills answers and writes ``data/``; every process then reads the same data and trains; the main
-process publishes checkpoints and finally scores them.
+Works the same in one process and under ``accelerate launch -m behavio train`` (DDP; FSDP and
+DeepSpeed are refused, see :mod:`behavio.train.launch`): the main process creates the run
+directory, holds the lock and writes ``data/``, checkpoints and the scorecard; the answers to fill,
+the on-policy answers and the check cases are shared out across every process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
-from behavio import __version__
+from behavio import __version__, distributed
 from behavio.errors import BehavioError
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
 from behavio.rundir import (DiskFull, MetricsLog, RunLock, Checkpoint, check_disk_space,
@@ -53,8 +53,10 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
 
     from behavio.compiler.build import compile_spec
     from behavio.models import load_tokenizer, resolve_base_model
+    from behavio.train.launch import refuse_sharded_launch, single_device_note
     from behavio.train.model import use_cuda
 
+    refuse_sharded_launch()
     parse_overrides(list(overrides or []))  # bad key=value fails before anything is loaded
     compiled = compile_spec(spec_path)
     if resume:
@@ -65,6 +67,9 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
     state = PartialState(cpu=not cuda, timeout=timedelta(hours=3))  # joins the process group under a launcher
     main = state.is_main_process
     say = say if main else (lambda _: None)
+    note = single_device_note(cuda, state.num_processes)
+    if note:
+        say(note)
     with state.main_process_first():
         model_path = resolve_base_model(cfg.base_model)
     lock = None
@@ -74,15 +79,17 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
         if main:
             run_dir = run_dir or new_run_dir(Path(runs_dir), compiled.spec.id)
             lock = RunLock(run_dir).acquire()
-        run_dir = Path(_broadcast(str(run_dir) if main else None))
+        run_dir = Path(distributed.broadcast(str(run_dir) if main else None))
         if main and not resume:
             say(f"run: {run_dir}")
             check_disk_space(run_dir, 20_000_000)  # data/; each stage checks its checkpoints' needs
             write_json(run_dir / "config.json", run_config(cfg, model_path, compiled, cuda, state.num_processes))
             (run_dir / "manifest.json").write_bytes(compiled.files["manifest.json"])
+            (run_dir / "spec.yaml").write_text(compiled.spec.source_text, encoding="utf-8")  # for the model card
+        if not resume:
             from behavio.train.data import fill_and_write
 
-            fill_and_write(compiled, cfg, model_path, run_dir / "data", quiet=quiet, say=say)
+            fill_and_write(compiled, cfg, model_path, run_dir / "data", quiet=quiet, say=say)  # every process
             set_up = True
         elif main:
             _warn_if_spec_changed(run_dir, compiled, say)
@@ -93,7 +100,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
                       resume=bool(resume), say=say)
         state.wait_for_everyone()
         result = TrainResult(run_dir, complete_checkpoints(run_dir), is_main=main)
-        if main and check:
+        if check:
             result.report = score_run(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
         return result
     except DiskFull as exc:
@@ -116,18 +123,6 @@ def _no_space(what: str, spec_path: str | Path, run_dir: Path | None, set_up: bo
     kept = f"{newest.path.name} is the newest complete checkpoint" if newest else "no checkpoint is complete yet"
     return (f"no space left on device while {what}, {kept}. Free some space, then continue with: "
             f"behavio train {spec_path} --resume {run_dir}")
-
-
-def _broadcast(value: str | None) -> str:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return value  # type: ignore[return-value]
-    from accelerate.utils import broadcast_object_list
-
-    box = [value]
-    broadcast_object_list(box, from_process=0)
-    return box[0]  # type: ignore[return-value]
 
 
 def run_config(cfg: TrainConfig, model_path: Path, compiled, cuda: bool, processes: int) -> dict:
@@ -250,8 +245,8 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
 def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set, *, on_policy: bool, say: Say):
     """The DPO pairs: rule-derived, led by the SFT model's own failures (``dpo_on_policy``, after SFT).
 
-    The main process answers the training prompts once and writes ``data/dpo.on_policy.jsonl``; a
-    resumed DPO stage reads that file instead of answering again.
+    The processes answer the training prompts once (each its share) and the main process writes
+    ``data/dpo.on_policy.jsonl``; a resumed DPO stage reads that file instead of answering again.
     """
     if not (cfg.dpo_on_policy and on_policy):
         return rule_set
@@ -263,9 +258,11 @@ def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set
     data = run_dir / "data"
     rows = read_data(data)
     state = PartialState()
-    if state.is_main_process and own.read_pairs(data) is None:
-        pairs, summary = own.make_pairs(model, tokenizer, rows["sft"], cfg, say=say)
-        own.write_pairs(data, pairs, summary)
+    answered = distributed.broadcast(own.read_pairs(data) is not None)  # a resumed DPO stage: written already
+    if not answered:
+        pairs, summary = own.make_pairs(model, tokenizer, rows["sft"], cfg, say=say)  # every process, its share
+        if state.is_main_process:
+            own.write_pairs(data, pairs, summary)
     state.wait_for_everyone()
     mixed = own.training_pairs(own.read_pairs(data) or [], rows["dpo"], cfg.dpo_max_pairs, cfg.seed)
     return dpo_dataset(mixed, tokenizer, cfg)
@@ -273,13 +270,24 @@ def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set
 
 def score_run(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path: Path, *, say: Say,
                       quiet: bool = False):
-    """Score every checkpoint with the check engine; it writes scorecard.{json,md,html} and ``best``."""
-    from behavio.check.engine import check_run
+    """Score every checkpoint with the check engine (run's device, fold and trust settings); it writes
+    scorecard.{json,md,html} and ``best``. Called by every process: under a launcher each one first
+    answers its share of the check cases for every checkpoint (into the generation cache), then the
+    main process scores them all from the cache. Returns the report on the main process, else None."""
+    from behavio.check import engine
 
+    settings = dict(base_model=str(model_path), quantization=cfg.quantization, trust_remote_code=cfg.trust_remote_code,
+                    device=cfg.device, fold=cfg.fold_system, quiet=quiet)
+    if distributed.size() > 1:
+        spec = engine.load_check_spec(spec_path)
+        spec.cases = distributed.share(spec.cases)
+        say(f"check: {len(spec.cases)} of the check cases on each of {distributed.size()} processes")
+        engine.check_checkpoints(spec, run_dir, **settings)
+        distributed.barrier()
+    if not distributed.is_main():
+        return None
     say(f"check: scoring {len(complete_checkpoints(run_dir))} checkpoints")
-    report = check_run(spec_path, run_dir, base_model=str(model_path), quantization=cfg.quantization,
-                       trust_remote_code=cfg.trust_remote_code, device=cfg.device, fold=cfg.fold_system, quiet=quiet,
-                       log=say)
+    report = engine.check_run(spec_path, run_dir, log=say, **settings)
     best = report.best
     if best is not None:
         verdict = "meets every threshold" if best.meets_thresholds else "below a threshold"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from behavio.train.launch import one_device
 from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     if cfg.padding_free and not cfg.packing:
         kwargs["max_length"] = None  # TRL insists; every example was already checked against max_length
     args = SFTConfig(**kwargs, packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)
+    one_device(args)
     clear_staging(stage)
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
                   eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage)])

@@ -146,15 +146,9 @@ class StageCallback(TrainerCallback):
 
 def _agreed(flag: bool) -> bool:
     """The main process's ``flag`` on every process (ranks must stop at the same step)."""
-    import torch.distributed as dist
+    from behavio import distributed
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    from accelerate.utils import broadcast_object_list
-
-    box = [flag]
-    broadcast_object_list(box, from_process=0)
-    return bool(box[0])
+    return bool(distributed.broadcast(flag))
 
 
 def clear_staging(stage: Stage) -> None:
