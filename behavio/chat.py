@@ -29,6 +29,7 @@ __all__ = [
     "Segment",
     "CHAT_TEMPLATES",
     "load_chat_template",
+    "use_chat_template",
     "needs_system_fold",
     "fold_system",
     "prepare_messages",
@@ -44,6 +45,15 @@ Fold = Union[Literal["auto"], bool]
 IGNORE = -100  # label of untrained tokens (torch's cross-entropy ignore_index)
 
 CHAT_TEMPLATES = ("chatml", "llama3", "mistral", "gemma")
+# The control tokens each shipped template writes (its BOS, end of turn, turn headers): a tokenizer must hold
+# each as one token, or the template's turns would be spelled out as text (see use_chat_template).
+TEMPLATE_TOKENS = {
+    "chatml": {"bos": None, "eos": "<|im_end|>", "tokens": ("<|im_start|>", "<|im_end|>")},
+    "llama3": {"bos": "<|begin_of_text|>", "eos": "<|eot_id|>",
+               "tokens": ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")},
+    "mistral": {"bos": "<s>", "eos": "</s>", "tokens": ("<s>", "</s>")},
+    "gemma": {"bos": "<bos>", "eos": "<eos>", "tokens": ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>")},
+}
 
 
 class Segment(NamedTuple):
@@ -66,6 +76,37 @@ def load_chat_template(name: str) -> str:
     if path.is_file():
         return path.read_text(encoding="utf-8").removesuffix("\n")
     raise BehavioError(f"unknown chat template {name!r}; shipped: {', '.join(CHAT_TEMPLATES)}")
+
+
+def _single_token(tokenizer: PreTrainedTokenizerBase, token: str) -> bool:
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    return len(ids) == 1 and token in tokenizer.get_vocab()
+
+
+def use_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> list[str]:
+    """Give ``tokenizer`` the shipped template ``name`` with the tokens it writes, so nothing of the tokenizer's
+    own format is left (its BOS in front of another format's turns); returns notes on what was added.
+
+    A template's control tokens the tokenizer lacks are added as special tokens, and its BOS and EOS become the
+    template's: the conversation then renders and masks exactly as on a model of that family. A model has no
+    embedding for an added token, so this is for looking at a format (``behavio preview --template``), not for
+    training with it.
+    """
+    tokenizer.chat_template = load_chat_template(name)
+    wanted = TEMPLATE_TOKENS[name]
+    missing = [t for t in wanted["tokens"] if not _single_token(tokenizer, t)]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    notes = []
+    if missing:
+        notes.append(f"chat template {name}: the tokenizer has no {', '.join(missing)}; added as special tokens for this "
+                     "preview (a model needs them in its vocabulary to be trained with this template)")
+    for role in ("bos", "eos"):
+        token = wanted[role]
+        if token and getattr(tokenizer, f"{role}_token") != token:
+            notes.append(f"chat template {name}: {role.upper()} {getattr(tokenizer, f'{role}_token')!r} replaced by {token!r}")
+            setattr(tokenizer, f"{role}_token", token)
+    return notes
 
 
 _SYSTEM_PROBE = "behavio-system-probe-5d1c"

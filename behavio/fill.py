@@ -64,14 +64,22 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
 
 def _shaped(text: str, shape: list[dict] | None) -> str:
     """``text`` put in the form of every behavior in ``shape`` (``{"behavior", "kind", "args"}``), in order; an entry
-    with a ``violation`` breaks that form (a DPO rejection the base model's answer is turned into)."""
+    with a ``violation`` breaks that form (a DPO rejection the base model's answer is turned into), from the body
+    as the model wrote it when the entry says ``undo`` (that behavior's own shape is then skipped)."""
     from behavio import kinds
     from behavio.spec.model import Behavior
 
+    undone = {entry["behavior"] for entry in shape or [] if entry.get("undo")}
     for entry in shape or []:
+        if "violation" not in entry and entry["behavior"] in undone:
+            continue  # a rejection made from the body before this behavior shaped it
         behavior = Behavior(id=entry["behavior"], kind=entry["kind"], index=-1, raw=entry["args"])
         kind = kinds.get(entry["kind"])
-        text = kind.violate_body(behavior, text, entry["violation"]) if "violation" in entry else kind.shape_body(behavior, text)
+        if "violation" in entry:
+            text = kind.violate_body(behavior, text, entry["violation"])
+            text = text if text is not None else ""  # cannot be broken so: an empty rejection, dropped by the proof
+        else:
+            text = kind.shape_body(behavior, text)
     return text
 
 

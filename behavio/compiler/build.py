@@ -44,8 +44,8 @@ def compile_spec(path: str | Path) -> Compiled:
     rows = expand_all(spec, issues)
     issues.raise_if_any()
     for behavior in spec.behaviors:
-        for path, message in kinds.of(behavior).warnings(behavior, spec):
-            issues.warn(path, message)
+        for name, path, message in kinds.of(behavior).warnings(behavior, spec):
+            issues.warn(name, path, message)
     parts = split_rows(spec, rows, issues)
     issues.raise_if_any()
     composer = Composer(spec, issues)
@@ -102,7 +102,7 @@ def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
             found[ex.row.set] = (first, seen | markers, n + 1)
     for name, (first, markers, n) in sorted(found.items()):
         where = ("prompts", name) if name in issues.spec.prompts else ("probes",)
-        issues.warn(where, f"{n} example(s) contain chat control markers {', '.join(sorted(markers))} (first: {first}); "
+        issues.warn("control-markers", where, f"{n} example(s) contain chat control markers {', '.join(sorted(markers))} (first: {first}); "
                     "they are neutralized in training and checking, never used as control tokens")
 
 
@@ -146,7 +146,7 @@ def probe_rows(spec: Spec, issues: Issues) -> list[PromptRow]:
         for i, text in enumerate(texts):
             key = normalize(text)
             if key in seen:
-                issues.warn(("probes", name, i), f"probe {text[:60]!r} is given twice; scored once")
+                issues.warn("probe-repeated", ("probes", name, i), f"probe {text[:60]!r} is given twice; scored once")
                 continue
             seen.add(key)
             rows.append(PromptRow(name, i, text.strip()))
@@ -211,9 +211,9 @@ def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, iss
             why = (f"every rejected answer it derived ({lost_text}) failed to break its rule" if lost
                    else "no training row in its scope gave a rejected answer (e.g. answers without the sections to "
                    "remove, or prompt sets it does not apply to)")
-            issues.warn(("behaviors", b.index), f"behavior {b.id!r} got no DPO pairs: {why}")
+            issues.warn("no-dpo-pairs", ("behaviors", b.index), f"behavior {b.id!r} got no DPO pairs: {why}")
         elif lost:
-            issues.warn(("behaviors", b.index), f"behavior {b.id!r}: {lost_text} DPO pair(s) not written, their "
+            issues.warn("dpo-pairs-dropped", ("behaviors", b.index), f"behavior {b.id!r}: {lost_text} DPO pair(s) not written, their "
                         "rejected answer did not break its rule")
 
 

@@ -39,6 +39,7 @@ class Example:
     answer_body: str | None = None      # what answering would look like (for refused rows' DPO)
     sources: dict[str, tuple] = field(default_factory=dict)   # "body" or behavior id -> spec key path that wrote it
     source_note: str = ""               # where in a data file the body came from ("answers.jsonl:12")
+    unshaped: dict[str, str] = field(default_factory=dict)    # behavior id -> the body without that behavior's shape
 
     @property
     def id(self) -> str:
@@ -103,13 +104,15 @@ class Composer:
         body = self.body(row, prompt, ctx, required=True, example=ex)
         if body is None:
             return None
-        ex.body = self._shape(row.set, prompt, body)
+        ex.body = self._shape(ex, prompt, body)
         ex.answer = self._close(ex, self._open(ex, ex.body))
         return ex
 
-    def _shape(self, name: str, prompt: list[dict], body: str) -> str:
-        """``body`` in the form the behaviors in scope ask for (``Kind.shape_body``). A body the base model will
-        write is shaped after the fill: its pending entry records the shapes (``pending.jsonl`` ``shape``)."""
+    def _shape(self, ex: Example, prompt: list[dict], body: str) -> str:
+        """``body`` in the form the behaviors in scope ask for (``Kind.shape_body``); ``ex.unshaped`` keeps it without
+        each one's shape (for DPO rejections). A body the base model will write is shaped after the fill: its
+        pending entry records the shapes (``pending.jsonl`` ``shape``)."""
+        name = ex.row.set
         shapers = [b for b in self.spec.behaviors if name in self.spec.scope(b) and kinds.of(b).shapes_body]
         if not shapers:
             return body
@@ -120,9 +123,9 @@ class Composer:
             self.pending.pop(plain, None)  # filled in its shaped form instead
             shape = [{"behavior": b.id, "kind": b.kind, "args": dict(b.raw)} for b in shapers]
             return self._model_body(prompt, shape)
-        for b in shapers:
-            body = kinds.of(b).shape_body(b, body)
-        return body
+        for skipped in shapers:
+            ex.unshaped[skipped.id] = _shaped(body, [b for b in shapers if b is not skipped])
+        return _shaped(body, shapers)
 
     def variant(self, marker: str, entry: dict) -> str:
         """The marker of a pending body with one more shape entry (a violation applied after the fill)."""
@@ -256,6 +259,12 @@ class Composer:
         key = pending.key_for(prompt + [{"shape": shape}] if shape else prompt)
         self.pending.setdefault(key, {"messages": prompt, **({"shape": shape} if shape else {})})
         return pending.marker(key)
+
+
+def _shaped(body: str, shapers: list[Behavior]) -> str:
+    for b in shapers:
+        body = kinds.of(b).shape_body(b, body)
+    return body
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

@@ -52,7 +52,7 @@ def _dedupe(name: str, prompts: list[tuple[str, dict, str]], issues: Issues) -> 
         rows.append(PromptRow(name, len(rows), text.strip(), fields, phrasing or f"own:{key}"))
     dropped = [f"{empty} empty prompt(s)" if empty else "", f"{repeated} repeated prompt(s)" if repeated else ""]
     if empty or repeated:
-        issues.warn(("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
+        issues.warn("prompts-deduplicated", ("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
                     f"{len(rows)} distinct prompts remain")
     return rows
 
@@ -147,6 +147,11 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, 
     if frames is None:
         available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
         issues.add(where + ("library",), f"no frame library {library!r}; available: {', '.join(available)}")
+        return []
+    excluded = [text.casefold() for text in ps.frames.get("exclude", [])]
+    frames = [f for f in frames if not any(text in f.casefold() for text in excluded)]
+    if not frames:
+        issues.add(where + ("exclude",), f"`exclude` leaves no frame of library {library!r}")
         return []
     frames = frames[: ps.frames.get("limit", len(frames))]
     subjects = ps.frames["subjects"]

@@ -23,6 +23,8 @@ class FixedSentence(Kind):
 
     at_start: ClassVar[bool] = True
     what: ClassVar[str] = "prefix"                         # how messages name the sentence
+    plural: ClassVar[str] = "prefixes"
+    unit: ClassVar[str] = "sentence"                       # what the failure message quotes of the answer
     default_paraphrases: ClassVar[list[str]] = []
     teaches = True
     parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the sentence"}
@@ -101,10 +103,10 @@ class FixedSentence(Kind):
         if expect == "present":
             if match is not None:
                 return RuleResult(True, 1.0, f"has the fixed {self.what} {excerpt(match, 60)}")
-            return RuleResult(False, 0.0, f"expected one of {len(choices)} fixed {self.what}es verbatim "
-                              f"(e.g. {excerpt(choices[0], 50)}); {side} sentence was {end}")
+            return RuleResult(False, 0.0, f"expected one of {len(choices)} fixed {self.plural} verbatim "
+                              f"(e.g. {excerpt(choices[0], 50)}); {side} {self.unit} was {end}")
         if match is None:
-            return RuleResult(True, 1.0, f"no fixed {self.what}; {side} sentence was {end}")
+            return RuleResult(True, 1.0, f"no fixed {self.what}; {side} {self.unit} was {end}")
         return RuleResult(False, 0.0, f"expected no fixed {self.what}; the response has {excerpt(match, 60)}")
 
 

@@ -17,6 +17,7 @@ from behavio.paths import missing_file_message
 from behavio.spec import yamlpos
 from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
 from behavio.spec.schema import spec_schema
+from behavio.spec.warning_names import catalog
 
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "true or false", "null": "null"}
@@ -123,6 +124,8 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
         body = dict(body)
         if "list" in body:
             body["list"] = tuple(body["list"])
+        if "tags" in body:
+            body["tags"] = tuple(body["tags"])
         prompts[name] = PromptSet(name=name, **body)
     answers = {}
     for name, body in (data.get("answers") or {}).items():
@@ -136,12 +139,13 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
         description=data.get("description") or "", system=data.get("system"), vars=data.get("vars") or {},
         prompts=prompts, answers=answers, behaviors=behaviors, probes=dict(data.get("probes") or {}),
         split=Split(**(data.get("split") or {})), thresholds=data.get("thresholds") or {},
-        augment=data.get("augment", 1),
+        augment=data.get("augment", 1), ignore_warnings=frozenset(data.get("ignore_warnings") or ()),
+        tags=tuple(data.get("tags") or ()),
         train=data.get("train") or {}, check=data.get("check") or {},
     )
 
 
-_COMMON_KEYS = {"id", "kind", "description", "dpo"}  # every kind; `applies_to` for scoped kinds
+_COMMON_KEYS = {"id", "kind", "description", "dpo", "tags"}  # every kind; `applies_to` for scoped kinds
 
 
 def _violation_issues(loc, where: tuple, b: Behavior, kind, spec: Spec) -> list[SpecIssue]:
@@ -264,6 +268,11 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
     for name in spec.probes:
         if name not in spec.prompts:
             issues.append(loc.issue(("probes", name), f"probes for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
+    known = catalog()
+    for i, name in enumerate(spec.located.data.get("ignore_warnings") or []):
+        if name not in known:
+            issues.append(loc.issue(("ignore_warnings", i), f"no warning is named {name!r}{_did_you_mean(name, list(known))}; "
+                                    f"warnings: {', '.join(known)}"))
     return issues
 
 

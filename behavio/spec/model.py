@@ -22,6 +22,7 @@ class PromptSet:
     repeat: int = 1
     holdout: bool = False
     augment: int | None = None
+    tags: tuple[str, ...] = ()
 
     @property
     def frame_library(self) -> str | None:
@@ -85,6 +86,8 @@ class Spec:
     split: Split = field(default_factory=Split)
     thresholds: dict[str, float | dict] = field(default_factory=dict)
     augment: int = 1
+    ignore_warnings: frozenset[str] = frozenset()
+    tags: tuple[str, ...] = ()
     train: dict = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     _scopes: dict = field(default_factory=dict, repr=False, compare=False)
