@@ -1,7 +1,9 @@
 """Kind ``length``: the answer has ``min`` to ``max`` words or sentences (``unit``).
 
 Words are whitespace-separated; sentences end in . ! ? before a space or the end, or at a line break (a
-list number like ``1.`` is not a sentence of its own). Rule ``length`` passes when the count is in range.
+list number like ``1.`` is not a sentence of its own). Rule ``length`` passes when the count is in range;
+the sentence another behavior opens or closes the row's answers with (a ``prefix``, ``header`` or
+``sign_off`` choice) is not counted, so the range is the body's.
 Training answers are put in range: a body longer than ``max`` is cut after its last whole sentence that
 fits (a body whose first sentence is already too long, or that is shorter than ``min``, stays as it is, and
 compile's proof of its own data drops it). DPO, alternating over a set's rows: ``too_long`` (the body as
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from behavio.kinds import base
 from behavio.kinds._shaping import in_scope, shaped_rejection
-from behavio.kinds._text import excerpt, sentence_ends
+from behavio.kinds._text import ends_with_phrase, excerpt, sentence_ends, starts_with_phrase
 from behavio.kinds.base import Kind, RuleResult
 
 UNITS = ("words", "sentences")
@@ -28,9 +30,9 @@ def count(text: str, unit: str) -> int:
     return len(text.split()) if unit == "words" else len(sentence_ends(text))
 
 
-def judge(text: str, unit: str, low: int | None, high: int | None) -> RuleResult:
-    """Pass when ``text`` has ``low``..``high`` ``unit`` (either bound may be None)."""
-    n = count(text, unit)
+def judge(text: str, unit: str, low: int | None, high: int | None, not_counted: int = 0) -> RuleResult:
+    """Pass when ``text`` has ``low``..``high`` ``unit`` (either bound may be None), ``not_counted`` of them aside."""
+    n = count(text, unit) - not_counted
     wanted = (f"{low}-{high}" if low and high else f"at least {low}" if low else f"at most {high}") + f" {unit}"
     if low and n < low:
         return RuleResult(False, n / low, f"expected {wanted}; got {n}: {excerpt(text, 60)}")
@@ -100,7 +102,7 @@ class Length(Kind):
     def rules(self, behavior, example, spec) -> list:
         if example.row.set not in spec.scope(behavior) or example.refused_by is not None:
             return []
-        return [base.rule(behavior, self.name, **self._args(behavior))]
+        return [base.rule(behavior, self.name, **self._args(behavior), **_framing(example, spec))]
 
     def violations(self, behavior, example, ctx):
         if not in_scope(behavior, example, ctx.spec):
@@ -114,8 +116,30 @@ class Length(Kind):
                 yield violation, rejected
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
-        """Pass when the response has ``min``..``max`` words or sentences."""
-        return judge(response, args.get("unit", "words"), args.get("min"), args.get("max"))
+        """Pass when the response has ``min``..``max`` words or sentences, an opening or closing sentence aside."""
+        unit = args.get("unit", "words")
+        framing = [c for c in args.get("openings") or [] if starts_with_phrase(response, c)][:1]
+        framing += [c for c in args.get("closings") or [] if ends_with_phrase(response, c)][:1]
+        result = judge(response, unit, args.get("min"), args.get("max"), sum(count(c, unit) for c in framing))
+        if framing:
+            aside = " and ".join(excerpt(c, 30) for c in framing)
+            return RuleResult(result.passed, result.score, f"{result.explanation} ({aside} not counted)")
+        return result
+
+
+def _framing(example, spec) -> dict:
+    """The sentences other behaviors open or close this row's answers with (every choice): not counted."""
+    from behavio import kinds
+
+    out: dict[str, list[str]] = {}
+    for b in spec.behaviors:
+        if b.id not in example.openings:
+            continue
+        for key, hook in (("openings", kinds.of(b).openings), ("closings", kinds.of(b).closings)):
+            found = hook(b, example.args[b.id])
+            if found is not None:
+                out.setdefault(key, []).extend(found[0])
+    return out
 
 
 KIND = Length()
