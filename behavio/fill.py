@@ -38,11 +38,13 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     """Answer bodies for ``pending_rows`` (``{"key", "messages", "shape"?}``) written by ``base_model``; key -> text.
 
     The model answers each conversation once (cached by its content key); a row with a ``shape`` gets the
-    answer in the form its behaviors ask for (``Kind.shape_body``, e.g. a numbered list).
+    answer in the form its behaviors ask for (``Kind.shape_body``, e.g. a numbered list). A conversation whose
+    earlier assistant turns are pending themselves is answered once those are (in rounds).
 
     ``device``, ``fold`` (the system message folded into the first user turn) and
     ``trust_remote_code`` are the run's own, so the bodies are the answers the trained model starts from.
     """
+    from behavio.errors import BehavioError
     from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
 
     if not pending_rows:
@@ -51,15 +53,32 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     settings = generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
                                    load=load_settings(quantization, device))
     cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
-    items = {pending.key_for(row["messages"]): row["messages"] for row in pending_rows}
-    if all(cache.get(k) is not None for k in items):
-        gens = {k: cache.get(k) for k in items}
-    else:
-        base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
-        gens, _ = generate_cached(base.model, base.tokenizer, items, cache, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)
-    return {row["key"]: _shaped(tidy_body(gens[pending.key_for(row["messages"])], trim_unfinished), row.get("shape"))
-            for row in pending_rows}
+    base = None
+    answers: dict[str, str] = {}
+    todo = list(pending_rows)
+    while todo:
+        ready = [row for row in todo if set(pending.keys_in(*_texts(row["messages"]))) <= answers.keys()]
+        if not ready:
+            missing = sorted(set(pending.keys_in(*_texts(todo[0]["messages"]))) - answers.keys())
+            raise BehavioError(f"pending answer {todo[0]['key']} answers a conversation whose earlier turn {missing[0]} "
+                               "is not being written (compile the spec again)")
+        items = {pending.key_for(m): m for m in (pending.fill_value(row["messages"], answers, row["key"]) for row in ready)}
+        if all(cache.get(k) is not None for k in items):
+            gens = {k: cache.get(k) for k in items}
+        else:
+            if base is None:
+                base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
+            gens, _ = generate_cached(base.model, base.tokenizer, items, cache, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)
+        for row in ready:
+            written = gens[pending.key_for(pending.fill_value(row["messages"], answers, row["key"]))]
+            answers[row["key"]] = _shaped(tidy_body(written, trim_unfinished), row.get("shape"))
+        todo = [row for row in todo if row["key"] not in answers]
+    return answers
+
+
+def _texts(messages: list[dict]) -> list[str]:
+    return [m.get("content") or "" for m in messages]
 
 
 def _shaped(text: str, shape: list[dict] | None) -> str:

@@ -88,14 +88,14 @@ def compile_spec(path: str | Path) -> Compiled:
 
 
 def _compose(composer: Composer, rows: list[PromptRow], probe: bool = False) -> list[Example]:
-    return [ex for row in rows if (ex := composer.compose(row, probe=probe)) is not None]
+    return [ex for row in rows for ex in composer.compose_all(row, probe=probe)]
 
 
 def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
     """Warn (once per prompt set) when spec text or data holds chat control markers such as <|im_end|>."""
     found: dict[str, tuple[str, set[str], int]] = {}
     for ex in examples:
-        texts = [m["content"] for m in ex.prompt] + [ex.answer or "", ex.body or ""]
+        texts = [m["content"] or "" for m in ex.prompt] + [ex.answer or "", ex.body or ""]
         markers = {m for t in texts for m in find_markers(t)}
         if markers:
             first, seen, n = found.get(ex.row.set, (ex.id, set(), 0))
@@ -119,7 +119,7 @@ def _augmented(spec: Spec, composer: Composer, train: list[Example], held_out: s
             if normalize(text) in held_out or normalize(text) == normalize(ex.row.prompt):
                 continue
             row = dataclasses.replace(ex.row, prompt=text, index=ex.row.index + (k + 1) * AUGMENT_STRIDE)  # cycles DPO violations on
-            out.append(dataclasses.replace(ex, row=row, prompt=composer.prompt_messages(text)))
+            out.append(dataclasses.replace(ex, row=row, prompt=ex.prompt[:-1] + [{"role": "user", "content": text}]))
     return out
 
 
@@ -176,13 +176,15 @@ def _prove_answers(examples: list[Example], rules: dict[str, list], issues: Issu
 
 
 def _sft_row(ex: Example, rules: list, copy: int) -> dict:
+    """One SFT row; in a conversation only the last answer is trained (earlier assistant turns: ``weight: 0``)."""
+    history = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in ex.prompt]
     return {
         "id": ex.id if copy == 0 else f"{ex.id}#{copy + 1}",
-        "messages": ex.prompt + [{"role": "assistant", "content": ex.answer}],
+        "messages": history + [{"role": "assistant", "content": ex.answer}],
         "behaviors": sorted({r.behavior for r in rules if r.part is None}),  # what the spec asks of this row
         "rules": [r.to_dict() for r in rules],  # what on-policy DPO judges the SFT model's own answers with
         "prompt_set": ex.row.set,
-        "pending": pending.keys_in(ex.answer),
+        "pending": pending.keys_in(ex.answer, *(m["content"] for m in ex.prompt)),
     }
 
 
@@ -193,7 +195,8 @@ def _dpo_rows(spec: Spec, examples: list[Example], rules: dict[str, list], dropp
     for ex in examples:
         pairs = dpo.pairs_for(spec, ex, donors, rules[ex.id], dropped, variant)
         for r in pairs:
-            r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"])
+            r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"],
+                                           *(m["content"] for m in r["prompt"]))
         for copy in range(spec.prompts[ex.row.set].repeat):
             out += [r if copy == 0 else {**r, "id": f"{r['id']}#{copy + 1}"} for r in pairs]
     return out

@@ -40,15 +40,15 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
         out.val += val
         out.check += check
         out.recall += recall
-    held_out = {normalize(r.prompt) for r in out.check + out.recall}
+    held_out = {r.key for r in out.check + out.recall}
     held_out |= {normalize(p) for probes in spec.probes.values() for p in probes}
     before = len(out.train) + len(out.val)
-    out.train = [r for r in out.train if normalize(r.prompt) not in held_out]
-    out.val = [r for r in out.val if normalize(r.prompt) not in held_out]
+    out.train = [r for r in out.train if r.key not in held_out]
+    out.val = [r for r in out.val if r.key not in held_out]
     out.dropped_for_leak = before - len(out.train) - len(out.val)
     if out.dropped_for_leak:
         issues.warn("check-prompts-dropped", ("prompts",), f"{out.dropped_for_leak} training/validation prompts equal a check or probe prompt and were dropped")
-    leaked = {normalize(r.prompt) for r in out.train + out.val} & held_out
+    leaked = {r.key for r in out.train + out.val} & held_out
     if leaked:  # cannot happen after the filter above; a hard guarantee, not a user error
         raise RuntimeError(f"check prompts leaked into training data: {sorted(leaked)[:3]}")
     return out

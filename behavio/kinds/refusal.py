@@ -80,6 +80,10 @@ class Refusal(Kind):
         return behavior.sets("when")
 
     def problems(self, behavior, spec):
+        for name in behavior.sets("when"):
+            if name in spec.prompts and spec.prompts[name].judge == "each":
+                yield ("when",), (f"prompt set {name!r} judges each turn (judge: each): every answer of its conversations "
+                                  "would be the refusal; refuse its last turn with judge: last")
         both = [name for name in behavior.sets("when") if name in behavior.sets("contrast")]
         for name in both:
             yield ("contrast",), (f"prompt set {name!r} is in both `when` and `contrast`: its prompts cannot be "

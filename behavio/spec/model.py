@@ -10,6 +10,9 @@ from behavio.check.thresholds import Threshold, resolve as resolve_threshold
 from behavio.spec.yamlpos import Located
 
 
+Turn = tuple  # (role, text): role "user" or "assistant"; an assistant text of None is written by a model
+
+
 @dataclass(frozen=True)
 class PromptSet:
     name: str
@@ -19,6 +22,9 @@ class PromptSet:
     file: str | None = None
     field: str = "prompt"
     frames: dict | None = None
+    conversations: tuple[tuple[Turn, ...], ...] | None = None
+    conversation: tuple[Turn, ...] | None = None
+    judge: str = "last"
     repeat: int = 1
     holdout: bool = False
     augment: int | None = None
