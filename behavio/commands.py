@@ -151,11 +151,12 @@ def check_command(spec: Path, *, model: str | None, all_checkpoints: Path | None
     refused = report_warnings(err, cs.warnings, strict)
     if refused:
         raise BehavioError("\n".join(refused))
+    every_case = cs.cases  # a responses file may answer cases the filters leave out
     cs = select_cases(cs, tags=list(tags), behaviors=list(behaviors), sets=list(sets))
     if all_checkpoints is not None:
         cards, data, markdown, code, warned = _check_all(cs, all_checkpoints, generation, failures, out, err)
     else:
-        cards, data, markdown, code, warned = _check_one(cs, model, responses, generation, failures, out, err)
+        cards, data, markdown, code, warned = _check_one(cs, model, responses, generation, failures, out, err, every_case)
     shown = cards[0] if len(cards) == 1 else next((c for c in cards if c.label == data.get("best")), None)
     if by_tag and shown is not None:
         report.wide(out).print(report.tag_table(shown))
@@ -191,8 +192,8 @@ def _check_all(cs, run_dir: Path, generation: dict, failures: int, out: Console,
 
 
 def _check_one(cs, model: str | None, responses: Path | None, generation: dict, failures: int, out: Console,
-               err: Console):
-    """One model (or adapter dir), or saved responses: table and failing cases."""
+               err: Console, every_case: list | None = None):
+    """One model (or adapter dir), or saved responses (read against ``every_case``): table and failing cases."""
     from behavio.check import engine, report
     from behavio.check.scoring import score_cases
 
@@ -203,7 +204,8 @@ def _check_one(cs, model: str | None, responses: Path | None, generation: dict, 
     if responses is not None:
         from behavio.check.responses import read_responses
 
-        card = score_cases(cs.cases, read_responses(responses, cs.cases), cs.thresholds, label=responses.name)
+        answers = read_responses(responses, every_case or cs.cases)
+        card = score_cases(cs.cases, answers, cs.thresholds, label=responses.name)
         if card.missing and "responses-missing" not in cs.ignore_warnings:
             warned.append(("responses-missing", f"{responses}: no response for {len(card.missing)} of {len(card.cases)} "
                            f"check cases (counted as failing): {report.id_list(card.missing)}"))

@@ -90,6 +90,9 @@ def _explain(error: jsonschema.ValidationError, located: yamlpos.Located) -> lis
         return [located.issue(path, f"expected {_expected_from_oneof(error.validator_value)}, got {_describe(error.instance)}")]
     if error.validator == "pattern":
         return [located.issue(path, f"{error.instance!r} does not match the required form {error.validator_value}")]
+    if error.validator in ("minProperties", "maxProperties") and set(error.schema.get("properties", {})) == {"user", "assistant"}:
+        got = ", ".join(error.instance) if isinstance(error.instance, dict) and error.instance else "nothing"
+        return [located.issue(path, f"a turn is one `user:` or `assistant:`, got {got}")]
     if error.validator == "propertyNames":
         return [located.issue(path, f"bad name: {error.message}")]
     return [located.issue(path, error.message)]
