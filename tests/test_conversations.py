@@ -6,7 +6,6 @@ and the shipped example, specs/concierge_chat.yaml, compiled, trained on the tin
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -207,20 +206,8 @@ def test_check_generation_replays_the_conversation(tmp_path, tiny_model_dir):
 
 # ---------------------------------------------------------------- the shipped example, trained and checked
 
-def shipped_copy(tmp_path: Path, name: str, tiny_model_dir: Path) -> Path:
-    """specs/<name>.yaml (and specs/data) copied, with a train block for the tiny model and a short check."""
-    shutil.copytree(ROOT / "specs" / "data", tmp_path / "data")
-    settings = {"base_model": str(tiny_model_dir), "batch_size": 4, "save_steps": 2, "max_length": 192, "logging_steps": 1,
-                "max_steps": 2, "method": ["sft", "dpo"], "dpo_max_steps": 1, "dpo_max_pairs": 8, "lr": 1e-2,
-                "dpo_lr": 1e-2}
-    spec = tmp_path / f"{name}.yaml"
-    spec.write_text((ROOT / "specs" / f"{name}.yaml").read_text() + f"train: {json.dumps(settings)}\n"
-                    "check: {max_new_tokens: 8}\n")
-    return spec
-
-
 @pytest.mark.pipeline
-def test_the_concierge_spec_trains_on_the_tiny_model_and_is_checked(tmp_path, tiny_model_dir, monkeypatch):
+def test_the_concierge_spec_trains_on_the_tiny_model_and_is_checked(tmp_path, tiny_model_dir, monkeypatch, shipped_spec):
     import torch
     from safetensors.torch import load_file
 
@@ -228,7 +215,7 @@ def test_the_concierge_spec_trains_on_the_tiny_model_and_is_checked(tmp_path, ti
 
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
     base_weights = (tiny_model_dir / "model.safetensors").read_bytes()
-    result = train(shipped_copy(tmp_path, "concierge_chat", tiny_model_dir), [], runs_dir=tmp_path / "runs",
+    result = train(shipped_spec("concierge_chat"), [], runs_dir=tmp_path / "runs",
                    say=lambda _: None, quiet=True)
     assert [c.stage for c in result.checkpoints] == ["sft", "dpo"]
     data = [json.loads(line) for line in (result.run_dir / "data" / "sft.jsonl").read_text().splitlines()]

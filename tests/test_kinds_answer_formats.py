@@ -177,3 +177,33 @@ def test_format_kinds_without_their_keys_are_errors(tmp_path, change, bare, mess
 def test_a_header_choice_with_a_line_break_is_an_error(tmp_path):
     with pytest.raises(SpecError, match="a header is one line"):
         _compiled(tmp_path, spec=SPEC.replace('choices: ["Trail notes:"]', 'choices: ["Trail\\nnotes:"]'))
+
+
+def test_length_does_not_count_the_opening_or_closing_other_behaviors_add():
+    args = {"unit": "sentences", "max": 2, "openings": ["Trail notes:"], "closings": ["Happy hiking!"]}
+    result = check("length", "Trail notes:\nOne. Two.\n\nHappy hiking!", **args)
+    assert result.passed and "'Trail notes:' and 'Happy hiking!' not counted" in result.explanation
+    assert not check("length", "Trail notes:\nOne. Two. Three.", **args).passed
+    assert not check("length", "One. Two. Three.", **args).passed
+
+
+@pytest.mark.pipeline
+def test_the_trail_guide_spec_trains_on_the_tiny_model_and_is_checked(tmp_path, monkeypatch, tiny_model_dir, shipped_spec):
+    import torch
+    from safetensors.torch import load_file
+
+    from behavio.train import train
+
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    base_weights = (tiny_model_dir / "model.safetensors").read_bytes()
+    result = train(shipped_spec("trail_guide"), [], runs_dir=tmp_path / "runs", say=lambda _: None, quiet=True)
+    assert [c.stage for c in result.checkpoints] == ["sft", "dpo"]
+    pairs = [json.loads(line) for line in (result.run_dir / "data" / "dpo.jsonl").read_text().splitlines()]
+    assert len({p["behavior"] for p in pairs}) >= 3  # 8 pairs drawn round-robin over (behavior, violation)
+    lora = load_file(str(result.checkpoints[-1].path / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and torch.count_nonzero(v) for k, v in lora.items())
+    assert (tiny_model_dir / "model.safetensors").read_bytes() == base_weights
+    card = result.report.best
+    assert {"trail-header", "brief", "trail-card", "casual"} <= set(card.lines)
+    assert {v.rule for c in card.cases for v in c.verdicts} >= {"header:present", "length", "json", "style"}
+    assert card.tag("format").total and card.tag("api").total
