@@ -73,6 +73,12 @@ def test_json_on_literal_answers():
     assert not check("json", '{"trail": "Ridge loop", "km": 7.5}', json_schema=CARD_SCHEMA, fenced=True).passed
 
 
+def test_regex_failures_keep_line_breaks_visible():
+    failed = check("regex", "1. Boil water.\n2. Drain it.\n\nnote: salt it", pattern="(?m)^Note: .+")
+    assert not failed.passed and failed.explanation.endswith("got '1. Boil water.\\n2. Drain it.\\n\\nnote: salt it'")
+    assert check("regex", "1. Boil.\nNote: salt it", pattern="(?m)^Note: .+").passed
+
+
 # ---------------------------------------------------------------- compiled training answers and DPO pairs
 
 SPEC = """\

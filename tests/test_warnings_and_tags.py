@@ -105,6 +105,13 @@ def test_strict_turns_warnings_into_errors_for_validate_compile_and_check(tmp_pa
     assert runner.invoke(app, ["validate", "--strict", str(quiet)]).exit_code == 0
 
 
+def test_run_strict_stops_before_training(tmp_path):
+    result = runner.invoke(app, ["run", "--strict", str(_support(tmp_path)), "--runs-dir", str(tmp_path / "runs"),
+                                 "--out", str(tmp_path / "gen")])
+    assert result.exit_code == 2 and "error[contrast-frames-unpaired]" in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "gen").exists()
+
+
 # ---------------------------------------------------------------- check --responses: missing ids, near misses
 
 def test_missing_responses_are_named_in_the_terminal_and_strict_fails_on_them(tmp_path):

@@ -83,10 +83,12 @@ class Composer:
             self.issues.add(where, str(exc))
             return None
 
+    def system_messages(self) -> list[dict]:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
     def prompt_messages(self, text: str, history: list[dict] | None = None) -> list[dict]:
         """System (if any), the conversation so far, and the user turn ``text``."""
-        system = [{"role": "system", "content": self.system}] if self.system else []
-        return system + list(history or []) + [{"role": "user", "content": text}]
+        return self.system_messages() + list(history or []) + [{"role": "user", "content": text}]
 
     def context(self, row: PromptRow) -> dict:
         return {**self.spec.vars, "prompt": row.prompt, "row": row.fields}
@@ -113,13 +115,13 @@ class Composer:
     def _history(self, row: PromptRow) -> list[dict]:
         """The turns before ``row``'s prompt for training (``judge: last``): given texts, and markers of the
         answers the base model writes to the conversation so far."""
-        messages = self.prompt_messages("")[:-1]
+        system, history = self.system_messages(), []
         for role, text in row.history:
             if text is None:
-                text = self._model_body(list(messages))
+                text = self._model_body(system + history)
                 self._context_keys.add(pending.keys_in(text)[0])
-            messages.append({"role": role, "content": text})
-        return messages[1:] if self.system else messages
+            history.append({"role": role, "content": text})
+        return history
 
     def _check_history(self, row: PromptRow) -> list[dict]:
         """The turns before ``row``'s prompt as a check case replays them: given texts (``judge: last``); every
