@@ -62,7 +62,7 @@ class Json(Kind):
         "answer_key": {"type": "string", "minLength": 1,
                        "description": "json: a body that is not JSON becomes {\"<answer_key>\": body} (e.g. base-model answers)."},
         "response_template": {"type": "string",
-                              "description": "json: Jinja template of the whole answer; fields: `row`, `prompt`, `answer`, vars."},
+                              "description": "json: the same for the JSON answer (values through the `tojson` filter)."},
     }
     required = ("json_schema",)
     teaches = True
