@@ -232,3 +232,9 @@ def test_preview_with_a_foreign_template_converts_cleanly(train_spec):
     assert preview.total_tokens < native.total_tokens + 8  # every llama3 marker is one token, not spelled out
     result = runner.invoke(app, ["preview", str(train_spec()), "-n", "1", "--plain", "--template", "llama3"])
     assert result.exit_code == 0 and "note: chat template llama3" in result.output
+
+
+def test_the_new_shipped_specs_pass_validate_strict():
+    specs = [str(ROOT / "specs" / name) for name in ("trail_guide.yaml", "concierge_chat.yaml")]
+    result = runner.invoke(app, ["validate", "--strict", *specs])
+    assert result.exit_code == 0, result.output
