@@ -140,8 +140,8 @@ def write_train_spec(folder: Path, base_model: Path, model_answers: bool = False
     """``folder/tiny_train.yaml``: the small spec that trains ``base_model`` (see :func:`train_spec`)."""
     import json
 
-    settings = {"base_model": str(base_model), "batch_size": 4, "save_steps": 2, "max_length": 128,
-                "logging_steps": 1, **train}
+    settings = {"base_model": str(base_model), "method": ["sft", "dpo"], "batch_size": 4, "save_steps": 2,
+                "max_length": 128, "logging_steps": 1, **train}
     text = TRAIN_SPEC.replace("ANSWERS", "{source: model}" if model_answers else LITERAL_ANSWERS)
     path = folder / "tiny_train.yaml"
     path.write_text(text + f"train: {json.dumps(settings)}\n")
@@ -154,7 +154,7 @@ def train_spec(tmp_path, tiny_model_dir):
 
     ``train_spec(model_answers=False, **train)``: ``model_answers`` makes the base model write the
     general answers (exercising fill); ``train`` entries go into the spec's ``train:`` block on top of
-    base_model=<tiny model>, batch_size 4, save_steps 2, max_length 128, logging_steps 1.
+    base_model=<tiny model>, method sft,dpo, batch_size 4, save_steps 2, max_length 128, logging_steps 1.
     """
     return lambda model_answers=False, **train: write_train_spec(tmp_path, tiny_model_dir, model_answers, **train)
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import behavio.check.engine
+from behavio.check.cases import CheckCase
 import behavio.fill
 import behavio.models.load
 
 pytestmark = pytest.mark.pipeline
 
-CASES = [{"id": "c1", "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi?"}],
-          "rules": [], "split": "check"}]
+CASES = [CheckCase(id="c1", messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi?"}])]
 
 
 def spy(monkeypatch, module, name) -> list[dict]:
@@ -48,7 +48,7 @@ def test_fill_generates_with_the_given_fold_device_and_trust(tmp_path, tiny_mode
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
     loads = spy(monkeypatch, behavio.models.load, "load_model")
     gens = spy(monkeypatch, behavio.fill, "generate_cached")
-    pending = [{"key": "k1", "messages": CASES[0]["messages"]}]
+    pending = [{"key": "k1", "messages": CASES[0].messages}]
     behavio.fill.fill_pending(pending, str(tiny_model_dir), max_new_tokens=3, fold=True, device="cpu")
     assert gens[-1]["fold"] is True
     assert loads[-1]["device"] == "cpu" and loads[-1]["trust_remote_code"] is False
@@ -79,6 +79,6 @@ def test_post_training_check_gets_the_runs_device_and_fold(tmp_path, monkeypatch
 
     monkeypatch.setattr(behavio.check.engine, "check_run", fake_check_run)
     cfg = TrainConfig(device="cpu", fold_system=False, trust_remote_code=True, quantization="4bit")
-    pipeline.check_checkpoints("spec.yaml", tmp_path, cfg, tmp_path, say=lambda _: None)
+    pipeline.score_run("spec.yaml", tmp_path, cfg, tmp_path, say=lambda _: None)
     assert {k: seen[k] for k in ("device", "fold", "trust_remote_code", "quantization")} == {
         "device": "cpu", "fold": False, "trust_remote_code": True, "quantization": "4bit"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from behavio import __version__, kinds, pending
 from behavio.compiler import checks, dpo, proof, rewrites
 from behavio.compiler.compose import Composer, Example
-from behavio.compiler.expand import PromptRow, expand_all, normalize
+from behavio.compiler.expand import PromptRow, expand_all, normalize, pair_rows
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
 from behavio.compiler.suite import render_suite, suite_filename
@@ -44,7 +44,11 @@ def compile_spec(path: str | Path) -> Compiled:
     rows = expand_all(spec, issues)
     issues.raise_if_any()
     for behavior in spec.behaviors:
-        for name, path, message in kinds.of(behavior).warnings(behavior, spec):
+        for library, name in kinds.of(behavior).paired_prompts(behavior, spec):
+            rows[name] = rows[name] + pair_rows(spec, library, name, rows[name], issues)
+    for behavior in spec.behaviors:
+        texts = {name: [r.prompt for r in set_rows] for name, set_rows in rows.items()}
+        for name, path, message in kinds.of(behavior).warnings(behavior, spec, texts):
             issues.warn(name, path, message)
     parts = split_rows(spec, rows, issues)
     issues.raise_if_any()

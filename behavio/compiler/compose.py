@@ -197,19 +197,6 @@ class Composer:
         shape = list(base.get("shape", [])) + [entry]
         return self._model_body(base["messages"], shape)
 
-    def _close(self, ex: Example, answer: str) -> str:
-        """``answer`` followed by the chosen sentence of every behavior that closes answers of this row (spec order)."""
-        for b in self.spec.behaviors:
-            if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
-                continue
-            closing = kinds.of(b).closings(b, ex.args[b.id])
-            if closing is not None:
-                sentences, separator = closing
-                ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
-                ex.sources[b.id] = ("behaviors", b.index)
-                answer = answer + separator + ex.openings[b.id]
-        return answer
-
     def _behavior_renderer(self, ctx: dict):
         """``render(text, path)`` for row arguments: a failing template is a RowProblem at ``path``."""
         def render_arg(text: str, path: tuple) -> str:
@@ -221,18 +208,26 @@ class Composer:
         return render_arg
 
     def _open(self, ex: Example, body: str) -> str:
-        """``body`` preceded by the chosen sentence of every behavior that opens answers of this row (spec order)."""
-        answer = body
-        for b in reversed(self.spec.behaviors):
+        """``body`` preceded by the chosen sentence of every behavior that opens answers of this row."""
+        return self._add_sentences(ex, body, lambda kind, b, args: kind.openings(b, args), at_start=True)
+
+    def _close(self, ex: Example, answer: str) -> str:
+        """``answer`` followed by the chosen sentence of every behavior that closes answers of this row."""
+        return self._add_sentences(ex, answer, lambda kind, b, args: kind.closings(b, args), at_start=False)
+
+    def _add_sentences(self, ex: Example, text: str, sentences_of, *, at_start: bool) -> str:
+        """``text`` with one chosen sentence of each behavior in scope that has some (spec order, outermost first)."""
+        behaviors = reversed(self.spec.behaviors) if at_start else self.spec.behaviors
+        for b in behaviors:
             if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
                 continue
-            opening = kinds.of(b).openings(b, ex.args[b.id])
-            if opening is not None:
-                sentences, separator = opening
+            found = sentences_of(kinds.of(b), b, ex.args[b.id])
+            if found is not None:
+                sentences, separator = found
                 ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
                 ex.sources[b.id] = ("behaviors", b.index)
-                answer = ex.openings[b.id] + separator + answer
-        return answer
+                text = ex.openings[b.id] + separator + text if at_start else text + separator + ex.openings[b.id]
+        return text
 
     def body(self, row: PromptRow, prompt: list[dict], ctx: dict, *, required: bool,
              example: Example | None = None) -> str | None:

@@ -276,6 +276,34 @@ def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -
     return [(subjects[(i * per_frame + k) % len(subjects)], f) for i, f in enumerate(frames) for k in range(per_frame)]
 
 
+def frame_subject(library: str) -> str | None:
+    """What a frame library's ``subject`` reads as (its ``#% subject: ...`` line): ``noun phrase``, ``verb phrase``..."""
+    path = templates_dir() / "frames" / f"{library}.txt"
+    if not library.replace("_", "").replace("-", "").isalnum() or not path.is_file():
+        return None
+    for line in path.read_text("utf-8").splitlines():
+        if line.startswith("#% subject:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues: Issues) -> list[PromptRow]:
+    """Set ``name``'s subjects in the frames of ``library`` (one subject per frame, dealt round-robin): rows the
+    set adds as minimal pairs of another set's phrasings (``Kind.paired_prompts``)."""
+    frames = load_frames(library) or []
+    subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
+    seen = {normalize(r.prompt) for r in rows}
+    out = []
+    for subject, frame in frame_pairs(frames, subjects, 1):
+        text = _render(frame, {**spec.vars, "subject": subject}, issues, ("prompts", name, "frames"))
+        if text is None or normalize(text) in seen:
+            continue
+        seen.add(normalize(text))
+        out.append(PromptRow(name, len(rows) + len(out), text.strip(), {"subject": subject, "frame": frame},
+                             f"frame:{library}:{frame}"))
+    return out
+
+
 def load_frames(library: str) -> list[str] | None:
     """Frames of ``behavio/templates/frames/<library>.txt``: one Jinja frame per non-comment line."""
     if not library.replace("_", "").replace("-", "").isalnum():

@@ -1,4 +1,4 @@
-"""What ``prefix`` and ``sign_off`` share: one sentence of a fixed set opens (or closes) every answer in scope.
+"""What ``prefix``, ``sign_off`` and ``header`` share: one sentence of a fixed set opens (or closes) every answer in scope.
 
 A choice matches when the normalized response (whitespace, curly quotes, case) starts (ends) with the
 normalized choice, at a word boundary. A paraphrase of a choice does not match. The rule expects the
@@ -18,6 +18,19 @@ from behavio.kinds._text import excerpt
 from behavio.kinds.base import Kind, RuleResult
 
 
+KEYS = {
+    "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja). "
+                               "header: the fixed header lines (Jinja), each a line of its own."},
+    "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "prefix / sign_off / header: near-miss sentences used as DPO rejections (default: "
+                                   "built-in list)."},
+    "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one "
+                  "space). sign_off: text between the answer body and the sign-off (default: a blank line). header: "
+                  "text between the header and the body (default: a line break)."},
+}
+
+
 class FixedSentence(Kind):
     """A sentence from ``choices`` at one end of the answer; subclasses say which end and how it matches."""
 
@@ -26,6 +39,8 @@ class FixedSentence(Kind):
     plural: ClassVar[str] = "prefixes"
     unit: ClassVar[str] = "sentence"                       # what the failure message quotes of the answer
     default_paraphrases: ClassVar[list[str]] = []
+    keys = KEYS
+    required = ("choices",)
     teaches = True
     parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the sentence"}
 

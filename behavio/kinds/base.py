@@ -117,13 +117,19 @@ class Kind:
         """Prompt sets whose answers must show the behavior: ``applies_to``, else every set that is answered."""
         return behavior.sets("applies_to") or spec.answered_sets()
 
+    def paired_prompts(self, behavior: Behavior, spec: Spec) -> list[tuple[str, str]]:
+        """(frame library, prompt set) pairs: the compiler renders the library's frames with the set's subjects
+        and adds them to the set (minimal pairs: a phrasing the behavior keys on, with a subject it must not)."""
+        return []
+
     def problems(self, behavior: Behavior, spec: Spec) -> Iterable[Problem]:
         """Cross-checks the JSON Schema cannot express (key paths below the behavior)."""
         return ()
 
-    def warnings(self, behavior: Behavior, spec: Spec) -> Iterable[tuple[str, KeyPath, str]]:
+    def warnings(self, behavior: Behavior, spec: Spec, prompts: dict[str, list[str]]) -> Iterable[tuple[str, KeyPath, str]]:
         """Advice about a spec that compiles but may not train well: ``(name, absolute key path, message)``, the
-        name one of ``warning_names`` (a spec silences it by name under ``ignore_warnings``)."""
+        name one of ``warning_names`` (a spec silences it by name under ``ignore_warnings``); ``prompts`` holds
+        every prompt set's expanded prompts."""
         return ()
 
     # ------------------------------------------------------------------ composing an answer

@@ -28,14 +28,6 @@ def split_header(response: str) -> tuple[str, str]:
 class Header(FixedSentence):
     name = "header"
     summary = "The answer opens with a header line from a fixed set, on its own line, then a body."
-    keys = {
-        "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                    "description": "header: the fixed header lines (Jinja); one opens every answer in scope, on a line of its own."},
-        "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                        "description": "header: near-miss header lines used as DPO rejections (default: built-in list)."},
-        "separator": {"type": "string", "description": "header: text between the header and the body (default: a line break)."},
-    }
-    required = ("choices",)
     defaults = {"separator": "\n"}
     judged_early = True
     lessons = {"header_dropped": "header:present", "header_paraphrased": "header:present",

@@ -59,6 +59,11 @@ class Refusal(Kind):
                        "description": "refusal: accept answers semantically close to a refusal text at check time."},
         "threshold": {"type": "number", "minimum": 0, "maximum": 1,
                       "description": "on_topic / refusal paraphrase: similarity threshold."},
+        "pair_frames": {"type": "boolean", "default": True,
+                        "description": "refusal: render the frames of the refused sets with the subjects of the contrast "
+                                       "sets too, where both libraries take the same kind of subject, so every phrasing "
+                                       "that is refused is also answered (minimal pairs; answers from the contrast set's "
+                                       "source: model or a literal template)."},
     }
     required = ("when", "responses")
     scoped = False
@@ -100,7 +105,26 @@ class Refusal(Kind):
 
         return [b for b in spec.behaviors if kinds.of(b).guards_refusals(b, spec)]
 
-    def warnings(self, behavior, spec):
+    def paired_prompts(self, behavior, spec) -> list[tuple[str, str]]:
+        """Every library a refused set draws frames from, for every contrast set on another library that takes the
+        same kind of subject and whose answers can be written for new prompts."""
+        from behavio.compiler.expand import frame_subject
+
+        if not self.arg(behavior, "pair_frames"):
+            return []
+        refused = {spec.prompts[n].frame_library for n in behavior.sets("when") if n in spec.prompts} - {None}
+        pairs = []
+        for name in behavior.sets("contrast"):
+            ps, source = spec.prompts.get(name), spec.answers.get(name)
+            if ps is None or ps.frame_library is None or source is None:
+                continue
+            if source.source not in ("model", "literal") or (source.source == "literal" and source.template is None):
+                continue
+            pairs += [(lib, name) for lib in sorted(refused) if lib != ps.frame_library
+                      and frame_subject(lib) is not None and frame_subject(lib) == frame_subject(ps.frame_library)]
+        return pairs
+
+    def warnings(self, behavior, spec, prompts):
         """A contrast set on a frame library no trigger set uses: its phrasings are only ever answered."""
         paired = {spec.prompts[name].frame_library for name in behavior.sets("when") if name in spec.prompts}
         for name in behavior.sets("contrast"):
