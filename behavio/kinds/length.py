@@ -5,8 +5,8 @@ list number like ``1.`` is not a sentence of its own). Rule ``length`` passes wh
 the sentence another behavior opens or closes the row's answers with (a ``prefix``, ``header`` or
 ``sign_off`` choice) is not counted, so the range is the body's.
 Training answers are put in range: a body longer than ``max`` is cut after its last whole sentence that
-fits (a body whose first sentence is already too long, or that is shorter than ``min``, stays as it is, and
-compile's proof of its own data drops it). DPO, alternating over a set's rows: ``too_long`` (the body as
+fits (a body whose first sentence is already too long, or that is shorter than ``min``, stays as it is: an
+error when the spec wrote it, dropped after the fill when the base model did). DPO, alternating over a set's rows: ``too_long`` (the body as
 its source wrote it, before it was cut: the base model's own long answer; rows whose body needed no cut
 get no such pair) and ``too_short`` (the body cut to fewer than ``min``: its first sentences only, with
 ``min``).
