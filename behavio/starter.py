@@ -1,12 +1,19 @@
-"""`behavio init NAME`: a commented starter spec that compiles as written."""
+"""`behavio init NAME`: a commented starter spec that compiles as written, and the schema editors check it with.
+
+The spec's ``$schema`` comment names ``behavio.schema.json`` in the spec's own folder, a copy of the spec's JSON
+Schema written beside it: a relative path (editors resolve it from the YAML file), so it keeps working when
+the project is moved or cloned elsewhere, unlike a path into one machine's Python installation.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from behavio.errors import BehavioError
-from behavio.paths import schema_path
+
+SCHEMA_FILE = "behavio.schema.json"
 
 STARTER = """\
 # behavio compile specs/{name}.yaml      (then: behavio run specs/{name}.yaml)
@@ -60,11 +67,22 @@ thresholds: {{no-passwords: 0.95, no-passwords/contrast: 0.95, default: 0.9}}
 
 
 def write_starter(name: str, directory: Path, *, force: bool = False) -> Path:
+    """Write ``directory/NAME.yaml`` and (refresh) ``directory/behavio.schema.json``; return the spec's path."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
         raise BehavioError(f"spec name {name!r}: use lowercase letters, digits, - and _ (starting with a letter or digit)")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
     if path.exists() and not force:
         raise BehavioError(f"{path}: already exists (use --force to overwrite)")
-    path.write_text(STARTER.format(name=name, schema=schema_path().as_posix()), encoding="utf-8")
+    write_schema(directory)
+    path.write_text(STARTER.format(name=name, schema=SCHEMA_FILE), encoding="utf-8")
     return path
+
+
+def write_schema(directory: Path) -> Path:
+    """``directory/behavio.schema.json``: the JSON Schema of specs with every installed kind (``behavio schema``)."""
+    from behavio.spec.schema import spec_schema
+
+    target = directory / SCHEMA_FILE
+    target.write_text(json.dumps(spec_schema(), indent=2) + "\n", encoding="utf-8")
+    return target

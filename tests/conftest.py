@@ -159,6 +159,29 @@ def train_spec(tmp_path, tiny_model_dir):
     return lambda model_answers=False, **train: write_train_spec(tmp_path, tiny_model_dir, model_answers, **train)
 
 
+@pytest.fixture
+def shipped_spec(tmp_path, tiny_model_dir):
+    """``shipped_spec(name)``: specs/<name>.yaml (with specs/data) copied into tmp_path, a train block for the tiny
+    model added (SFT 2 steps, DPO 1 step on 8 pairs, checkpoints every 2 steps) and checks of 8 tokens."""
+    import json
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+
+    def copy(name: str) -> Path:
+        if not (tmp_path / "data").exists():
+            shutil.copytree(root / "specs" / "data", tmp_path / "data")
+        settings = {"base_model": str(tiny_model_dir), "batch_size": 4, "save_steps": 2, "max_length": 192,
+                    "logging_steps": 1, "max_steps": 2, "method": ["sft", "dpo"], "dpo_max_steps": 1, "dpo_max_pairs": 8,
+                    "lr": 1e-2, "dpo_lr": 1e-2, "eval_max_rows": 2}
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text((root / "specs" / f"{name}.yaml").read_text() + f"train: {json.dumps(settings)}\n"
+                        "check: {max_new_tokens: 8}\n")
+        return spec
+
+    return copy
+
+
 # ---------------------------------------------------------------------------------------------
 # Rule-abiding answers to compiled check cases (tests/test_check_responses.py, test_check_suite.py)
 # ---------------------------------------------------------------------------------------------

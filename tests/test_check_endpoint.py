@@ -114,10 +114,11 @@ def _handler(script: Script):
                 script.max_in_flight = max(script.max_in_flight, script.in_flight)
             try:
                 time.sleep(script.delay)
-                self._send(*script.chat(body))
-            finally:
+                reply = script.chat(body)
+            finally:  # no longer in flight before the reply goes out: the client may send its next at once
                 with script.lock:
                     script.in_flight -= 1
+            self._send(*reply)
 
     return Handler
 

@@ -25,6 +25,7 @@ class SignOff(FixedSentence):
     violation_names = ("sign_off_dropped", "sign_off_paraphrased")
     at_start = False
     what = "sign-off"
+    plural = "sign-offs"
     default_paraphrases = DEFAULT_PARAPHRASES
 
     def closings(self, behavior, args: dict):
