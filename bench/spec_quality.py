@@ -14,6 +14,7 @@ hand-written prompts, never looked at while tuning), plus facts kept against the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -64,13 +65,19 @@ def sealed_spec(spec_path: Path) -> Path:
     return out
 
 
+def base_cases(spec):
+    """The cases the base model is compared on: the probes, and the facts (every split)."""
+    keep = [c for c in spec.cases if c.split == "probe" or any(r.behavior.startswith("knows-facts") for r in c.rules)]
+    return dataclasses.replace(spec, cases=keep)
+
+
 def probe_lines(card) -> dict[str, Rate]:
     return {line: card.line(line, "probe") for line in card.lines if card.line(line, "probe").total}
 
 
 def report(spec_path: Path, runs: list[Path], sealed: bool) -> str:
     spec = load_check_spec(spec_path)
-    base = check_model(spec, "default", quiet=True)
+    base = check_model(base_cases(spec), "default", quiet=True)
     lines = [f"## {spec.id}", "", f"`python bench/spec_quality.py {spec_path.relative_to(ROOT)} "
              + " ".join(f"--run {r}" for r in runs) + (" --sealed" if sealed else "") + f"`; {machine()}.", ""]
     for run in runs:
@@ -91,7 +98,7 @@ def report(spec_path: Path, runs: list[Path], sealed: bool) -> str:
             exam = load_check_spec(sealed_spec(spec_path))
             adapter = Path(best["path"])
             exam_card = check_model(exam, str(adapter), quiet=True)  # folds the system message like its run
-            exam_base = check_model(exam, "default", quiet=True)
+            exam_base = check_model(base_cases(exam), "default", quiet=True)
             lines += ["", "Sealed final exam (bench/sealed/, scored once):", "", "| line | trained | base |", "|---|---|---|"]
             for name, r in probe_lines(exam_card).items():
                 lines.append(f"| {name} | {cell(r)} | {cell(exam_base.line(name, 'probe'))} |")

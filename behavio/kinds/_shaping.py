@@ -32,6 +32,19 @@ def shaped_rejection(kind, behavior, example, ctx, violation: str) -> str | None
     return example.answer.replace(body, broken, 1)
 
 
+def rotated_rejections(kind, behavior, example, ctx, usable):
+    """The DPO violation of ``example`` (an answered row the behavior shapes): the kind's violations this behavior can
+    show (``usable(name)``) taken in turn by the row's index, its body broken that way."""
+    if not in_scope(behavior, example, ctx.spec):
+        return
+    derivable = [v for v in kind.violation_names if ctx.allows(v) and usable(v)]
+    if derivable:
+        violation = derivable[ctx.index % len(derivable)]
+        rejected = shaped_rejection(kind, behavior, example, ctx, violation)
+        if rejected is not None:
+            yield violation, rejected
+
+
 def in_scope(behavior, example, spec) -> bool:
     """Whether ``example`` is an answered row the behavior shapes (a refusal's rows are not)."""
     return example.refused_by is None and example.body is not None and example.row.set in spec.scope(behavior)

@@ -24,7 +24,7 @@ import jsonschema
 
 from behavio.kinds import base
 from behavio.kinds._json import problem
-from behavio.kinds._shaping import in_scope, shaped_rejection
+from behavio.kinds._shaping import rotated_rejections
 from behavio.kinds.base import Kind, RuleResult
 
 _FENCED = re.compile(r"```[ \t]*json[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S | re.I)
@@ -120,15 +120,8 @@ class Json(Kind):
                           fenced=bool(self.arg(behavior, "fenced")))]
 
     def violations(self, behavior, example, ctx):
-        if not in_scope(behavior, example, ctx.spec):
-            return
         has_required = bool((behavior.get("json_schema") or {}).get("required"))
-        derivable = [v for v in self.violation_names if ctx.allows(v) and (v != "json_missing_key" or has_required)]
-        if derivable:
-            violation = derivable[ctx.index % len(derivable)]
-            rejected = shaped_rejection(self, behavior, example, ctx, violation)
-            if rejected is not None:
-                yield violation, rejected
+        yield from rotated_rejections(self, behavior, example, ctx, lambda v: v != "json_missing_key" or has_required)
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
         """Pass when the answer (or its ```json block, ``fenced``) is JSON that validates against ``json_schema``."""

@@ -18,7 +18,7 @@ training answers or deriving DPO pairs; it stays for specs that only want the ch
 from __future__ import annotations
 
 from behavio.kinds import base
-from behavio.kinds._shaping import in_scope, shaped_rejection
+from behavio.kinds._shaping import rotated_rejections
 from behavio.kinds._text import ends_with_phrase, excerpt, sentence_ends, starts_with_phrase
 from behavio.kinds.base import Kind, RuleResult
 
@@ -105,15 +105,8 @@ class Length(Kind):
         return [base.rule(behavior, self.name, **self._args(behavior), **_framing(example, spec))]
 
     def violations(self, behavior, example, ctx):
-        if not in_scope(behavior, example, ctx.spec):
-            return
-        derivable = [v for v in self.violation_names if ctx.allows(v)
-                     and (behavior.get("max") is not None if v == "too_long" else self._short_possible(behavior))]
-        if derivable:
-            violation = derivable[ctx.index % len(derivable)]
-            rejected = shaped_rejection(self, behavior, example, ctx, violation)
-            if rejected is not None:
-                yield violation, rejected
+        yield from rotated_rejections(self, behavior, example, ctx, lambda v: behavior.get("max") is not None
+                                      if v == "too_long" else self._short_possible(behavior))
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
         """Pass when the response has ``min``..``max`` words or sentences, an opening or closing sentence aside."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from behavio.kinds import base
-from behavio.kinds._shaping import in_scope, shaped_rejection
+from behavio.kinds._shaping import rotated_rejections
 from behavio.kinds._text import excerpt
 from behavio.kinds.base import Kind, RuleResult
 
@@ -79,16 +79,9 @@ class Style(Kind):
         return [base.rule(behavior, self.name, **self._args(behavior))]
 
     def violations(self, behavior, example, ctx):
-        if not in_scope(behavior, example, ctx.spec):
-            return
         args = self._args(behavior)
         usable = {"unstyled": True, "capitalized": args["lowercase"], "forbidden_character": bool(args["forbidden_characters"])}
-        derivable = [v for v in self.violation_names if ctx.allows(v) and usable[v]]
-        if derivable:
-            violation = derivable[ctx.index % len(derivable)]
-            rejected = shaped_rejection(self, behavior, example, ctx, violation)
-            if rejected is not None:
-                yield violation, rejected
+        yield from rotated_rejections(self, behavior, example, ctx, usable.__getitem__)
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
         """Pass when the response has no uppercase letter (``lowercase``) and none of ``forbidden_characters``."""
