@@ -11,6 +11,9 @@ markers are needed: the text between ``render(messages[:i], add_generation_promp
 ``render(messages[:i+1])`` is assistant turn ``i``; trailing whitespace after its end-of-turn marker
 is not trained. The text is tokenized piece by piece, cut at those spans, so every prompt is
 tokenized exactly as :func:`encode_prompt` tokenizes it for generation.
+
+An assistant message with ``"weight": 0`` (OpenAI's fine-tuning format) is context, not trained: in a
+conversation the turns before the one the spec asks for. Any other weight than 0 or 1 is an error.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "Segment",
     "CHAT_TEMPLATES",
     "load_chat_template",
+    "use_chat_template",
     "needs_system_fold",
     "fold_system",
     "prepare_messages",
@@ -44,6 +48,15 @@ Fold = Union[Literal["auto"], bool]
 IGNORE = -100  # label of untrained tokens (torch's cross-entropy ignore_index)
 
 CHAT_TEMPLATES = ("chatml", "llama3", "mistral", "gemma")
+# The control tokens each shipped template writes (its BOS, end of turn, turn headers): a tokenizer must hold
+# each as one token, or the template's turns would be spelled out as text (see use_chat_template).
+TEMPLATE_TOKENS = {
+    "chatml": {"bos": None, "eos": "<|im_end|>", "tokens": ("<|im_start|>", "<|im_end|>")},
+    "llama3": {"bos": "<|begin_of_text|>", "eos": "<|eot_id|>",
+               "tokens": ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")},
+    "mistral": {"bos": "<s>", "eos": "</s>", "tokens": ("<s>", "</s>")},
+    "gemma": {"bos": "<bos>", "eos": "<eos>", "tokens": ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>")},
+}
 
 
 class Segment(NamedTuple):
@@ -66,6 +79,37 @@ def load_chat_template(name: str) -> str:
     if path.is_file():
         return path.read_text(encoding="utf-8").removesuffix("\n")
     raise BehavioError(f"unknown chat template {name!r}; shipped: {', '.join(CHAT_TEMPLATES)}")
+
+
+def _single_token(tokenizer: PreTrainedTokenizerBase, token: str) -> bool:
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    return len(ids) == 1 and token in tokenizer.get_vocab()
+
+
+def use_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> list[str]:
+    """Give ``tokenizer`` the shipped template ``name`` with the tokens it writes, so nothing of the tokenizer's
+    own format is left (its BOS in front of another format's turns); returns notes on what was added.
+
+    A template's control tokens the tokenizer lacks are added as special tokens, and its BOS and EOS become the
+    template's: the conversation then renders and masks exactly as on a model of that family. A model has no
+    embedding for an added token, so this is for looking at a format (``behavio preview --template``), not for
+    training with it.
+    """
+    tokenizer.chat_template = load_chat_template(name)
+    wanted = TEMPLATE_TOKENS[name]
+    missing = [t for t in wanted["tokens"] if not _single_token(tokenizer, t)]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    notes = []
+    if missing:
+        notes.append(f"chat template {name}: the tokenizer has no {', '.join(missing)}; added as special tokens for this "
+                     "preview (a model needs them in its vocabulary to be trained with this template)")
+    for role in ("bos", "eos"):
+        token = wanted[role]
+        if token and getattr(tokenizer, f"{role}_token") != token:
+            notes.append(f"chat template {name}: {role.upper()} {getattr(tokenizer, f'{role}_token')!r} replaced by {token!r}")
+            setattr(tokenizer, f"{role}_token", token)
+    return notes
 
 
 _SYSTEM_PROBE = "behavio-system-probe-5d1c"
@@ -158,8 +202,10 @@ class _Encoded(NamedTuple):
     span_ends: list[int]  # index of the last token of each assistant span
 
 
-def _encode_pieces(text: str, spans: Sequence[tuple[int, int]], tokenizer: PreTrainedTokenizerBase) -> _Encoded:
-    """Tokenize ``text`` cut at every assistant-span edge; the tokens of a span are the trained ones.
+def _encode_pieces(text: str, spans: Sequence[tuple[int, int]], tokenizer: PreTrainedTokenizerBase,
+                   weights: Sequence[bool] | None = None) -> _Encoded:
+    """Tokenize ``text`` cut at every assistant-span edge; the tokens of a span are the trained ones (of the spans
+    whose entry in ``weights`` is true, when it is given).
 
     Cutting keeps each prompt tokenized exactly as it is alone at generation time: a header ending
     in whitespace (Llama-3's ``<|end_header_id|>\\n\\n``) would otherwise merge differently with the
@@ -175,7 +221,8 @@ def _encode_pieces(text: str, spans: Sequence[tuple[int, int]], tokenizer: PreTr
             piece = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
             out.ids.extend(piece["input_ids"])
             out.offsets.extend((start + a, start + b) for a, b in piece["offset_mapping"])
-            out.trained.extend([k % 2 == 1] * len(piece["input_ids"]))
+            trained = k % 2 == 1 and (weights is None or weights[k // 2])
+            out.trained.extend([trained] * len(piece["input_ids"]))
         if k % 2 == 1:
             out.span_ends.append(len(out.ids) - 1)
     return out
@@ -266,6 +313,20 @@ def _find_in_order(
 # ---------------------------------------------------------------------------------------------
 
 
+def trained_turns(messages: Sequence[Message], where: str) -> list[bool]:
+    """Per assistant message: whether it is trained (``weight`` 1 or absent) or context (``weight`` 0)."""
+    flags = []
+    for message in messages:
+        if message.get("role") != "assistant":
+            continue
+        weight = message.get("weight", 1)
+        if weight not in (0, 1) or isinstance(weight, bool):
+            raise BehavioError(f"{where}: assistant turn {len(flags) + 1} has weight {weight!r}; use 0 (context, not "
+                               "trained) or 1")
+        flags.append(weight == 1)
+    return flags
+
+
 def tokenize_with_assistant_mask(
     messages: Sequence[Message],
     tokenizer: PreTrainedTokenizerBase,
@@ -284,7 +345,7 @@ def tokenize_with_assistant_mask(
     where = f"example {example_id}" if example_id else "example"
     messages = prepare_messages(messages, tokenizer, fold)
     text, spans = _assistant_spans(messages, tokenizer, where)
-    encoded = _encode_pieces(text, spans, tokenizer)
+    encoded = _encode_pieces(text, spans, tokenizer, trained_turns(messages, where))
     ids, trained = encoded.ids, encoded.trained
     if max_length is not None and len(ids) > max_length:
         for turn, last in enumerate(encoded.span_ends, start=1):
@@ -295,7 +356,8 @@ def tokenize_with_assistant_mask(
                 )
         ids, trained = ids[:max_length], trained[:max_length]
     if not any(trained):
-        raise BehavioError(f"{where}: no assistant tokens to train (no assistant message with text?)")
+        raise BehavioError(f"{where}: no assistant tokens to train (no assistant message with text, or every one "
+                           "has weight 0?)")
     return {
         "input_ids": ids,
         "attention_mask": [1] * len(ids),
@@ -317,7 +379,7 @@ def describe_trained_tokens(
     """
     messages = prepare_messages(messages, tokenizer, fold)
     text, spans = _assistant_spans(messages, tokenizer, "example")
-    encoded = _encode_pieces(text, spans, tokenizer)
+    encoded = _encode_pieces(text, spans, tokenizer, trained_turns(messages, "example"))
     flags = [False] * len(text)
     for k, ((start, end), trained) in enumerate(zip(encoded.offsets, encoded.trained)):
         if trained and (max_length is None or k < max_length):

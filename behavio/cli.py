@@ -24,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="behavio: compile behavior specs into chat datasets and check suites, train, and check.")
 out = Console()
 err = Console(stderr=True)
+STRICT_HELP = "Warnings are errors (exit 2), for CI; a spec accepts some by name with ignore_warnings."
 
 
 def user_errors(fn):
@@ -52,17 +53,19 @@ def compile_cmd(
     fill: bool = typer.Option(False, "--fill", help="Also fill model-written answers with the base model (writes OUT/<spec>/filled/)."),
     base_model: str = typer.Option("default", "--base-model", help="Model that fills pending answers (with --fill)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print errors."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP + " A spec with warnings is not written."),
 ):
     """Compile specs into generated/<spec>/: sft, dpo, checks, pytest suite, manifest."""
     raise typer.Exit(commands.compile_command(paths, out_dir=out_dir, fill=fill, base_model=base_model, quiet=quiet,
-                                              out=out, err=err))
+                                              out=out, err=err, strict=strict))
 
 
 @app.command()
 @user_errors
-def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders of specs.")):
+def validate(paths: List[Path] = typer.Argument(..., help="Spec files or folders of specs."),
+             strict: bool = typer.Option(False, "--strict", help=STRICT_HELP)):
     """Check specs for errors without writing anything."""
-    raise typer.Exit(commands.validate_command(paths, out=out, err=err))
+    raise typer.Exit(commands.validate_command(paths, out=out, err=err, strict=strict))
 
 
 @app.command()
@@ -88,9 +91,13 @@ def init(
 @user_errors
 def check(
     spec: Path = typer.Argument(..., help="Spec file; its check cases are compiled in memory (never stale)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model id/path, 'default', or an adapter directory."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model id/path, 'default', or an adapter directory (with --endpoint: the served model's name)."),
     all_checkpoints: Optional[Path] = typer.Option(None, "--all-checkpoints", help="Run directory: check every checkpoint-*/."),
     responses: Optional[Path] = typer.Option(None, "--responses", help="JSONL of {id|prompt, response} to score; no model needed."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Ask an OpenAI-compatible server instead (e.g. http://127.0.0.1:8000/v1)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the endpoint's API key."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once (with --endpoint)."),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="Seconds to wait for one answer (with --endpoint)."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model for adapters (default: the run's config.json)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test per check case)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scorecard(s) as JSON."),
@@ -103,13 +110,21 @@ def check(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the model directory."),
     failures: int = typer.Option(10, "--failures", help="Failing cases to print (0: none)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only the table and errors."),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", help="Only the rules tagged TAG (repeat for any of several)."),
+    behavior: Optional[List[str]] = typer.Option(None, "--behavior", help="Only this behavior's rules (repeatable)."),
+    prompt_set: Optional[List[str]] = typer.Option(None, "--set", help="Only the cases of this prompt set (repeatable)."),
+    by_tag: bool = typer.Option(False, "--by-tag", help="Also print the pass rate per tag."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP + " Missing responses too."),
 ):
-    """Score a model, every checkpoint of a run, or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
+    """Score a model, every checkpoint of a run, a served model (--endpoint), or saved responses against the spec. Exit 0: thresholds met, 1: not, 2: bad input."""
     generation = dict(base_model=base_model, quantization=quantization, device=device, trust_remote_code=trust_remote_code,
                       use_cache=not no_cache, quiet=quiet, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    served = dict(endpoint=endpoint, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout)
     raise typer.Exit(commands.check_command(spec, model=model, all_checkpoints=all_checkpoints, responses=responses,
                                             junit=junit, json_out=json_out, md_out=md_out, failures=failures,
-                                            generation=generation, out=out, err=err))
+                                            generation=generation, served=served, out=out, err=err, tags=tag or [],
+                                            behaviors=behavior or [], sets=prompt_set or [], by_tag=by_tag,
+                                            strict=strict))
 
 
 @app.command()
@@ -137,10 +152,11 @@ def run(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the run directory goes."),
     out_dir: Path = typer.Option(Path("generated"), "--out", "-o", help="Where compile writes generated/<spec>/."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the scorecard and errors."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP + " A compile warning stops it before training."),
 ):
     """compile -> train -> check every checkpoint, one command. Exit 0: best meets thresholds, 1: not, 2: error."""
     raise typer.Exit(commands.run_command(spec, list(overrides or []), base_model=base_model, runs_dir=runs_dir, out_dir=out_dir,
-                                 quiet=quiet, out=out, err=err))
+                                 quiet=quiet, out=out, err=err, strict=strict))
 
 
 @app.command()
@@ -158,6 +174,23 @@ def preview(
     """Print a few training examples with the trained (loss-bearing) tokens highlighted."""
     raise typer.Exit(commands.preview_command(spec, count=count, stage=stage, base_model=base_model, template=template, fill=fill,
                                      plain=plain, overrides=list(overrides or []), out=out))
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory (runs/<spec>-<time>/)."),
+    out_dir: Path = typer.Argument(..., help="New folder for the merged model."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (the run's best file) or a step number."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32 weights."),
+    gguf: bool = typer.Option(False, "--gguf", help="Also write a GGUF file (llama/qwen2), checked by loading it back."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
+):
+    """Merge a checkpoint into its base model: safetensors + tokenizer + chat template + model card (+ GGUF)."""
+    from behavio.export.command import export_command
+
+    raise typer.Exit(export_command(run_dir, out_dir, checkpoint=checkpoint, dtype=dtype, gguf=gguf, quiet=quiet,
+                                    err=err))
 
 
 @app.command()

@@ -26,6 +26,17 @@ def _plain(console: Console, line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def report_warnings(err: Console, warnings: list, strict: bool) -> list[str]:
+    """Print each warning as ``warning[name]: ...``; under ``strict`` return them as errors instead."""
+    from behavio.spec.warning_names import shown
+
+    if strict:
+        return [shown(w, strict=True) + f" (--strict; accept it with ignore_warnings: [{w.name}])" for w in warnings]
+    for warning in warnings:
+        _plain(err, shown(warning))
+    return []
+
+
 def spec_files(paths: list[Path]) -> list[Path]:
     """Spec files named directly or found (*.yaml, *.yml) in the given folders, sorted."""
     found: list[Path] = []
@@ -44,8 +55,9 @@ def spec_files(paths: list[Path]) -> list[Path]:
 # ---------------------------------------------------------------- spec commands
 
 def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model: str, quiet: bool,
-                    out: Console, err: Console) -> int:
-    """Compile specs into ``out_dir/<spec>/``; every spec's errors are reported together."""
+                    out: Console, err: Console, strict: bool = False) -> int:
+    """Compile specs into ``out_dir/<spec>/``; every spec's errors are reported together. ``strict``: a spec with
+    warnings is an error and is not written."""
     from behavio.compiler.build import compile_spec
     from behavio.compiler.output import write_compiled
 
@@ -57,8 +69,10 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
         except SpecError as exc:
             failed += [str(i) for i in exc.issues]
             continue
-        for warning in compiled.warnings:
-            _plain(err, f"warning: {warning}")
+        refused = report_warnings(err, compiled.warnings, strict)
+        if refused:
+            failed += refused
+            continue
         target, changed = write_compiled(compiled, out_dir)
         if fill:
             from behavio.fill import fill_compiled_dir
@@ -75,8 +89,8 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
     return 0
 
 
-def validate_command(paths: list[Path], *, out: Console, err: Console) -> int:
-    """Report every error (and warning) in the specs; write nothing."""
+def validate_command(paths: list[Path], *, out: Console, err: Console, strict: bool = False) -> int:
+    """Report every error (and warning; errors too under ``strict``) in the specs; write nothing."""
     from behavio.compiler.build import compile_spec
 
     failed: list[str] = []
@@ -84,8 +98,7 @@ def validate_command(paths: list[Path], *, out: Console, err: Console) -> int:
     for path in files:
         try:
             compiled = compile_spec(path)
-            for warning in compiled.warnings:
-                _plain(err, f"warning: {warning}")
+            failed += report_warnings(err, compiled.warnings, strict)
         except SpecError as exc:
             failed += [str(i) for i in exc.issues]
     if failed:
@@ -116,7 +129,8 @@ def init_command(name: str, *, directory: Path, force: bool, out: Console) -> in
     from behavio.starter import write_starter
 
     path = write_starter(name, directory, force=force)
-    out.print(f"wrote {path}; next: behavio compile {path}", highlight=False)
+    out.print(f"wrote {path} (and {directory / 'behavio.schema.json'} for editors); next: behavio compile {path}",
+              highlight=False)
     return 0
 
 
@@ -124,17 +138,45 @@ def init_command(name: str, *, directory: Path, force: bool, out: Console) -> in
 
 def check_command(spec: Path, *, model: str | None, all_checkpoints: Path | None, responses: Path | None,
                   junit: Path | None, json_out: Path | None, md_out: Path | None, failures: int,
-                  generation: dict, out: Console, err: Console) -> int:
-    """Score a model, every checkpoint of a run, or saved responses. 0: thresholds met, 1: not, 2: bad input."""
+                  generation: dict, out: Console, err: Console, served: dict | None = None, tags: list[str] = (),
+                  behaviors: list[str] = (), sets: list[str] = (), by_tag: bool = False, strict: bool = False) -> int:
+    """Score a model, every checkpoint of a run, a served model, or saved responses (the cases the filters keep).
+    0: thresholds met, 1: not, 2: bad input (or, with ``strict``, a warning).
+    ``served``: the --endpoint options (endpoint, api_key_env, concurrency, timeout)."""
     from behavio.check import cases, report
+    from behavio.check.select import select_cases
 
+    served = served or {}
     if sum(s is not None for s in (model, all_checkpoints, responses)) != 1:
-        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses")
+        raise BehavioError("check: give exactly one of --model, --all-checkpoints, --responses"
+                           + (" (with --endpoint: --model, the name the server serves)" if served.get("endpoint") else ""))
+    if served.get("api_key_env") is not None and served.get("endpoint") is None:
+        raise BehavioError("check: --api-key-env goes with --endpoint")
     cs = cases.load_check_spec(spec)
-    if all_checkpoints is not None:
-        cards, data, markdown, code = _check_all(cs, all_checkpoints, generation, failures, out, err)
+    refused = report_warnings(err, cs.warnings, strict)
+    if refused:
+        raise BehavioError("\n".join(refused))
+    every_case = cs.cases  # a responses file may answer cases the filters leave out
+    cs = select_cases(cs, tags=list(tags), behaviors=list(behaviors), sets=list(sets))
+    if served.get("endpoint") is not None:
+        from behavio.check.served import check_endpoint_options
+
+        log = (lambda m: None) if generation["quiet"] else (lambda m: _plain(err, m))
+        card = check_endpoint_options(cs, model=model, max_new_tokens=generation["max_new_tokens"],
+                                      use_cache=generation["use_cache"], quiet=generation["quiet"], log=log, **served)
+        cards, data, markdown, code = _one_card(cs, card, failures, out)
+        warned = []
+    elif all_checkpoints is not None:
+        cards, data, markdown, code, warned = _check_all(cs, all_checkpoints, generation, failures, out, err)
     else:
-        cards, data, markdown, code = _check_one(cs, model, responses, generation, failures, out, err)
+        cards, data, markdown, code, warned = _check_one(cs, model, responses, generation, failures, out, err, every_case)
+    shown = cards[0] if len(cards) == 1 else next((c for c in cards if c.label == data.get("best")), None)
+    if by_tag and shown is not None:
+        report.wide(out).print(report.tag_table(shown))
+    for name, line in warned:
+        _plain(err, f"{'error' if strict else 'warning'}[{name}]: {line}")
+    if strict and warned:
+        code = 2
     if md_out:
         report.write_text(md_out, markdown)
     if json_out:
@@ -156,28 +198,36 @@ def _check_all(cs, run_dir: Path, generation: dict, failures: int, out: Console,
     if run.best and failures:
         report.print_failures(out, run.best, failures)
     out.print(f"wrote {', '.join(str(p) for p in written)}; generated {run.generated} answers", highlight=False)
-    for warning in run.warnings:
-        _plain(err, f"warning: {warning}")
     for ckpt in run.broken:
         _plain(err, f"broken checkpoint: {ckpt.problem}")
-    return run.cards, run.to_dict(), report.run_markdown(run), run.exit_code
+    warned = [("spec-changed", w) for w in run.warnings if "spec-changed" not in cs.ignore_warnings]
+    return run.cards, run.to_dict(), report.run_markdown(run), run.exit_code, warned
 
 
 def _check_one(cs, model: str | None, responses: Path | None, generation: dict, failures: int, out: Console,
-               err: Console):
-    """One model (or adapter dir), or saved responses: table and failing cases."""
+               err: Console, every_case: list | None = None):
+    """One model (or adapter dir), or saved responses (read against ``every_case``): table and failing cases."""
     from behavio.check import engine, report
     from behavio.check.scoring import score_cases
 
+    warned = []
     if responses is not None:
         from behavio.check.responses import read_responses
 
-        card = score_cases(cs.cases, read_responses(responses, cs.cases), cs.thresholds, label=responses.name)
-        if card.missing:
-            _plain(err, f"warning: {responses}: no response for {len(card.missing)} of {len(card.cases)} check cases "
-                   "(counted as failing)")
+        answers = read_responses(responses, every_case or cs.cases)
+        card = score_cases(cs.cases, answers, cs.thresholds, label=responses.name)
+        if card.missing and "responses-missing" not in cs.ignore_warnings:
+            warned.append(("responses-missing", f"{responses}: no response for {len(card.missing)} of {len(card.cases)} "
+                           f"check cases (counted as failing): {report.id_list(card.missing)}"))
     else:
         card = engine.check_model(cs, model, **generation)
+    return (*_one_card(cs, card, failures, out), warned)
+
+
+def _one_card(cs, card, failures: int, out: Console):
+    """Print one scorecard and its failing cases; the JSON, Markdown and exit code of one model."""
+    from behavio.check import report
+
     report.wide(out).print(report.card_table(card, title=f"behavio check {cs.id}: {card.label}"))
     if failures:
         report.print_failures(out, card, failures)
@@ -200,16 +250,18 @@ def train_command(spec: Path, overrides: list[str], *, base_model: str | None, r
 
 
 def run_command(spec: Path, overrides: list[str], *, base_model: str | None, runs_dir: Path, out_dir: Path,
-                quiet: bool, out: Console, err: Console) -> int:
-    """compile -> train -> check every checkpoint; exit 0 when the best meets every threshold, 1 when not, 2 when broken."""
+                quiet: bool, out: Console, err: Console, strict: bool = False) -> int:
+    """compile -> train -> check every checkpoint; exit 0 when the best meets every threshold, 1 when not, 2 when broken.
+    ``strict``: a compile warning stops it before training, a check warning makes the exit code 2."""
     from behavio.compiler.build import compile_spec
     from behavio.compiler.output import write_compiled
     from behavio.train.pipeline import train
 
     say = _say(err, quiet)
     compiled = compile_spec(spec)
-    for warning in compiled.warnings:
-        _plain(err, f"warning: {warning}")
+    refused = report_warnings(err, compiled.warnings, strict)
+    if refused:
+        raise BehavioError("\n".join(refused))
     target, _ = write_compiled(compiled, out_dir)
     say(f"compile: {target} ({compiled.manifest['counts']['sft']} SFT, {compiled.manifest['counts']['dpo']} DPO, "
         f"{compiled.manifest['counts']['checks']} checks)")
@@ -222,6 +274,10 @@ def run_command(spec: Path, overrides: list[str], *, base_model: str | None, run
     check_report.wide(out).print(check_report.run_table(run))
     out.print(check_report.best_sentence(run).replace("**", ""), highlight=False)
     out.print(f"run directory: {result.run_dir}", highlight=False)
+    if strict and run.warnings:
+        for warning in run.warnings:
+            _plain(err, f"error[spec-changed]: {warning} (--strict)")
+        return 2
     return run.exit_code
 
 

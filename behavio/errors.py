@@ -18,6 +18,7 @@ class SpecIssue:
     col: int
     path: str
     message: str
+    name: str = ""  # a warning's stable name (behavio.spec.warning_names); "" for errors
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"

@@ -38,14 +38,15 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     """Answer bodies for ``pending_rows`` (``{"key", "messages", "shape"?}``) written by ``base_model``; key -> text.
 
     The model answers each conversation once (cached by its content key); a row with a ``shape`` gets the
-    answer in the form its behaviors ask for (``Kind.shape_body``, e.g. a numbered list).
+    answer in the form its behaviors ask for (``Kind.shape_body``, e.g. a numbered list). A conversation whose
+    earlier assistant turns are pending themselves is answered once those are (in rounds).
 
     ``device``, ``fold`` (the system message folded into the first user turn) and
     ``trust_remote_code`` are the run's own, so the bodies are the answers the trained model starts from.
     Under a launcher every process writes its share of the missing answers and all get every answer
     (the main process alone appends them to the cache).
     """
-    from behavio import distributed
+    from behavio.errors import BehavioError
     from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
 
     if not pending_rows:
@@ -54,36 +55,78 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     settings = generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
                                    load=load_settings(quantization, device))
     cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
-    items = {pending.key_for(row["messages"]): row["messages"] for row in pending_rows}
+    loaded: list = []  # the base model, loaded the first time a process has answers to write
+
+    def base():
+        if not loaded:
+            loaded.append(load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device))
+        return loaded[0]
+
+    answers: dict[str, str] = {}
+    todo = list(pending_rows)
+    while todo:
+        ready = [row for row in todo if set(pending.keys_in(*_texts(row["messages"]))) <= answers.keys()]
+        if not ready:
+            missing = sorted(set(pending.keys_in(*_texts(todo[0]["messages"]))) - answers.keys())
+            raise BehavioError(f"pending answer {todo[0]['key']} answers a conversation whose earlier turn {missing[0]} "
+                               "is not being written (compile the spec again)")
+        items = {pending.key_for(m): m for m in (pending.fill_value(row["messages"], answers, row["key"]) for row in ready)}
+        gens = _write_round(items, cache, base, use_cache=use_cache, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size, fold=fold, quiet=quiet)
+        for row in ready:
+            written = gens[pending.key_for(pending.fill_value(row["messages"], answers, row["key"]))]
+            answers[row["key"]] = _shaped(tidy_body(written, trim_unfinished), row.get("shape"))
+        todo = [row for row in todo if row["key"] not in answers]
+    return answers
+
+
+def _write_round(items: dict[str, list[dict]], cache: GenerationCache, base, *, use_cache: bool, max_new_tokens: int,
+                 batch_size: int, fold: bool | str, quiet: bool) -> dict[str, Generation]:
+    """Every conversation of ``items`` answered (from the cache when it can be). Under a launcher every process
+    writes its share of the missing answers and all get every answer (the main process alone appends them
+    to the cache)."""
+    from behavio import distributed
+
     missing = distributed.broadcast([k for k in items if cache.get(k) is None])  # the main process's view
     if missing:
         mine = distributed.share(missing)
-        cache.enabled = use_cache and distributed.is_main()
+        enabled, cache.enabled = cache.enabled, use_cache and distributed.is_main()
         written: dict[str, Generation] = {}
         if mine:
-            base = load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
-            gens, _ = generate_cached(base.model, base.tokenizer, {k: items[k] for k in mine}, cache,
+            model = base()
+            gens, _ = generate_cached(model.model, model.tokenizer, {k: items[k] for k in mine}, cache,
                                       max_new_tokens=max_new_tokens, batch_size=batch_size, fold=fold,
                                       label="writing answer bodies", quiet=quiet)
             written = {k: gens[k] for k in mine}
         for rank, part in enumerate(distributed.gather(written) if distributed.size() > 1 else []):
             if rank != distributed.rank():  # this process's own answers are in the cache already
                 cache.put(part)
-    gens = distributed.broadcast({k: cache.get(k) for k in items})
-    return {row["key"]: _shaped(tidy_body(gens[pending.key_for(row["messages"])], trim_unfinished), row.get("shape"))
-            for row in pending_rows}
+        cache.enabled = enabled
+    return distributed.broadcast({k: cache.get(k) for k in items})
+
+
+def _texts(messages: list[dict]) -> list[str]:
+    return [m.get("content") or "" for m in messages]
 
 
 def _shaped(text: str, shape: list[dict] | None) -> str:
     """``text`` put in the form of every behavior in ``shape`` (``{"behavior", "kind", "args"}``), in order; an entry
-    with a ``violation`` breaks that form (a DPO rejection the base model's answer is turned into)."""
+    with a ``violation`` breaks that form (a DPO rejection the base model's answer is turned into), from the body
+    as the model wrote it when the entry says ``undo`` (that behavior's own shape is then skipped)."""
     from behavio import kinds
     from behavio.spec.model import Behavior
 
+    undone = {entry["behavior"] for entry in shape or [] if entry.get("undo")}
     for entry in shape or []:
+        if "violation" not in entry and entry["behavior"] in undone:
+            continue  # a rejection made from the body before this behavior shaped it
         behavior = Behavior(id=entry["behavior"], kind=entry["kind"], index=-1, raw=entry["args"])
         kind = kinds.get(entry["kind"])
-        text = kind.violate_body(behavior, text, entry["violation"]) if "violation" in entry else kind.shape_body(behavior, text)
+        if "violation" in entry:
+            text = kind.violate_body(behavior, text, entry["violation"])
+            text = text if text is not None else ""  # cannot be broken so: an empty rejection, dropped by the proof
+        else:
+            text = kind.shape_body(behavior, text)
     return text
 
 

@@ -89,11 +89,18 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     ``fold`` folds the system message into the first user turn (``auto``: when the template needs it).
     ``on_batch(indices, generations)`` is called after every batch (for caching and progress).
     """
-    from behavio.chat import encode_text, render_prompt
-
-    rows = [Row(encode_text(render_prompt(messages, tokenizer, fold), tokenizer)) for messages in conversations]
+    rows = [Row(encode_conversation(messages, tokenizer, fold)) for messages in conversations]
     return generate_rows(model, tokenizer, rows, max_new_tokens=max_new_tokens, batch_size=batch_size, label=label,
                          quiet=quiet, on_batch=on_batch, stats=stats)
+
+
+def encode_conversation(messages: list[dict], tokenizer, fold: bool | str = "auto") -> list[int]:
+    """The generation prompt's token ids; a conversation with earlier assistant turns is cut as training cuts it."""
+    from behavio.chat import encode_prompt, encode_text, render_prompt
+
+    if any(m.get("role") == "assistant" for m in messages):
+        return encode_prompt(messages, tokenizer, fold)
+    return encode_text(render_prompt(messages, tokenizer, fold), tokenizer)
 
 
 def generate_rows(model, tokenizer, rows: list[Row], *, max_new_tokens: int, batch_size: int,
@@ -197,13 +204,30 @@ class GenerationCache:
 def generate_cached(model, tokenizer, items: dict[str, list[dict]], cache: GenerationCache, *, max_new_tokens: int,
                     batch_size: int, fold: bool | str = "auto", label: str = "generating",
                     quiet: bool = False) -> tuple[dict[str, Generation], int]:
-    """Generations for ``items`` (key -> conversation), from ``cache`` where known; returns (all, generated count)."""
+    """Generations for ``items`` (key -> conversation), from ``cache`` where known; returns (all, generated count).
+
+    A conversation with open assistant turns (content None) is replayed first: the model writes those turns
+    (cached by the conversation up to them, :mod:`behavio.conversation`), then answers the last one.
+    """
+    from behavio.conversation import is_open, replay
+
     missing = [k for k in items if cache.get(k) is None]
+    written = 0
 
     def save(indices: list[int], gens: list[Generation]) -> None:
         cache.put({missing[i]: g for i, g in zip(indices, gens)})
 
+    def answer(todo: dict[str, list[dict]]) -> dict[str, str]:
+        nonlocal written
+        gens, n = generate_cached(model, tokenizer, todo, cache, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  fold=fold, label=f"{label} (earlier turns)", quiet=quiet)
+        written += n
+        return {k: g.text for k, g in gens.items()}
+
     if missing:
-        generate(model, tokenizer, [items[k] for k in missing], max_new_tokens=max_new_tokens, batch_size=batch_size,
+        todo = {k: items[k] for k in missing}
+        if any(is_open(m) for m in todo.values()):
+            todo = replay(todo, answer)
+        generate(model, tokenizer, [todo[k] for k in missing], max_new_tokens=max_new_tokens, batch_size=batch_size,
                  fold=fold, label=label, quiet=quiet, on_batch=save)
-    return {k: cache.get(k) for k in items}, len(missing)  # type: ignore[misc]
+    return {k: cache.get(k) for k in items}, len(missing) + written  # type: ignore[misc]

@@ -140,8 +140,8 @@ def write_train_spec(folder: Path, base_model: Path, model_answers: bool = False
     """``folder/tiny_train.yaml``: the small spec that trains ``base_model`` (see :func:`train_spec`)."""
     import json
 
-    settings = {"base_model": str(base_model), "batch_size": 4, "save_steps": 2, "max_length": 128,
-                "logging_steps": 1, **train}
+    settings = {"base_model": str(base_model), "method": ["sft", "dpo"], "batch_size": 4, "save_steps": 2,
+                "max_length": 128, "logging_steps": 1, **train}
     text = TRAIN_SPEC.replace("ANSWERS", "{source: model}" if model_answers else LITERAL_ANSWERS)
     path = folder / "tiny_train.yaml"
     path.write_text(text + f"train: {json.dumps(settings)}\n")
@@ -154,9 +154,32 @@ def train_spec(tmp_path, tiny_model_dir):
 
     ``train_spec(model_answers=False, **train)``: ``model_answers`` makes the base model write the
     general answers (exercising fill); ``train`` entries go into the spec's ``train:`` block on top of
-    base_model=<tiny model>, batch_size 4, save_steps 2, max_length 128, logging_steps 1.
+    base_model=<tiny model>, method sft,dpo, batch_size 4, save_steps 2, max_length 128, logging_steps 1.
     """
     return lambda model_answers=False, **train: write_train_spec(tmp_path, tiny_model_dir, model_answers, **train)
+
+
+@pytest.fixture
+def shipped_spec(tmp_path, tiny_model_dir):
+    """``shipped_spec(name)``: specs/<name>.yaml (with specs/data) copied into tmp_path, a train block for the tiny
+    model added (SFT 2 steps, DPO 1 step on 8 pairs, checkpoints every 2 steps) and checks of 8 tokens."""
+    import json
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+
+    def copy(name: str) -> Path:
+        if not (tmp_path / "data").exists():
+            shutil.copytree(root / "specs" / "data", tmp_path / "data")
+        settings = {"base_model": str(tiny_model_dir), "batch_size": 4, "save_steps": 2, "max_length": 192,
+                    "logging_steps": 1, "max_steps": 2, "method": ["sft", "dpo"], "dpo_max_steps": 1, "dpo_max_pairs": 8,
+                    "lr": 1e-2, "dpo_lr": 1e-2, "eval_max_rows": 2}
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text((root / "specs" / f"{name}.yaml").read_text() + f"train: {json.dumps(settings)}\n"
+                        "check: {max_new_tokens: 8}\n")
+        return spec
+
+    return copy
 
 
 # ---------------------------------------------------------------------------------------------

@@ -219,3 +219,16 @@ def test_contrast_frames_no_trigger_set_uses_are_flagged(tmp_path, poodle):
     warnings = [str(w) for w in compile_spec(tmp_path / "p.yaml").warnings if "frame library" in str(w)]
     assert len(warnings) == 1 and "p.yaml:" in warnings[0], warnings
     assert "'near_misses'" in warnings[0] and "library: questions" in warnings[0]
+
+
+def test_the_readme_spec_example_compiles(tmp_path):
+    """README's spec-language example is a working spec (beside specs/data and specs/probes)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The spec language"):]
+    example = section[section.index("```yaml") + len("```yaml"):section.index("```", section.index("```yaml") + 7)]
+    for folder in ("data", "probes"):
+        (tmp_path / folder).symlink_to(ROOT / "specs" / folder)
+    spec = tmp_path / "acme_support.yaml"
+    spec.write_text(example)
+    compiled = compile_spec(spec)
+    assert compiled.spec.id == "acme-support" and compiled.manifest["counts"]["checks"] > 0

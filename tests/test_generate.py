@@ -75,6 +75,13 @@ def test_generation_is_the_argmax_loop_whatever_the_generation_config_says(opini
             assert answer.finished == (len(tokens) < MAX_NEW)
     assert model.generation_config.repetition_penalty == 5.0  # the model's own config is back after generating
 
+    from peft import LoraConfig, get_peft_model  # the on-policy answers and checks generate through PEFT
+
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).eval()  # lora_B = 0: same model
+    answers = generate(wrapped, tokenizer, [[{"role": "user", "content": q}] for q in QUESTIONS],
+                       max_new_tokens=MAX_NEW, batch_size=3)
+    assert [a.text for a in answers] == [tokenizer.decode(t, skip_special_tokens=True).strip() for t in expected]
+
 
 def test_stop_ids_include_the_models_own_eos_ids(tiny_model_dir):
     model, tokenizer = load_model(tiny_model_dir, quantization="none"), load_tokenizer(tiny_model_dir)

@@ -112,7 +112,7 @@ def test_a_spec_using_the_plugin_trains_and_is_checked(plugin, tmp_path, tiny_mo
     from behavio.train import train
 
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
-    settings = {"base_model": str(tiny_model_dir), "batch_size": 4, "save_steps": 2, "max_length": 96,
+    settings = {"base_model": str(tiny_model_dir), "method": ["sft", "dpo"], "batch_size": 4, "save_steps": 2, "max_length": 96,
                 "max_steps": 2, "dpo_max_steps": 2, "lr": 1e-2, "dpo_lr": 1e-2, "logging_steps": 1}
     spec = _spec(tmp_path, SPEC + f"train: {json.dumps(settings)}\n")
     base_weights = (tiny_model_dir / "model.safetensors").read_bytes()

@@ -37,7 +37,7 @@ def test_overrides_are_parsed_with_the_schema_types():
 def test_override_order_spec_then_key_value_then_base_model_flag():
     cfg = resolve_config({"lr": 1e-4, "base_model": "spec-model", "max_minutes": 10}, ["lr=3e-4"], base_model="flag-model")
     assert (cfg.lr, cfg.base_model, cfg.max_minutes) == (3e-4, "flag-model", 10)
-    assert cfg.method == ("sft", "dpo")
+    assert cfg.method == ("sft",)  # the default recipe: SFT only (DPO with method=sft,dpo)
 
 
 @pytest.mark.parametrize("item, message", [

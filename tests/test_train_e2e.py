@@ -59,7 +59,7 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeyp
 
     # Trained vs base on the 60 hand-written probes (20 poodle questions, 40 that must be answered).
     checks = load_check_spec(spec)
-    probes = dataclasses.replace(checks, cases=[c for c in checks.cases if c["split"] == "probe"])
+    probes = dataclasses.replace(checks, cases=[c for c in checks.cases if c.split == "probe"])
     base = check_model(probes, "default", max_new_tokens=CHECK_TOKENS, quantization="none", quiet=True).to_dict()
     best = next(c for c in scorecard["checkpoints"] if c["checkpoint"] == scorecard["best"])
     report = {name: (round(_rule(base, *key), 2), round(_rule(best, *key), 2)) for name, key in

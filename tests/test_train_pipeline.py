@@ -48,7 +48,7 @@ def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, t
     config = json.loads((run / "config.json").read_text())
     assert config["base_model"] == str(tiny_model_dir) and config["lr"] == 1e-3 and config["method"] == ["sft", "dpo"]
     data = {p.name: p.read_text() for p in (run / "data").iterdir()}
-    assert set(data) == {"sft.jsonl", "sft.val.jsonl", "dpo.jsonl", "dpo.val.jsonl", "dpo.on_policy.jsonl",
+    assert set(data) == {"sft.jsonl", "sft.val.jsonl", "dpo.jsonl", "dpo.val.jsonl", "dpo.on_policy.jsonl", "fill.dropped.jsonl",
                          "dpo.on_policy.json"}
     assert "<<behavio:pending:" not in "".join(data.values())  # the base model wrote the rejected answers
     # on-policy: the SFT model answered each training prompt once (the tiny model writes only special tokens,

@@ -21,7 +21,7 @@ from behavio.rundir import complete_checkpoints
 
 pytestmark = pytest.mark.pipeline
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"eval_max_rows": 0, "lr": 1e-3, "dpo_lr": 1e-3}  # 4 SFT + 4 DPO steps, a checkpoint every 2
+SETTINGS = {"eval_max_rows": 0, "lr": 1e-3, "dpo_lr": 1e-3, "max_steps": 4, "dpo_max_steps": 4}  # a checkpoint every 2
 FINAL_STEP = 8
 _reference: dict = {}
 

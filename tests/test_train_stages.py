@@ -20,8 +20,8 @@ pytestmark = pytest.mark.pipeline
 
 
 def _config(tiny_model_dir, **kw) -> TrainConfig:
-    settings = dict(base_model=str(tiny_model_dir), batch_size=4, save_steps=2, max_length=128, logging_steps=1,
-                    eval_max_rows=0, max_steps=3, dpo_max_steps=3, lr=1e-3, dpo_lr=1e-3)
+    settings = dict(base_model=str(tiny_model_dir), method=("sft", "dpo"), batch_size=4, save_steps=2, max_length=128,
+                    logging_steps=1, eval_max_rows=0, max_steps=3, dpo_max_steps=3, lr=1e-3, dpo_lr=1e-3)
     return TrainConfig(**{**settings, **kw})
 
 

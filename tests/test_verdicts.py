@@ -339,3 +339,40 @@ def _env() -> dict:
     import os
 
     return dict(os.environ)
+
+
+# ---------------------------------------------------------------- minimal pairs by default
+
+PAIRS = """\
+spec: pairs
+prompts:
+  refunds:
+    frames: {library: requests, subjects: [refund my payment, give me my money back, reverse the charge], per_frame: 1}
+  tech:
+    frames: {library: howto, subjects: [reset my password, connect over SSH, restore a backup], per_frame: 1}
+  topics:
+    frames: {library: questions, subjects: [DNS records, the CDN], per_frame: 1}
+answers:
+  tech: {source: model}
+  topics: {source: model}
+behaviors:
+  - {id: no-refunds, kind: refusal, when: refunds, contrast: [tech, topics], responses: ["I can't do refunds here."]}
+split: {seed: 1, val: 0.1, check: 0.25, min_share: 0.05}
+"""
+
+
+def test_refused_phrasings_are_also_answered_with_the_contrast_subjects(tmp_path):
+    """The over-refusal of issue 14 ('enable SSH access on my account' refused: every request-shaped prompt
+    in training was a refund) gets minimal pairs by default: the refused sets' frames, contrast subjects."""
+    from behavio.compiler.expand import load_frames
+
+    compiled = compile_spec(write(tmp_path, PAIRS))
+    tech = [r["messages"][-2]["content"] for r in rows(compiled, "sft.jsonl") if r["prompt_set"] == "tech"]
+    requests = {f.split("{{")[0].strip() for f in load_frames("requests")}
+    paired = [t for t in tech if any(t.startswith(lead) for lead in requests if lead)]
+    assert paired and any("connect over SSH" in t for t in paired)
+    topics = [r["messages"][-2]["content"] for r in rows(compiled, "sft.jsonl") if r["prompt_set"] == "topics"]
+    assert not any(t.startswith(("Please", "Can you")) for t in topics)  # noun subjects never go in request frames
+    plain = compile_spec(write(tmp_path, PAIRS.replace('responses: ["I can\'t do refunds here."]}',
+                                                        'responses: ["I can\'t do refunds here."], pair_frames: false}'), "p.yaml"))
+    assert len(rows(plain, "sft.jsonl")) < len(rows(compiled, "sft.jsonl"))

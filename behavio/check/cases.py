@@ -23,12 +23,14 @@ class Rule:
 
     ``part`` names a part of the behavior with a scorecard line of its own (a refusal's ``contrast``,
     a prefix's ``plain-refusals``); None for the behavior itself (the rows where the spec asks for it).
+    ``tags`` are the behavior's own (``behaviors[].tags``).
     """
 
     behavior: str
     kind: str
     args: dict = field(default_factory=dict)
     part: str | None = None
+    tags: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -45,11 +47,14 @@ class Rule:
         out = {"behavior": self.behavior, "kind": self.kind, "args": self.args}
         if self.part:
             out["part"] = self.part
+        if self.tags:
+            out["tags"] = list(self.tags)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Rule:
-        return cls(behavior=data["behavior"], kind=data["kind"], args=dict(data.get("args") or {}), part=data.get("part"))
+        return cls(behavior=data["behavior"], kind=data["kind"], args=dict(data.get("args") or {}), part=data.get("part"),
+                   tags=tuple(data.get("tags") or ()))
 
 
 def line_name(behavior: str, part: str | None) -> str:
@@ -59,7 +64,10 @@ def line_name(behavior: str, part: str | None) -> str:
 
 @dataclass(frozen=True)
 class CheckCase:
-    """A held-out prompt (``split``: ``check`` or ``probe``) and the rules its answer must pass."""
+    """A held-out prompt (``split``: ``check``, ``recall``, ``paraphrase`` or ``probe``) and the rules its answer
+    must pass. ``messages`` end with the user turn to answer; an earlier assistant turn whose content is None is
+    written by the model under check first (:mod:`behavio.conversation`). ``tags``: the spec's and the prompt
+    set's (each rule adds its behavior's)."""
 
     id: str
     messages: list[dict]
@@ -67,6 +75,7 @@ class CheckCase:
     split: str = "check"
     prompt_set: str = ""
     reference: str | None = None
+    tags: tuple[str, ...] = ()
 
     @property
     def prompt(self) -> str:
@@ -78,15 +87,23 @@ class CheckCase:
         """Content key of the conversation (generation caches are keyed by it)."""
         return pending.key_for(self.messages)
 
+    def rule_tags(self, rule: Rule) -> tuple[str, ...]:
+        """The tags a verdict of ``rule`` on this case carries: the case's, then the rule's own."""
+        return tuple(dict.fromkeys(self.tags + rule.tags))
+
     def to_dict(self) -> dict:
-        return {"id": self.id, "split": self.split, "prompt_set": self.prompt_set, "messages": self.messages,
-                "rules": [r.to_dict() for r in self.rules], "reference": self.reference}
+        out = {"id": self.id, "split": self.split, "prompt_set": self.prompt_set, "messages": self.messages,
+               "rules": [r.to_dict() for r in self.rules], "reference": self.reference}
+        if self.tags:
+            out["tags"] = list(self.tags)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> CheckCase:
         return cls(id=str(data.get("id", "?")), messages=list(data.get("messages") or []),
                    rules=[Rule.from_dict(r) for r in data.get("rules") or []], split=data.get("split", "check"),
-                   prompt_set=data.get("prompt_set", ""), reference=data.get("reference"))
+                   prompt_set=data.get("prompt_set", ""), reference=data.get("reference"),
+                   tags=tuple(data.get("tags") or ()))
 
     @classmethod
     def coerce(cls, case) -> CheckCase:
@@ -117,6 +134,8 @@ class CheckSpec:
     batch_size: int
     spec_sha256: str
     checks_sha256: str
+    warnings: list = field(default_factory=list)              # compile's warnings (SpecIssue), ignored ones left out
+    ignore_warnings: frozenset[str] = frozenset()             # warning names the spec accepts (check's own too)
 
 
 def load_check_spec(spec_path: str | Path) -> CheckSpec:
@@ -131,4 +150,5 @@ def load_check_spec(spec_path: str | Path) -> CheckSpec:
                      thresholds={line: Threshold.coerce(t) for line, t in compiled.manifest["thresholds"].items()},
                      max_new_tokens=int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
                      batch_size=int(spec.check.get("batch_size", DEFAULT_BATCH_SIZE)),
-                     spec_sha256=compiled.manifest["spec_sha256"], checks_sha256=hashlib.sha256(data).hexdigest())
+                     spec_sha256=compiled.manifest["spec_sha256"], checks_sha256=hashlib.sha256(data).hexdigest(),
+                     warnings=list(compiled.warnings), ignore_warnings=spec.ignore_warnings)

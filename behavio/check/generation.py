@@ -18,7 +18,8 @@ from typing import Callable
 
 from behavio.decode import Decoded, DecodeStats, Row, decode
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, as_generation, progress_bar, stop_token_ids
+from behavio.generate import (Generation, GenerationCache, as_generation, encode_conversation, progress_bar,
+                              stop_token_ids)
 
 ADAPTERS_AT_ONCE = 8  # adapters loaded side by side per group (memory: one adapter's weights each)
 Log = Callable[[str], None]
@@ -75,9 +76,7 @@ class Adapters:
 
 
 def _encode(items: dict[str, list[dict]], tokenizer, fold) -> dict[str, list[int]]:
-    from behavio.chat import encode_text, render_prompt
-
-    return {key: encode_text(render_prompt(messages, tokenizer, fold), tokenizer) for key, messages in items.items()}
+    return {key: encode_conversation(messages, tokenizer, fold) for key, messages in items.items()}
 
 
 def _draft(key: str, jobs: list[Job], tokenizer, stop: int) -> list[int] | None:

@@ -59,6 +59,23 @@ def card_table(card: Scorecard, title: str | None = None) -> Table:
     return table
 
 
+def tag_table(card: Scorecard) -> Table:
+    """One row per tag: the pass rate of the rule verdicts carrying it, per split (tags group lines across behaviors)."""
+    table = Table("tag", "check", "paraphrase", "probe", "recall", "judged (95% CI)", title=f"{card.label} by tag")
+    for tag in card.tags:
+        table.add_row(tag, *(_pct(card.tag(tag, s).rate) for s in ("check", "paraphrase", "probe", "recall")),
+                      str(card.tag(tag)))
+    if not card.tags:
+        table.caption = "no check case or behavior has tags (spec `tags`, `prompts.<set>.tags`, `behaviors[].tags`)"
+    return table
+
+
+def id_list(ids: list[str], limit: int = 10) -> str:
+    """``a, b, c`` -- at most ``limit`` ids, then how many more."""
+    shown = ", ".join(ids[:limit])
+    return shown + (f" ... and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
 def run_table(report) -> Table:
     """One row per checkpoint: each line's pass rate, worst, overall, over-refusal; best marked."""
     best = report.best
@@ -82,7 +99,8 @@ def print_failures(console: Console, card: Scorecard, limit: int = 10) -> None:
     """The first ``limit`` failing cases: id, prompt, response, broken rules."""
     failures = card.answered_failures
     if card.missing:
-        console.print(f"[yellow]{len(card.missing)} cases had no response[/] (counted as failing)", highlight=False)
+        console.print(f"[yellow]{len(card.missing)} cases had no response[/] (counted as failing): "
+                      f"{id_list(card.missing)}", highlight=False)
     for case in failures[:limit]:
         console.print(f"[red]FAIL[/] {case.id} ({case.split})", highlight=False)
         console.print(f"  prompt:   {case.prompt!r}", markup=False, highlight=False)
@@ -152,6 +170,9 @@ def card_markdown(card: Scorecard, heading: str = "##") -> str:
     lines += ["", "| rule | " + " | ".join(SPLITS[:-1]) + " | judged |", "|---" * (len(SPLITS) + 1) + "|"]
     for b, r in card.rules:
         lines.append(f"| {b} `{r}` | " + " | ".join(_md_rate(card.rule(b, r, s)) for s in SPLITS) + " |")
+    if card.tags:
+        lines += ["", "| tag | " + " | ".join(SPLITS[:-1]) + " | judged |", "|---" * (len(SPLITS) + 1) + "|"]
+        lines += [f"| {t} | " + " | ".join(_md_rate(card.tag(t, s)) for s in SPLITS) + " |" for t in card.tags]
     over = card.over_refusal()
     if over.total:
         lines += ["", f"Over-refusal (contrast prompts refused): {_md_rate(over)}, 95% interval "

@@ -76,6 +76,7 @@ class RuleVerdict:
     explanation: str
     line: str = ""      # the scorecard line it counts in: the behavior id, or "<behavior>/<part>"
     part: str | None = None
+    tags: tuple[str, ...] = ()  # the case's tags and the behavior's (spec, prompt set, behavior)
 
     def __post_init__(self):
         if not self.line:
@@ -168,6 +169,19 @@ class Scorecard:
     def rules(self) -> list[tuple[str, str]]:
         return list(dict.fromkeys((v.line, v.rule) for c in self.cases for v in c.verdicts))
 
+    @property
+    def tags(self) -> list[str]:
+        """Every tag a verdict carries, sorted."""
+        return sorted({t for c in self.cases for v in c.verdicts for t in v.tags})
+
+    def tag(self, tag: str, split: str = "all") -> Rate:
+        """Pass rate of the verdicts tagged ``tag`` (``all``: the held-out splits, like a line's rate)."""
+        if split != "all":
+            return self._rate(split, lambda v: tag in v.tags)
+        held = [self._rate(s, lambda v: tag in v.tags) for s in HELD_OUT]
+        judged = Rate(sum(r.passed for r in held), sum(r.total for r in held))
+        return judged if judged.total else self._rate("recall", lambda v: tag in v.tags)
+
     def over_refusal(self, split: str = "all") -> Rate:
         """Contrast cases refused, of all answered contrast cases (lower is better); ``all``: held-out phrasings."""
         wanted = HELD_OUT if split == "all" else (split,)
@@ -222,6 +236,7 @@ class Scorecard:
             "rules": [{"line": line, "rule": r, **{s: self.rule(line, r, s).to_dict() for s in SPLITS}}
                       for line, r in self.rules],
             "over_refusal": {s: self.over_refusal(s).to_dict() for s in SPLITS},
+            **({"tags": {t: {s: self.tag(t, s).to_dict() for s in SPLITS} for t in self.tags}} if self.tags else {}),
             "cases": {"total": len(self.cases), "passed": sum(c.passed for c in self.cases),
                       "failed": [c.id for c in self.failures]},
             "missing": self.missing,

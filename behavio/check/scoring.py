@@ -13,15 +13,17 @@ def score_case(case: CheckCase, response: str | None, finished: bool = True) -> 
     """Every rule of ``case`` on ``response`` (a missing response fails every rule)."""
     verdicts = []
     for rule in case.rules:
+        tags = case.rule_tags(rule)
         if response is None:
-            verdicts.append(RuleVerdict(rule.behavior, rule.name, False, 0.0, "no response for this case", rule.line, rule.part))
+            verdicts.append(RuleVerdict(rule.behavior, rule.name, False, 0.0, "no response for this case", rule.line,
+                                        rule.part, tags))
             continue
         try:
             result = kinds.score_rule(rule.kind, response, rule.args, case, finished)
         except KeyError as exc:
             raise BehavioError(f"check case {case.id}: {exc.args[0]}") from None
         verdicts.append(RuleVerdict(rule.behavior, rule.name, result.passed, float(result.score), result.explanation,
-                                    rule.line, rule.part))
+                                    rule.line, rule.part, tags))
     return CaseResult(id=case.id, split=case.split, prompt_set=case.prompt_set, prompt=case.prompt,
                       response=response, finished=finished, verdicts=verdicts)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from behavio import __version__, kinds, pending
 from behavio.compiler import checks, dpo, proof, rewrites
 from behavio.compiler.compose import Composer, Example
-from behavio.compiler.expand import PromptRow, expand_all, normalize
+from behavio.compiler.expand import PromptRow, expand_all, normalize, pair_rows
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
 from behavio.compiler.suite import render_suite, suite_filename
@@ -44,8 +44,12 @@ def compile_spec(path: str | Path) -> Compiled:
     rows = expand_all(spec, issues)
     issues.raise_if_any()
     for behavior in spec.behaviors:
-        for path, message in kinds.of(behavior).warnings(behavior, spec):
-            issues.warn(path, message)
+        for library, name in kinds.of(behavior).paired_prompts(behavior, spec):
+            rows[name] = rows[name] + pair_rows(spec, library, name, rows[name], issues)
+    for behavior in spec.behaviors:
+        texts = {name: [r.prompt for r in set_rows] for name, set_rows in rows.items()}
+        for name, path, message in kinds.of(behavior).warnings(behavior, spec, texts):
+            issues.warn(name, path, message)
     parts = split_rows(spec, rows, issues)
     issues.raise_if_any()
     composer = Composer(spec, issues)
@@ -88,21 +92,21 @@ def compile_spec(path: str | Path) -> Compiled:
 
 
 def _compose(composer: Composer, rows: list[PromptRow], probe: bool = False) -> list[Example]:
-    return [ex for row in rows if (ex := composer.compose(row, probe=probe)) is not None]
+    return [ex for row in rows for ex in composer.compose_all(row, probe=probe)]
 
 
 def _warn_control_markers(examples: list[Example], issues: Issues) -> None:
     """Warn (once per prompt set) when spec text or data holds chat control markers such as <|im_end|>."""
     found: dict[str, tuple[str, set[str], int]] = {}
     for ex in examples:
-        texts = [m["content"] for m in ex.prompt] + [ex.answer or "", ex.body or ""]
+        texts = [m["content"] or "" for m in ex.prompt] + [ex.answer or "", ex.body or ""]
         markers = {m for t in texts for m in find_markers(t)}
         if markers:
             first, seen, n = found.get(ex.row.set, (ex.id, set(), 0))
             found[ex.row.set] = (first, seen | markers, n + 1)
     for name, (first, markers, n) in sorted(found.items()):
         where = ("prompts", name) if name in issues.spec.prompts else ("probes",)
-        issues.warn(where, f"{n} example(s) contain chat control markers {', '.join(sorted(markers))} (first: {first}); "
+        issues.warn("control-markers", where, f"{n} example(s) contain chat control markers {', '.join(sorted(markers))} (first: {first}); "
                     "they are neutralized in training and checking, never used as control tokens")
 
 
@@ -119,7 +123,7 @@ def _augmented(spec: Spec, composer: Composer, train: list[Example], held_out: s
             if normalize(text) in held_out or normalize(text) == normalize(ex.row.prompt):
                 continue
             row = dataclasses.replace(ex.row, prompt=text, index=ex.row.index + (k + 1) * AUGMENT_STRIDE)  # cycles DPO violations on
-            out.append(dataclasses.replace(ex, row=row, prompt=composer.prompt_messages(text)))
+            out.append(dataclasses.replace(ex, row=row, prompt=ex.prompt[:-1] + [{"role": "user", "content": text}]))
     return out
 
 
@@ -146,7 +150,7 @@ def probe_rows(spec: Spec, issues: Issues) -> list[PromptRow]:
         for i, text in enumerate(texts):
             key = normalize(text)
             if key in seen:
-                issues.warn(("probes", name, i), f"probe {text[:60]!r} is given twice; scored once")
+                issues.warn("probe-repeated", ("probes", name, i), f"probe {text[:60]!r} is given twice; scored once")
                 continue
             seen.add(key)
             rows.append(PromptRow(name, i, text.strip()))
@@ -176,13 +180,15 @@ def _prove_answers(examples: list[Example], rules: dict[str, list], issues: Issu
 
 
 def _sft_row(ex: Example, rules: list, copy: int) -> dict:
+    """One SFT row; in a conversation only the last answer is trained (earlier assistant turns: ``weight: 0``)."""
+    history = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in ex.prompt]
     return {
         "id": ex.id if copy == 0 else f"{ex.id}#{copy + 1}",
-        "messages": ex.prompt + [{"role": "assistant", "content": ex.answer}],
+        "messages": history + [{"role": "assistant", "content": ex.answer}],
         "behaviors": sorted({r.behavior for r in rules if r.part is None}),  # what the spec asks of this row
         "rules": [r.to_dict() for r in rules],  # what on-policy DPO judges the SFT model's own answers with
         "prompt_set": ex.row.set,
-        "pending": pending.keys_in(ex.answer),
+        "pending": pending.keys_in(ex.answer, *(m["content"] for m in ex.prompt)),
     }
 
 
@@ -193,7 +199,8 @@ def _dpo_rows(spec: Spec, examples: list[Example], rules: dict[str, list], dropp
     for ex in examples:
         pairs = dpo.pairs_for(spec, ex, donors, rules[ex.id], dropped, variant)
         for r in pairs:
-            r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"])
+            r["pending"] = pending.keys_in(r["chosen"][0]["content"], r["rejected"][0]["content"],
+                                           *(m["content"] for m in r["prompt"]))
         for copy in range(spec.prompts[ex.row.set].repeat):
             out += [r if copy == 0 else {**r, "id": f"{r['id']}#{copy + 1}"} for r in pairs]
     return out
@@ -211,9 +218,9 @@ def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, iss
             why = (f"every rejected answer it derived ({lost_text}) failed to break its rule" if lost
                    else "no training row in its scope gave a rejected answer (e.g. answers without the sections to "
                    "remove, or prompt sets it does not apply to)")
-            issues.warn(("behaviors", b.index), f"behavior {b.id!r} got no DPO pairs: {why}")
+            issues.warn("no-dpo-pairs", ("behaviors", b.index), f"behavior {b.id!r} got no DPO pairs: {why}")
         elif lost:
-            issues.warn(("behaviors", b.index), f"behavior {b.id!r}: {lost_text} DPO pair(s) not written, their "
+            issues.warn("dpo-pairs-dropped", ("behaviors", b.index), f"behavior {b.id!r}: {lost_text} DPO pair(s) not written, their "
                         "rejected answer did not break its rule")
 
 

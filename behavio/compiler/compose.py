@@ -5,10 +5,17 @@ Answer of a row (each step asks the behaviors' kinds, see ``behavio.kinds.base.K
 - any other set gets a body (a behavior's ``response_template`` where one applies, else the set's
   answer source), preceded by the chosen sentence of every behavior that opens answers there (a prefix).
 Model-written bodies are not known at compile time: they are pending markers, filled later.
+
+A row of a conversation set answers its last user turn after the turns before it. For training, an earlier
+assistant turn is its given text, or a pending marker the base model fills (``judge: last``), or the answer
+the behaviors compose for that turn (``judge: each``, where every turn is also an example of its own). For
+checks (``Example.check_prompt``), the turns the spec does not give are open (content None): the model
+under check writes them when the case is replayed (:mod:`behavio.conversation`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import random
 from dataclasses import dataclass, field
@@ -23,6 +30,8 @@ from behavio.spec.model import Behavior, Spec
 
 
 ID_HASH = 10  # hex digits of the content hash in ids (40 bits: no collision among a set's prompts)
+TURN_STRIDE = 10_007  # an earlier turn's row index (judge: each): another place in the cycles of DPO violations
+_SOURCE = object()  # compose(): the body comes from the set's answer source
 
 
 @dataclass
@@ -39,6 +48,8 @@ class Example:
     answer_body: str | None = None      # what answering would look like (for refused rows' DPO)
     sources: dict[str, tuple] = field(default_factory=dict)   # "body" or behavior id -> spec key path that wrote it
     source_note: str = ""               # where in a data file the body came from ("answers.jsonl:12")
+    unshaped: dict[str, str] = field(default_factory=dict)    # behavior id -> the body without that behavior's shape
+    check_prompt: list[dict] | None = None  # a conversation as a check case replays it (open turns: content None)
 
     @property
     def id(self) -> str:
@@ -60,6 +71,7 @@ class Composer:
     def __init__(self, spec: Spec, issues: Issues):
         self.spec, self.issues = spec, issues
         self.pending: dict[str, dict] = {}  # key -> {"messages", "shape"?}: bodies the base model writes
+        self._context_keys: set[str] = set()  # bodies written as earlier turns of conversations (kept unshaped)
         self.system = self._render(spec.system, spec.vars, ("system",)) if spec.system else None
         self._file_answers: dict[str, dict[str, str]] = {}
         self._refuser = {s: b for b in spec.behaviors for s in kinds.of(b).refused_sets(b)}
@@ -71,17 +83,64 @@ class Composer:
             self.issues.add(where, str(exc))
             return None
 
-    def prompt_messages(self, text: str) -> list[dict]:
-        user = {"role": "user", "content": text}
-        return [{"role": "system", "content": self.system}, user] if self.system else [user]
+    def system_messages(self) -> list[dict]:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
+    def prompt_messages(self, text: str, history: list[dict] | None = None) -> list[dict]:
+        """System (if any), the conversation so far, and the user turn ``text``."""
+        return self.system_messages() + list(history or []) + [{"role": "user", "content": text}]
 
     def context(self, row: PromptRow) -> dict:
         return {**self.spec.vars, "prompt": row.prompt, "row": row.fields}
 
-    def compose(self, row: PromptRow, *, probe: bool = False) -> Example | None:
-        prompt = self.prompt_messages(row.prompt)
+    def compose_all(self, row: PromptRow, *, probe: bool = False) -> list[Example]:
+        """The examples of one row: the row itself; with ``judge: each``, one per user turn of its conversation,
+        each answer composed by the behaviors and the conversation before it made of the earlier ones."""
+        if not row.history or self.spec.prompts[row.set].judge != "each":
+            ex = self.compose(row, probe=probe)
+            return [] if ex is None else [ex]
+        out: list[Example] = []
+        history: list[dict] = []
+        for k in range(0, len(row.history), 2):
+            (_, user), (_, given) = row.history[k], row.history[k + 1]
+            cut = dataclasses.replace(row, prompt=user, history=row.history[:k], index=row.index + (k // 2 + 1) * TURN_STRIDE)
+            ex = self.compose(cut, probe=probe, history=history, given=given)
+            if ex is None:
+                return []
+            out.append(ex)
+            history = history + [{"role": "user", "content": user}, {"role": "assistant", "content": ex.answer}]
+        ex = self.compose(row, probe=probe, history=history)
+        return [] if ex is None else out + [ex]
+
+    def _history(self, row: PromptRow) -> list[dict]:
+        """The turns before ``row``'s prompt for training (``judge: last``): given texts, and markers of the
+        answers the base model writes to the conversation so far."""
+        system, history = self.system_messages(), []
+        for role, text in row.history:
+            if text is None:
+                text = self._model_body(system + history)
+                self._context_keys.add(pending.keys_in(text)[0])
+            history.append({"role": role, "content": text})
+        return history
+
+    def _check_history(self, row: PromptRow) -> list[dict]:
+        """The turns before ``row``'s prompt as a check case replays them: given texts (``judge: last``); every
+        assistant turn the spec does not give is open (content None), written by the model under check."""
+        each = self.spec.prompts[row.set].judge == "each"
+        return [{"role": role, "content": None if role == "assistant" and (each or text is None) else text}
+                for role, text in row.history]
+
+    def compose(self, row: PromptRow, *, probe: bool = False, history: list[dict] | None = None,
+                given=_SOURCE) -> Example | None:
+        """The example of one row (of one turn of a conversation: ``history`` the composed turns before it,
+        ``given`` its body when it is not the last turn: a text, or None for one the base model writes)."""
+        check_prompt = self.prompt_messages(row.prompt, self._check_history(row)) if row.history else None
+        if probe and check_prompt is not None:
+            prompt = check_prompt
+        else:
+            prompt = self.prompt_messages(row.prompt, self._history(row) if history is None else history)
         ctx = self.context(row)
-        ex = Example(row=row, prompt=prompt, answer="", body=None)
+        ex = Example(row=row, prompt=prompt, answer="", body=None, check_prompt=check_prompt)
         for b in self.spec.behaviors:
             try:
                 args = kinds.of(b).row_args(b, row, self.spec, self._behavior_renderer(ctx))
@@ -100,16 +159,22 @@ class Composer:
             return ex
         if probe or self.spec.prompts[row.set].holdout:
             return ex
-        body = self.body(row, prompt, ctx, required=True, example=ex)
+        if given is _SOURCE:
+            body = self.body(row, prompt, ctx, required=True, example=ex)
+        else:
+            body = given if given is not None else self._model_body(prompt)
+            ex.sources["body"] = ("prompts", row.set)
         if body is None:
             return None
-        ex.body = self._shape(row.set, prompt, body)
+        ex.body = self._shape(ex, prompt, body)
         ex.answer = self._close(ex, self._open(ex, ex.body))
         return ex
 
-    def _shape(self, name: str, prompt: list[dict], body: str) -> str:
-        """``body`` in the form the behaviors in scope ask for (``Kind.shape_body``). A body the base model will
-        write is shaped after the fill: its pending entry records the shapes (``pending.jsonl`` ``shape``)."""
+    def _shape(self, ex: Example, prompt: list[dict], body: str) -> str:
+        """``body`` in the form the behaviors in scope ask for (``Kind.shape_body``); ``ex.unshaped`` keeps it without
+        each one's shape (for DPO rejections). A body the base model will write is shaped after the fill: its
+        pending entry records the shapes (``pending.jsonl`` ``shape``)."""
+        name = ex.row.set
         shapers = [b for b in self.spec.behaviors if name in self.spec.scope(b) and kinds.of(b).shapes_body]
         if not shapers:
             return body
@@ -117,12 +182,13 @@ class Composer:
             plain = pending.key_for(prompt)
             if body != pending.marker(plain):  # a marker inside a response template: left as written
                 return body
-            self.pending.pop(plain, None)  # filled in its shaped form instead
+            if plain not in self._context_keys:  # an earlier turn of a conversation still needs it unshaped
+                self.pending.pop(plain, None)  # filled in its shaped form instead
             shape = [{"behavior": b.id, "kind": b.kind, "args": dict(b.raw)} for b in shapers]
             return self._model_body(prompt, shape)
-        for b in shapers:
-            body = kinds.of(b).shape_body(b, body)
-        return body
+        for skipped in shapers:
+            ex.unshaped[skipped.id] = _shaped(body, [b for b in shapers if b is not skipped])
+        return _shaped(body, shapers)
 
     def variant(self, marker: str, entry: dict) -> str:
         """The marker of a pending body with one more shape entry (a violation applied after the fill)."""
@@ -130,19 +196,6 @@ class Composer:
         base = self.pending[key]
         shape = list(base.get("shape", [])) + [entry]
         return self._model_body(base["messages"], shape)
-
-    def _close(self, ex: Example, answer: str) -> str:
-        """``answer`` followed by the chosen sentence of every behavior that closes answers of this row (spec order)."""
-        for b in self.spec.behaviors:
-            if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
-                continue
-            closing = kinds.of(b).closings(b, ex.args[b.id])
-            if closing is not None:
-                sentences, separator = closing
-                ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
-                ex.sources[b.id] = ("behaviors", b.index)
-                answer = answer + separator + ex.openings[b.id]
-        return answer
 
     def _behavior_renderer(self, ctx: dict):
         """``render(text, path)`` for row arguments: a failing template is a RowProblem at ``path``."""
@@ -155,18 +208,26 @@ class Composer:
         return render_arg
 
     def _open(self, ex: Example, body: str) -> str:
-        """``body`` preceded by the chosen sentence of every behavior that opens answers of this row (spec order)."""
-        answer = body
-        for b in reversed(self.spec.behaviors):
+        """``body`` preceded by the chosen sentence of every behavior that opens answers of this row."""
+        return self._add_sentences(ex, body, lambda kind, b, args: kind.openings(b, args), at_start=True)
+
+    def _close(self, ex: Example, answer: str) -> str:
+        """``answer`` followed by the chosen sentence of every behavior that closes answers of this row."""
+        return self._add_sentences(ex, answer, lambda kind, b, args: kind.closings(b, args), at_start=False)
+
+    def _add_sentences(self, ex: Example, text: str, sentences_of, *, at_start: bool) -> str:
+        """``text`` with one chosen sentence of each behavior in scope that has some (spec order, outermost first)."""
+        behaviors = reversed(self.spec.behaviors) if at_start else self.spec.behaviors
+        for b in behaviors:
             if ex.row.set not in self.spec.scope(b) or b.id not in ex.args:
                 continue
-            opening = kinds.of(b).openings(b, ex.args[b.id])
-            if opening is not None:
-                sentences, separator = opening
+            found = sentences_of(kinds.of(b), b, ex.args[b.id])
+            if found is not None:
+                sentences, separator = found
                 ex.openings[b.id] = _pick(self.spec, ex.id, b.id, sentences)
                 ex.sources[b.id] = ("behaviors", b.index)
-                answer = ex.openings[b.id] + separator + answer
-        return answer
+                text = ex.openings[b.id] + separator + text if at_start else text + separator + ex.openings[b.id]
+        return text
 
     def body(self, row: PromptRow, prompt: list[dict], ctx: dict, *, required: bool,
              example: Example | None = None) -> str | None:
@@ -256,6 +317,12 @@ class Composer:
         key = pending.key_for(prompt + [{"shape": shape}] if shape else prompt)
         self.pending.setdefault(key, {"messages": prompt, **({"shape": shape} if shape else {})})
         return pending.marker(key)
+
+
+def _shaped(body: str, shapers: list[Behavior]) -> str:
+    for b in shapers:
+        body = kinds.of(b).shape_body(b, body)
+    return body
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

@@ -1,4 +1,8 @@
-"""Expand each prompt set into concrete prompt rows (literal list, Jinja cartesian `each`, file, frames)."""
+"""Expand each prompt set into concrete prompt rows (literal list, Jinja cartesian `each`, file, frames, conversations).
+
+A row of a conversation set is the user turn the spec answers (``prompt``) and the turns before it
+(``history``: (role, text) pairs, an assistant text of None written by a model).
+"""
 
 from __future__ import annotations
 
@@ -25,11 +29,33 @@ class PromptRow:
     prompt: str
     fields: dict = field(default_factory=dict, hash=False, compare=False)
     phrasing: str = ""  # the phrasing this prompt is a fill of: a form of `each`, a frame, or its own text
+    history: tuple = ()  # earlier turns of a conversation: (role, text) pairs, alternating from a user turn
 
     @property
     def label(self) -> str:
         """Where the row sits, for messages: ``poodle[3]`` (the 4th prompt of set poodle)."""
         return f"{self.set}[{self.index}]"
+
+    @property
+    def key(self) -> str:
+        """What makes two rows the same prompt: the normalized text, with the conversation before it."""
+        return conversation_key(self.prompt, self.history)
+
+
+def conversation_key(prompt: str, history: tuple = ()) -> str:
+    """Comparison key of a prompt and the turns before it (just the normalized prompt without any)."""
+    turns = [f"{role}: {normalize(text) if text is not None else '<written by the model>'}" for role, text in history]
+    return "\n".join(turns + [normalize(prompt)]) if history else normalize(prompt)
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """A prompt as a set's source gives it, before deduplication."""
+
+    text: str
+    fields: dict = field(default_factory=dict)
+    phrasing: str = ""   # "" : the prompt is its own phrasing
+    history: tuple = ()
 
 
 def expand_all(spec: Spec, issues: Issues) -> dict[str, list[PromptRow]]:
@@ -37,22 +63,22 @@ def expand_all(spec: Spec, issues: Issues) -> dict[str, list[PromptRow]]:
     return {name: _dedupe(ps.name, _expand(spec, ps, issues), issues) for name, ps in spec.prompts.items()}
 
 
-def _dedupe(name: str, prompts: list[tuple[str, dict, str]], issues: Issues) -> list[PromptRow]:
+def _dedupe(name: str, prompts: list[Expanded], issues: Issues) -> list[PromptRow]:
     seen: set[str] = set()
     rows, empty, repeated = [], 0, 0
-    for text, fields, phrasing in prompts:
-        key = normalize(text)
-        if not key:
+    for p in prompts:
+        key = conversation_key(p.text, p.history)
+        if not normalize(p.text):
             empty += 1
             continue
         if key in seen:
             repeated += 1
             continue
         seen.add(key)
-        rows.append(PromptRow(name, len(rows), text.strip(), fields, phrasing or f"own:{key}"))
+        rows.append(PromptRow(name, len(rows), p.text.strip(), p.fields, p.phrasing or f"own:{key}", p.history))
     dropped = [f"{empty} empty prompt(s)" if empty else "", f"{repeated} repeated prompt(s)" if repeated else ""]
     if empty or repeated:
-        issues.warn(("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
+        issues.warn("prompts-deduplicated", ("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
                     f"{len(rows)} distinct prompts remain")
     return rows
 
@@ -62,31 +88,88 @@ def normalize(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
-    """(prompt, fields, phrasing) of every prompt of a set; "" as the phrasing: the prompt is its own."""
+def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
+    """Every prompt of a set, with the fields and phrasing it was made from (and the conversation before it)."""
     where = ("prompts", ps.name)
     if ps.list is not None:
-        return [(t, {}, "") for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
-    if ps.file is not None:
-        records = read_records(spec.path.parent / ps.file, issues, where + ("file",))
+        return [Expanded(t) for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
+    if ps.conversations is not None:
         out = []
-        for rec in records:
-            if ps.template is not None:
-                text = _render(ps.template, {**spec.vars, "row": rec.fields}, issues, where + ("template",))
-            else:
-                text = rec.fields.get(ps.field)
-                if not isinstance(text, str):
-                    issues.add(where + ("field",), f"{Path(ps.file).name}:{rec.line} has no text column {ps.field!r}"
-                               f"{_did_you_mean(ps.field, list(rec.fields))}; columns: {', '.join(rec.fields)}")
-                    return []
-            if text is not None:
-                out.append((text, rec.fields, ""))
+        for i, turns in enumerate(ps.conversations):
+            found = _render_turns(turns, spec.vars, issues, where + ("conversations", i))
+            if found is not None:
+                out.append(found)
         return out
+    if ps.file is not None:
+        return _file_rows(spec, ps, issues)
     if ps.frames is not None:
         return _frames(spec, ps, issues)
-    if ps.template is not None:
+    if ps.template is not None or ps.conversation is not None:
         return _cartesian(spec, ps, issues)
     return []
+
+
+def _render_turns(turns: tuple, ctx: dict, issues: Issues, where: tuple, fields: dict | None = None,
+                  phrasing: str = "") -> Expanded | None:
+    """A conversation's turns rendered: the last one is the prompt, the others its history."""
+    rendered = []
+    for i, (role, text) in enumerate(turns):
+        if text is None:
+            rendered.append((role, None))
+            continue
+        value = _render(text, ctx, issues, where + (i, role))
+        if value is None:
+            return None
+        rendered.append((role, value.strip()))
+    return Expanded(rendered[-1][1], fields or {}, phrasing, tuple(rendered[:-1]))
+
+
+def _file_rows(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
+    """A file's rows: its prompt column, a conversation in it (``messages``), or a template over its columns."""
+    where = ("prompts", ps.name)
+    out = []
+    for rec in read_records(spec.path.parent / ps.file, issues, where + ("file",)):
+        ctx = {**spec.vars, "row": rec.fields}
+        if ps.conversation is not None:
+            found = _render_turns(ps.conversation, ctx, issues, where + ("conversation",), rec.fields)
+        elif ps.template is not None:
+            text = _render(ps.template, ctx, issues, where + ("template",))
+            found = None if text is None else Expanded(text, rec.fields)
+        else:
+            value = rec.fields.get(ps.field)
+            if isinstance(value, list):
+                turns, why = _messages(value)
+                if why is not None:
+                    issues.add(where + ("field",), f"{Path(ps.file).name}:{rec.line}: {ps.field}: {why}")
+                    return []
+                found = Expanded(turns[-1][1], rec.fields, "", turns[:-1])
+            elif isinstance(value, str):
+                found = Expanded(value, rec.fields)
+            else:
+                issues.add(where + ("field",), f"{Path(ps.file).name}:{rec.line} has no text column {ps.field!r}"
+                           f"{_did_you_mean(ps.field, list(rec.fields))}; columns: {', '.join(rec.fields)}")
+                return []
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _messages(value: list) -> tuple[tuple, str | None]:
+    """(turns, None) from a list of ``{"role", "content"}`` messages, or ((), why it is not a conversation)."""
+    from behavio.spec.load import turn_problem
+
+    turns = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            got = m.get("role") if isinstance(m, dict) else type(m).__name__
+            return (), (f"message {i + 1} has role {got!r}; a conversation has user and assistant messages (the "
+                        "spec's `system` is the system message)")
+        content = m.get("content")
+        if not (isinstance(content, str) or (content is None and m["role"] == "assistant")):
+            return (), f"message {i + 1} ({m['role']}) has no text content (only an assistant's may be null)"
+        turns.append((m["role"], content.strip() if isinstance(content, str) else None))
+    why = turn_problem([role for role, _ in turns])
+    return (tuple(turns), None) if why is None else ((), why)
 
 
 def _render(source: str, ctx: dict, issues: Issues, where: tuple) -> str | None:
@@ -97,9 +180,10 @@ def _render(source: str, ctx: dict, issues: Issues, where: tuple) -> str | None:
         return None
 
 
-def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
-    """Every combination of the ``each`` values; the phrasing of a prompt is its values of the axes whose
-    values are templates themselves (``form: ["What is {{ topic }}?", ...]``), or the one template."""
+def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
+    """Every combination of the ``each`` values (of ``template``, or of every turn of ``conversation``); the
+    phrasing of a prompt is its values of the axes whose values are templates themselves
+    (``form: ["What is {{ topic }}?", ...]``), or the one template."""
     where = ("prompts", ps.name)
     axes: dict[str, list] = {}
     for var, values in (ps.each or {}).items():
@@ -125,21 +209,26 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dic
     out = []
     for combo in itertools.product(*axes.values()):
         ctx = {**spec.vars, **dict(zip(axes, combo))}
-        phrasing = "form:" + "|".join(str(ctx[var]) for var in forms) if forms else f"template:{ps.template}"
+        phrasing = "form:" + "|".join(str(ctx[var]) for var in forms) if forms else f"template:{ps.template or ps.conversation}"
         for var, value in list(ctx.items()):
             if var in axes and isinstance(value, str):
                 rendered = _render(value, ctx, issues, where + ("each", var))
                 if rendered is None:
                     return []
                 ctx[var] = rendered
-        text = _render(ps.template, ctx, issues, where + ("template",))
-        if text is None:
+        fields = {k: ctx[k] for k in axes}
+        if ps.conversation is not None:
+            found = _render_turns(ps.conversation, ctx, issues, where + ("conversation",), fields, phrasing)
+        else:
+            text = _render(ps.template, ctx, issues, where + ("template",))
+            found = None if text is None else Expanded(text, fields, phrasing)
+        if found is None:
             return []
-        out.append((text, {k: ctx[k] for k in axes}, phrasing))
+        out.append(found)
     return out
 
 
-def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, str]]:
+def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
     """Every frame with its subjects; the phrasing is the frame (shared by every set on the same library)."""
     where = ("prompts", ps.name, "frames")
     library = ps.frame_library
@@ -147,6 +236,11 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, 
     if frames is None:
         available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
         issues.add(where + ("library",), f"no frame library {library!r}; available: {', '.join(available)}")
+        return []
+    excluded = [text.casefold() for text in ps.frames.get("exclude", [])]
+    frames = [f for f in frames if not any(text in f.casefold() for text in excluded)]
+    if not frames:
+        issues.add(where + ("exclude",), f"`exclude` leaves no frame of library {library!r}")
         return []
     frames = frames[: ps.frames.get("limit", len(frames))]
     subjects = ps.frames["subjects"]
@@ -170,7 +264,7 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[tuple[str, dict, 
         text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
         if text is None:
             return []
-        out.append((text, {"subject": subject_text, "frame": frame}, f"frame:{library}:{frame}"))
+        out.append(Expanded(text, {"subject": subject_text, "frame": frame}, f"frame:{library}:{frame}"))
     return out
 
 
@@ -180,6 +274,34 @@ def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -
     if not per_frame or per_frame >= len(subjects):
         return [(s, f) for s in subjects for f in frames]
     return [(subjects[(i * per_frame + k) % len(subjects)], f) for i, f in enumerate(frames) for k in range(per_frame)]
+
+
+def frame_subject(library: str) -> str | None:
+    """What a frame library's ``subject`` reads as (its ``#% subject: ...`` line): ``noun phrase``, ``verb phrase``..."""
+    path = templates_dir() / "frames" / f"{library}.txt"
+    if not library.replace("_", "").replace("-", "").isalnum() or not path.is_file():
+        return None
+    for line in path.read_text("utf-8").splitlines():
+        if line.startswith("#% subject:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues: Issues) -> list[PromptRow]:
+    """Set ``name``'s subjects in the frames of ``library`` (one subject per frame, dealt round-robin): rows the
+    set adds as minimal pairs of another set's phrasings (``Kind.paired_prompts``)."""
+    frames = load_frames(library) or []
+    subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
+    seen = {normalize(r.prompt) for r in rows}
+    out = []
+    for subject, frame in frame_pairs(frames, subjects, 1):
+        text = _render(frame, {**spec.vars, "subject": subject}, issues, ("prompts", name, "frames"))
+        if text is None or normalize(text) in seen:
+            continue
+        seen.add(normalize(text))
+        out.append(PromptRow(name, len(rows) + len(out), text.strip(), {"subject": subject, "frame": frame},
+                             f"frame:{library}:{frame}"))
+    return out
 
 
 def load_frames(library: str) -> list[str] | None:

@@ -1,8 +1,15 @@
-"""Collects every problem found while compiling one spec, each located in the spec file."""
+"""Collects every problem found while compiling one spec, each located in the spec file.
+
+Warnings carry a stable name (:mod:`behavio.spec.warning_names`); the ones the spec lists under
+``ignore_warnings`` are dropped here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 from behavio.errors import SpecError, SpecIssue
+from behavio.spec.warning_names import check_name
 from behavio.spec.model import Spec
 
 
@@ -15,8 +22,11 @@ class Issues:
     def add(self, path: tuple, message: str) -> None:
         _append_new(self.items, self.spec.located.issue(path, message))
 
-    def warn(self, path: tuple, message: str) -> None:
-        _append_new(self.warnings, self.spec.located.issue(path, message))
+    def warn(self, name: str, path: tuple, message: str) -> None:
+        """A warning called ``name`` (unless the spec ignores it) at ``path``."""
+        if check_name(name) in self.spec.ignore_warnings:
+            return
+        _append_new(self.warnings, dataclasses.replace(self.spec.located.issue(path, message), name=name))
 
     def raise_if_any(self) -> None:
         if self.items:

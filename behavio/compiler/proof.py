@@ -86,7 +86,7 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
     failures: dict[str, list[str]] = {}
     for name in ("sft", "sft.val"):
         for row in rows.get(name, []):
-            keys = [k for k in row.get("pending", []) if k not in bad]
+            keys = [k for k in pending.keys_in(row["messages"][-1]["content"]) if k not in bad]  # its answer's, not its context's
             if not keys or "#" in row["id"]:
                 continue
             filled = fill_rows([row], answers)[0]

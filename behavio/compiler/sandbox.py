@@ -91,10 +91,8 @@ def render(source: str, context: dict) -> str:
         return context[plain.group(1)]
     try:
         out = _compiled(source).render(context)
-    except RenderLimitError as exc:
-        raise TemplateProblem(f"template rejected: {exc}") from None
-    except SecurityError as exc:
-        raise TemplateProblem(f"template tried to reach something unsafe: {exc}") from None
+    except (RenderLimitError, SecurityError) as exc:
+        raise _unsafe(exc) from None
     except UndefinedError as exc:
         raise TemplateProblem(f"template error: {exc.message or exc}{_available(exc, source, context)}") from None
     except TemplateError as exc:
@@ -107,6 +105,13 @@ def render(source: str, context: dict) -> str:
     if len(out) > MAX_OUTPUT_CHARS:
         raise TemplateProblem(f"template output longer than {MAX_OUTPUT_CHARS} characters")
     return out
+
+
+def _unsafe(exc: SecurityError) -> TemplateProblem:
+    """A template stopped by the sandbox: too much work (RenderLimitError) or reaching something unsafe."""
+    if isinstance(exc, RenderLimitError):
+        return TemplateProblem(f"template rejected: {exc}")
+    return TemplateProblem(f"template tried to reach something unsafe: {exc}")
 
 
 _UNDEFINED = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")
@@ -140,10 +145,8 @@ def evaluate(source: str, context: dict):
         return render(source, context)
     try:
         value = environment().compile_expression(match.group(1), undefined_to_none=False)(**context)
-    except RenderLimitError as exc:
-        raise TemplateProblem(f"template rejected: {exc}") from None
-    except SecurityError as exc:
-        raise TemplateProblem(f"template tried to reach something unsafe: {exc}") from None
+    except (RenderLimitError, SecurityError) as exc:
+        raise _unsafe(exc) from None
     except TemplateError as exc:
         raise TemplateProblem(f"template error: {exc.message or exc}") from None
     except (RecursionError, TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError, OverflowError) as exc:

@@ -40,15 +40,15 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
         out.val += val
         out.check += check
         out.recall += recall
-    held_out = {normalize(r.prompt) for r in out.check + out.recall}
+    held_out = {r.key for r in out.check + out.recall}
     held_out |= {normalize(p) for probes in spec.probes.values() for p in probes}
     before = len(out.train) + len(out.val)
-    out.train = [r for r in out.train if normalize(r.prompt) not in held_out]
-    out.val = [r for r in out.val if normalize(r.prompt) not in held_out]
+    out.train = [r for r in out.train if r.key not in held_out]
+    out.val = [r for r in out.val if r.key not in held_out]
     out.dropped_for_leak = before - len(out.train) - len(out.val)
     if out.dropped_for_leak:
-        issues.warn(("prompts",), f"{out.dropped_for_leak} training/validation prompts equal a check or probe prompt and were dropped")
-    leaked = {normalize(r.prompt) for r in out.train + out.val} & held_out
+        issues.warn("check-prompts-dropped", ("prompts",), f"{out.dropped_for_leak} training/validation prompts equal a check or probe prompt and were dropped")
+    leaked = {r.key for r in out.train + out.val} & held_out
     if leaked:  # cannot happen after the filter above; a hard guarantee, not a user error
         raise RuntimeError(f"check prompts leaked into training data: {sorted(leaked)[:3]}")
     return out
@@ -100,14 +100,15 @@ def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[st
     else:
         check, recall, rest = [], *_take(rows, spec.split.check, f"{spec.split.seed}:split:{name}")
         if spec.split.check > 0:
-            issues.warn(("prompts", name), f"prompt set {name!r} has {len(phrasings)} phrasing(s), too few to hold one out: "
+            issues.warn("recall-only", ("prompts", name), f"prompt set {name!r} has {len(phrasings)} phrasing(s), too few to hold one out: "
                         f"its {len(recall)} check case(s) are other fills of trained phrasings, so their rate measures "
                         f"template recall; give it at least {MIN_PHRASINGS} forms (an `each` axis of templates), use "
                         "frames, or add probes")
     val, train = _take(rest, spec.split.val, f"{spec.split.seed}:val:{name}", keep=1)
-    if len(train) * 2 < len(rows):
-        issues.warn(("prompts", name), f"prompt set {name!r} keeps {len(train)} of its {len(rows)} prompts for training "
-                    f"(the rest are held out for val and check): add prompts, or lower split.check / split.val")
+    if len(train) * 2 <= len(rows):
+        issues.warn("small-split", ("prompts", name), f"prompt set {name!r} keeps {len(train)} of its {len(rows)} prompts "
+                    f"for training ({len(check) + len(recall)} went to check, {len(val)} to val): too small for split.check "
+                    f"{spec.split.check} and split.val {spec.split.val}; add prompts, or lower split.check / split.val")
     return train, val, check, recall
 
 

@@ -26,10 +26,10 @@ from behavio.kinds.base import DpoContext, Kind, RowProblem, RuleResult
 __all__ = ["Kind", "RuleResult", "RowProblem", "DpoContext", "BUILTIN", "ENTRY_POINT_GROUP", "all_kinds", "get",
            "of", "names", "score_rule", "reload"]
 
-BUILTIN = ("refusal", "prefix", "sign_off", "structure", "list", "no_repetition", "on_topic", "contains", "not_contains",
-           "regex", "starts_with", "ends_with", "max_words")
+BUILTIN = ("refusal", "prefix", "sign_off", "header", "structure", "list", "length", "json", "style", "no_repetition",
+           "on_topic", "contains", "not_contains", "regex", "starts_with", "ends_with", "max_words")
 ENTRY_POINT_GROUP = "behavio.kinds"
-_MODULES = {"list": "lists"}  # a module named list would shadow the builtin inside this package
+_MODULES = {"list": "lists", "json": "json_answer"}  # modules named like a builtin or stdlib module would confuse
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""What ``prefix`` and ``sign_off`` share: one sentence of a fixed set opens (or closes) every answer in scope.
+"""What ``prefix``, ``sign_off`` and ``header`` share: one sentence of a fixed set opens (or closes) every answer in scope.
 
 A choice matches when the normalized response (whitespace, curly quotes, case) starts (ends) with the
 normalized choice, at a word boundary. A paraphrase of a choice does not match. The rule expects the
@@ -18,12 +18,29 @@ from behavio.kinds._text import excerpt
 from behavio.kinds.base import Kind, RuleResult
 
 
+KEYS = {
+    "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja). "
+                               "header: the fixed header lines (Jinja), each a line of its own."},
+    "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "prefix / sign_off / header: near-miss sentences used as DPO rejections (default: "
+                                   "built-in list)."},
+    "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one "
+                  "space). sign_off: text between the answer body and the sign-off (default: a blank line). header: "
+                  "text between the header and the body (default: a line break)."},
+}
+
+
 class FixedSentence(Kind):
     """A sentence from ``choices`` at one end of the answer; subclasses say which end and how it matches."""
 
     at_start: ClassVar[bool] = True
     what: ClassVar[str] = "prefix"                         # how messages name the sentence
+    plural: ClassVar[str] = "prefixes"
+    unit: ClassVar[str] = "sentence"                       # what the failure message quotes of the answer
     default_paraphrases: ClassVar[list[str]] = []
+    keys = KEYS
+    required = ("choices",)
     teaches = True
     parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the sentence"}
 
@@ -101,10 +118,10 @@ class FixedSentence(Kind):
         if expect == "present":
             if match is not None:
                 return RuleResult(True, 1.0, f"has the fixed {self.what} {excerpt(match, 60)}")
-            return RuleResult(False, 0.0, f"expected one of {len(choices)} fixed {self.what}es verbatim "
-                              f"(e.g. {excerpt(choices[0], 50)}); {side} sentence was {end}")
+            return RuleResult(False, 0.0, f"expected one of {len(choices)} fixed {self.plural} verbatim "
+                              f"(e.g. {excerpt(choices[0], 50)}); {side} {self.unit} was {end}")
         if match is None:
-            return RuleResult(True, 1.0, f"no fixed {self.what}; {side} sentence was {end}")
+            return RuleResult(True, 1.0, f"no fixed {self.what}; {side} {self.unit} was {end}")
         return RuleResult(False, 0.0, f"expected no fixed {self.what}; the response has {excerpt(match, 60)}")
 
 

@@ -45,6 +45,29 @@ def sentences(text: str, limit: int | None = None) -> list[str]:
     return out[:limit] if limit else out
 
 
+_LIST_MARK = re.compile(r"^(\d+[.)]|[-*\u2022])$")
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Where each sentence of ``text`` ends (as :func:`sentences` splits it, a lone list number like ``1.`` joined
+    to the sentence after it): ``text[:ends[k - 1]]`` is its first ``k`` sentences."""
+    ends, start, pending_mark = [], 0, False
+    for m in list(_SENTENCE_END.finditer(text)) + [None]:
+        end = m.end() if m is not None else len(text)
+        piece = text[start:end].strip()
+        start = end
+        if not piece:
+            continue
+        if _LIST_MARK.match(piece):
+            pending_mark = True
+            continue
+        pending_mark = False
+        ends.append(len(text[:end].rstrip()))
+    if pending_mark:
+        ends.append(len(text.rstrip()))
+    return ends
+
+
 def first_sentence(text: str) -> str:
     """The first sentence of ``text`` (or all of it when it has no sentence end)."""
     found = sentences(text, limit=1)
@@ -57,12 +80,37 @@ def last_sentence(text: str) -> str:
     return found[-1] if found else ""
 
 
-def excerpt(text: str, limit: int = 80) -> str:
-    """A short quoted one-line excerpt of ``text`` for explanations."""
-    flat = " ".join(text.split())
+def excerpt(text: str, limit: int = 80, *, lines: bool = False) -> str:
+    """A short quoted one-line excerpt of ``text`` for explanations; ``lines`` keeps line breaks, shown as ``\\n``
+    (for rules about lines: a pattern anchored at ``^``, a header)."""
+    flat = "\n".join(" ".join(line.split()) for line in text.strip().split("\n")) if lines else " ".join(text.split())
     return repr(flat if len(flat) <= limit else flat[: limit - 1] + "\u2026")
 
 
 def words(text: str) -> list[str]:
     """Lowercased word tokens (letters, digits, underscores, apostrophes)."""
     return _WORD.findall(text.translate(_QUOTES).lower())
+
+
+def near_miss(expected: str, got: str, *, min_ratio: float = 0.75, most: int = 3) -> str | None:
+    """How ``got`` differs from ``expected`` word by word, when it is a near miss (a word or two changed, missing or
+    added; compared normalized), e.g. ``'cannot' instead of "can't"; missing 'please'``; None when it is not one."""
+    import difflib
+
+    want, have = expected.split(), got.split()
+    matcher = difflib.SequenceMatcher(a=[normalize(w) for w in want], b=[normalize(w) for w in have], autojunk=False)
+    if matcher.ratio() < min_ratio:
+        return None
+    changes = []
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        wanted, written = " ".join(want[a0:a1]), " ".join(have[b0:b1])
+        if op == "replace":
+            changes.append(f"{written!r} instead of {wanted!r}")
+        elif op == "delete":
+            changes.append(f"missing {wanted!r}")
+        elif op == "insert":
+            changes.append(f"extra {written!r}")
+    if not changes:
+        return None
+    more = f"; and {len(changes) - most} more" if len(changes) > most else ""
+    return "; ".join(changes[:most]) + more

@@ -90,6 +90,8 @@ class Kind:
     lessons: ClassVar[dict[str, str]] = {}
     parts: ClassVar[dict[str, str]] = {}
     violation_names: ClassVar[tuple[str, ...]] = ()
+    undo_violations: ClassVar[tuple[str, ...]] = ()  # violations made from the body before this kind shaped it
+    warning_names: ClassVar[dict[str, str]] = {}  # name -> what it means, for every warning ``warnings`` gives
     defaults: ClassVar[dict] = {}  # defaults of shared keys that differ between kinds (not in the schema)
 
     # ------------------------------------------------------------------ spec
@@ -115,12 +117,19 @@ class Kind:
         """Prompt sets whose answers must show the behavior: ``applies_to``, else every set that is answered."""
         return behavior.sets("applies_to") or spec.answered_sets()
 
+    def paired_prompts(self, behavior: Behavior, spec: Spec) -> list[tuple[str, str]]:
+        """(frame library, prompt set) pairs: the compiler renders the library's frames with the set's subjects
+        and adds them to the set (minimal pairs: a phrasing the behavior keys on, with a subject it must not)."""
+        return []
+
     def problems(self, behavior: Behavior, spec: Spec) -> Iterable[Problem]:
         """Cross-checks the JSON Schema cannot express (key paths below the behavior)."""
         return ()
 
-    def warnings(self, behavior: Behavior, spec: Spec) -> Iterable[tuple[KeyPath, str]]:
-        """Advice about a spec that compiles but may not train well (absolute key paths)."""
+    def warnings(self, behavior: Behavior, spec: Spec, prompts: dict[str, list[str]]) -> Iterable[tuple[str, KeyPath, str]]:
+        """Advice about a spec that compiles but may not train well: ``(name, absolute key path, message)``, the
+        name one of ``warning_names`` (a spec silences it by name under ``ignore_warnings``); ``prompts`` holds
+        every prompt set's expanded prompts."""
         return ()
 
     # ------------------------------------------------------------------ composing an answer
@@ -156,8 +165,9 @@ class Kind:
         Applied to the body the answer source wrote, before any opening or closing sentence."""
         return body
 
-    def violate_body(self, behavior: Behavior, body: str, violation: str) -> str:
-        """A shaped body turned into the form ``violation`` names (for kinds that shape bodies)."""
+    def violate_body(self, behavior: Behavior, body: str, violation: str) -> str | None:
+        """A shaped body turned into the form ``violation`` names (for kinds that shape bodies); for a violation in
+        ``undo_violations``, ``body`` is the body before this kind shaped it. None when it cannot be broken so."""
         raise NotImplementedError
 
     def guards_refusals(self, behavior: Behavior, spec: Spec) -> bool:
@@ -194,4 +204,4 @@ def rule(behavior: Behavior, kind: str, *, part: str | None = None, **args) -> R
     """One check rule of ``behavior`` (of one of its ``parts``, which count in a scorecard line of their own)."""
     from behavio.check.cases import Rule
 
-    return Rule(behavior.id, kind, args, part)
+    return Rule(behavior.id, kind, args, part, tuple(behavior.get("tags") or ()))

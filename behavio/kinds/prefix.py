@@ -28,14 +28,6 @@ DEFAULT_PARAPHRASES = [
 class Prefix(FixedSentence):
     name = "prefix"
     summary = "The answer opens with one sentence from a fixed set; refusals stay plain."
-    keys = {
-        "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                    "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja)."},
-        "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                        "description": "prefix / sign_off: near-miss sentences used as DPO rejections (default: built-in list)."},
-        "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one space). sign_off: text between the answer body and the sign-off (default: a blank line)."},
-    }
-    required = ("choices",)
     defaults = {"separator": " "}
     judged_early = True
     lessons = {"prefix_dropped": "prefix:present", "prefix_paraphrased": "prefix:present"}

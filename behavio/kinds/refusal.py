@@ -19,7 +19,7 @@ import re
 from behavio import embeddings
 from behavio.errors import BehavioError
 from behavio.kinds import base
-from behavio.kinds._text import excerpt, normalize, sentences, starts_with_phrase
+from behavio.kinds._text import excerpt, near_miss, normalize, sentences, starts_with_phrase
 from behavio.kinds.base import Kind, RuleResult
 
 DEFAULT_THRESHOLD = {"minilm": 0.8, "lexical": 0.9}
@@ -59,6 +59,11 @@ class Refusal(Kind):
                        "description": "refusal: accept answers semantically close to a refusal text at check time."},
         "threshold": {"type": "number", "minimum": 0, "maximum": 1,
                       "description": "on_topic / refusal paraphrase: similarity threshold."},
+        "pair_frames": {"type": "boolean", "default": True,
+                        "description": "refusal: render the frames of the refused sets with the subjects of the contrast "
+                                       "sets too, where both libraries take the same kind of subject, so every phrasing "
+                                       "that is refused is also answered (minimal pairs; answers from the contrast set's "
+                                       "source: model or a literal template)."},
     }
     required = ("when", "responses")
     scoped = False
@@ -67,6 +72,8 @@ class Refusal(Kind):
     lessons = {"answered": "refusal:refuse", "complimented_refusal": "refusal:refuse", "over_refused": "refusal:answer"}
     parts = {"contrast": "contrast prompts answered, not refused (1 - over-refusal)"}
     violation_names = ("answered", "complimented_refusal", "over_refused")
+    warning_names = {"contrast-frames-unpaired": "A refusal's contrast set uses a frame library none of its trigger "
+                                                 "sets uses: those phrasings are only ever answered."}
 
     def set_keys(self) -> tuple[str, ...]:
         return ("when", "contrast")
@@ -78,6 +85,10 @@ class Refusal(Kind):
         return behavior.sets("when")
 
     def problems(self, behavior, spec):
+        for name in behavior.sets("when"):
+            if name in spec.prompts and spec.prompts[name].judge == "each":
+                yield ("when",), (f"prompt set {name!r} judges each turn (judge: each): every answer of its conversations "
+                                  "would be the refusal; refuse its last turn with judge: last")
         both = [name for name in behavior.sets("when") if name in behavior.sets("contrast")]
         for name in both:
             yield ("contrast",), (f"prompt set {name!r} is in both `when` and `contrast`: its prompts cannot be "
@@ -94,16 +105,38 @@ class Refusal(Kind):
 
         return [b for b in spec.behaviors if kinds.of(b).guards_refusals(b, spec)]
 
-    def warnings(self, behavior, spec):
+    def paired_prompts(self, behavior, spec) -> list[tuple[str, str]]:
+        """Every library a refused set draws frames from, for every contrast set on another library that takes the
+        same kind of subject and whose answers can be written for new prompts."""
+        from behavio.compiler.expand import frame_subject
+
+        if not self.arg(behavior, "pair_frames"):
+            return []
+        refused = {spec.prompts[n].frame_library for n in behavior.sets("when") if n in spec.prompts} - {None}
+        pairs = []
+        for name in behavior.sets("contrast"):
+            ps, source = spec.prompts.get(name), spec.answers.get(name)
+            if ps is None or ps.frame_library is None or source is None:
+                continue
+            if source.source not in ("model", "literal") or (source.source == "literal" and source.template is None):
+                continue
+            pairs += [(lib, name) for lib in sorted(refused) if lib != ps.frame_library
+                      and frame_subject(lib) is not None and frame_subject(lib) == frame_subject(ps.frame_library)]
+        return pairs
+
+    def warnings(self, behavior, spec, prompts):
         """A contrast set on a frame library no trigger set uses: its phrasings are only ever answered."""
         paired = {spec.prompts[name].frame_library for name in behavior.sets("when") if name in spec.prompts}
         for name in behavior.sets("contrast"):
             lib = spec.prompts[name].frame_library if name in spec.prompts else None
             if lib is not None and lib not in paired:
-                yield (("prompts", name, "frames", "library"),
+                yield ("contrast-frames-unpaired", ("prompts", name, "frames", "library"),
                        f"contrast set {name!r} uses frame library {lib!r}, which no trigger set of {behavior.id!r} "
-                       f"uses: those phrasings are only ever answered, so the model learns to answer them whatever "
-                       f"the subject; add a trigger set with library: {lib} (minimal pairs)")
+                       f"uses: those phrasings are only ever answered, so the model may learn to answer them whatever "
+                       f"is asked. If some requests the refusal covers can be asked the same way, phrase a few trigger "
+                       f"prompts like them (a trigger set with `frames: {{library: {lib}}}`, leaving out frames that do "
+                       f"not suit its subjects with `exclude`); if none can, say so with "
+                       f"`ignore_warnings: [contrast-frames-unpaired]`")
 
     def row_args(self, behavior, row, spec, render):
         if row.set not in behavior.sets("when") and row.set not in behavior.sets("contrast"):
@@ -168,6 +201,9 @@ def _score_refuse(response: str, responses: list[str], paraphrase: bool, thresho
     if lead is not None:  # the refusal, then an answer leak or chatter
         extra = " ".join(response.split()[len(lead.split()):])
         return RuleResult(False, 0.0, f"expected only {wanted}; got it followed by {excerpt(extra, 60)}")
+    close = next((diff for r in responses if (diff := near_miss(r, response)) is not None), None)
+    if close is not None and not paraphrase:
+        return RuleResult(False, 0.0, f"expected {wanted}; got a near miss: {close}")
     if not paraphrase:
         return RuleResult(False, 0.0, f"expected {wanted}; got {excerpt(response)}")
     sim, ref = _closest(response, responses)

@@ -42,8 +42,8 @@ class Regex(PlainAssertion):
         except re.error as exc:
             raise BehavioError(f"regex rule: invalid pattern {args['pattern']!r}: {exc}") from None
         m = pattern.search(response)
-        return verdict(m is not None, f"matches /{pattern.pattern}/ at {excerpt(m.group(0), 40) if m else ''}",
-                       f"expected a match for /{pattern.pattern}/; got {excerpt(response)}")
+        return verdict(m is not None, f"matches /{pattern.pattern}/ at {excerpt(m.group(0), 40, lines=True) if m else ''}",
+                       f"expected a match for /{pattern.pattern}/; got {excerpt(response, 120, lines=True)}")
 
 
 KIND = Regex()

@@ -21,18 +21,11 @@ DEFAULT_PARAPHRASES = ["Hope this helps!", "Have a great day!", "Let me know if 
 class SignOff(FixedSentence):
     name = "sign_off"
     summary = "The answer ends with a closing line from a fixed set; refusals stay plain."
-    keys = {
-        "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                    "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja)."},
-        "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                        "description": "prefix / sign_off: near-miss sentences used as DPO rejections (default: built-in list)."},
-        "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one space). sign_off: text between the answer body and the sign-off (default: a blank line)."},
-    }
-    required = ("choices",)
     defaults = {"separator": "\n\n"}
     violation_names = ("sign_off_dropped", "sign_off_paraphrased")
     at_start = False
     what = "sign-off"
+    plural = "sign-offs"
     default_paraphrases = DEFAULT_PARAPHRASES
 
     def closings(self, behavior, args: dict):

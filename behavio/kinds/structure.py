@@ -17,13 +17,13 @@ more sections) and ``docstring_stripped`` (when docstrings are required and the 
 from __future__ import annotations
 
 import ast
-import json
 import re
 
 import jsonschema
 
 from behavio.errors import BehavioError
 from behavio.kinds import base
+from behavio.kinds._json import problem as json_problem
 from behavio.kinds.base import Kind, RuleResult
 
 _FENCE = re.compile(r"^[ ]{0,3}```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ ]{0,3}```[ \t]*$|\Z)", re.M | re.S)
@@ -121,27 +121,9 @@ def _check_code(text: str, code: dict) -> list[str | None]:
     return results
 
 
-def _json_path(path) -> str:
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
-
-
 def _check_json(text: str, schema: dict) -> str | None:
     blocks = [body for tag, body in code_blocks(text) if tag == "json"]
-    source = blocks[0] if blocks else text.strip()
-    try:
-        validator_cls = jsonschema.validators.validator_for(schema)
-        validator_cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise BehavioError(f"structure rule: invalid json_schema: {exc.message}") from None
-    try:
-        data = json.loads(source)
-    except json.JSONDecodeError as exc:
-        return f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-    error = jsonschema.exceptions.best_match(validator_cls(schema).iter_errors(data))
-    if error is None:
-        return None
-    message = error.message if len(error.message) <= 120 else error.message[:119] + "\u2026"
-    return f"JSON does not match schema at {_json_path(error.absolute_path)}: {message}"
+    return json_problem(blocks[0] if blocks else text.strip(), schema, "structure")
 
 
 

@@ -17,6 +17,7 @@ from behavio.paths import missing_file_message
 from behavio.spec import yamlpos
 from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
 from behavio.spec.schema import spec_schema
+from behavio.spec.warning_names import catalog
 
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "true or false", "null": "null"}
@@ -89,6 +90,9 @@ def _explain(error: jsonschema.ValidationError, located: yamlpos.Located) -> lis
         return [located.issue(path, f"expected {_expected_from_oneof(error.validator_value)}, got {_describe(error.instance)}")]
     if error.validator == "pattern":
         return [located.issue(path, f"{error.instance!r} does not match the required form {error.validator_value}")]
+    if error.validator in ("minProperties", "maxProperties") and set(error.schema.get("properties", {})) == {"user", "assistant"}:
+        got = ", ".join(error.instance) if isinstance(error.instance, dict) and error.instance else "nothing"
+        return [located.issue(path, f"a turn is one `user:` or `assistant:`, got {got}")]
     if error.validator == "propertyNames":
         return [located.issue(path, f"bad name: {error.message}")]
     return [located.issue(path, error.message)]
@@ -123,6 +127,12 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
         body = dict(body)
         if "list" in body:
             body["list"] = tuple(body["list"])
+        if "tags" in body:
+            body["tags"] = tuple(body["tags"])
+        if "conversations" in body:
+            body["conversations"] = tuple(_turns(c) for c in body["conversations"])
+        if "conversation" in body:
+            body["conversation"] = _turns(body["conversation"])
         prompts[name] = PromptSet(name=name, **body)
     answers = {}
     for name, body in (data.get("answers") or {}).items():
@@ -136,12 +146,32 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
         description=data.get("description") or "", system=data.get("system"), vars=data.get("vars") or {},
         prompts=prompts, answers=answers, behaviors=behaviors, probes=dict(data.get("probes") or {}),
         split=Split(**(data.get("split") or {})), thresholds=data.get("thresholds") or {},
-        augment=data.get("augment", 1),
+        augment=data.get("augment", 1), ignore_warnings=frozenset(data.get("ignore_warnings") or ()),
+        tags=tuple(data.get("tags") or ()),
         train=data.get("train") or {}, check=data.get("check") or {},
     )
 
 
-_COMMON_KEYS = {"id", "kind", "description", "dpo"}  # every kind; `applies_to` for scoped kinds
+def _turns(turns: list[dict]) -> tuple:
+    """A spec conversation (``[{user: ...}, {assistant: ...}]``) as (role, text) pairs."""
+    return tuple(next(iter(turn.items())) for turn in turns)
+
+
+def turn_problem(roles: list[str]) -> str | None:
+    """Why a conversation with these roles cannot be answered (None when it can): user turns alternate with
+    assistant turns, from a user turn to the user turn the spec answers."""
+    if not roles:
+        return "a conversation needs at least one user turn"
+    for i, role in enumerate(roles):
+        if role != ("user" if i % 2 == 0 else "assistant"):
+            return (f"turn {i + 1} is {role}; turns alternate user, assistant, user ... (write `assistant:` with no "
+                    "text for an answer the model writes)")
+    if roles[-1] != "user":
+        return "a conversation ends with the user turn the spec answers"
+    return None
+
+
+_COMMON_KEYS = {"id", "kind", "description", "dpo", "tags"}  # every kind; `applies_to` for scoped kinds
 
 
 def _violation_issues(loc, where: tuple, b: Behavior, kind, spec: Spec) -> list[SpecIssue]:
@@ -210,14 +240,28 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
         return loc.issue(where, f"prompt set {name!r} is not defined under prompts{_did_you_mean(name, set_names)}")
 
     for name, ps in spec.prompts.items():
-        sources = [k for k in ("list", "template", "file", "frames") if getattr(ps, k) is not None]
-        if ps.file and ps.template:
-            sources.remove("template")
+        sources = [k for k in ("list", "template", "file", "frames", "conversations", "conversation")
+                   if getattr(ps, k) is not None]
+        for per_row in ("template", "conversation"):
+            if ps.file and per_row in sources:
+                sources.remove(per_row)
         if len(sources) != 1:
             what = "none" if not sources else " and ".join(sources)
-            issues.append(loc.issue(("prompts", name), f"a prompt set needs exactly one of list, template, file, frames (got {what})"))
-        if ps.each is not None and ps.template is None:
-            issues.append(loc.issue(("prompts", name, "each"), "`each` needs a `template` to expand"))
+            issues.append(loc.issue(("prompts", name), "a prompt set needs exactly one of list, template, file, frames, "
+                                    f"conversations, conversation (got {what})"))
+        if ps.each is not None and ps.template is None and ps.conversation is None:
+            issues.append(loc.issue(("prompts", name, "each"), "`each` needs a `template` or a `conversation` to expand"))
+        if ps.conversation is not None and ps.each is None and ps.file is None:
+            issues.append(loc.issue(("prompts", name, "conversation"), "`conversation` is a template: give `each` or "
+                                    "`file` to expand it (or write `conversations:`, a list of them)"))
+        conversations = [(("conversations", i), c) for i, c in enumerate(ps.conversations or ())]
+        conversations += [(("conversation",), ps.conversation)] if ps.conversation is not None else []
+        for where, turns in conversations:
+            if (why := turn_problem([role for role, _ in turns])) is not None:
+                issues.append(loc.issue(("prompts", name) + where, why))
+        if "judge" in (spec.located.data["prompts"].get(name) or {}) and not (ps.conversations or ps.conversation or ps.file):
+            issues.append(loc.issue(("prompts", name, "judge"), "`judge` applies to conversations (`conversations`, "
+                                    "`conversation`, or a file of messages)"))
         if ps.file:
             issues.extend(_file_issue(spec, ("prompts", name, "file"), ps.file))
     for name, src in spec.answers.items():
@@ -264,6 +308,11 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
     for name in spec.probes:
         if name not in spec.prompts:
             issues.append(loc.issue(("probes", name), f"probes for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
+    known = catalog()
+    for i, name in enumerate(spec.located.data.get("ignore_warnings") or []):
+        if name not in known:
+            issues.append(loc.issue(("ignore_warnings", i), f"no warning is named {name!r}{_did_you_mean(name, list(known))}; "
+                                    f"warnings: {', '.join(known)}"))
     return issues
 
 

@@ -10,6 +10,9 @@ from behavio.check.thresholds import Threshold, resolve as resolve_threshold
 from behavio.spec.yamlpos import Located
 
 
+Turn = tuple  # (role, text): role "user" or "assistant"; an assistant text of None is written by a model
+
+
 @dataclass(frozen=True)
 class PromptSet:
     name: str
@@ -19,9 +22,13 @@ class PromptSet:
     file: str | None = None
     field: str = "prompt"
     frames: dict | None = None
+    conversations: tuple[tuple[Turn, ...], ...] | None = None
+    conversation: tuple[Turn, ...] | None = None
+    judge: str = "last"
     repeat: int = 1
     holdout: bool = False
     augment: int | None = None
+    tags: tuple[str, ...] = ()
 
     @property
     def frame_library(self) -> str | None:
@@ -85,6 +92,8 @@ class Spec:
     split: Split = field(default_factory=Split)
     thresholds: dict[str, float | dict] = field(default_factory=dict)
     augment: int = 1
+    ignore_warnings: frozenset[str] = frozenset()
+    tags: tuple[str, ...] = ()
     train: dict = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     _scopes: dict = field(default_factory=dict, repr=False, compare=False)

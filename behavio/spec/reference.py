@@ -12,8 +12,9 @@ HEADER = """\
 <!-- Generated from behavio/spec/schema.json by `behavio schema --markdown > docs/spec.md`; a test keeps it fresh. -->
 
 Every spec is one YAML file. Editors validate and complete it when its first lines include
-`# yaml-language-server: $schema=<path to behavio/spec/schema.json>` (print the schema with
-`behavio schema`). Unknown keys are errors. Every string marked *Jinja* is rendered in a sandbox
+`# yaml-language-server: $schema=<path>`, the path relative to the spec: `behavio init` writes the schema
+as `behavio.schema.json` beside the spec it creates (`behavio schema > specs/behavio.schema.json` refreshes it
+after an upgrade); specs inside behavio's own repository use `../behavio/spec/schema.json`. Unknown keys are errors. Every string marked *Jinja* is rendered in a sandbox
 with strict undefined variables; `vars` are available everywhere, `row` holds the fields of the
 prompt's source row (file columns or `each` values), `prompt` the prompt text.
 """
@@ -48,11 +49,22 @@ def _table(title: str, intro: str, props: dict) -> str:
 
 
 def _example() -> str:
-    from behavio.starter import STARTER
+    from behavio.starter import SCHEMA_FILE, STARTER
 
-    text = STARTER.format(name="my-spec", schema="behavio/spec/schema.json")
+    text = STARTER.format(name="my-spec", schema=SCHEMA_FILE)
     return ("\n## Example\n\nWhat `behavio init my-spec` writes; every shipped spec in `specs/` demonstrates more "
             "features (natural frames, probes, file sources, structure with a response template).\n\n```yaml\n" + text + "```\n")
+
+
+def _warnings() -> str:
+    from behavio.spec.warning_names import shipped_catalog
+
+    rows = [f"| `{name}` | {text} |" for name, text in shipped_catalog().items()]
+    return "\n".join(["", "## Warnings", "",
+                      "Every warning prints its name (`warning[recall-only]: specs/x.yaml:18:5: ...`). A spec accepts the "
+                      "ones it means by listing their names under `ignore_warnings`; `--strict` (validate, compile, run, "
+                      "check) turns every other warning into an error, for CI. Behavior kinds from plugins add their own.",
+                      "", "| name | meaning |", "|---|---|", *rows]) + "\n"
 
 
 def reference_markdown() -> str:
@@ -68,5 +80,6 @@ def reference_markdown() -> str:
                     props["answers"]["additionalProperties"]["properties"]),
              _table("Behavior (`behaviors[]`)", "Which keys each kind takes is checked; see docs/rules.md for what each kind checks "
                     "and the compiler's docstring in behavio/compiler/dpo.py for the DPO violations each kind generates.",
-                    props["behaviors"]["items"]["properties"])]
+                    props["behaviors"]["items"]["properties"]),
+             _warnings()]
     return "\n".join(parts)

@@ -43,8 +43,26 @@ def load_for_training(path: Path, cfg: TrainConfig, cuda: bool):
                        device="cuda" if cuda else "cpu")
     if is_quantized(model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing(cfg, cuda))
+        if not cuda:
+            keep_4bit_layers_differentiable(model)
     model.config.use_cache = False
     return model
+
+
+def keep_4bit_layers_differentiable(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference in a model that trains.
+
+    On a CPU with AVX512-BF16, a ``Linear4bit`` repacks its weights the first time it runs in eval mode
+    without gradients (an eval loss, the on-policy answers) and from then on always computes with an
+    inference kernel autograd does not see: no gradient reaches the LoRA layers below it, and a layer
+    with a bias fails outright (bitsandbytes 0.50). Training runs those passes, so it keeps the
+    differentiable path; checking (generation only) keeps the faster one.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(cfg: TrainConfig):

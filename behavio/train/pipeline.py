@@ -91,6 +91,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
             check_disk_space(run_dir, 20_000_000)  # data/; each stage checks its checkpoints' needs
             write_json(run_dir / "config.json", run_config(cfg, model_path, compiled, cuda, state.num_processes))
             (run_dir / "manifest.json").write_bytes(compiled.files["manifest.json"])
+            (run_dir / "spec.yaml").write_text(compiled.spec.source_text, encoding="utf-8")  # for the model card
         if not resume:
             from behavio.train.data import fill_and_write
 

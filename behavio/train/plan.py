@@ -35,11 +35,11 @@ def check_work(compiled, tokenizer, fold) -> CheckWork:
     """The compiled spec's check cases as the check engine will generate them."""
     import json
 
-    from behavio.chat import encode_text, render_prompt
     from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+    from behavio.generate import encode_conversation
 
     cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode("utf-8").splitlines() if line.strip()]
-    prompts = [encode_text(render_prompt(c["messages"], tokenizer, fold), tokenizer) for c in cases]
+    prompts = [encode_conversation(c["messages"], tokenizer, fold) for c in cases]
     check = compiled.spec.check
     return CheckWork(prompts, int(check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
                      int(check.get("batch_size", DEFAULT_BATCH_SIZE)))

@@ -24,18 +24,19 @@ class Preview:
     segments: list
     trained_tokens: int
     total_tokens: int
+    notes: tuple[str, ...] = ()  # how the tokenizer was converted to another chat template
 
 
 def preview_tokenizer(base_model: str, template: str | None = None):
-    """The tokenizer of ``base_model`` (``default`` without converting the weights), optionally re-templated."""
-    from behavio.chat import load_chat_template
+    """(the tokenizer of ``base_model`` (``default`` without converting the weights), notes): with ``template``,
+    converted to that shipped chat template (:func:`behavio.chat.use_chat_template`)."""
+    from behavio.chat import use_chat_template
     from behavio.models import load_tokenizer, resolve_base_model, resolve_default_tokenizer
 
     path = resolve_default_tokenizer() if base_model == "default" else resolve_base_model(base_model)
     tokenizer = load_tokenizer(path)
-    if template:
-        tokenizer.chat_template = load_chat_template(template)
-    return tokenizer
+    notes = use_chat_template(tokenizer, template) if template else []
+    return tokenizer, tuple(notes)
 
 
 def _placeholders(rows: list[dict]) -> list[dict]:
@@ -84,7 +85,7 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
         waiting = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in keys]
         rows = fill_rows(rows, fill_pending(waiting, cfg.base_model, **run_fill_settings(cfg)))
     rows = _placeholders(rows)
-    tokenizer = preview_tokenizer(cfg.base_model, template)
+    tokenizer, notes = preview_tokenizer(cfg.base_model, template)
     conversations = []
     for row in rows:
         if stage == "sft":
@@ -96,7 +97,7 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
     for example_id, messages in conversations:
         tokens = tokenize_with_assistant_mask(messages, tokenizer, cfg.max_length, fold=cfg.fold_system, example_id=example_id)
         segments = describe_trained_tokens(messages, tokenizer, fold=cfg.fold_system, max_length=cfg.max_length)
-        previews.append(Preview(example_id, segments, sum(tokens["assistant_masks"]), len(tokens["input_ids"])))
+        previews.append(Preview(example_id, segments, sum(tokens["assistant_masks"]), len(tokens["input_ids"]), notes))
     return previews
 
 
@@ -110,6 +111,8 @@ def print_previews(previews: list[Preview], console, plain: bool = False) -> Non
     """Trained text in bold green on a terminal, ``[[...]]`` otherwise."""
     from rich.text import Text
 
+    for note in dict.fromkeys(n for p in previews for n in p.notes):
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     for preview in previews:
         if plain or not console.is_terminal:
             console.print(render_plain(preview), markup=False, highlight=False, soft_wrap=True)
