@@ -85,7 +85,12 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
         said: list[str] = []
         stage = Stage("sft", run_dir=out, cfg=cfg, spec_hash="bench", base_model=str(path), cuda=False,
                       metrics=MetricsLog(out, tensorboard=False), say=said.append)
+        from behavio.train import budget
         from behavio.train.sft import run_sft
+
+        timers = []  # the stage's step timer: every step's seconds but the first (warm-up)
+        begin = budget.StageTimer.begin
+        budget.StageTimer.begin = lambda timer, step: (timers.append(timer), begin(timer, step))[1]
 
         prepared = time.time() - start
         data = sft_dataset(rows, tokenizer, cfg)
@@ -95,14 +100,16 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
         history, metrics = stage.history, stage.train_metrics
         anchor_pass = max(0.0, time.time() - started - metrics["train_runtime"])  # outside the steps: the one-time pass
         anchor_pass = anchor_pass if any(line.startswith("anchor:") for line in said) else 0.0
+        steady = statistics.median(timers[-1].measured) if timers and timers[-1].measured else float("nan")
     if kind == "trl":
         prepared = time.time() - start
         metrics = trainer.train().metrics
         history = trainer.state.log_history
-        trained, anchor_pass = 0, 0.0
+        trained, anchor_pass, steady = 0, 0.0, float("nan")
     tokens = max(e.get("num_tokens", 0) for e in history)
     return {"tokens": tokens, "train_s": metrics["train_runtime"], "tokens_per_s": tokens / metrics["train_runtime"],
-            "s_per_step": metrics["train_runtime"] / steps, "prepare_s": prepared, "anchor_pass_s": anchor_pass,
+            "s_per_step": metrics["train_runtime"] / steps, "steady_s_per_step": steady,
+            "prepare_s": prepared, "anchor_pass_s": anchor_pass,
             "trained_tokens_per_step": trained / max(1, len(rows)) * cfg.batch_size,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -162,11 +169,14 @@ def main() -> None:
     print(f"model {'tiny, vocabulary ' + str(args.tiny_vocab) if args.tiny_vocab else args.model}, {args.steps} steps, "
           f"overrides [{args.overrides}], CPU {os.cpu_count()} cores, median of {args.runs} runs, behavio from "
           f"{Path(behavio.__file__).parent}\n")
-    print("| job | s/step | vs first | tokens/s | anchor pass s | trained tokens/step | peak RSS MB | RSS vs first | runs (s/step) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("s/step: train_runtime / steps; steady s/step: median of the steps after the first (which warms up)\n")
+    print("| job | s/step | steady s/step | steady vs first | tokens/s | anchor pass s | trained tokens/step | peak RSS MB "
+          "| RSS vs first | runs (steady s/step) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
-        runs = ", ".join(f"{r['s_per_step']:.2f}" for r in results[name])
-        print(f"| {name} | {m['s_per_step']:.2f} | {m['s_per_step'] / first['s_per_step']:.3f}x | {m['tokens_per_s']:.0f} | "
+        runs = ", ".join(f"{r['steady_s_per_step']:.2f}" for r in results[name])
+        print(f"| {name} | {m['s_per_step']:.2f} | {m['steady_s_per_step']:.2f} | "
+              f"{m['steady_s_per_step'] / first['steady_s_per_step']:.3f}x | {m['tokens_per_s']:.0f} | "
               f"{m['anchor_pass_s']:.1f} | {m['trained_tokens_per_step']:.0f} | {m['peak_rss_mb']:.0f} | "
               f"{m['peak_rss_mb'] / first['peak_rss_mb']:.2f}x | {runs} |")
 
