@@ -98,8 +98,45 @@ def answer(base_model, tokenizer, jobs: list[Job], items: dict[str, list[dict]],
            stats: DecodeStats | None = None) -> int:
     """Fill every job's cache with its answers to ``items`` (key -> conversation); returns answers generated.
 
-    A job whose adapter does not load gets ``problem`` set and is skipped.
+    A job whose adapter does not load gets ``problem`` set and is skipped. Conversations with open assistant
+    turns are replayed per job (:func:`_answer_conversations`); the others share batches across jobs.
     """
+    from behavio.conversation import is_open
+
+    settings = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, fold=fold, quiet=quiet, log=log, stats=stats)
+    closed = {k: m for k, m in items.items() if not is_open(m)}
+    opened = {k: m for k, m in items.items() if is_open(m)}
+    generated = _answer_written(base_model, tokenizer, jobs, closed, **settings) if closed else 0
+    if opened:
+        generated += _answer_conversations(base_model, tokenizer, jobs, opened, **settings)
+    return generated
+
+
+def _answer_conversations(base_model, tokenizer, jobs: list[Job], items: dict[str, list[dict]], **settings) -> int:
+    """Each job writes the open assistant turns of ``items`` itself, earliest first (:func:`behavio.conversation.replay`,
+    each turn cached by the conversation up to it), then answers the last user turn, under the case's own key."""
+    from behavio.conversation import replay
+
+    generated = 0
+    for job in jobs:
+        missing = {k: items[k] for k in job.missing(list(items))}
+        if job.problem is not None or not missing:
+            continue
+
+        def write(todo: dict[str, list[dict]], job: Job = job) -> dict[str, str]:
+            nonlocal generated
+            generated += _answer_written(base_model, tokenizer, [job], todo, **settings)
+            return {k: (job.cache.get(k).text if job.cache.get(k) is not None else "") for k in todo}
+
+        written = replay(missing, write)
+        if job.problem is None:
+            generated += _answer_written(base_model, tokenizer, [job], written, **settings)
+    return generated
+
+
+def _answer_written(base_model, tokenizer, jobs: list[Job], items: dict[str, list[dict]], *, max_new_tokens: int,
+                    batch_size: int, fold: bool | str, quiet: bool, log: Log, stats: DecodeStats | None) -> int:
+    """:func:`answer` for conversations whose every earlier turn is written."""
     keys = list(items)
     todo = [job for job in jobs if job.missing(keys)]
     if not todo:

@@ -31,15 +31,24 @@ class CheckWork:
     batch_size: int
 
 
+def generation_prompts(messages: list[dict]) -> list[list[dict]]:
+    """The conversations a check case is generated from: one per assistant turn the model writes itself
+    (content None, :mod:`behavio.conversation`), then the case's own; the open turns shown empty (an estimate)."""
+    is_open = [m.get("role") == "assistant" and m.get("content") is None for m in messages]
+    shown = [{**m, "content": ""} if open_ else m for m, open_ in zip(messages, is_open)]
+    return [shown[:i] for i, open_ in enumerate(is_open) if open_] + [shown]
+
+
 def check_work(compiled, tokenizer, fold) -> CheckWork:
     """The compiled spec's check cases as the check engine will generate them."""
     import json
 
     from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
-    from behavio.generate import encode_conversation
+    from behavio.chat import encode_text, render_prompt
 
     cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode("utf-8").splitlines() if line.strip()]
-    prompts = [encode_conversation(c["messages"], tokenizer, fold) for c in cases]
+    prompts = [encode_text(render_prompt(m, tokenizer, fold), tokenizer)
+               for c in cases for m in generation_prompts(c["messages"])]
     check = compiled.spec.check
     return CheckWork(prompts, int(check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
                      int(check.get("batch_size", DEFAULT_BATCH_SIZE)))
