@@ -1,22 +1,23 @@
 """Batched greedy generation for chat conversations, and a persistent cache of what was generated.
 
-Prompts are rendered with the chat template (system folded the same way as in training), sorted
-by length so each batch pads little, generated with left padding and greedy decoding until EOS (the
-tokenizer's or the model's own) or the template's end-of-turn token, and returned in input order with
-special tokens stripped. Greedy is exact: nothing in the model's generation_config.json (a repetition
-penalty, sampling, suppressed tokens) changes what is picked.
+Prompts are rendered with the chat template (system folded the same way as in training), decoded
+greedily by :mod:`behavio.decode` until EOS (the tokenizer's or the model's own) or the template's
+end-of-turn token, and returned in input order with special tokens stripped. Greedy is exact: the
+next token is the argmax of the logits, so nothing in the model's generation_config.json (a
+repetition penalty, sampling, suppressed tokens) changes what is picked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
+
+from behavio.decode import Decoded, DecodeStats, Row, decode
 
 if TYPE_CHECKING:
     from behavio.models import LoadSettings
@@ -66,114 +67,77 @@ def transformers_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _batches(order: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(order), size):
-        yield order[start:start + size]
-
-
-def _progress(total: int, label: str, quiet: bool):
-    """A rich progress bar on a terminal; None when quiet, not a TTY, or for short work."""
+def progress_bar(total: int, label: str, quiet: bool):
+    """A rich progress bar (its one task added) on a terminal; None when quiet, not a TTY, or for short work."""
     if quiet or total < 2 or not sys.stderr.isatty():
         return None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    progress.add_task(label, total=total)
+    return progress
 
 
 def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int, batch_size: int,
              fold: bool | str = "auto", label: str = "generating", quiet: bool = False,
-             on_batch: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
+             on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+             stats: DecodeStats | None = None) -> list[Generation]:
     """Greedy answers to ``conversations`` (each ends with a user turn), in input order.
 
     ``fold`` folds the system message into the first user turn (``auto``: when the template needs it).
     ``on_batch(indices, generations)`` is called after every batch (for caching and progress).
     """
-    import torch
+    rows = [Row(encode_conversation(messages, tokenizer, fold)) for messages in conversations]
+    return generate_rows(model, tokenizer, rows, max_new_tokens=max_new_tokens, batch_size=batch_size, label=label,
+                         quiet=quiet, on_batch=on_batch, stats=stats)
 
+
+def encode_conversation(messages: list[dict], tokenizer, fold: bool | str = "auto") -> list[int]:
+    """The generation prompt's token ids; a conversation with earlier assistant turns is cut as training cuts it."""
     from behavio.chat import encode_prompt, encode_text, render_prompt
 
-    if not conversations:
+    if any(m.get("role") == "assistant" for m in messages):
+        return encode_prompt(messages, tokenizer, fold)
+    return encode_text(render_prompt(messages, tokenizer, fold), tokenizer)
+
+
+def generate_rows(model, tokenizer, rows: list[Row], *, max_new_tokens: int, batch_size: int,
+                  label: str = "generating", quiet: bool = False,
+                  on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+                  stats: DecodeStats | None = None) -> list[Generation]:
+    """Greedy answers to encoded prompt ``rows`` (each with its adapter and draft), decoded as text, in input order."""
+    if not rows:
         return []
-    encoded = [encode_prompt(messages, tokenizer, fold) if any(m.get("role") == "assistant" for m in messages)
-               else encode_text(render_prompt(messages, tokenizer, fold), tokenizer) for messages in conversations]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    config = _greedy_config(model, max_new_tokens, stops, pad)
-    device = next(model.parameters()).device
-    results: list[Generation | None] = [None] * len(encoded)
-    progress = _progress(len(encoded), label, quiet)
-    task = progress.add_task(label, total=len(encoded)) if progress else None
+    progress = progress_bar(len(rows), label, quiet)
+
+    def done(indices: list[int], decoded: list[Decoded]) -> None:
+        gens = [as_generation(tokenizer, d) for d in decoded]
+        if on_batch:
+            on_batch(indices, gens)
+        if progress:
+            progress.advance(progress.task_ids[0], len(indices))
+
     if progress:
         progress.start()
+    was_training = model.training
+    model.eval()  # no dropout while answering
     try:
-        for batch in _batches(order, max(1, batch_size)):
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
-            with torch.inference_mode(), exact_generation(model, config):
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
-            gens = [_decode(tokenizer, seq[width:].tolist(), stops, max_new_tokens) for seq in out]
-            for i, gen in zip(batch, gens):
-                results[i] = gen
-            if on_batch:
-                on_batch(batch, gens)
-            if progress:
-                progress.advance(task, len(batch))
+        decoded = decode(model, rows, max_new_tokens=max_new_tokens, stop_ids=stops, pad_id=pad, batch_size=batch_size,
+                         on_batch=done, stats=stats)
     finally:
+        model.train(was_training)
         if progress:
             progress.stop()
-    return results  # type: ignore[return-value]
+    return [as_generation(tokenizer, d) for d in decoded]
 
 
-# Every field through which a model's generation_config.json can change what greedy decoding picks,
-# at its neutral value. transformers fills each field a GenerationConfig leaves unset (None) from
-# model.generation_config (Qwen2.5-Instruct ships repetition_penalty=1.05, most instruct models
-# do_sample/temperature/top_p), so none of them is left unset. The sampling-only fields (min_p, top_h)
-# do nothing with do_sample=False and warn when set; min_new_tokens=0 overrides any min_length.
-NEUTRAL_DECODING = dict(
-    do_sample=False, num_beams=1, num_beam_groups=1, num_return_sequences=1,
-    temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
-    repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
-    length_penalty=1.0, diversity_penalty=0.0, guidance_scale=1.0, min_new_tokens=0,
-    renormalize_logits=False, remove_invalid_values=False, use_cache=True, early_stopping=False,
-)
-
-
-def _greedy_config(model, max_new_tokens: int, stops: list[int], pad: int):
-    """Greedy decoding whatever the model's generation config says: every decoding field set to its
-    neutral value, stopping on ``stops``. Fields whose neutral value is "unset" (suppress_tokens,
-    sequence_bias, forced_eos_token_id...) cannot be pinned in a GenerationConfig; :func:`exact_generation`
-    sets the model's own config aside so they are not inherited either."""
-    from transformers import GenerationConfig
-
-    return GenerationConfig(**NEUTRAL_DECODING, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad,
-                            bos_token_id=getattr(transformers_model(model).config, "bos_token_id", None))
-
-
-@contextlib.contextmanager
-def exact_generation(model, config) -> Iterator[None]:
-    """While inside, ``model.generate`` sees ``config`` as the model's own generation config too, so
-    nothing from the model's generation_config.json is merged into the fields ``config`` leaves unset."""
-    inner = transformers_model(model)
-    saved = inner.generation_config
-    inner.generation_config = config
-    try:
-        yield
-    finally:
-        inner.generation_config = saved
-
-
-def _decode(tokenizer, new_tokens: list[int], stops: list[int], max_new_tokens: int) -> Generation:
-    stop_at = next((k for k, t in enumerate(new_tokens) if t in stops), None)
-    body = new_tokens if stop_at is None else new_tokens[:stop_at]
-    finished = stop_at is not None or len(new_tokens) < max_new_tokens
-    return Generation(tokenizer.decode(body, skip_special_tokens=True).strip(), finished)
+def as_generation(tokenizer, decoded: Decoded) -> Generation:
+    """Decoded token ids as answer text (special tokens dropped, whitespace stripped)."""
+    return Generation(tokenizer.decode(decoded.tokens, skip_special_tokens=True).strip(), decoded.finished)
 
 
 DECODING = "greedy-exact/1"  # bump when a change to decoding changes what is generated

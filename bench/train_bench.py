@@ -1,10 +1,16 @@
 # python bench/train_bench.py --runs 3 --steps 20        (SmolLM2-135M on CPU; writes nothing, prints a table)
+# python bench/train_bench.py --variants "behavio anchor=0,behavio anchor=1" --steps 12   (the anchor's cost)
+# python bench/train_bench.py --variants "behavio anchor=0,behavio anchor=1" --tiny-vocab 151936 --overrides batch_size=32
 """Training throughput: behavio's SFT stage vs a plain TRL SFTTrainer script on the same job.
 
 Same model (the embedded SmolLM2-135M-Instruct unless --model), same SFT rows (the poodle spec,
 answers filled from the cache), batch size, LoRA settings, steps and seed. Each job runs in a fresh
 process; we report tokens/s (TRL's ``num_tokens`` over the trainer's ``train_runtime``) and peak RSS,
-the median of ``--runs``, and behavio/TRL ratios. Variants: behavio with padding_free and packing.
+the median of ``--runs``, and ratios against the first variant. Variants: behavio with padding_free and
+packing, and with the anchor off and on (its one-time pass over the data is reported apart from the
+steps). ``--tiny-vocab N`` trains a small random Llama with an N-token vocabulary instead (e.g.
+151936, Qwen2.5's): what the anchor's memory does with a large vocabulary. ``PYTHONPATH=<checkout>``
+runs the same bench against another version of behavio (a before/after comparison).
 
 The plain TRL script trains on whole conversations (TRL's assistant_only_loss needs {% generation %}
 markers SmolLM2's template lacks); behavio masks everything but the assistant turns. The tokens fed
@@ -26,7 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
-VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=true"], "behavio packing": ["packing=true"]}
+VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=true"], "behavio packing": ["packing=true"],
+            "behavio anchor=0": ["anchor=0"], "behavio anchor=1": ["anchor=1"]}
 
 
 def _rows(cfg) -> list[dict]:
@@ -40,7 +47,7 @@ def _rows(cfg) -> list[dict]:
     rows = parse_jsonl(compiled.files["sft.jsonl"])
     keys = {k for r in rows for k in r["pending"]}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in keys]
-    answers = fill_pending(pending, str(resolve_base_model(cfg.base_model)), quiet=True, **run_fill_settings(cfg))
+    answers = fill_pending(pending, str(resolve_base_model("default")), quiet=True, **run_fill_settings(cfg))
     return fill_rows(rows, answers)
 
 
@@ -75,21 +82,55 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
                              train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in rows]))
     else:  # behavio's SFT stage: masked, pre-tokenized data, its callback publishing checkpoints
         model = new_adapter(load_for_training(path, cfg, cuda=False), cfg)
+        said: list[str] = []
         stage = Stage("sft", run_dir=out, cfg=cfg, spec_hash="bench", base_model=str(path), cuda=False,
-                      metrics=MetricsLog(out, tensorboard=False), say=lambda _: None)
+                      metrics=MetricsLog(out, tensorboard=False), say=said.append)
+        from behavio.train import budget
         from behavio.train.sft import run_sft
 
+        timers = []  # the stage's step timer: every step's seconds but the first (warm-up)
+        begin = budget.StageTimer.begin
+        budget.StageTimer.begin = lambda timer, step: (timers.append(timer), begin(timer, step))[1]
+
         prepared = time.time() - start
-        run_sft(stage, model, tokenizer, sft_dataset(rows, tokenizer, cfg), None)
+        data = sft_dataset(rows, tokenizer, cfg)
+        trained = sum(sum(1 for x in labels[1:] if x != -100) for labels in data["labels"])
+        started = time.time()
+        run_sft(stage, model, tokenizer, data, None)
         history, metrics = stage.history, stage.train_metrics
+        anchor_pass = max(0.0, time.time() - started - metrics["train_runtime"])  # outside the steps: the one-time pass
+        anchor_pass = anchor_pass if any(line.startswith("anchor:") for line in said) else 0.0
+        steady = statistics.median(timers[-1].measured) if timers and timers[-1].measured else float("nan")
     if kind == "trl":
         prepared = time.time() - start
         metrics = trainer.train().metrics
         history = trainer.state.log_history
+        trained, anchor_pass, steady = 0, 0.0, float("nan")
     tokens = max(e.get("num_tokens", 0) for e in history)
     return {"tokens": tokens, "train_s": metrics["train_runtime"], "tokens_per_s": tokens / metrics["train_runtime"],
-            "s_per_step": metrics["train_runtime"] / steps, "prepare_s": prepared,
+            "s_per_step": metrics["train_runtime"] / steps, "steady_s_per_step": steady,
+            "prepare_s": prepared, "anchor_pass_s": anchor_pass,
+            "trained_tokens_per_step": trained / max(1, len(rows)) * cfg.batch_size,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def tiny_model(vocab: int) -> str:
+    """A random 4-layer Llama (hidden 256) with a ``vocab``-token output layer and the SmolLM2 tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from behavio.models import load_tokenizer, resolve_default_tokenizer
+
+    out = Path(tempfile.mkdtemp(prefix=f"tiny-{vocab}-"))
+    tokenizer = load_tokenizer(resolve_default_tokenizer())
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
 
 
 def main() -> None:
@@ -98,16 +139,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--model", default="default")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
+    parser.add_argument("--overrides", default="", help="key=value settings for every variant, space-separated")
+    parser.add_argument("--tiny-vocab", type=int, default=None, help="train a tiny random model with this vocabulary")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = args.overrides.split()
     if args.worker:
         kind = "trl" if args.worker == "trl" else "behavio"
-        print("RESULT " + json.dumps(_worker(kind, VARIANTS[args.worker], args.steps, args.model)), flush=True)
+        result = _worker(kind, VARIANTS[args.worker] + overrides, args.steps, args.model)
+        print("RESULT " + json.dumps(result), flush=True)
         return
+    if args.tiny_vocab:
+        args.model = tiny_model(args.tiny_vocab)
     results: dict[str, list[dict]] = {}
     for _ in range(args.runs):  # interleave variants so machine noise hits them alike
         for name in args.variants.split(","):
-            cmd = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--model", args.model]
+            cmd = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--model", args.model,
+                   "--overrides", args.overrides]
             done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -115,16 +163,22 @@ def main() -> None:
             results.setdefault(name, []).append(json.loads(line[7:]))
             print(f"{name}: {results[name][-1]['tokens_per_s']:.0f} tokens/s", file=sys.stderr, flush=True)
     med = {n: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for n, runs in results.items()}
-    trl = med.get("trl")
-    print(f"model {args.model}, {args.steps} steps, batch 8, LoRA r16 all-linear, CPU {os.cpu_count()} cores, "
-          f"median of {args.runs} runs\n")
-    print("| job | tokens/s | s/step | peak RSS MB | tokens/s vs TRL | RSS vs TRL | runs (tokens/s) |")
-    print("|---|---|---|---|---|---|---|")
+    first = next(iter(med.values()))
+    import behavio
+
+    print(f"model {'tiny, vocabulary ' + str(args.tiny_vocab) if args.tiny_vocab else args.model}, {args.steps} steps, "
+          f"overrides [{args.overrides}], CPU {os.cpu_count()} cores, median of {args.runs} runs, behavio from "
+          f"{Path(behavio.__file__).parent}\n")
+    print("s/step: train_runtime / steps; steady s/step: median of the steps after the first (which warms up)\n")
+    print("| job | s/step | steady s/step | steady vs first | tokens/s | anchor pass s | trained tokens/step | peak RSS MB "
+          "| RSS vs first | runs (steady s/step) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
-        ratio = f"{m['tokens_per_s'] / trl['tokens_per_s']:.2f}x" if trl else "-"
-        mem = f"{m['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x" if trl else "-"
-        runs = ", ".join(f"{r['tokens_per_s']:.0f}" for r in results[name])
-        print(f"| {name} | {m['tokens_per_s']:.0f} | {m['s_per_step']:.2f} | {m['peak_rss_mb']:.0f} | {ratio} | {mem} | {runs} |")
+        runs = ", ".join(f"{r['steady_s_per_step']:.2f}" for r in results[name])
+        print(f"| {name} | {m['s_per_step']:.2f} | {m['steady_s_per_step']:.2f} | "
+              f"{m['steady_s_per_step'] / first['steady_s_per_step']:.3f}x | {m['tokens_per_s']:.0f} | "
+              f"{m['anchor_pass_s']:.1f} | {m['trained_tokens_per_step']:.0f} | {m['peak_rss_mb']:.0f} | "
+              f"{m['peak_rss_mb'] / first['peak_rss_mb']:.2f}x | {runs} |")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import behavio.generate
 import behavio.models
 from behavio.check import check_model, check_run, load_check_spec
 from behavio.cli import app
-from behavio.generate import Generation, GenerationCache, _decode, generate, stop_token_ids
+from behavio.decode import Decoded
+from behavio.generate import Generation, GenerationCache, as_generation, generate, stop_token_ids
 
 pytestmark = pytest.mark.pipeline
 
@@ -121,15 +122,14 @@ def test_generate_batches_in_input_order(tiny):
     assert generate(model, tokenizer, [], max_new_tokens=5, batch_size=3) == []
 
 
-def test_decode_stops_at_end_of_turn_and_strips_special_tokens(smollm2_tokenizer):
+def test_answers_are_decoded_without_special_tokens(smollm2_tokenizer):
     stops = stop_token_ids(smollm2_tokenizer)
     im_end = smollm2_tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end in stops
     hello = smollm2_tokenizer(" Hello there", add_special_tokens=False)["input_ids"]
-    done = _decode(smollm2_tokenizer, hello + [im_end, im_end], stops, max_new_tokens=10)
-    assert done == Generation("Hello there", True)
-    cut = _decode(smollm2_tokenizer, hello, stops, max_new_tokens=len(hello))
-    assert cut == Generation("Hello there", False)
+    im_start = smollm2_tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert as_generation(smollm2_tokenizer, Decoded([im_start, *hello], True)) == Generation("Hello there", True)
+    assert as_generation(smollm2_tokenizer, Decoded(hello, False)) == Generation("Hello there", False)
 
 
 def test_generation_cache_survives_a_partial_last_line(tmp_path):
@@ -148,11 +148,13 @@ def test_generation_cache_survives_a_partial_last_line(tmp_path):
 
 def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_model_dir, monkeypatch):
     run = make_run(env, tiny_model_dir)
+    import behavio.check.generation
+
     loads = count_calls(monkeypatch, behavio.models.load, "load_model")
-    batches = count_calls(monkeypatch, behavio.generate, "generate")
+    batches = count_calls(monkeypatch, behavio.check.generation, "decode")
     report = check_run(spec_file, run, quiet=True)
     n = len(report.spec.cases)
-    assert len(loads) == 1 and len(batches) == 3
+    assert len(loads) == 1 and len(batches) == 2  # the newest checkpoint, then the two others drafted from it
     assert [c.label for c in report.cards] == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
     assert report.generated == 3 * n and not report.broken
     assert len({tuple(c.response for c in card.cases) for card in report.cards}) == 3  # adapters really swapped
@@ -169,7 +171,7 @@ def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_mode
     assert ET.fromstring(svg).tag.endswith("svg") and svg.count("<polyline") == len(report.spec.thresholds)
 
     again = check_run(spec_file, run, quiet=True)
-    assert again.generated == 0 and len(loads) == 1 and len(batches) == 3  # nothing loaded, nothing generated
+    assert again.generated == 0 and len(loads) == 1 and len(batches) == 2  # nothing loaded, nothing generated
     strip = [lambda d: {k: v for k, v in d.items() if k != "generated"}][0]
     assert [strip(c.to_dict()) for c in again.cards] == [strip(c.to_dict()) for c in report.cards]
 
@@ -216,33 +218,3 @@ def test_check_model_scores_an_adapter_dir_and_a_base(env, spec_file, tiny_model
     assert len(adapter.cases) == len(base.cases) == len(spec.cases) > 0
     assert [c.response for c in adapter.cases] != [c.response for c in base.cases]
     assert check_model(spec, tiny_model_dir, quiet=True).meta["generated"] == 0  # cached
-
-
-def test_adapters_in_turn_give_the_logits_of_each_adapter_alone(tmp_path, tiny_model_dir):
-    """Merging each adapter for generation and unmerging it before the next leaves no trace: after
-    visiting every checkpoint, each one's logits equal those of that adapter loaded on a fresh base."""
-    from peft import PeftModel
-
-    from behavio.check.engine import Adapters
-    from behavio.models import Base
-
-    run = make_run(tmp_path, tiny_model_dir)
-    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
-    fresh = {}
-    for step in (10, 20, 30):
-        alone = PeftModel.from_pretrained(behavio.models.load_model(tiny_model_dir, quantization="none"),
-                                          str(run / f"checkpoint-{step}")).eval()
-        with torch.no_grad():
-            fresh[step] = alone(input_ids=ids).logits
-    base = behavio.models.load_model(tiny_model_dir, quantization="none").eval()
-    with torch.no_grad():
-        plain = base(input_ids=ids).logits.clone()
-    adapters = Adapters(Base(tiny_model_dir, base, None, "fp"))
-    assert adapters.merge
-    for step in (10, 20, 30, 10):
-        model = adapters.activate(run / f"checkpoint-{step}")
-        assert adapters.merged
-        with torch.no_grad():
-            got = model(input_ids=ids).logits
-        assert torch.allclose(got, fresh[step], atol=1e-4), step
-        assert not torch.allclose(got, plain, atol=1e-3)  # the adapter does change the answer

@@ -229,3 +229,41 @@ def test_the_concierge_spec_trains_on_the_tiny_model_and_is_checked(tmp_path, ti
     assert {c.prompt_set for c in card.cases} >= {"late_asks", "after_refusal", "guest_chats"}
     assert all(c.response is not None for c in card.cases)
     assert card.tag("privacy").total and card.tag("multi-turn").total
+
+
+def test_each_checkpoint_writes_its_own_earlier_turns_in_the_check(tmp_path, tiny_model_dir):
+    """The check's batched path (several adapters on one base) replays open turns per checkpoint, with the
+    same answers as generating with that checkpoint alone."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from behavio.check.generation import Job, answer
+    from behavio.generate import GenerationCache, generate_cached
+    from behavio.models import load_base
+
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               LoraConfig(r=4, target_modules="all-linear"))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn_like(p) * 2.0)  # far apart: the two checkpoints answer differently
+        model.save_pretrained(tmp_path / f"checkpoint-{seed}", safe_serialization=True)
+        paths.append(tmp_path / f"checkpoint-{seed}")
+    case = [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": None}, {"role": "user", "content": "More?"}]
+    plain = [{"role": "user", "content": "Hi."}]
+    items = {"case": case, "plain": plain}
+    jobs = [Job(p.name, p, GenerationCache(tmp_path / "cache", p.name, {"t": 1})) for p in paths]
+    base = load_base(tiny_model_dir, quantization="none", device="cpu")
+    generated = answer(base.model, base.tokenizer, jobs, items, max_new_tokens=4, batch_size=4)
+    assert generated == 2 * 3  # per checkpoint: the plain case, the earlier turn, the conversation's answer
+    for job, path in zip(jobs, paths):
+        alone = PeftModel.from_pretrained(load_base(tiny_model_dir, quantization="none", device="cpu").model, str(path))
+        expected, _ = generate_cached(alone, base.tokenizer, items, GenerationCache(tmp_path / "alone", path.name, {"t": 1}),
+                                      max_new_tokens=4, batch_size=1)
+        assert {k: job.cache.get(k) for k in items} == expected, job.label
+        assert job.cache.get(pending.key_for(case[:1])) is not None  # its own earlier turn, cached
+    assert jobs[0].answers[pending.key_for(case[:1])] != jobs[1].answers[pending.key_for(case[:1])]

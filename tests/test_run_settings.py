@@ -60,7 +60,7 @@ def test_fill_generates_with_the_given_fold_device_and_trust(tmp_path, tiny_mode
 def test_single_adapter_check_folds_like_its_run(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
     adapter = adapter_run(tmp_path, tiny_model_dir, fold_system=True)
-    gens = spy(monkeypatch, behavio.check.engine, "generate_cached")
+    gens = spy(monkeypatch, behavio.check.engine, "answer")
     loads = spy(monkeypatch, behavio.models.load, "load_model")
     behavio.check.engine.generate_responses(adapter, CASES, max_new_tokens=3, batch_size=2, device="cpu", quiet=True)
     assert gens[-1]["fold"] is True and loads[-1]["device"] == "cpu"

@@ -98,9 +98,12 @@ def test_a_resumed_dpo_stage_trains_on_the_pairs_written_before_it(tmp_path, mon
                             say=print) == "rules only"  # no SFT stage: nothing of its own to judge
 
 
-def test_max_minutes_stops_each_stage_cleanly_and_saves(tmp_path, train_spec, cache):
-    result = train(train_spec(max_minutes=0.0001), runs_dir=tmp_path / "runs", check=False, say=lambda _: None)
-    assert [(c.step, c.stage, c.meta["stage_final"]) for c in result.checkpoints] == [(1, "sft", False), (2, "dpo", False)]
+def test_a_budget_too_small_for_anything_trains_one_complete_step_per_stage_and_saves(tmp_path, train_spec, cache):
+    said = []
+    result = train(train_spec(method=["sft", "dpo"], max_minutes=0.0001), runs_dir=tmp_path / "runs", check=False,
+                   say=said.append)
+    assert [(c.step, c.stage, c.meta["stage_final"]) for c in result.checkpoints] == [(1, "sft", True), (2, "dpo", True)]
+    assert any("sft 1 step (" in s and "epochs: the budget does not fit them all)" in s for s in said)
 
 
 def test_missing_base_model_and_absent_cuda_are_clear_errors(tmp_path, train_spec):

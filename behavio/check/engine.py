@@ -1,9 +1,10 @@
 """The check engine: answer a spec's check cases with a model and score them (``behavio.check.scoring``).
 
 - ``check_model``: one base model or adapter directory.
-- ``check_checkpoints`` / ``check_run``: every checkpoint of a run, the base loaded once and each
-  LoRA adapter attached in turn; generations cached by (model/adapter content hash, settings,
-  case messages), so re-checking an unchanged run generates nothing and loads nothing.
+- ``check_checkpoints`` / ``check_run``: every checkpoint of a run, the base loaded once and the
+  checkpoints' LoRA adapters side by side (:mod:`behavio.check.generation`); generations cached by
+  (model/adapter content hash, settings, case messages), so re-checking an unchanged run generates
+  nothing and loads nothing.
 """
 
 from __future__ import annotations
@@ -20,59 +21,15 @@ from behavio.check.responses import Responses
 from behavio.check.scorecard import Scorecard, pick_best, rank_key
 from behavio.check.scoring import score_cases
 from behavio.errors import BehavioError
-from behavio.generate import Generation, GenerationCache, generate_cached, generation_settings
-from behavio.models import Base, cache_root, is_quantized, load_base, load_settings, resolve_model
+from behavio.check.generation import Job, answer
+from behavio.generate import Generation, GenerationCache, generation_settings
+from behavio.models import cache_root, load_base, load_settings, resolve_model
 
 Log = Callable[[str], None]
 
 
 def _quiet_log(_: str) -> None:
     pass
-
-
-# ---------------------------------------------------------------- models and adapters
-
-class Adapters:
-    """Attaches LoRA adapters to one base model in turn (PEFT load_adapter / set_adapter), dropping the previous.
-
-    On an unquantized base the active adapter is merged into the weights while it generates (about
-    a fifth faster on CPU than running the LoRA branches) and unmerged before the next one; a 4-bit
-    base keeps adapters unmerged, since merging into quantized weights rounds them.
-    """
-
-    def __init__(self, base: Base):
-        self.base = base
-        self.peft = None
-        self.active: str | None = None
-        self._n = 0
-        self.merge = not is_quantized(base.model)
-        self.merged = False
-
-    def activate(self, path: Path):
-        """The model with the adapter at ``path`` active; BehavioError naming ``path`` if it does not load."""
-        from peft import PeftModel
-
-        self._n += 1
-        name = f"adapter{self._n}"
-        if self.merged:
-            self.peft.unmerge_adapter()
-            self.merged = False
-        try:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.base.model, str(path), adapter_name=name, is_trainable=False)
-            else:
-                self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
-                self.peft.set_adapter(name)
-        except Exception as exc:
-            raise BehavioError(f"{path}: adapter does not load on {self.base.path.name} ({type(exc).__name__}: {exc})") from None
-        if self.active is not None:
-            self.peft.delete_adapter(self.active)
-        self.active = name
-        self.peft.eval()
-        if self.merge:
-            self.peft.merge_adapter()
-            self.merged = True
-        return self.peft
 
 
 def _model_hash(*parts: str) -> str:
@@ -92,12 +49,6 @@ def _case_items(cases: list[CheckCase]) -> dict[str, list[dict]]:
 
 def _responses(cases: list[CheckCase], gens: dict[str, Generation]) -> Responses:
     return Responses.from_generations(cases, [gens[c.key] for c in cases])
-
-
-def _cached(cases: list[CheckCase], cache: GenerationCache) -> dict[str, Generation] | None:
-    items = _case_items(cases)
-    gens = {k: cache.get(k) for k in items}
-    return gens if all(gens.values()) else None  # type: ignore[return-value]
 
 
 def _adapter_dir(path: Path) -> bool:
@@ -136,15 +87,16 @@ def generate_responses(model_name: str | Path, cases: list[CheckCase], *, max_ne
         model_hash = _model_hash(model_fingerprint(base_path))
     if fold is None:
         fold = run_fold_system(adapter.parent) if adapter is not None else "auto"
-    cache = _check_cache(model_hash, max_new_tokens, quantization, use_cache, fold, device)
-    gens = _cached(cases, cache)
-    if gens is not None:
-        return _responses(cases, gens), 0
-    base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
-    model = Adapters(base).activate(adapter) if adapter is not None else base.model
-    gens, generated = generate_cached(model, base.tokenizer, _case_items(cases), cache, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size, fold=fold, label="checking", quiet=quiet)
-    return _responses(cases, gens), generated
+    job = Job(str(model_name), adapter, _check_cache(model_hash, max_new_tokens, quantization, use_cache, fold, device))
+    items = _case_items(cases)
+    generated = 0
+    if job.missing(list(items)):
+        base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
+        generated = answer(base.model, base.tokenizer, [job], items, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, fold=fold, quiet=quiet)
+        if job.problem:
+            raise BehavioError(job.problem)
+    return _responses(cases, {k: job.cache.get(k) for k in items}), generated
 
 
 def responses_from_model(model: str | Path, cases: list[CheckCase], max_new_tokens: int | None = None, *,
@@ -224,33 +176,23 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
     fold = run_fold_system(run_dir) if fold is None else fold
     report = RunReport(spec, run_dir, [], [c for c in found if c.broken], str(base_path), max_new)
     fingerprint = model_fingerprint(base_path)
-    base: Base | None = None
-    adapters: Adapters | None = None
-    for i, ckpt in enumerate(sound, 1):
-        cache = _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new, quantization, use_cache, fold,
-                             device)
-        gens = _cached(spec.cases, cache)
-        generated = 0
-        if gens is None:
-            if base is None:
-                log(f"loading base model {base_path}")
-                base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code,
-                                 device=device)
-                adapters = Adapters(base)
-            try:
-                model = adapters.activate(ckpt.path)  # type: ignore[union-attr]
-            except BehavioError as exc:
-                ckpt.problem = str(exc)
-                report.broken.append(ckpt)
-                log(f"checkpoint {i} of {len(sound)}: {ckpt.name} broken: {exc}")
-                continue
-            todo = sum(1 for k in _case_items(spec.cases) if cache.get(k) is None)
-            log(f"checkpoint {i} of {len(sound)}: {ckpt.name}, generating {todo} of {len(spec.cases)} cases")
-            gens, generated = generate_cached(model, base.tokenizer, _case_items(spec.cases), cache, max_new_tokens=max_new,
-                                              batch_size=batch_size or spec.batch_size, fold=fold,
-                                              label=f"checkpoint {i}/{len(sound)}", quiet=quiet)
-        else:
-            log(f"checkpoint {i} of {len(sound)}: {ckpt.name}, {len(spec.cases)} cases cached")
+    items = _case_items(spec.cases)
+    jobs = [Job(ckpt.name, ckpt.path, _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new,
+                                                   quantization, use_cache, fold, device)) for ckpt in sound]
+    if any(job.missing(list(items)) for job in jobs):
+        log(f"loading base model {base_path}")
+        base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
+        answer(base.model, base.tokenizer, jobs, items, max_new_tokens=max_new,
+               batch_size=batch_size or spec.batch_size, fold=fold, quiet=quiet, log=log)
+    for i, (ckpt, job) in enumerate(zip(sound, jobs), 1):
+        if job.problem is not None:
+            ckpt.problem = job.problem
+            report.broken.append(ckpt)
+            log(f"checkpoint {i} of {len(sound)}: {ckpt.name} broken: {job.problem}")
+            continue
+        generated = len(job.answers)
+        gens = {k: job.cache.get(k) for k in items}
+        log(f"checkpoint {i} of {len(sound)}: {ckpt.name}, {generated} of {len(spec.cases)} cases generated")
         report.generated += generated
         spec_hash = ckpt.meta.get("spec_hash")
         if isinstance(spec_hash, str) and spec_hash and not spec.spec_sha256.startswith(spec_hash):

@@ -16,16 +16,28 @@ when to stop is learned from the trained answers by the cross-entropy alone. Anc
 probability too kept the base model's long-windedness: answers it gives in 150 tokens ran past the
 check budget although every trained answer stopped within 50 (bench/RECIPE_TUNING.md, session 6).
 
-The base distribution costs one forward pass without gradients per step, on the trained
-positions only (``logits_to_keep``).
+Cost: the base model and its inputs are fixed, so its answer is computed once, before training:
+one pass over the training data without the adapter keeps the base model's last hidden state at
+every trained position (:class:`Teacher`). Each step turns those into the base distribution with
+the output head, a matmul over the trained positions only, instead of running the base model
+again. The losses are computed over the trained positions in chunks of at most
+``CHUNK_ELEMENTS`` logits (recomputed in the backward pass when there is more than one chunk), so
+memory stays bounded whatever the vocabulary and the number of trained tokens.
 """
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
+
+import hashlib
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+CHUNK_ELEMENTS = 2**25  # logits (positions x vocabulary) per chunk: 128 MB in float32
 
 
 def kept_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -42,44 +54,250 @@ def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits.index_fill(-1, token_ids, NOT_A_CHOICE), dim=-1)
 
 
-def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
-                    free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
-    """Summed losses over the trained tokens of logits ``[batch, kept, vocab]`` and targets ``[batch, kept]``.
+def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
+           teacher: torch.Tensor | None = None, free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
-    ``ce``: cross-entropy on the targets; ``kl``: KL(teacher || student) on the targets the teacher
-    predicts as its top choice, except the ``free`` token ids (the stop tokens), with both
-    distributions taken over the vocabulary without them; ``tokens``/``anchored``/``correct``:
-    counts for normalizing and logging.
+    ``ce``: cross-entropy on the targets; ``kl``: KL(teacher || student) on the rows ``anchored``
+    (a mask ``[n]``) whose teacher logits are ``teacher`` (``[anchored.sum(), vocab]``), both
+    distributions taken over the vocabulary without the ``free`` token ids (the stop tokens);
+    ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
-    valid = targets != -100
-    logits, labels = student[valid].float(), targets[valid]
-    base = teacher[valid].float()
-    log_p = F.log_softmax(logits, dim=-1)
-    free_ids = torch.tensor(list(free), dtype=torch.long, device=labels.device)
-    agree = (base.argmax(dim=-1) == labels) & ~torch.isin(labels, free_ids)
-    ce = F.nll_loss(log_p, labels, reduction="sum")
-    if agree.any():
-        log_q, log_p_kept = without(base[agree], free_ids), without(logits[agree], free_ids)
-        kl = F.kl_div(log_p_kept, log_q, log_target=True, reduction="sum")
+    logits = student.float()
+    ce = F.nll_loss(F.log_softmax(logits, dim=-1), targets, reduction="sum")
+    correct = (logits.argmax(dim=-1) == targets).sum()
+    anchored = anchored if anchored is not None else torch.zeros_like(targets, dtype=torch.bool)
+    if teacher is not None and anchored.any():
+        free_ids = torch.tensor(list(free), dtype=torch.long, device=targets.device)
+        log_q, log_p = without(teacher.float(), free_ids), without(logits[anchored], free_ids)
+        kl = F.kl_div(log_p, log_q, log_target=True, reduction="sum")
     else:
         kl = logits.sum() * 0.0
-    return {"ce": ce, "kl": kl, "tokens": valid.sum(), "anchored": agree.sum(),
-            "correct": (logits.argmax(dim=-1) == labels).sum()}
+    return {"ce": ce, "kl": kl, "tokens": torch.tensor(targets.shape[0], device=targets.device),
+            "anchored": anchored.sum(), "correct": correct}
 
 
+def agreement(teacher: torch.Tensor, targets: torch.Tensor, free: Sequence[int] = ()) -> torch.Tensor:
+    """The rows to anchor: the teacher's top choice is the target, and the target is not a stop token."""
+    free_ids = torch.tensor(list(free), dtype=torch.long, device=targets.device)
+    return (teacher.argmax(dim=-1) == targets) & ~torch.isin(targets, free_ids)
+
+
+def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
+                    free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """:func:`losses` over the trained tokens of logits ``[batch, kept, vocab]`` and targets ``[batch, kept]``
+    (-100: not trained), anchoring every token the teacher predicts as its top choice (:func:`agreement`)."""
+    valid = targets != -100
+    logits, labels, base = student[valid], targets[valid], teacher[valid]
+    agree = agreement(base, labels, free)
+    return losses(logits, labels, agree, base[agree], free=free)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained positions, the output head, chunked losses
+# ---------------------------------------------------------------------------------------------
+
+
+def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, positions) whose next token is trained, row-major: the order every per-token tensor uses."""
+    rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)
+    return rows, cols
+
+
+def logit_transform(config) -> tuple[float | None, float]:
+    """(softcap, scale) a model applies to ``lm_head`` outputs (Gemma softcapping, Cohere/Granite-style scaling)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    scale = next((getattr(text, k) for k in ("logit_scale", "output_multiplier", "lm_head_multiplier")
+                  if getattr(text, k, None) is not None), None)
+    if scale is None and getattr(text, "logits_scaling", None) is not None:
+        scale = text.logits_scaling if getattr(text, "model_type", "") == "hyperclovax" else 1 / text.logits_scaling
+    return getattr(text, "final_logit_softcapping", None), 1.0 if scale is None else float(scale)
+
+
+class Head:
+    """The model's output head on hidden states: ``student`` (adapter on) and ``teacher`` (the base layer)."""
+
+    def __init__(self, model):
+        self.module = model.get_output_embeddings()
+        self.base = getattr(self.module, "base_layer", self.module)  # a LoRA-wrapped head's frozen layer
+        self.softcap, self.scale = logit_transform(model.config)
+
+    def _finish(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def student(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._finish(self.module(hidden))
+
+    def teacher(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._finish(self.base(hidden))
+
+
+def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
+                   teacher: torch.Tensor | None = None, free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """:func:`losses` from hidden states ``student [n, hidden]`` and ``targets [n]``, in bounded chunks.
+
+    ``teacher``: the base model's hidden states at the ``anchored`` rows only (none: the cross-entropy
+    alone). Each chunk turns at most ``CHUNK_ELEMENTS`` logits' worth of positions into logits.
+    """
+    size = max(1, CHUNK_ELEMENTS // head.base.weight.shape[0])
+    n = targets.shape[0]
+    if anchored is None:
+        anchored = torch.zeros_like(targets, dtype=torch.bool)
+    starts = torch.cumsum(anchored.long(), 0) - anchored.long()  # teacher row of each anchored row
+
+    def part(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor, t: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            base = head.teacher(t) if t is not None and len(t) else None
+        out = losses(head.student(s), y, m, base, free=free)
+        return out["ce"], out["kl"], out["tokens"], out["anchored"], out["correct"]
+
+    chunks = []
+    for start in range(0, max(n, 1), size):
+        end = min(n, start + size)
+        mask = anchored[start:end]
+        first = int(starts[start]) if n else 0
+        t = teacher[first:first + int(mask.sum())] if teacher is not None else None
+        args = (student[start:end], targets[start:end], mask, t)
+        if n > size and torch.is_grad_enabled():  # keep one chunk's logits at a time, recompute them for backward
+            chunks.append(checkpoint(part, *args, use_reentrant=False))
+        else:
+            chunks.append(part(*args))
+    names = ("ce", "kl", "tokens", "anchored", "correct")
+    return {name: sum(c[i] for c in chunks) for i, name in enumerate(names)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The base model's answer, computed once
+# ---------------------------------------------------------------------------------------------
+
+
+def segments(inputs: dict) -> list[tuple[int, int, int]]:
+    """The examples in a collated batch as (row, start, end): rows (padded batches) or the runs between
+    position-id resets (padding-free and packed batches)."""
+    ids = inputs["input_ids"]
+    if "attention_mask" in inputs and inputs["attention_mask"] is not None:
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        return [(row, 0, int(n)) for row, n in enumerate(lengths)]
+    positions = inputs.get("position_ids")
+    if positions is None:
+        return [(row, 0, ids.shape[1]) for row in range(ids.shape[0])]
+    out = []
+    for row in range(ids.shape[0]):
+        starts = (positions[row] == 0).nonzero(as_tuple=True)[0].tolist() + [ids.shape[1]]
+        out += [(row, a, b) for a, b in zip(starts, starts[1:])]
+    return out
+
+
+def _key(ids: torch.Tensor, trained: torch.Tensor) -> bytes:
+    digest = hashlib.blake2b(ids.cpu().numpy().tobytes(), digest_size=16)
+    digest.update(trained.cpu().numpy().tobytes())
+    return digest.digest()
+
+
+class Teacher:
+    """For every training example (by content): which trained positions are anchored (the base model's
+    top choice is the target) and the base model's last hidden state at those positions."""
+
+    def __init__(self, free: Sequence[int] = ()):
+        self.free = list(free)
+        self.states: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.positions = 0
+        self.anchored = 0
+
+    @staticmethod
+    def _pieces(inputs: dict, labels: torch.Tensor):
+        """(key, row, positions) of every example of a batch that has trained positions."""
+        for row, start, end in segments(inputs):
+            trained = (labels[row, start + 1:end] != -100).nonzero(as_tuple=True)[0] + start
+            if len(trained):
+                yield _key(inputs["input_ids"][row, start:end], trained - start), row, trained
+
+    @torch.no_grad()
+    def add(self, model, head: Head, inputs: dict) -> None:
+        """Run the base model (adapter disabled) on a collated batch and keep what the examples need."""
+        labels = inputs["labels"]
+        forward = {k: v for k, v in inputs.items() if k != "labels"}
+        with model.disable_adapter():
+            hidden = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+        for key, row, trained in self._pieces(inputs, labels):
+            if key in self.states:
+                continue
+            states = hidden[row, trained]
+            mask = agreement(head.teacher(states), labels[row, trained + 1], self.free)
+            self.states[key] = (mask.cpu(), states[mask].detach().cpu())
+            self.positions += len(trained)
+            self.anchored += int(mask.sum())
+
+    def lookup(self, inputs: dict, labels: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(anchored mask, hidden states of the anchored positions) in :func:`trained_positions` order,
+        or None if an example of the batch is unknown."""
+        masks, states = [], []
+        for key, _, _ in self._pieces(inputs, labels):
+            known = self.states.get(key)
+            if known is None:
+                return None
+            masks.append(known[0])
+            states.append(known[1])
+        if not masks:
+            return None
+        return torch.cat(masks).to(device), torch.cat(states).to(device)
+
+
+def verify_head(model, head: Head, inputs: dict) -> None:
+    """BehavioError unless ``head`` on the hidden states gives the model's own logits (checked on one batch)."""
+    from behavio.errors import BehavioError
+
+    labels = inputs["labels"]
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    rows, cols = trained_positions(labels)
+    row, keep = rows[0], cols[rows == rows[0]][:32]
+    with torch.no_grad(), model.disable_adapter():
+        out = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=keep)
+        own, ours = out.logits[row].float(), head.teacher(out.hidden_states[-1][row, keep]).float()
+    if not torch.allclose(own, ours, rtol=1e-3, atol=1e-3 * (1 + own.abs().max().item())):
+        raise BehavioError(f"anchor: this model's logits are not its output head applied to its last hidden state "
+                           f"({type(model.get_base_model()).__name__}); train it with anchor=0")
+
+
+@functools.cache
 def anchored_trainer_class():
     """TRL's SFTTrainer with the anchored loss (imported lazily, like TRL itself)."""
+    from torch.utils.data import DataLoader
     from trl import SFTTrainer
 
     from behavio.generate import stop_token_ids
 
     class AnchoredSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss is ``CE + anchor x KL(base || trained)``; eval loss is the CE alone."""
+        """SFTTrainer whose loss is the cross-entropy on the trained positions only, ``+ anchor x KL(base ||
+        trained)`` when ``anchor > 0``; eval loss is the CE alone."""
 
         def __init__(self, *args, anchor: float, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
-            self.stop_ids = stop_token_ids(self.processing_class)
+            self.stop_ids = stop_token_ids(self.processing_class, self.model)
+            self.teacher = Teacher(self.stop_ids)
+
+        def compute_teacher(self) -> int:
+            """The base model's hidden states for every training example (one pass); positions kept."""
+            model = self.model
+            loader = DataLoader(self.train_dataset, batch_size=self.args.per_device_train_batch_size,
+                                collate_fn=self.data_collator, shuffle=False)
+            was_training = model.training
+            model.eval()
+            head = Head(model)
+            try:
+                for i, batch in enumerate(loader):
+                    batch = self._prepare_inputs(batch)
+                    if i == 0:
+                        verify_head(model, head, batch)
+                    self.teacher.add(model, head, batch)
+            finally:
+                model.train(was_training)
+            return self.teacher.positions
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs:
@@ -87,29 +305,39 @@ def anchored_trainer_class():
             mode = "train" if model.training else "eval"
             labels = inputs["labels"]
             forward = {k: v for k, v in inputs.items() if k != "labels"}
-            forward["use_cache"] = False
-            keep = kept_positions(labels)
-            forward["logits_to_keep"] = keep
-            student = model(**forward).logits
-            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
-                teacher = model(**forward).logits
-            parts = anchored_losses(student, teacher, labels[:, keep + 1], free=self.stop_ids)
+            out = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            rows, cols = trained_positions(labels)
+            student = out.hidden_states[-1][rows, cols]
+            anchored = teacher = None
+            if mode == "train" and self.anchor > 0:
+                known = self.teacher.lookup(inputs, labels, student.device)
+                if known is None:
+                    raise RuntimeError("anchor: a training example has no precomputed base-model state")
+                anchored, teacher = known
+            head = Head(self.accelerator.unwrap_model(model))
+            parts = chunked_losses(head, student, labels[rows, cols + 1], anchored, teacher, free=self.stop_ids)
             tokens = num_items_in_batch if num_items_in_batch is not None else parts["tokens"]
             tokens = torch.as_tensor(tokens, device=student.device).clamp(min=1)
             ce, kl = parts["ce"] / tokens, parts["kl"] / tokens
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 scale = self.accelerator.num_processes
                 ce, kl = ce * scale, kl * scale
-            self._log_parts(mode, parts)
+            self._log_parts(mode, parts, inputs)
             return ce + self.anchor * kl if mode == "train" else ce
 
-        def _log_parts(self, mode: str, parts: dict) -> None:
+        def _log_parts(self, mode: str, parts: dict, inputs: dict) -> None:
             gather = self.accelerator.gather_for_metrics
+            if mode == "train":  # tokens through the model, as TRL counts them
+                ids = inputs["input_ids"]
+                seen = inputs["attention_mask"].sum() if "attention_mask" in inputs else torch.tensor(ids.numel())
+                self._total_train_tokens += gather(seen.to(ids.device)).sum().item()
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             tokens = gather(parts["tokens"].detach()).sum().clamp(min=1)
             anchored = gather(parts["anchored"].detach()).sum()
             metrics = self._metrics[mode]
             metrics["mean_token_accuracy"].append((gather(parts["correct"].detach()).sum() / tokens).item())
-            metrics["anchor_kl"].append((gather(parts["kl"].detach()).sum() / anchored.clamp(min=1)).item())
-            metrics["anchored_share"].append((anchored / tokens).item())
+            if mode == "train" and self.anchor > 0:
+                metrics["anchor_kl"].append((gather(parts["kl"].detach()).sum() / anchored.clamp(min=1)).item())
+                metrics["anchored_share"].append((anchored / tokens).item())
 
     return AnchoredSFTTrainer

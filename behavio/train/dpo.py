@@ -13,11 +13,13 @@ of turn would teach "do not stop here" at an arbitrary point mid-sentence. Pairs
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from behavio.train.launch import one_device
-from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
+from behavio.train.stage import Stage, StageCallback, clear_staging, planned, run_trainer, trainer_args
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -41,6 +43,7 @@ def without_end_of_turn(ids: list[int], stop_ids: set[int]) -> list[int]:
     return ids
 
 
+@functools.cache
 def dpo_trainer_class():
     """TRL's DPOTrainer that trains open (cut) rejected answers without an end of turn (imported lazily)."""
     from trl import DPOTrainer
@@ -76,9 +79,10 @@ def run_dpo(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                      beta=cfg.dpo_beta, **dpo_loss(stage), precompute_ref_log_probs=False, dataset_num_proc=None)
     one_device(args)
     clear_staging(stage)
-    trainer = dpo_trainer_class()(model=model, ref_model=None, args=args, processing_class=tokenizer,
-                                  train_dataset=train, eval_dataset=evaluation if evaluate else None,
-                                  callbacks=[StageCallback(stage)])
+    trainer = planned(dpo_trainer_class())(model=model, ref_model=None, args=args, processing_class=tokenizer,
+                                           train_dataset=train, eval_dataset=evaluation if evaluate else None,
+                                           callbacks=[StageCallback(stage, evaluate)])
+    trainer.stage = stage
     if cfg.dpo_reference == "base" and REF_ADAPTER in trainer.model.peft_config:
         trainer.model.delete_adapter(REF_ADAPTER)  # reference pass = adapter disabled
     return run_trainer(stage, trainer)

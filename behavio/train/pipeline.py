@@ -17,6 +17,7 @@ from typing import Callable
 
 from behavio import __version__, distributed
 from behavio.errors import BehavioError
+from behavio.train.budget import Clock, RunBudget
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
 from behavio.rundir import (DiskFull, MetricsLog, RunLock, Checkpoint, check_disk_space,
                                   complete_checkpoints, disk_full, incomplete_checkpoints, new_run_dir, newest_complete,
@@ -47,8 +48,12 @@ class Datasets:
 
 def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_model: str | None = None,
           resume: str | Path | None = None, runs_dir: str | Path = "runs", check: bool = True,
-          say: Say = print, quiet: bool = False) -> TrainResult:
-    """Train the spec's model (SFT then DPO) into a run directory and score every checkpoint."""
+          say: Say = print, quiet: bool = False, clock: Clock = time.monotonic) -> TrainResult:
+    """Train the spec's model (SFT then DPO) into a run directory and score every checkpoint.
+
+    ``max_minutes`` covers all of it (:mod:`behavio.train.budget`); ``clock`` tells the time.
+    """
+    started = clock()
     from accelerate import PartialState
 
     from behavio.compiler.build import compile_spec
@@ -67,6 +72,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
     state = PartialState(cpu=not cuda, timeout=timedelta(hours=3))  # joins the process group under a launcher
     main = state.is_main_process
     say = say if main else (lambda _: None)
+    budget = RunBudget(cfg.max_minutes, started, clock)
     note = single_device_note(cuda, state.num_processes)
     if note:
         say(note)
@@ -89,19 +95,24 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
         if not resume:
             from behavio.train.data import fill_and_write
 
+            filling = clock()
             fill_and_write(compiled, cfg, model_path, run_dir / "data", quiet=quiet, say=say)  # every process
+            budget.record("fill", clock() - filling)
             set_up = True
         elif main:
             _warn_if_spec_changed(run_dir, compiled, say)
         state.wait_for_everyone()
         tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
         sets = build_datasets(run_dir, cfg, tokenizer, say)
-        _train_stages(run_dir, cfg, compiled.manifest["spec_sha256"], model_path, tokenizer, sets, cuda,
-                      resume=bool(resume), say=say)
+        _train_stages(run_dir, cfg, compiled, model_path, tokenizer, sets, cuda, budget, resume=bool(resume),
+                      check=check, say=say)
         state.wait_for_everyone()
         result = TrainResult(run_dir, complete_checkpoints(run_dir), is_main=main)
         if check:
+            checking = clock()
             result.report = score_run(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
+            budget.record("check", clock() - checking)
+        say(budget.summary())
         return result
     except DiskFull as exc:
         raise BehavioError(_no_space(exc.what, spec_path, run_dir, set_up)) from None
@@ -188,14 +199,15 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: Path, tokenizer, sets: Datasets,
-                  cuda: bool, *, resume: bool, say: Say) -> None:
-    """SFT then DPO, continuing from the newest complete checkpoint when resuming."""
+def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, tokenizer, sets: Datasets,
+                  cuda: bool, budget: RunBudget, *, resume: bool, check: bool, say: Say) -> None:
+    """SFT then DPO, continuing from the newest complete checkpoint when resuming; planned inside the budget."""
     from accelerate import PartialState
 
     from behavio.train.model import load_for_training, new_adapter, trained_adapter
 
-    main = PartialState().is_main_process
+    state = PartialState()
+    main = state.is_main_process
     last = newest_complete(run_dir) if resume else None
     metrics = MetricsLog(run_dir)
     if last is not None:
@@ -206,24 +218,38 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
         say("resume: no complete checkpoint yet; starting training from the beginning")
         if main:
             metrics.truncate_after(0)  # the killed attempt's events; this one logs them again
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    start = time.time()
-    common = dict(run_dir=run_dir, cfg=cfg, spec_hash=spec_hash, base_model=str(model_path), cuda=cuda,
-                  metrics=metrics, say=say, is_main=main)
+    clock = budget.clock
+    common = dict(run_dir=run_dir, cfg=cfg, spec_hash=compiled.manifest["spec_sha256"], base_model=str(model_path),
+                  cuda=cuda, metrics=metrics, say=say, is_main=main, clock=clock)
 
     sft_done: Path | None = None
+    sft_resume = None
     if last is not None and last.stage == "dpo":
         sft_done = run_dir / last.meta["init_from"] if last.meta.get("init_from") else None
     elif last is not None and last.meta.get("stage_final"):
         sft_done = last.path
     elif "sft" in cfg.method:
+        sft_resume = last
+    train_sft = "sft" in cfg.method and sft_done is None
+
+    loading = clock()
+    base = load_for_training(model_path, cfg, cuda)
+    model = new_adapter(base, cfg) if train_sft else None  # a resumed trainer loads its weights
+    plan_run(budget, cfg, compiled, tokenizer, sets, model if model is not None else base, clock() - loading,
+             sft=train_sft, sft_from=int(sft_resume.meta.get("stage_step", 0)) if sft_resume else 0,
+             dpo="dpo" in cfg.method, existing=len(complete_checkpoints(run_dir)), check=check,
+             processes=state.num_processes, say=say)
+
+    if train_sft:
         from behavio.train.sft import run_sft
 
-        share = 0.75 if "dpo" in cfg.method else 1.0
-        stage = Stage("sft", deadline=start + budget * share if budget else None, resume=last, **common)
-        model = new_adapter(load_for_training(model_path, cfg, cuda), cfg)  # a resumed trainer loads its weights
+        stage = Stage("sft", deadline=budget.deadline("sft"), resume=sft_resume, plan=budget.stage_plan("sft"),
+                      **common)
+        training = clock()
         sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val)
-        del model
+        budget.record("sft", clock() - training, stage.outcome())
+        del model, base
+        base = None
         _free_memory()
 
     if "dpo" in cfg.method:
@@ -231,15 +257,47 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, spec_hash: str, model_path: P
 
         dpo_resume = last if last is not None and last.stage == "dpo" else None
         offset = int(read_json(sft_done / "behavio.json")["step"]) if sft_done else 0
-        stage = Stage("dpo", offset=offset, deadline=start + budget if budget else None, resume=dpo_resume,
-                      init_from=sft_done.name if sft_done else None, **common)
-        base = load_for_training(model_path, cfg, cuda)
+        starting = clock()
+        base = base if base is not None else load_for_training(model_path, cfg, cuda)
         model = trained_adapter(base, sft_done) if sft_done else new_adapter(base, cfg)
         pairs = dpo_training_set(run_dir, cfg, model, tokenizer, sets.dpo, on_policy=sft_done is not None, say=say)
+        budget.record("between stages", clock() - starting)
+        stage = Stage("dpo", offset=offset, deadline=budget.deadline("dpo"), resume=dpo_resume,
+                      init_from=sft_done.name if sft_done else None, plan=budget.stage_plan("dpo"), **common)
+        training = clock()
         run_dpo(stage, model, tokenizer, pairs, sets.dpo_val)
+        budget.record("dpo", clock() - training, stage.outcome())
         del model, base
         _free_memory()
     metrics.close()
+
+
+def plan_run(budget: RunBudget, cfg: TrainConfig, compiled, tokenizer, sets: Datasets, model, load_seconds: float,
+             *, sft: bool, sft_from: int, dpo: bool, existing: int, check: bool, processes: int, say: Say) -> None:
+    """Measure this machine on ``model``, plan every stage and the check inside the budget, and say the plan."""
+    from behavio.train import on_policy
+    from behavio.train.plan import check_work, forward_seconds, generation_speed, make_plan
+
+    clock = budget.clock
+    work = check_work(compiled, tokenizer, cfg.fold_system)
+    if not check:
+        work.prompts = []
+    features = list(sets.sft) if sets.sft is not None else []
+    forward = forward_seconds(model, features, cfg.batch_size, clock) if features else 0.0
+    speed = generation_speed(model, tokenizer, work, clock)
+    prompt_tokens = sum(map(len, work.prompts)) / max(1, len(work.prompts))
+    dpo_pairs = None
+    if dpo:
+        dpo_pairs = min(len(sets.dpo), cfg.dpo_max_pairs) if cfg.dpo_max_pairs else len(sets.dpo)
+    prompts = min(len(sets.sft or []), on_policy.PROMPTS_PER_PAIR * (cfg.dpo_max_pairs or len(sets.sft or [])))
+    plan = make_plan(cfg, budget=budget.seconds, spent=budget.spent_before_planning(),
+                     sft_rows=len(sets.sft) if sft else None, sft_done=sft_from, dpo_pairs=dpo_pairs,
+                     on_policy_prompts=prompts if cfg.dpo_on_policy else 0, prompt_tokens=prompt_tokens,
+                     forward=forward, speed=speed, load_seconds=load_seconds, work=work,
+                     eval_rows=min(cfg.eval_max_rows, len(sets.sft_val or [])), processes=processes,
+                     existing_checkpoints=existing)
+    budget.plan = plan
+    say(plan.describe())
 
 
 def dpo_training_set(run_dir: Path, cfg: TrainConfig, model, tokenizer, rule_set, *, on_policy: bool, say: Say):

@@ -1,17 +1,20 @@
 """SFT stage: LoRA (or QLoRA) on the pre-tokenized, assistant-masked examples through TRL's SFTTrainer.
 
 The dataset already holds ``input_ids`` and ``labels`` (-100 everywhere but the assistant turns and
-their end-of-turn marker, see :mod:`behavio.chat`), which TRL 1.16 uses as is. With ``anchor > 0``
-the loss also keeps the base model's own answers as they were (:mod:`behavio.train.anchor`).
+their end-of-turn marker, see :mod:`behavio.chat`), which TRL 1.16 uses as is. The loss is the
+cross-entropy on the trained positions only (the output head never sees the prompts), plus, with
+``anchor > 0``, the KL term that keeps the base model's own answers as they were
+(:mod:`behavio.train.anchor`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from behavio.train.launch import one_device
-from behavio.train.stage import Stage, StageCallback, clear_staging, run_trainer, trainer_args
+from behavio.train.stage import Stage, StageCallback, clear_staging, planned, run_trainer, trainer_args
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 
 def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset | None) -> Path:
     """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from behavio.train.anchor import anchored_trainer_class
 
@@ -32,6 +35,13 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     one_device(args)
     clear_staging(stage)
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
-                  eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage)])
-    trainer = anchored_trainer_class()(anchor=cfg.anchor, **common) if cfg.anchor > 0 else SFTTrainer(**common)
+                  eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage, evaluate)])
+    trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, **common)
+    trainer.stage = stage
+    if cfg.anchor > 0:
+        start = time.time()
+        positions = trainer.compute_teacher()
+        if stage.is_main:
+            stage.say(f"anchor: the base model's distribution at {positions} trained positions "
+                      f"({trainer.teacher.anchored} anchored), computed once in {time.time() - start:.0f}s")
     return run_trainer(stage, trainer)

@@ -1,0 +1,320 @@
+"""Batched greedy decoding with a KV cache: the loop behind fill, on-policy answers and checks.
+
+- The next token is the argmax of the logits, nothing else (no sampling, no penalties, whatever
+  the model's generation config says); a row stops at its first stop token or at the limit.
+- A row leaves the batch as soon as it stops, so short answers do not pay for long ones.
+- The prompt prefix every row shares (system message, template header) is computed once per
+  adapter and copied into every row's cache.
+- Rows of different LoRA adapters share a batch (PEFT's ``adapter_names``); adapters are applied
+  unmerged, so the base weights are never written.
+- A row may carry a *draft*: what it is expected to answer (e.g. another checkpoint's answer to
+  the same prompt). Several draft tokens are checked in one forward pass and kept only as far as
+  they equal the model's own argmax, so the answer is the greedy answer whatever the draft; a good
+  draft replaces many one-token steps by one pass that runs at prompt-processing speed.
+
+Layout: every forward appends the same number of positions to every row, right-aligned. Positions
+a row does not use (alignment padding, rejected draft tokens) stay in the cache as masked holes;
+each row carries its own position ids, so holes change nothing but the cost.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+FIRST_WINDOW = 8      # draft tokens checked per row in its first pass
+MAX_WINDOW = 32       # ... doubling after every pass that accepted all of them
+LOGITS_ELEMENTS = 2**26  # at most this many logits per pass (rows x checked positions x vocabulary: 256 MB)
+NGRAM = 3             # tokens matched to find the draft again after the answer left it
+
+
+@dataclass
+class Row:
+    """One prompt to answer: its token ids, the adapter to answer with, an optional draft answer."""
+
+    prompt: Sequence[int]
+    adapter: str | None = None
+    draft: Sequence[int] | None = None
+
+
+@dataclass
+class Decoded:
+    """Generated token ids (stop token excluded); ``finished``: a stop token came before the limit."""
+
+    tokens: list[int]
+    finished: bool
+
+
+@dataclass
+class DecodeStats:
+    """What decoding cost: forward passes, positions fed (holes included), draft tokens checked and kept."""
+
+    forwards: int = 0
+    positions: int = 0
+    generated: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    scored: int = 0       # positions whose next-token logits were computed
+    needed: int = 0       # ... of which the answers needed
+
+    def add(self, other: DecodeStats) -> None:
+        for name in ("forwards", "positions", "generated", "drafted", "accepted", "scored", "needed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _growing_cache():
+    """A KV cache whose layers append in place into buffers that double when full (transformers' DynamicCache
+    copies every layer's whole cache on every forward pass)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states, value_states, *args, **kwargs):
+            super().lazy_initialization(key_states, value_states)
+            self.length, self.key_buffer, self.value_buffer = 0, None, None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if self.key_buffer is None or end > self.key_buffer.shape[-2]:
+                self._grow(key_states, value_states, max(end, 2 * self.length, 64))
+            self.key_buffer[:, :, self.length:end] = key_states
+            self.value_buffer[:, :, self.length:end] = value_states
+            self.length = end
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            return self.keys, self.values
+
+        def _grow(self, key_states, value_states, size: int) -> None:
+            shape = lambda t: (*t.shape[:-2], size, t.shape[-1])  # noqa: E731
+            keys, values = key_states.new_empty(shape(key_states)), value_states.new_empty(shape(value_states))
+            if self.length:
+                keys[:, :, :self.length], values[:, :, :self.length] = self.keys, self.values
+            self.key_buffer, self.value_buffer = keys, values
+
+        def get_seq_length(self) -> int:
+            return self.length if self.is_initialized else 0
+
+        def batch_select_indices(self, indices) -> None:
+            if self.get_seq_length():
+                self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+                self.keys = self.key_buffer[:, :, :self.length]
+                self.values = self.value_buffer[:, :, :self.length]
+
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer
+    return cache
+
+
+@dataclass
+class _State:
+    """A row while it is being decoded."""
+
+    row: Row
+    limit: int
+    feed: list[int]                      # tokens to put into the cache next (prompt rest, then the last token)
+    position: int                        # position id of feed[0]
+    tokens: list[int] = field(default_factory=list)
+    finished: bool = False
+    done: bool = False
+    window: int = FIRST_WINDOW
+    aligned: bool = True                 # tokens so far equal the draft's first tokens
+
+    def proposal(self) -> list[int]:
+        """Draft tokens to check in the next pass (none without a draft or once it cannot be found)."""
+        draft = self.row.draft
+        if not draft or self.window <= 0:
+            return []
+        room = self.limit - len(self.tokens) - 1  # the pass itself yields one more token
+        if room <= 0:
+            return []
+        start = len(self.tokens) if self.aligned else _find_again(self.tokens, draft)
+        if start is None:
+            return []
+        return list(draft[start:start + min(self.window, room)])
+
+
+def _find_again(tokens: list[int], draft: Sequence[int]) -> int | None:
+    """Where the draft continues after the answer's last NGRAM tokens (the occurrence nearest the answer's length)."""
+    if len(tokens) < NGRAM:
+        return None
+    tail = tokens[-NGRAM:]
+    ends = [i + NGRAM for i in range(len(draft) - NGRAM + 1) if list(draft[i:i + NGRAM]) == tail]
+    ends = [e for e in ends if e < len(draft)]
+    return min(ends, key=lambda e: abs(e - len(tokens))) if ends else None
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all ``prompts`` share, leaving every prompt at least one token of its own."""
+    if not prompts:
+        return 0
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for k in range(max(n, 0)):
+        if any(p[k] != first[k] for p in prompts):
+            return k
+    return max(n, 0)
+
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+def _adapter_kwargs(model, adapters: list[str | None]) -> dict:
+    """Per-row adapters (None: the model as it is): one active adapter when all rows agree, PEFT's mixed batch otherwise."""
+    names = set(adapters)
+    if names == {None}:
+        return {}
+    if len(names) == 1 and BASE not in names:
+        if model.active_adapter != adapters[0]:
+            model.set_adapter(adapters[0])
+        return {}
+    return {"adapter_names": [a if a is not None else BASE for a in adapters]}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument_of(cls: type) -> str | None:
+    parameters = inspect.signature(cls.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _vocabulary(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def _cache_argument(model) -> str:
+    """``cache`` (recent transformers) or ``past_key_values``: the name the model's forward takes (through PEFT)."""
+    for inner in (model, getattr(model, "base_model", None), getattr(getattr(model, "base_model", None), "model", None)):
+        name = _cache_argument_of(type(inner)) if inner is not None else None
+        if name:
+            return name
+    return "past_key_values"
+
+
+def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str | None]):
+    past = cache.get_seq_length()
+    kwargs = {_cache_argument(model): cache, **_adapter_kwargs(model, adapters)}
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
+                 cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs).logits
+
+
+def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], stop_ids: Sequence[int], pad_id: int,
+                 stats: DecodeStats | None = None) -> list[Decoded]:
+    """Greedy answers of ``model`` to ``rows`` decoded together (one cache), in the order of ``rows``."""
+    stats = stats if stats is not None else DecodeStats()
+    device = next(model.parameters()).device
+    limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(rows)
+    states = [_State(r, limit, [], 0) for r, limit in zip(rows, limits)]
+    active = [s for s in states if s.limit > 0]
+    shared = common_prefix([s.row.prompt for s in active])
+    for state in active:
+        state.feed, state.position = list(state.row.prompt[shared:]), shared
+    cache = _growing_cache()
+    mask = torch.ones((len(active), shared), dtype=torch.long, device=device)
+    stops = set(stop_ids)
+    with torch.inference_mode():
+        if active and shared:
+            _prefill_shared(model, [s.row for s in active], shared, cache, device, stats)
+        while active:
+            mask = _step(model, active, cache, mask, pad_id, stops, device, stats)
+            still = [i for i, s in enumerate(active) if not s.done]
+            if len(still) < len(active):
+                if still:
+                    index = torch.tensor(still, device=device)
+                    cache.batch_select_indices(index)
+                    mask = mask[index]
+                active = [active[i] for i in still]
+    return [Decoded(s.tokens, s.finished) for s in states]
+
+
+def _prefill_shared(model, rows: list[Row], shared: int, cache, device, stats: DecodeStats) -> None:
+    """The shared prefix, once per distinct adapter, copied into every row of ``cache``."""
+    adapters = list(dict.fromkeys(r.adapter for r in rows))
+    ids = torch.tensor([list(rows[0].prompt[:shared])] * len(adapters), device=device)
+    positions = torch.arange(shared, device=device).expand(len(adapters), -1)
+    _forward(model, ids, torch.ones_like(ids), positions, cache, 1, adapters)
+    stats.forwards += 1
+    stats.positions += ids.numel()
+    cache.batch_select_indices(torch.tensor([adapters.index(r.adapter) for r in rows], device=device))
+
+
+def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int], device, stats: DecodeStats):
+    """One forward pass for every active row: feed its pending tokens plus the draft tokens it checks."""
+    proposals = [s.proposal() for s in active]
+    if sum(1 for p in proposals if p) * 2 < len(active):  # most rows would only pay for the others' drafts
+        proposals = [[] for _ in active]
+    room = max(1, LOGITS_ELEMENTS // (len(active) * _vocabulary(model))) - 1
+    proposals = [p[:room] for p in proposals]
+    width = max(len(s.feed) + len(p) for s, p in zip(active, proposals))
+    keep = max(len(p) for p in proposals) + 1
+    ids = torch.full((len(active), width), pad_id, dtype=torch.long)
+    new_mask = torch.zeros((len(active), width), dtype=torch.long)
+    positions = torch.zeros((len(active), width), dtype=torch.long)
+    for b, (state, proposal) in enumerate(zip(active, proposals)):
+        seq = state.feed + proposal
+        ids[b, width - len(seq):] = torch.tensor(seq)
+        new_mask[b, width - len(seq):] = 1
+        positions[b, width - len(seq):] = torch.arange(state.position, state.position + len(seq))
+    mask = torch.cat([mask, new_mask.to(device)], dim=1)
+    logits = _forward(model, ids.to(device), mask, positions.to(device), cache, keep, [s.row.adapter for s in active])
+    predicted = logits.argmax(dim=-1).tolist()
+    stats.forwards += 1
+    stats.positions += ids.numel()
+    stats.scored += len(active) * keep
+    stats.needed += sum(len(p) + 1 for p in proposals)
+    for b, (state, proposal) in enumerate(zip(active, proposals)):
+        own = predicted[b][keep - len(proposal) - 1:]  # own[j]: the model's token after feed + proposal[:j]
+        accepted = 0
+        while accepted < len(proposal) and proposal[accepted] == own[accepted]:
+            accepted += 1
+        rejected = len(proposal) - accepted
+        if rejected:
+            mask[b, mask.shape[1] - rejected:] = 0
+        stats.drafted += len(proposal)
+        stats.accepted += accepted
+        before = len(state.tokens)
+        _advance(state, proposal[:accepted] + [own[accepted]], len(state.feed) + accepted, stops, stats)
+        draft = state.row.draft
+        if draft and state.aligned:
+            state.aligned = list(draft[before:len(state.tokens)]) == state.tokens[before:]
+        if proposal:
+            state.window = min(state.window * 2, MAX_WINDOW) if not rejected else max(2, state.window // 2)
+    return mask
+
+
+def _advance(state: _State, new: list[int], fed: int, stops: set[int], stats: DecodeStats) -> None:
+    """Append ``new`` tokens to a row (up to a stop token or the limit); ``fed`` positions entered its cache."""
+    state.position += fed
+    for token in new:
+        if token in stops:
+            state.finished = state.done = True
+            return
+        state.tokens.append(token)
+        stats.generated += 1
+        if len(state.tokens) >= state.limit:
+            state.done = True
+            return
+    state.feed = [new[-1]]
+
+
+def decode(model, rows: list[Row], *, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int, batch_size: int,
+           on_batch: Callable[[list[int], list[Decoded]], None] | None = None,
+           stats: DecodeStats | None = None) -> list[Decoded]:
+    """Greedy answers to ``rows`` in batches of rows of similar prompt length; results in input order.
+
+    ``on_batch(indices, results)`` is called after every batch (for caching and progress).
+    """
+    order = sorted(range(len(rows)), key=lambda i: (-len(rows[i].prompt), rows[i].prompt, str(rows[i].adapter)))
+    results: list[Decoded | None] = [None] * len(rows)
+    for start in range(0, len(order), max(1, batch_size)):
+        batch = order[start:start + max(1, batch_size)]
+        decoded = decode_batch(model, [rows[i] for i in batch], max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+                               pad_id=pad_id, stats=stats)
+        for i, d in zip(batch, decoded):
+            results[i] = d
+        if on_batch:
+            on_batch(batch, decoded)
+    return results  # type: ignore[return-value]

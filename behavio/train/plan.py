@@ -1,0 +1,146 @@
+"""What a run will do inside ``max_minutes``: measured on this machine, then planned before training.
+
+Two short measurements on the loaded model: a forward pass of a training batch (a training step
+costs about three) and a few generated tokens at the check's batch size. From them, the spec's
+steps and the data sizes, :func:`make_plan` estimates every stage and the check of every
+checkpoint, reserves the check, and fits the training stages into what is left
+(:mod:`behavio.train.budget` does the arithmetic; the stages correct their own estimates once
+their first steps are timed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from behavio.train.budget import CheckPlan, Clock, GenerationSpeed, Plan, StagePlan, check_seconds, fit
+from behavio.train.config import TrainConfig
+
+STEP_VS_FORWARD = 3.0   # a training step (forward, backward, optimizer) against a forward pass without gradients
+DPO_VS_SFT = 3.7        # a DPO step (policy and reference on chosen and rejected) against an SFT step, measured
+SAVE_SECONDS = 2.0      # writing one checkpoint (adapter, optimizer state)
+STAGE_START_SECONDS = 10.0  # loading the base model again and preparing a trainer between stages
+
+
+@dataclass
+class CheckWork:
+    """The check after training: case prompts (token ids), new tokens per case, batch size."""
+
+    prompts: list[list[int]]
+    max_new_tokens: int
+    batch_size: int
+
+
+def generation_prompts(messages: list[dict]) -> list[list[dict]]:
+    """The conversations a check case is generated from: one per assistant turn the model writes itself
+    (content None, :mod:`behavio.conversation`), then the case's own; the open turns shown empty (an estimate)."""
+    is_open = [m.get("role") == "assistant" and m.get("content") is None for m in messages]
+    shown = [{**m, "content": ""} if open_ else m for m, open_ in zip(messages, is_open)]
+    return [shown[:i] for i, open_ in enumerate(is_open) if open_] + [shown]
+
+
+def check_work(compiled, tokenizer, fold) -> CheckWork:
+    """The compiled spec's check cases as the check engine will generate them."""
+    import json
+
+    from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+    from behavio.chat import encode_text, render_prompt
+
+    cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode("utf-8").splitlines() if line.strip()]
+    prompts = [encode_text(render_prompt(m, tokenizer, fold), tokenizer)
+               for c in cases for m in generation_prompts(c["messages"])]
+    check = compiled.spec.check
+    return CheckWork(prompts, int(check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+                     int(check.get("batch_size", DEFAULT_BATCH_SIZE)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def forward_seconds(model, features: list[dict], batch_size: int, clock: Clock) -> float:
+    """Seconds of one forward pass (no gradients) over a right-padded batch of training examples."""
+    import torch
+
+    rows = features[:batch_size]
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
+        mask[i, :len(r["input_ids"])] = 1
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        start = clock()
+        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False, logits_to_keep=1)
+        return clock() - start
+
+
+def generation_speed(model, tokenizer, work: CheckWork, clock: Clock, new_tokens: int = 4) -> GenerationSpeed:
+    """Per prompt token and per new token per row, from one batch of check prompts decoded 1 and 1+n tokens."""
+    from behavio.decode import Row, decode_batch
+    from behavio.generate import stop_token_ids
+
+    rows = [Row(p) for p in work.prompts[:min(work.batch_size, 16)]] or [Row([tokenizer.eos_token_id or 0] * 8)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    try:
+        start = clock()
+        decode_batch(model, rows, max_new_tokens=1, stop_ids=[], pad_id=pad)
+        first = clock() - start
+        start = clock()
+        decode_batch(model, rows, max_new_tokens=1 + new_tokens, stop_ids=[], pad_id=pad)
+        more = clock() - start
+    finally:
+        model.train(was_training)
+    prompt_tokens = sum(len(r.prompt) for r in rows)
+    per_new = max(more - first, 0.0) / (new_tokens * len(rows))
+    return GenerationSpeed(prompt_token=max(first, 1e-6) / prompt_tokens, new_token=max(per_new, 1e-6))
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------------------------
+
+
+def steps_per_epoch(rows: int, cfg: TrainConfig, processes: int) -> int:
+    """Optimizer steps per pass over ``rows`` (transformers' count)."""
+    batches = math.ceil(rows / max(1, cfg.batch_size * processes))
+    return max(batches // cfg.grad_accum + int(batches % cfg.grad_accum > 0), 1)
+
+
+def full_steps(rows: int, epochs: float, max_steps: int | None, cfg: TrainConfig, processes: int) -> int:
+    return max_steps if max_steps else math.ceil(epochs * steps_per_epoch(rows, cfg, processes))
+
+
+def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float], sft_rows: int | None,
+              sft_done: int, dpo_pairs: int | None, on_policy_prompts: int, prompt_tokens: float,
+              forward: float, speed: GenerationSpeed, load_seconds: float, work: CheckWork, eval_rows: int,
+              processes: int = 1, existing_checkpoints: int = 0) -> Plan:
+    """The run's plan from the data sizes and the measurements (``sft_rows`` None: SFT is done or not asked)."""
+    step = STEP_VS_FORWARD * forward
+    per_checkpoint = SAVE_SECONDS + (math.ceil(eval_rows / cfg.batch_size) * forward if eval_rows else 0.0)
+    stages = []
+    if sft_rows is not None:
+        full = full_steps(sft_rows, cfg.epochs, cfg.max_steps, cfg, processes)
+        stage = StagePlan("sft", full, full, cfg.save_steps, step, cfg.epochs, done=min(sft_done, full))
+        teacher = steps_per_epoch(sft_rows, cfg, processes) * forward if cfg.anchor > 0 else 0.0
+        stage.overhead = teacher + stage.checkpoints * per_checkpoint
+        stages.append(stage)
+    between = 0.0
+    if dpo_pairs is not None:
+        full = full_steps(dpo_pairs, cfg.dpo_epochs, cfg.dpo_max_steps, cfg, processes)
+        stage = StagePlan("dpo", full, full, cfg.save_steps, DPO_VS_SFT * step, cfg.dpo_epochs)
+        stage.overhead = stage.checkpoints * per_checkpoint
+        stages.append(stage)
+        answers = on_policy_prompts * (prompt_tokens * speed.prompt_token + cfg.dpo_on_policy_tokens * speed.new_token)
+        between = STAGE_START_SECONDS + load_seconds + (answers if sft_rows is not None else 0.0)
+    check = None
+    if work.prompts:
+        checkpoints = existing_checkpoints + sum(len([c for c in s.checkpoint_steps() if c > s.done]) for s in stages)
+        seconds = check_seconds(checkpoints, len(work.prompts), prompt_tokens, work.max_new_tokens, speed, load_seconds)
+        check = CheckPlan(checkpoints, len(work.prompts), work.max_new_tokens, seconds)
+    plan = Plan(budget, dict(spent), stages, check, between=between)
+    return fit(plan, budget)

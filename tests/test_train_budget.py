@@ -1,0 +1,214 @@
+"""The time budget (behavio/train/budget.py, plan.py): the schedule over planned steps, checkpoints
+on the plan, the check reserved before training, and stages that end on time on a machine of any
+speed -- all with an injected clock, no timed assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from behavio.train.budget import (MARGIN, MEASURED_STEPS, SCORING_FIXED, SCORING_PER_ANSWER, CheckPlan,
+                                  GenerationSpeed, Plan, RunBudget, Schedule, StagePlan, StageTimer, check_seconds, fit)
+
+
+class FakeClock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# ---------------------------------------------------------------- the schedule
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "constant_with_warmup", "constant"])
+def test_the_schedule_is_transformers_one_over_the_planned_steps(kind):
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    theirs = get_scheduler(kind, optimizer, num_warmup_steps=math.ceil(0.1 * 40), num_training_steps=40)
+    ours = Schedule(kind, 40, 0.1)
+    for step in range(41):
+        assert ours(step) == pytest.approx(theirs.lr_lambdas[0](step), abs=1e-12), step
+    assert ours(40) == ours.floor
+
+
+def test_a_replanned_schedule_warms_up_and_decays_over_the_new_total():
+    schedule = Schedule("cosine", 200, 0.05)
+    assert schedule.warmup == 10
+    schedule.total = 120  # a slower machine: fewer steps, the whole schedule still
+    assert schedule.warmup == 6 and schedule(6) == 1.0 and schedule(120) == 0.0 and 0 < schedule(119) < 0.001
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def test_checkpoints_sit_where_the_spec_puts_them_scaled_to_the_planned_steps():
+    plan = StagePlan("sft", full_steps=204, steps=204, save_steps=50, step_seconds=1.0, epochs=6)
+    assert plan.checkpoint_steps() == [50, 100, 150, 200, 204] and plan.checkpoints == 5
+    plan.steps = 102
+    assert plan.checkpoint_steps() == [25, 50, 75, 100, 102]
+    plan = StagePlan("sft", full_steps=204, steps=120, save_steps=102, step_seconds=1.0, epochs=6)
+    assert plan.checkpoint_steps() == [60, 120] and plan.checkpoints == 2
+
+
+def _plan(sft_full=200, sft_s=1.0, dpo_full=0, check_s=60.0, spent=30.0) -> Plan:
+    stages = [StagePlan("sft", sft_full, sft_full, 100, sft_s, 4.0)]
+    if dpo_full:
+        stages.append(StagePlan("dpo", dpo_full, dpo_full, 100, 4 * sft_s, 1.0))
+    return Plan(None, {"fill": spent}, stages, CheckPlan(2, 100, 80, check_s))
+
+
+def test_fit_keeps_what_fits_and_shrinks_every_stage_alike_when_it_does_not():
+    assert [s.steps for s in fit(_plan(dpo_full=20), 10_000).stages] == [200, 20]
+    budget = (30 + 60 + 0.5 * (200 + 80)) / (1 - MARGIN)
+    plan = fit(_plan(dpo_full=20), budget)
+    sft, dpo = plan.stages
+    assert sft.steps == 100 and dpo.steps == 10
+    assert "sft 100 steps (2.0 of the spec's 4 epochs" in plan.describe() and plan.expected <= budget
+    assert fit(_plan(), 1.0).stages[0].steps == 1  # nothing fits: one step, still a complete schedule
+
+
+def test_the_check_is_reserved_from_its_size_and_the_measured_speed():
+    speed = GenerationSpeed(prompt_token=0.003, new_token=0.007)
+    one = check_seconds(2, 180, 32, 80, speed, load_seconds=2.0)
+    assert check_seconds(4, 180, 32, 80, speed, 2.0) > one  # more checkpoints
+    assert check_seconds(2, 360, 32, 80, speed, 2.0) > one  # more cases
+    assert check_seconds(2, 180, 32, 160, speed, 2.0) > one  # more tokens
+    fixed = 2.0 + SCORING_FIXED + SCORING_PER_ANSWER * 360  # loading and scoring
+    slower = check_seconds(2, 180, 32, 80, GenerationSpeed(0.006, 0.014), 2.0)
+    assert slower - fixed == pytest.approx(2 * (one - fixed))  # a twice slower machine: twice the generating
+    budget = RunBudget(14, start=0.0, clock=FakeClock(0.0))
+    budget.plan = _plan(check_s=one)
+    assert budget.deadline("sft") == pytest.approx(14 * 60 * (1 - MARGIN) - one)  # the check comes out of the training time
+
+
+# ---------------------------------------------------------------- a stage against its deadline
+
+
+def _train(timer: StageTimer, clock: FakeClock, seconds_per_step, save_seconds: float = 0.0) -> list[int]:
+    """Play a trainer: step, ask the timer, save when told; returns the steps saved."""
+    saved, step = [], 0
+    timer.begin(0)
+    while True:
+        step += 1
+        clock.advance(seconds_per_step(step))
+        decision = timer.step_end(step)
+        if decision.save:
+            mark = clock()
+            clock.advance(save_seconds)
+            timer.pause_from(mark)
+            timer.saved(save_seconds)
+            saved.append(step)
+        if decision.stop:
+            return saved
+
+
+def test_a_machine_twice_as_slow_does_fewer_steps_and_ends_its_schedule_at_the_floor_within_budget():
+    said = []
+    results = {}
+    for name, step_seconds in {"tuned": 1.0, "half speed": 2.0}.items():
+        clock = FakeClock()
+        plan = StagePlan("sft", full_steps=200, steps=200, save_steps=100, step_seconds=1.0, epochs=4)
+        schedule = Schedule("cosine", 200, 0.05)
+        deadline = clock() + 230
+        timer = StageTimer(plan, schedule, deadline, clock, say=said.append)
+        saved = _train(timer, clock, lambda _: step_seconds, save_seconds=3.0)
+        results[name] = (plan.steps, saved, clock() <= deadline, schedule(plan.steps), schedule.total)
+    assert results["tuned"] == (200, [100, 200], True, 0.0, 200)  # everything fits: the spec's plan as is
+    steps, saved, on_time, last_lr, total = results["half speed"]
+    assert 100 < steps < 115 and on_time and last_lr == 0.0 and total == steps
+    assert saved == [round(steps / 2 + 0.1), steps]  # the checkpoints moved with the plan
+    announced = re.search(r"sft: 2.00 s/step measured: (\d+) steps fit before its deadline \((\d.\d) of the spec's 4 "
+                          r"epochs\); the learning rate reaches its floor at step \1", said[-1])
+    assert announced and steps - 1 <= int(announced[1]) <= steps + 1  # a 1-step trim later is not announced
+
+
+def test_a_machine_that_slows_down_midway_replans_again_and_still_ends_on_time():
+    clock = FakeClock()
+    plan = StagePlan("sft", full_steps=300, steps=300, save_steps=300, step_seconds=1.0, epochs=3)
+    schedule = Schedule("linear", 300, 0.1)
+    deadline = clock() + 250
+    said = []
+    timer = StageTimer(plan, schedule, deadline, clock, say=said.append)
+    _train(timer, clock, lambda step: 0.5 if step < 100 else 1.5)
+    assert clock() <= deadline and schedule(plan.steps) == 0.0 and plan.steps < 300
+    assert sum("measured" in s for s in said) == 1 and sum("now 1.50 s/step" in s for s in said) >= 1
+
+
+def test_the_steps_are_set_after_a_few_measured_steps_not_before():
+    clock = FakeClock()
+    plan = StagePlan("sft", full_steps=100, steps=100, save_steps=100, step_seconds=0.1, epochs=1)
+    timer = StageTimer(plan, Schedule("cosine", 100, 0.0), clock() + 50, clock)
+    timer.begin(0)
+    for step in range(1, MEASURED_STEPS + 1):  # the first step warms up and is not timed
+        clock.advance(1.0)
+        timer.step_end(step)
+        assert plan.steps == 100
+    clock.advance(1.0)
+    timer.step_end(MEASURED_STEPS + 1)
+    assert plan.steps == MEASURED_STEPS + 1 + int((50 - (MEASURED_STEPS + 1) - 1.0) / 1.0)
+
+
+def test_without_a_budget_the_spec_decides_alone():
+    clock = FakeClock()
+    plan = StagePlan("sft", full_steps=40, steps=40, save_steps=20, step_seconds=0.1, epochs=1)
+    timer = StageTimer(plan, Schedule("cosine", 40, 0.1), None, clock)
+    assert _train(timer, clock, lambda _: 100.0) == [20, 40] and plan.steps == 40
+
+
+# ---------------------------------------------------------------- the whole run, on the tiny model
+
+
+@pytest.mark.pipeline
+def test_a_run_on_a_slow_machine_plans_fewer_steps_ends_its_schedule_and_fits_the_budget(
+        tmp_path, train_spec, monkeypatch):
+    """`behavio train` with a clock where each step takes 0.5 s (a machine fast enough for all the
+    spec's steps in the budget) and 1.5 s (three times slower): the slow run says how many of the 4
+    epochs it does, trains a complete shorter schedule (learning rate at its floor at the last step),
+    saves its checkpoints on the plan and ends within max_minutes."""
+    from behavio.compiler.build import compile_spec
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows
+    from behavio.train.pipeline import train
+    from behavio.train.stage import StageCallback
+
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    rows = len(pick_rows(compile_spec(train_spec()), TrainConfig())["sft"])
+    per_epoch = math.ceil(rows / 4)  # batch_size 4
+    full, budget = 4 * per_epoch, 4 * per_epoch * 0.5 * 1.25  # the fast machine fits every step, with room
+    spec = train_spec(method=["sft"], epochs=4, save_steps=2 * per_epoch, max_minutes=budget / 60, eval_max_rows=0)
+    begin = StageCallback.on_step_begin
+    outcomes = {}
+    for name, step_seconds in {"fast": 0.5, "slow": 1.5}.items():
+        clock = FakeClock()
+        monkeypatch.setattr(StageCallback, "on_step_begin",
+                            lambda self, *a, _s=step_seconds, **k: clock.advance(_s) or begin(self, *a, **k))
+        said: list[str] = []
+        result = train(spec, runs_dir=tmp_path / name, check=False, say=said.append, clock=clock, quiet=True)
+        last = result.checkpoints[-1]
+        scheduler = torch.load(last.path / "scheduler.pt", weights_only=False)
+        outcomes[name] = ([c.step for c in result.checkpoints], last.meta["stage_final"], scheduler["_last_lr"][0],
+                          clock() - 1000.0, said, result.run_dir)
+    steps, final, lr, seconds, said, _ = outcomes["fast"]
+    assert steps == [full // 2, full] and final and lr == 0.0 and seconds <= budget
+    steps, final, lr, seconds, said, run_dir = outcomes["slow"]
+    assert steps[-1] < full and len(steps) == 2 and final and lr == 0.0 and seconds <= budget
+    plan = next(line for line in said if line.startswith("plan ("))
+    assert f"sft {full} steps (as the spec asks)" in plan and "reserved" not in plan  # no check asked
+    announced = re.search(r"sft: 1.50 s/step measured: (\d+) steps fit before its deadline \((\d.\d) of the spec's 4 "
+                          r"epochs\)", "\n".join(said))
+    assert announced and int(announced[1]) == steps[-1] and float(announced[2]) == round(4 * steps[-1] / full, 1)
+    assert said[-1].startswith("run: ") and f"of the {budget / 60:g}-minute budget" in said[-1]
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(e["step"] for e in events if "loss" in e) == steps[-1]
