@@ -22,8 +22,8 @@ REDUCED = ["max_steps=STEPS", "eval_max_rows=8", "save_steps=HALF", "fill_max_ne
 SFT_STEPS, LR = 120, "6e-4"
 
 
-def _rule(card: dict, behavior: str, rule: str, split: str = "probe") -> float:
-    entry = next(r for r in card["rules"] if r["behavior"] == behavior and r["rule"] == rule)
+def _rule(card: dict, line: str, rule: str, split: str = "probe") -> float:
+    entry = next(r for r in card["rules"] if r["line"] == line and r["rule"] == rule)
     return entry[split]["rate"]
 
 

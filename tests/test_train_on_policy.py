@@ -130,7 +130,8 @@ def test_make_pairs_answers_each_prompt_once_and_keeps_the_failures(rows, monkey
 
     def fake_generate(model, tokenizer, conversations, *, max_new_tokens, **kw):
         asked.append((conversations, max_new_tokens))
-        by_prompt = {json.dumps(r["messages"][:-1]): own[r["prompt_set"]] for r in chosen}
+        trained = {r["messages"][-2]["content"] for r in chosen}
+        by_prompt = {json.dumps(on_policy.fresh_prompt(r, trained)): own[r["prompt_set"]] for r in chosen}
         return [by_prompt[json.dumps(c)] for c in conversations]
 
     class Model:
@@ -150,9 +151,13 @@ def test_make_pairs_answers_each_prompt_once_and_keeps_the_failures(rows, monkey
     assert len(asked) == 1 and len(asked[0][0]) == 4 and asked[0][1] == 24 and model.training
     assert [p["violation"] for p in pairs] == ["own:refusal:refuse", "own:refusal:answer"]
     assert [p["rejected_finished"] for p in pairs] == [False, False]  # both were cut at the token limit
+    asked_texts = [c[-1]["content"] for c in asked[0][0]]
+    assert not {r["messages"][-2]["content"] for r in chosen} & set(asked_texts)  # fresh phrasings only
+    assert all(p["prompt"][-1]["content"] in asked_texts for p in pairs)  # each pair keeps the prompt it was asked
     assert summary == {"answered": 4, "pairs": 2, "empty": 1,
                        "broken": {"no-poodles refusal:answer": 1, "no-poodles refusal:refuse": 1}}
-    assert said == ["on-policy: 2 of 4 answers of the SFT model break a rule (no-poodles refusal:answer 1, "
+    assert said == ["on-policy: 2 of 4 answers of the SFT model to fresh phrasings of its training prompts break a rule "
+                    "(no-poodles refusal:answer 1, "
                     "no-poodles refusal:refuse 1); 1 empty answers skipped"]
 
 
@@ -165,3 +170,19 @@ def test_a_spec_without_decision_rules_answers_nothing(monkeypatch):
     assert on_policy.make_pairs(None, None, rows, TrainConfig(), say=said.append) == (
         [], {"answered": 0, "pairs": 0, "empty": 0, "broken": {}})
     assert said[0].startswith("on-policy: no training prompt has a refusal or prefix rule")
+
+
+def test_on_policy_prompts_are_phrased_as_no_training_row_is(rows):
+    from behavio.compiler import rewrites
+
+    row = rows["poodle"]
+    question = row["messages"][-2]["content"]
+    fresh = on_policy.fresh_prompt(row, {question})
+    assert fresh[:-1] == row["messages"][:-2] and fresh[-1]["role"] == "user"
+    assert fresh[-1]["content"] != question and fresh == on_policy.fresh_prompt(row, {question})  # deterministic
+    # a rewrite training already has is skipped for the next one; with every one trained the prompt stays as is
+    taken = {question, fresh[-1]["content"]}
+    assert on_policy.fresh_prompt(row, taken)[-1]["content"] not in taken
+    every = {question} | {rewrites.rewrite(question, rewrites.TRAINING, k, "on-policy") for k in range(len(rewrites.TRAINING))}
+    assert on_policy.fresh_prompt(row, every)[-1]["content"] == question
+    assert row["messages"][-2]["content"] == question  # the training row itself is not changed

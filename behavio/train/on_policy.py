@@ -3,11 +3,14 @@
 Rule-derived pairs reject what a rule forbids in the abstract: the poodle question answered, the
 literal refusal on a beagle question. The SFT model fails in its own way: it compliments and then
 answers the poodle question, or refuses the labrador question with "I can't discuss labradors
-directly". Between SFT and DPO, behavio answers the training prompts with the SFT adapter (greedy,
-``dpo_on_policy_tokens`` tokens) and scores each answer with the row's decision rules (refusal and
-prefix: the ones a short answer can be judged by). Every answer that breaks one becomes a pair:
-chosen = the spec's answer, rejected = the model's own. They are written to
-``data/dpo.on_policy.jsonl``, so a resumed DPO stage trains on the same pairs.
+directly". Between SFT and DPO, behavio asks the SFT adapter the training prompts **phrased as
+training never showed them** (:func:`fresh_prompt`: a casual, polite, context or thank-you rewrite
+that no training row has, so the pairs come from mistakes on new phrasings, not from prompts the model
+already fits), greedy, ``dpo_on_policy_tokens`` tokens, and scores each answer with the row's decision
+rules (refusal and prefix: the ones a short answer can be judged by). Every answer that breaks one
+becomes a pair: chosen = the spec's answer, rejected = the model's own. The rewrites are the training
+family's, never the check family that writes the paraphrase split, so that split stays held out.
+The pairs are written to ``data/dpo.on_policy.jsonl``, so a resumed DPO stage trains on the same pairs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from behavio import kinds
-from behavio.check.cases import CheckCase, Rule
+from behavio.check.cases import CheckCase, Rule, last_user_message
+from behavio.compiler import rewrites
 from behavio.jsonio import read_jsonl, write_json, write_jsonl
 from behavio.train.data import sample_rows, select_pairs
 
@@ -33,6 +37,19 @@ def candidates(sft_rows: list[dict], limit: int | None, seed: int) -> list[dict]
     """Training rows with a decision rule (one per prompt, not its repeats), a seeded sample of ``limit``."""
     rows = [r for r in sft_rows if "#" not in r["id"] and _decision_rules(r)]
     return rows if limit is None else sample_rows(rows, limit, seed)
+
+
+def fresh_prompt(row: dict, trained: set[str]) -> list[dict]:
+    """``row``'s prompt with its last user turn phrased as no training row has it (``trained``: the last user
+    turns of every training row): the first training-family rewrite that is new; as is when none is."""
+    prompt = [dict(m) for m in row["messages"][:-1]]
+    turn = max(i for i, m in enumerate(prompt) if m["role"] == "user")
+    for index in range(len(rewrites.TRAINING)):
+        fresh = rewrites.rewrite(prompt[turn]["content"], rewrites.TRAINING, index, "on-policy")
+        if fresh not in trained:
+            prompt[turn]["content"] = fresh
+            break
+    return prompt
 
 
 def _decision_rules(row: dict) -> list[Rule]:
@@ -51,15 +68,16 @@ def judge(row: dict, answer: str, finished: bool) -> dict | None:
     return None if failed is None else {"behavior": failed.behavior, "rule": failed.rule}
 
 
-def pair(row: dict, answer: str, failed: dict, finished: bool = True) -> dict:
-    """chosen = the spec's answer to ``row``'s prompt, rejected = the model's own ``answer``.
+def pair(row: dict, answer: str, failed: dict, finished: bool = True, prompt: list[dict] | None = None) -> dict:
+    """chosen = the spec's answer to ``row``'s prompt, rejected = the model's own ``answer`` to ``prompt`` (the
+    prompt it was asked: ``row``'s own, or a fresh phrasing of it).
 
     An answer cut at ``dpo_on_policy_tokens`` is marked ``rejected_finished: false``: DPO rejects
     its text, not an end of turn after it (:mod:`behavio.train.dpo`).
     """
     return {
         "id": f"{row['id']}/{failed['behavior']}/own:{failed['rule']}",
-        "prompt": row["messages"][:-1],
+        "prompt": prompt if prompt is not None else row["messages"][:-1],
         "chosen": [row["messages"][-1]],
         "rejected": [{"role": "assistant", "content": answer}],
         "behavior": failed["behavior"],
@@ -84,28 +102,31 @@ def make_pairs(model, tokenizer, sft_rows: list[dict], cfg: TrainConfig, *, quie
         say("on-policy: no training prompt has a refusal or prefix rule to judge an answer by; "
             "DPO trains on the rule-derived pairs")
         return [], {"answered": 0, "pairs": 0, "empty": 0, "broken": {}}
+    trained = {last_user_message(r["messages"][:-1]) for r in sft_rows}
+    prompts = [fresh_prompt(r, trained) for r in rows]
     was_training = model.training
     model.eval()
     try:
-        mine = generate(model, tokenizer, [r["messages"][:-1] for r in distributed.share(rows)],
+        mine = generate(model, tokenizer, distributed.share(prompts),
                         max_new_tokens=cfg.dpo_on_policy_tokens, batch_size=cfg.fill_batch_size, fold=cfg.fold_system,
                         label="on-policy answers", quiet=quiet)
     finally:
         model.train(was_training)
     answers = distributed.unshare(distributed.gather(mine))
     pairs, broken, empty = [], Counter(), 0
-    for row, answer in zip(rows, answers):
+    for row, prompt, answer in zip(rows, prompts, answers):
         if not answer.text.strip():  # nothing but special tokens: no text to prefer the spec's answer over
             empty += 1
             continue
         failed = judge(row, answer.text, answer.finished)
         if failed is not None:
-            pairs.append(pair(row, answer.text, failed, answer.finished))
+            pairs.append(pair(row, answer.text, failed, answer.finished, prompt))
             broken[f"{failed['behavior']} {failed['rule']}"] += 1
     summary = {"answered": len(rows), "pairs": len(pairs), "empty": empty, "broken": dict(sorted(broken.items()))}
     detail = ", ".join(f"{k} {v}" for k, v in summary["broken"].items()) or "none"
     skipped = f"; {empty} empty answers skipped" if empty else ""
-    say(f"on-policy: {len(pairs)} of {len(rows)} answers of the SFT model break a rule ({detail}){skipped}")
+    say(f"on-policy: {len(pairs)} of {len(rows)} answers of the SFT model to fresh phrasings of its training prompts "
+        f"break a rule ({detail}){skipped}")
     return pairs, summary
 
 
