@@ -7,6 +7,7 @@ quantization), so a second fill generates nothing and does not even load the mod
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -55,13 +56,9 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     settings = generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
                                    load=load_settings(quantization, device))
     cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
-    loaded: list = []  # the base model, loaded the first time a process has answers to write
-
-    def base():
-        if not loaded:
-            loaded.append(load_base(path, quantization=quantization, trust_remote_code=trust_remote_code, device=device))
-        return loaded[0]
-
+    # the base model, loaded the first time this process has answers to write
+    base = functools.cache(lambda: load_base(path, quantization=quantization, trust_remote_code=trust_remote_code,
+                                             device=device))
     answers: dict[str, str] = {}
     todo = list(pending_rows)
     while todo:
@@ -70,17 +67,18 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
             missing = sorted(set(pending.keys_in(*_texts(todo[0]["messages"]))) - answers.keys())
             raise BehavioError(f"pending answer {todo[0]['key']} answers a conversation whose earlier turn {missing[0]} "
                                "is not being written (compile the spec again)")
-        items = {pending.key_for(m): m for m in (pending.fill_value(row["messages"], answers, row["key"]) for row in ready)}
-        gens = _write_round(items, cache, base, use_cache=use_cache, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, fold=fold, quiet=quiet)
+        asked = {row["key"]: pending.fill_value(row["messages"], answers, row["key"]) for row in ready}
+        content_keys = {key: pending.key_for(messages) for key, messages in asked.items()}
+        gens = _write_round({content_keys[key]: messages for key, messages in asked.items()}, cache, base,
+                            max_new_tokens=max_new_tokens, batch_size=batch_size, fold=fold, quiet=quiet)
         for row in ready:
-            written = gens[pending.key_for(pending.fill_value(row["messages"], answers, row["key"]))]
+            written = gens[content_keys[row["key"]]]
             answers[row["key"]] = _shaped(tidy_body(written, trim_unfinished), row.get("shape"))
         todo = [row for row in todo if row["key"] not in answers]
     return answers
 
 
-def _write_round(items: dict[str, list[dict]], cache: GenerationCache, base, *, use_cache: bool, max_new_tokens: int,
+def _write_round(items: dict[str, list[dict]], cache: GenerationCache, base, *, max_new_tokens: int,
                  batch_size: int, fold: bool | str, quiet: bool) -> dict[str, Generation]:
     """Every conversation of ``items`` answered (from the cache when it can be). Under a launcher every process
     writes its share of the missing answers and all get every answer (the main process alone appends them
@@ -90,7 +88,7 @@ def _write_round(items: dict[str, list[dict]], cache: GenerationCache, base, *, 
     missing = distributed.broadcast([k for k in items if cache.get(k) is None])  # the main process's view
     if missing:
         mine = distributed.share(missing)
-        enabled, cache.enabled = cache.enabled, use_cache and distributed.is_main()
+        enabled, cache.enabled = cache.enabled, cache.enabled and distributed.is_main()
         written: dict[str, Generation] = {}
         if mine:
             model = base()
