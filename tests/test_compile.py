@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,3 +233,21 @@ def test_the_readme_spec_example_compiles(tmp_path):
     spec.write_text(example)
     compiled = compile_spec(spec)
     assert compiled.spec.id == "acme-support" and compiled.manifest["counts"]["checks"] > 0
+
+
+def test_every_frame_library_declares_its_subject_and_is_listed_in_the_schema():
+    """A library's `#% subject:` line drives minimal pairs (`pair_frames` pairs subjects of the same type), and
+    the schema's description of `frames.library` is how a user learns which libraries exist."""
+    from behavio.compiler.expand import frame_subject, load_frames
+    from behavio.paths import templates_dir
+    from behavio.spec.schema import spec_schema
+
+    libraries = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
+    assert {"questions", "support", "problems", "howto", "requests"} <= set(libraries)
+    described = spec_schema()["properties"]["prompts"]["additionalProperties"]["properties"]["frames"]["properties"]["library"]["description"]
+    for library in libraries:
+        assert frame_subject(library), f"{library}.txt has no '#% subject:' line"
+        frames = load_frames(library)
+        assert len(frames) >= 20 and all("{{ subject }}" in f for f in frames), library
+        assert len(set(frames)) == len(frames), f"{library}.txt repeats a frame"
+        assert re.search(rf"\b{library}\b", described), f"the schema does not name the {library!r} library"
