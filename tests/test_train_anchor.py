@@ -326,3 +326,72 @@ def test_the_base_model_runs_once_over_the_data_not_every_step(tmp_path, knowing
     assert stage.max_steps == 3 * batches and len(added) == batches
     assert len(base_passes) == batches + 1  # the pass over the data, plus checking the output head once
     assert any(line.startswith("anchor: the base model's distribution at ") for line in said)
+
+
+def test_the_opening_of_every_answer_is_weighted_and_the_rest_is_not():
+    from behavio.train.anchor import OPENING_TOKENS, opening_weights, trained_positions
+
+    assert OPENING_TOKENS == 4
+    # row 0: a prompt, a 6-token answer, a prompt, a 2-token answer (a conversation, or padding-free examples)
+    # row 1: a prompt and a 5-token answer
+    labels = torch.tensor([[-100, -100, 1, 2, 3, 4, 5, 6, -100, -100, 7, 8],
+                           [-100, -100, -100, 1, 2, 3, 4, 5, -100, -100, -100, -100]])
+    rows, cols = trained_positions(labels)
+    weights = opening_weights(labels, rows, cols, 3.0)
+    targets = labels[rows, cols + 1]
+    assert targets.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5]
+    assert weights.tolist() == [3, 3, 3, 3, 1, 1, 3, 3, 3, 3, 3, 3, 1]
+    assert opening_weights(labels, rows, cols, 1.0) is None  # 1: every token alike, nothing to weight
+
+
+def test_weights_scale_each_tokens_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    targets = torch.tensor([1, 1, 0])
+    from behavio.train.anchor import losses
+
+    nll = F.cross_entropy(logits, targets, reduction="none")
+    weighted = losses(logits, targets, weights=torch.tensor([4.0, 1.0, 1.0]))
+    assert weighted["ce"].item() == pytest.approx((4 * nll[0] + nll[1] + nll[2]).item())
+    assert losses(logits, targets)["ce"].item() == pytest.approx(nll.sum().item())
+    assert weighted["tokens"].item() == 3  # normalized by the tokens, not by the weights
+
+
+@pytest.mark.pipeline
+def test_the_trainer_weights_the_opening_in_training_only(knowing_base):
+    """compute_loss with opening_weight 3 is the cross-entropy with the first 4 tokens of each answer counted
+    3 times (train mode); eval loss stays the plain cross-entropy."""
+    from types import SimpleNamespace
+
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from behavio.compiler.build import compile_spec
+    from behavio.models import load_tokenizer
+    from behavio.train.anchor import anchored_trainer_class, opening_weights, trained_positions
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows, sft_features
+
+    base_dir, spec = knowing_base
+    tokenizer = load_tokenizer(base_dir)
+    cfg = TrainConfig(base_model=str(base_dir), max_length=128, eval_max_rows=0)
+    features = sft_features(pick_rows(compile_spec(spec), cfg)["sft"], tokenizer, cfg)[:4]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(
+        [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+    model = _perturbed_adapter(base_dir)
+    trainer = anchored_trainer_class().__new__(anchored_trainer_class())  # compute_loss needs only these
+    trainer.anchor, trainer.opening_weight, trainer.stop_ids = 0.0, 3.0, []
+    trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
+    trainer.args = SimpleNamespace(average_tokens_across_devices=False)
+    trainer._log_parts = lambda *a: None
+    labels = batch["labels"]
+    rows, cols = trained_positions(labels)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols]
+        nll = F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
+        weights = opening_weights(labels, rows, cols, 3.0)
+        assert (weights == 3).sum() == 4 * len(features)  # every answer here is longer than 4 tokens
+        model.train()
+        trained = trainer.compute_loss(model, batch)
+        model.eval()
+        evaluated = trainer.compute_loss(model, batch)
+    assert trained.item() == pytest.approx(((nll * weights).sum() / len(nll)).item(), rel=1e-4)
+    assert evaluated.item() == pytest.approx(nll.mean().item(), rel=1e-4)

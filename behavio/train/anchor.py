@@ -55,16 +55,18 @@ def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 
 
 def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
-           teacher: torch.Tensor | None = None, free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+           teacher: torch.Tensor | None = None, free: Sequence[int] = (),
+           weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
-    ``ce``: cross-entropy on the targets; ``kl``: KL(teacher || student) on the rows ``anchored``
+    ``ce``: cross-entropy on the targets, each weighted by ``weights`` (``[n]``; none: 1); ``kl``: KL(teacher || student) on the rows ``anchored``
     (a mask ``[n]``) whose teacher logits are ``teacher`` (``[anchored.sum(), vocab]``), both
     distributions taken over the vocabulary without the ``free`` token ids (the stop tokens);
     ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
     logits = student.float()
-    ce = F.nll_loss(F.log_softmax(logits, dim=-1), targets, reduction="sum")
+    nll = F.nll_loss(F.log_softmax(logits, dim=-1), targets, reduction="none")
+    ce = (nll * weights).sum() if weights is not None else nll.sum()
     correct = (logits.argmax(dim=-1) == targets).sum()
     anchored = anchored if anchored is not None else torch.zeros_like(targets, dtype=torch.bool)
     if teacher is not None and anchored.any():
@@ -96,6 +98,22 @@ def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch
 # ---------------------------------------------------------------------------------------------
 # Trained positions, the output head, chunked losses
 # ---------------------------------------------------------------------------------------------
+
+
+OPENING_TOKENS = 4  # the tokens of an answer that decide it: refuse, prefix, or answer as the base model would
+
+
+def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """Cross-entropy weight of each trained position (``rows``, ``cols`` from :func:`trained_positions`): ``weight``
+    on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn), 1 elsewhere; none if 1."""
+    if weight == 1:
+        return None
+    trained = labels != -100
+    index = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+    starts = trained & ~F.pad(trained[:, :-1], (1, 0), value=False)
+    offset = index - torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    opening = trained & (offset < OPENING_TOKENS)
+    return torch.where(opening[rows, cols + 1], float(weight), 1.0)
 
 
 def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,8 +155,10 @@ class Head:
 
 
 def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
-                   teacher: torch.Tensor | None = None, free: Sequence[int] = ()) -> dict[str, torch.Tensor]:
-    """:func:`losses` from hidden states ``student [n, hidden]`` and ``targets [n]``, in bounded chunks.
+                   teacher: torch.Tensor | None = None, free: Sequence[int] = (),
+                   weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """:func:`losses` from hidden states ``student [n, hidden]`` and ``targets [n]`` (cross-entropy ``weights [n]``,
+    none: 1), in bounded chunks.
 
     ``teacher``: the base model's hidden states at the ``anchored`` rows only (none: the cross-entropy
     alone). Each chunk turns at most ``CHUNK_ELEMENTS`` logits' worth of positions into logits.
@@ -149,10 +169,11 @@ def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anc
         anchored = torch.zeros_like(targets, dtype=torch.bool)
     starts = torch.cumsum(anchored.long(), 0) - anchored.long()  # teacher row of each anchored row
 
-    def part(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor, t: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def part(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor, t: torch.Tensor | None,
+             w: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             base = head.teacher(t) if t is not None and len(t) else None
-        out = losses(head.student(s), y, m, base, free=free)
+        out = losses(head.student(s), y, m, base, free=free, weights=w)
         return out["ce"], out["kl"], out["tokens"], out["anchored"], out["correct"]
 
     chunks = []
@@ -161,7 +182,7 @@ def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anc
         mask = anchored[start:end]
         first = int(starts[start]) if n else 0
         t = teacher[first:first + int(mask.sum())] if teacher is not None else None
-        args = (student[start:end], targets[start:end], mask, t)
+        args = (student[start:end], targets[start:end], mask, t, weights[start:end] if weights is not None else None)
         if n > size and torch.is_grad_enabled():  # keep one chunk's logits at a time, recompute them for backward
             chunks.append(checkpoint(part, *args, use_reentrant=False))
         else:
@@ -272,12 +293,14 @@ def anchored_trainer_class():
     from behavio.generate import stop_token_ids
 
     class AnchoredSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss is the cross-entropy on the trained positions only, ``+ anchor x KL(base ||
-        trained)`` when ``anchor > 0``; eval loss is the CE alone."""
+        """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening
+        weighted ``opening_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``; eval loss is the
+        unweighted CE alone."""
 
-        def __init__(self, *args, anchor: float, **kwargs):
+        def __init__(self, *args, anchor: float, opening_weight: float = 1.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
+            self.opening_weight = opening_weight
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
             self.teacher = Teacher(self.stop_ids)
 
@@ -315,7 +338,9 @@ def anchored_trainer_class():
                     raise RuntimeError("anchor: a training example has no precomputed base-model state")
                 anchored, teacher = known
             head = Head(self.accelerator.unwrap_model(model))
-            parts = chunked_losses(head, student, labels[rows, cols + 1], anchored, teacher, free=self.stop_ids)
+            weights = opening_weights(labels, rows, cols, self.opening_weight) if mode == "train" else None
+            parts = chunked_losses(head, student, labels[rows, cols + 1], anchored, teacher, free=self.stop_ids,
+                                   weights=weights)
             tokens = num_items_in_batch if num_items_in_batch is not None else parts["tokens"]
             tokens = torch.as_tensor(tokens, device=student.device).clamp(min=1)
             ce, kl = parts["ce"] / tokens, parts["kl"] / tokens

@@ -36,7 +36,7 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     clear_staging(stage)
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
                   eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage, evaluate)])
-    trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, **common)
+    trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, opening_weight=cfg.opening_weight, **common)
     trainer.stage = stage
     if cfg.anchor > 0:
         start = time.time()
