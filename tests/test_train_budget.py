@@ -167,6 +167,32 @@ def test_without_a_budget_the_spec_decides_alone():
     assert _train(timer, clock, lambda _: 100.0) == [20, 40] and plan.steps == 40
 
 
+def test_the_check_is_reserved_for_answers_as_long_as_the_trained_ones_not_the_whole_token_budget():
+    """A trained model writes answers like its training answers and stops: the reserve counts those tokens
+    (the long ones: a batch runs until its longest rows end), capped by the check's max_new_tokens."""
+    from behavio.train.plan import CheckWork, answer_tokens, make_plan
+    from behavio.train.config import TrainConfig
+
+    features = [{"labels": [-100] * 30 + [1] * n} for n in [10] * 8 + [30, 60]]
+    assert answer_tokens(features) == 60 and answer_tokens(features, quantile=0.5) == 10
+    assert answer_tokens([]) is None
+    assert CheckWork([[1]], 80, 32, answer_tokens=30).new_tokens() == 31  # the answer and its stop token
+    assert CheckWork([[1]], 80, 32, answer_tokens=200).new_tokens() == 80  # never past max_new_tokens
+    assert CheckWork([[1]], 80, 32).new_tokens() == 80  # unknown: the whole budget
+    speed = GenerationSpeed(prompt_token=0.003, new_token=0.007)
+
+    def reserved(answers):
+        work = CheckWork([[1] * 40] * 100, 80, 32, answer_tokens=answers)
+        plan = make_plan(TrainConfig(), budget=None, spent={}, sft_rows=64, sft_done=0, dpo_pairs=None,
+                         on_policy_prompts=0, prompt_tokens=40, forward=0.5, speed=speed, load_seconds=2.0,
+                         work=work, eval_rows=0)
+        return plan.check
+    short, unknown = reserved(24), reserved(None)
+    assert short.tokens == 25 and unknown.tokens == 80
+    assert short.seconds < unknown.seconds
+    assert short.seconds == pytest.approx(check_seconds(short.checkpoints, 100, 40, 25, speed, 2.0))
+
+
 # ---------------------------------------------------------------- the whole run, on the tiny model
 
 

@@ -133,7 +133,7 @@ class CheckPlan:
     seconds: float
 
     def describe(self) -> str:
-        return (f"check {self.checkpoints} checkpoints × {self.cases} cases × {self.tokens} tokens "
+        return (f"check {self.checkpoints} checkpoints × {self.cases} cases × ~{self.tokens} tokens "
                 f"≈ {minutes(self.seconds)} (reserved)")
 
 

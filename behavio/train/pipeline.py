@@ -276,13 +276,14 @@ def plan_run(budget: RunBudget, cfg: TrainConfig, compiled, tokenizer, sets: Dat
              *, sft: bool, sft_from: int, dpo: bool, existing: int, check: bool, processes: int, say: Say) -> None:
     """Measure this machine on ``model``, plan every stage and the check inside the budget, and say the plan."""
     from behavio.train import on_policy
-    from behavio.train.plan import check_work, forward_seconds, generation_speed, make_plan
+    from behavio.train.plan import answer_tokens, check_work, forward_seconds, generation_speed, make_plan
 
     clock = budget.clock
     work = check_work(compiled, tokenizer, cfg.fold_system)
     if not check:
         work.prompts = []
     features = list(sets.sft) if sets.sft is not None else []
+    work.answer_tokens = answer_tokens(features)
     forward = forward_seconds(model, features, cfg.batch_size, clock) if features else 0.0
     speed = generation_speed(model, tokenizer, work, clock)
     prompt_tokens = sum(map(len, work.prompts)) / max(1, len(work.prompts))

@@ -24,11 +24,26 @@ STAGE_START_SECONDS = 10.0  # loading the base model again and preparing a train
 
 @dataclass
 class CheckWork:
-    """The check after training: case prompts (token ids), new tokens per case, batch size."""
+    """The check after training: case prompts (token ids), new tokens per case, batch size, and how long a
+    trained answer runs (tokens; none: unknown, every case is assumed to write ``max_new_tokens``)."""
 
     prompts: list[list[int]]
     max_new_tokens: int
     batch_size: int
+    answer_tokens: int | None = None
+
+    def new_tokens(self) -> int:
+        """Tokens a case is expected to write: a trained answer and its stop token, at most ``max_new_tokens``."""
+        if self.answer_tokens is None:
+            return self.max_new_tokens
+        return max(1, min(self.max_new_tokens, self.answer_tokens + 1))
+
+
+def answer_tokens(features: list[dict], quantile: float = 0.9) -> int | None:
+    """How long the training answers run (trained tokens per example, at ``quantile``): what the trained model
+    writes at the check, since a batch decodes until its long answers end."""
+    lengths = sorted(sum(1 for label in f["labels"] if label != -100) for f in features)
+    return lengths[min(len(lengths) - 1, int(quantile * len(lengths)))] if lengths else None
 
 
 def generation_prompts(messages: list[dict]) -> list[list[dict]]:
@@ -140,7 +155,7 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
     check = None
     if work.prompts:
         checkpoints = existing_checkpoints + sum(len([c for c in s.checkpoint_steps() if c > s.done]) for s in stages)
-        seconds = check_seconds(checkpoints, len(work.prompts), prompt_tokens, work.max_new_tokens, speed, load_seconds)
-        check = CheckPlan(checkpoints, len(work.prompts), work.max_new_tokens, seconds)
+        seconds = check_seconds(checkpoints, len(work.prompts), prompt_tokens, work.new_tokens(), speed, load_seconds)
+        check = CheckPlan(checkpoints, len(work.prompts), work.new_tokens(), seconds)
     plan = Plan(budget, dict(spent), stages, check, between=between)
     return fit(plan, budget)
