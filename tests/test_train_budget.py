@@ -146,6 +146,28 @@ def test_a_machine_that_slows_down_midway_replans_again_and_still_ends_on_time()
     assert sum("measured" in s for s in said) == 1 and sum("now 1.50 s/step" in s for s in said) >= 1
 
 
+def test_steps_that_turn_out_faster_early_lengthen_the_plan_and_late_ones_do_not():
+    """The first timed steps are often the slowest (caches warming up): if the stage runs faster while its learning
+    rate is still near its peak, the time left goes to more steps; later it keeps its schedule (growing it then would
+    raise a decaying learning rate again), and it ends on time with the LR at its floor either way."""
+    outcomes = {}
+    for name, speed_up_at in {"early": 10, "late": 150}.items():
+        clock = FakeClock()
+        plan = StagePlan("sft", full_steps=400, steps=400, save_steps=400, step_seconds=1.0, epochs=3)
+        schedule = Schedule("cosine", 400, 0.05)
+        deadline = clock() + 300
+        said = []
+        timer = StageTimer(plan, schedule, deadline, clock, say=said.append)
+        _train(timer, clock, lambda step, at=speed_up_at: 2.0 if step < at else 1.0)
+        outcomes[name] = (plan.steps, clock() <= deadline, schedule(plan.steps), said)
+    steps, on_time, last_lr, said = outcomes["early"]
+    assert 250 < steps <= 300 and on_time and last_lr == 0.0
+    assert any("now 1.00 s/step" in s for s in said)
+    steps, on_time, last_lr, said = outcomes["late"]
+    assert steps < 160 and on_time and last_lr == 0.0  # planned at 2 s/step; a later speed-up changes nothing
+    assert not any("now 1.00 s/step" in s for s in said)
+
+
 def test_the_steps_are_set_after_a_few_measured_steps_not_before():
     clock = FakeClock()
     plan = StagePlan("sft", full_steps=100, steps=100, save_steps=100, step_seconds=0.1, epochs=1)

@@ -28,6 +28,8 @@ Say = Callable[[str], None]
 
 MEASURED_STEPS = 3     # steps timed (after each stage's first, which warms up) before its steps are set
 MARGIN = 0.03          # share of the budget left free for what the plan does not model
+GROW_UNTIL = 0.25      # a stage whose steps run faster than first measured lengthens its plan only this early
+GROW_AT_LEAST = 0.05   # (while the learning rate is still near its peak), and only by this share or more
 SCORING_FIXED = 5.0    # seconds of a check besides generating: compiling the spec, loading the embedding model
 SCORING_PER_ANSWER = 0.02  # seconds per scored answer
 
@@ -267,6 +269,9 @@ class StageTimer:
             self._apply(steps)
             if shrink > max(1, self.plan.steps // 100):
                 self._announce(step, first=False)
+        elif step <= GROW_UNTIL * self.plan.steps and steps > self.plan.steps * (1 + GROW_AT_LEAST):
+            self._apply(steps)  # faster than the first steps said, early on: the time left goes to training
+            self._announce(step, first=False)
 
     def _fitting(self, step: int, now: float) -> int:
         """The most steps (at most the spec's) whose remaining steps and checkpoints end before the deadline."""
