@@ -134,3 +134,19 @@ def test_rows_of_several_adapters_share_a_batch_and_leave_the_base_weights_untou
     after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
              for k, v in adapters.model.state_dict().items() if "lora_" not in k}
     assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_short_prompts_are_not_padded_to_the_longest_one(tiny):
+    from behavio.chat import encode_text, render_prompt
+
+    model, tokenizer = tiny
+    users = ["Hi?", "Hi?", "Tell me, in many words, why the sky is blue at noon and red at dusk, please?"] * 2
+    rows = [encode_text(render_prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": u}],
+                                      tokenizer), tokenizer) for u in users[:4]]
+    shared = common_prefix(rows)
+    assert len({len(r) for r in rows}) == 2 and max(map(len, rows)) > 2 * min(map(len, rows)) - shared
+    stats = DecodeStats()
+    got = decode(model, [Row(p) for p in rows], max_new_tokens=3, stop_ids=[], pad_id=0, batch_size=4, stats=stats)
+    assert [d.tokens for d in got] == [argmax_loop(model, p, 3, set())[0] for p in rows]
+    first_passes = shared + sum(len(p) - shared for p in rows)  # the shared prefix once, then every prompt's own tokens
+    assert stats.positions == first_passes + 2 * len(rows)      # then one token per row per step, no holes
