@@ -5,6 +5,8 @@
 - A row leaves the batch as soon as it stops, so short answers do not pay for long ones.
 - The prompt prefix every row shares (system message, template header) is computed once per
   adapter and copied into every row's cache.
+- The rest of every prompt goes through in first passes of rows of about the same prompt length,
+  whose caches are then joined, so a short prompt is not padded to the longest one of its batch.
 - Rows of different LoRA adapters share a batch (PEFT's ``adapter_names``); adapters are applied
   unmerged, so the base weights are never written.
 - A row may carry a *draft*: what it is expected to answer (e.g. another checkpoint's answer to
