@@ -203,7 +203,7 @@ def main() -> None:
         f"Speed-up: **{m_slow / m_fast:.1f}×** over the naive loop (target ≥ 10×). Cached re-run: "
         f"**{m_cached / m_fast:.1%}** of the first run (target < 5%); it generates nothing and loads no model. "
         f"Answers identical between the two: {same} "
-        "(greedy both ways; batched float32 matmuls can flip a near-tie token).\n"
+        "(greedy both ways; batched float32 matmuls and merged weights can flip a near-tie token).\n"
         f"Decoding (first run): {stats.forwards} forward passes, {stats.generated} tokens generated, "
         f"{stats.accepted} of {stats.drafted} drafted tokens kept ({stats.accepted / max(1, stats.drafted):.0%}; "
         "the bench's checkpoints are small random perturbations of one adapter, so they mostly agree).\n"
