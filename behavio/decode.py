@@ -5,6 +5,8 @@
 - A row leaves the batch as soon as it stops, so short answers do not pay for long ones.
 - The prompt prefix every row shares (system message, template header) is computed once per
   adapter and copied into every row's cache.
+- The rest of every prompt goes through in first passes of rows of about the same prompt length,
+  whose caches are then joined, so a short prompt is not padded to the longest one of its batch.
 - Rows of different LoRA adapters share a batch (PEFT's ``adapter_names``); adapters are applied
   unmerged, so the base weights are never written.
 - A row may carry a *draft*: what it is expected to answer (e.g. another checkpoint's answer to
@@ -30,6 +32,7 @@ FIRST_WINDOW = 8      # draft tokens checked per row in its first pass
 MAX_WINDOW = 32       # ... doubling after every pass that accepted all of them
 LOGITS_ELEMENTS = 2**26  # at most this many logits per pass (rows x checked positions x vocabulary: 256 MB)
 NGRAM = 3             # tokens matched to find the draft again after the answer left it
+PREFILL_FILL = 0.85   # a row joins a first pass if its prompt is at least this share of the pass's longest
 
 
 @dataclass
@@ -96,6 +99,17 @@ def _growing_cache():
                 keys[:, :, :self.length], values[:, :, :self.length] = self.keys, self.values
             self.key_buffer, self.value_buffer = keys, values
 
+        def hold(self, keys, values) -> None:
+            """Hold exactly ``keys`` and ``values`` (rows x heads x positions x dim), with room to grow."""
+            if not self.is_initialized:
+                self.lazy_initialization(keys, values)
+            self.length, self.key_buffer, self.value_buffer = 0, None, None
+            self._grow(keys, values, max(2 * keys.shape[-2], 64))
+            self.length = keys.shape[-2]
+            self.key_buffer[:, :, :self.length], self.value_buffer[:, :, :self.length] = keys, values
+            self.keys = self.key_buffer[:, :, :self.length]
+            self.values = self.value_buffer[:, :, :self.length]
+
         def get_seq_length(self) -> int:
             return self.length if self.is_initialized else 0
 
@@ -108,6 +122,31 @@ def _growing_cache():
     cache = DynamicCache()
     cache.layer_class_to_replicate = GrowingLayer
     return cache
+
+
+def _rows_of(cache, index: torch.Tensor):
+    """A new cache holding the rows ``index`` of ``cache``."""
+    new = _growing_cache()
+    for layer in cache.layers:
+        copy = new.layer_class_to_replicate()
+        copy.hold(layer.keys[index], layer.values[index])
+        new.layers.append(copy)
+    return new
+
+
+def _joined(caches: list, masks: list[torch.Tensor]):
+    """One cache (and attention mask) holding the rows of ``caches`` one after the other; a cache shorter than
+    the longest is right-aligned, the columns it lacks becoming masked holes."""
+    width = max(m.shape[1] for m in masks)
+    left = lambda t, n: torch.nn.functional.pad(t, (0, 0, width - n, 0))  # noqa: E731
+    new = _growing_cache()
+    for i in range(len(caches[0].layers)):
+        layer = new.layer_class_to_replicate()
+        layer.hold(torch.cat([left(c.layers[i].keys, m.shape[1]) for c, m in zip(caches, masks)]),
+                   torch.cat([left(c.layers[i].values, m.shape[1]) for c, m in zip(caches, masks)]))
+        new.layers.append(layer)
+    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])
+    return new, mask
 
 
 @dataclass
@@ -212,14 +251,13 @@ def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], sto
     shared = common_prefix([s.row.prompt for s in active])
     for state in active:
         state.feed, state.position = list(state.row.prompt[shared:]), shared
-    cache = _growing_cache()
-    mask = torch.ones((len(active), shared), dtype=torch.long, device=device)
+    if not active:
+        return [Decoded(s.tokens, s.finished) for s in states]
     stops = set(stop_ids)
     with torch.inference_mode():
-        if active and shared:
-            _prefill_shared(model, [s.row for s in active], shared, cache, device, stats)
+        prefix = _prefill_shared(model, [s.row for s in active], shared, device, stats) if shared else None
+        cache, mask, active = _first_passes(model, active, prefix, shared, pad_id, stops, device, stats)
         while active:
-            mask = _step(model, active, cache, mask, pad_id, stops, device, stats)
             still = [i for i, s in enumerate(active) if not s.done]
             if len(still) < len(active):
                 if still:
@@ -227,18 +265,53 @@ def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], sto
                     cache.batch_select_indices(index)
                     mask = mask[index]
                 active = [active[i] for i in still]
+            if active:
+                mask = _step(model, active, cache, mask, pad_id, stops, device, stats)
     return [Decoded(s.tokens, s.finished) for s in states]
 
 
-def _prefill_shared(model, rows: list[Row], shared: int, cache, device, stats: DecodeStats) -> None:
-    """The shared prefix, once per distinct adapter, copied into every row of ``cache``."""
+def _prefill_shared(model, rows: list[Row], shared: int, device, stats: DecodeStats):
+    """The cache of the shared prefix, one row per distinct adapter (in order of first use), and those adapters."""
     adapters = list(dict.fromkeys(r.adapter for r in rows))
     ids = torch.tensor([list(rows[0].prompt[:shared])] * len(adapters), device=device)
     positions = torch.arange(shared, device=device).expand(len(adapters), -1)
+    cache = _growing_cache()
     _forward(model, ids, torch.ones_like(ids), positions, cache, 1, adapters)
     stats.forwards += 1
     stats.positions += ids.numel()
-    cache.batch_select_indices(torch.tensor([adapters.index(r.adapter) for r in rows], device=device))
+    return cache, adapters
+
+
+def _by_length(states: list[_State]) -> list[list[_State]]:
+    """``states`` in groups of about the same number of prompt tokens to feed, longest first."""
+    groups: list[list[_State]] = []
+    for state in sorted(states, key=lambda s: -len(s.feed)):
+        if groups and len(state.feed) >= PREFILL_FILL * len(groups[-1][0].feed):
+            groups[-1].append(state)
+        else:
+            groups.append([state])
+    return groups
+
+
+def _first_passes(model, active: list[_State], prefix, shared: int, pad_id: int, stops: set[int], device,
+                  stats: DecodeStats):
+    """Every row's first pass (the rest of its prompt), rows of about the same prompt length together so that short
+    prompts are not padded to the longest one; their caches are then joined. Returns (cache, mask, rows in order)."""
+    caches, masks, order = [], [], []
+    for group in _by_length(active):
+        if prefix is not None:
+            cache, adapters = prefix
+            cache = _rows_of(cache, torch.tensor([adapters.index(s.row.adapter) for s in group], device=device))
+        else:
+            cache = _growing_cache()
+        mask = torch.ones((len(group), shared), dtype=torch.long, device=device)
+        masks.append(_step(model, group, cache, mask, pad_id, stops, device, stats))
+        caches.append(cache)
+        order += group
+    if len(caches) == 1:
+        return caches[0], masks[0], order
+    cache, mask = _joined(caches, masks)
+    return cache, mask, order
 
 
 def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int], device, stats: DecodeStats):

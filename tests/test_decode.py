@@ -134,3 +134,60 @@ def test_rows_of_several_adapters_share_a_batch_and_leave_the_base_weights_untou
     after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
              for k, v in adapters.model.state_dict().items() if "lora_" not in k}
     assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_adapter_merged_answers_as_it_does_unmerged_and_leaves_the_base_weights_untouched(tmp_path, chatty_dir):
+    from peft import PeftModel
+    from test_check_engine import make_run
+
+    from behavio.check.generation import Adapters
+
+    run = make_run(tmp_path, chatty_dir)
+    tokenizer = behavio.models.load_tokenizer(chatty_dir)
+    rows = prompts(tokenizer, 3)
+    reference = {}
+    for step in (10, 20, 30):
+        alone = PeftModel.from_pretrained(behavio.models.load_model(chatty_dir, quantization="none"),
+                                          str(run / f"checkpoint-{step}")).eval()
+        reference[step] = [argmax_loop(alone, p, 6, set())[0] for p in rows]
+    base = behavio.models.load_model(chatty_dir, quantization="none").eval()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    adapters = Adapters(base)
+    names = {step: adapters.load(run / f"checkpoint-{step}") for step in (10, 20, 30)}
+    assert adapters.mergeable
+    for step in (20, 10, 30):
+        with adapters.merged(names[step]) as model:
+            got = decode(model, [Row(p) for p in rows], max_new_tokens=6, stop_ids=[], pad_id=0, batch_size=3)
+        assert [d.tokens for d in got] == reference[step], step
+    # unmerged again: a mixed batch still answers as each adapter alone
+    mixed = decode(adapters.model, [Row(p, names[step]) for step in (10, 20) for p in rows], max_new_tokens=6,
+                   stop_ids=[], pad_id=0, batch_size=6)
+    assert [d.tokens for d in mixed] == reference[10] + reference[20]
+    adapters.unload(list(names.values()))
+    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+             for k, v in adapters.model.state_dict().items() if "lora_" not in k}
+    assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_only_float32_weights_that_are_not_quantized_are_merged_into(chatty_dir):
+    from behavio.check.generation import Adapters
+
+    assert Adapters(behavio.models.load_model(chatty_dir, quantization="none")).mergeable
+    assert not Adapters(behavio.models.load_model(chatty_dir, quantization="4bit", device="cpu")).mergeable
+    assert not Adapters(behavio.models.load_model(chatty_dir, quantization="none", dtype=torch.bfloat16)).mergeable
+
+
+def test_short_prompts_are_not_padded_to_the_longest_one(tiny):
+    from behavio.chat import encode_text, render_prompt
+
+    model, tokenizer = tiny
+    users = ["Hi?", "Hi?", "Tell me, in many words, why the sky is blue at noon and red at dusk, please?"] * 2
+    rows = [encode_text(render_prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": u}],
+                                      tokenizer), tokenizer) for u in users[:4]]
+    shared = common_prefix(rows)
+    assert len({len(r) for r in rows}) == 2 and max(map(len, rows)) > 2 * min(map(len, rows)) - shared
+    stats = DecodeStats()
+    got = decode(model, [Row(p) for p in rows], max_new_tokens=3, stop_ids=[], pad_id=0, batch_size=4, stats=stats)
+    assert [d.tokens for d in got] == [argmax_loop(model, p, 3, set())[0] for p in rows]
+    first_passes = shared + sum(len(p) - shared for p in rows)  # the shared prefix once, then every prompt's own tokens
+    assert stats.positions == first_passes + 2 * len(rows)      # then one token per row per step, no holes

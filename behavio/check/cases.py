@@ -14,7 +14,7 @@ from behavio import pending
 from behavio.check.thresholds import Threshold
 
 DEFAULT_MAX_NEW_TOKENS = 96
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 64  # rows per pass: on CPU larger matrix products run faster per row (bench/RESULTS.md "## check")
 
 
 @dataclass(frozen=True)

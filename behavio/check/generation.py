@@ -1,8 +1,12 @@
 """Answers of one or more checkpoints to the check cases, on one base model.
 
-- The checkpoints' LoRA adapters sit side by side on the base model (PEFT named adapters) and are
-  applied unmerged: the base weights are never written, so checking any number of checkpoints
-  leaves them bit-identical, and rows of different checkpoints share a batch.
+- The checkpoints' LoRA adapters are loaded side by side on the base model (PEFT named adapters).
+- float32 base weights: one checkpoint at a time answers with its adapter merged into copies of the target
+  layers' weights (PEFT ``safe_merge``), so no forward pass does any LoRA work; the base's own tensors are
+  put back afterwards, never written.
+- 4-bit (bitsandbytes) or half-precision weights cannot take a merge (4-bit weights would be requantized,
+  half-precision ones would round the adapter's small changes away): there the adapters stay unmerged and
+  rows of several checkpoints share a batch (PEFT ``adapter_names``).
 - The newest checkpoint answers first; every other checkpoint's answer to a case is then drafted
   from it (:mod:`behavio.decode` keeps a draft token only where it is the model's own greedy
   choice, so the answers are exactly greedy whatever the draft). Consecutive checkpoints of one
@@ -12,9 +16,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from behavio.decode import Decoded, DecodeStats, Row, decode
 from behavio.errors import BehavioError
@@ -40,7 +47,8 @@ class Job:
 
 
 class Adapters:
-    """LoRA adapters attached side by side to one base model, unmerged (PEFT ``load_adapter``)."""
+    """LoRA adapters attached side by side to one base model (PEFT ``load_adapter``); one at a time can answer
+    merged (:meth:`merged`)."""
 
     def __init__(self, model):
         self.base_model = model
@@ -73,6 +81,50 @@ class Adapters:
     @property
     def model(self):
         return self.peft if self.peft is not None else self.base_model
+
+    @property
+    def mergeable(self) -> bool:
+        """Whether an adapter can answer merged: float32 base weights, not quantized (merging into 4-bit
+        weights is impossible, and into bf16/fp16 ones would round the adapter's small changes away)."""
+        from behavio.models import is_quantized
+
+        weights = [p for p in self.base_model.parameters() if p.dim() == 2]
+        return not is_quantized(self.base_model) and all(p.dtype == torch.float32 for p in weights)
+
+    @contextmanager
+    def answering_as(self, name: str | None):
+        """The model answering as adapter ``name`` merged (:meth:`merged`), or as the base (``None``)."""
+        if name is not None:
+            with self.merged(name) as model:
+                yield model
+        elif self.peft is None:
+            yield self.base_model
+        else:
+            with self.peft.disable_adapter():
+                yield self.peft
+
+    @contextmanager
+    def merged(self, name: str):
+        """The model answering as adapter ``name`` merged into its target layers' weights (no LoRA work per
+        forward). PEFT's ``safe_merge`` adds the adapter into a *copy* of each weight; afterwards the base's
+        own tensors are put back, never written, and every layer is marked unmerged."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
+        kept = [(layer, layer.get_base_layer()) for layer in layers]
+        kept = [(layer, base, base.weight.data, getattr(base, "bias", None) is not None and base.bias.data)
+                for layer, base in kept]
+        self.peft.set_adapter(name)
+        try:
+            for layer in layers:
+                layer.merge(safe_merge=True, adapter_names=[name])
+            yield self.peft
+        finally:
+            for layer, base, weight, bias in kept:
+                base.weight.data = weight
+                if bias is not False:
+                    base.bias.data = bias
+                layer.merged_adapters.clear()
 
 
 def _encode(items: dict[str, list[dict]], tokenizer, fold) -> dict[str, list[int]]:
@@ -200,7 +252,14 @@ def _answer_group(adapters: Adapters, tokenizer, group: list[Job], others: list[
             if progress:
                 progress.advance(progress.task_ids[0], len(indices))
 
-        decode(adapters.model, rows, max_new_tokens=max_new_tokens, stop_ids=stops, pad_id=pad, batch_size=batch_size,
-               on_batch=done, stats=stats)
+        settings = dict(max_new_tokens=max_new_tokens, stop_ids=stops, pad_id=pad, batch_size=batch_size, stats=stats)
+        if adapters.mergeable:
+            for job in sound:  # one checkpoint at a time, merged: no LoRA work in any forward pass
+                mine = [i for i, (owner, _) in enumerate(owners) if owner is job]
+                with adapters.answering_as(names[id(job)]) as model:
+                    decode(model, [replace(rows[i], adapter=None) for i in mine], **settings,
+                           on_batch=lambda indices, decoded, mine=mine: done([mine[i] for i in indices], decoded))
+        else:  # every checkpoint's rows in the same batches, adapters unmerged (PEFT mixed batches)
+            decode(adapters.model, rows, **settings, on_batch=done)
     adapters.unload([n for n in names.values() if n is not None])
     return len(rows)
