@@ -154,7 +154,7 @@ def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_mode
     batches = count_calls(monkeypatch, behavio.check.generation, "decode")
     report = check_run(spec_file, run, quiet=True)
     n = len(report.spec.cases)
-    assert len(loads) == 1 and len(batches) == 3  # the newest checkpoint, then the two others drafted from it
+    assert len(loads) == 1 and len(batches) == 3  # one per checkpoint, merged: the newest, then two drafted from it
     assert [c.label for c in report.cards] == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
     assert report.generated == 3 * n and not report.broken
     assert len({tuple(c.response for c in card.cases) for card in report.cards}) == 3  # adapters really swapped

@@ -107,7 +107,9 @@ def test_drafts_never_change_the_answer_and_good_ones_save_passes(tiny):
     assert 0 < partly.accepted < partly.drafted and partly.forwards < plain.forwards
 
 
-def test_rows_of_several_adapters_share_a_batch_and_leave_the_base_weights_untouched(tmp_path, chatty_dir):
+def _three_adapters(tmp_path, chatty_dir):
+    """Three checkpoints' adapters side by side on a fresh base: (prompts, each checkpoint's greedy 6-token answers
+    when it runs alone, the adapters, their names by step, the base's weights before)."""
     from peft import PeftModel
     from test_check_engine import make_run
 
@@ -121,39 +123,32 @@ def test_rows_of_several_adapters_share_a_batch_and_leave_the_base_weights_untou
         alone = PeftModel.from_pretrained(behavio.models.load_model(chatty_dir, quantization="none"),
                                           str(run / f"checkpoint-{step}")).eval()
         reference[step] = [argmax_loop(alone, p, 6, set())[0] for p in rows]
-    assert reference[10] != reference[20]  # the adapters do change the answers
     base = behavio.models.load_model(chatty_dir, quantization="none").eval()
     before = {k: v.clone() for k, v in base.state_dict().items()}
     adapters = Adapters(base)
     names = {step: adapters.load(run / f"checkpoint-{step}") for step in (10, 20, 30)}
-    mixed = [Row(p, names[step], draft=reference[30][i] if step != 30 else None)
-             for step in (10, 20, 30) for i, p in enumerate(rows)]
-    got = decode(adapters.model, mixed, max_new_tokens=6, stop_ids=[], pad_id=0, batch_size=9)
-    assert [d.tokens for d in got] == reference[10] + reference[20] + reference[30]
+    return rows, reference, adapters, names, before
+
+
+def _assert_base_untouched(adapters, names: dict, before: dict) -> None:
     adapters.unload(list(names.values()))
     after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
              for k, v in adapters.model.state_dict().items() if "lora_" not in k}
     assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_rows_of_several_adapters_share_a_batch_and_leave_the_base_weights_untouched(tmp_path, chatty_dir):
+    rows, reference, adapters, names, before = _three_adapters(tmp_path, chatty_dir)
+    assert reference[10] != reference[20]  # the adapters do change the answers
+    mixed = [Row(p, names[step], draft=reference[30][i] if step != 30 else None)
+             for step in (10, 20, 30) for i, p in enumerate(rows)]
+    got = decode(adapters.model, mixed, max_new_tokens=6, stop_ids=[], pad_id=0, batch_size=9)
+    assert [d.tokens for d in got] == reference[10] + reference[20] + reference[30]
+    _assert_base_untouched(adapters, names, before)
+
+
 def test_an_adapter_merged_answers_as_it_does_unmerged_and_leaves_the_base_weights_untouched(tmp_path, chatty_dir):
-    from peft import PeftModel
-    from test_check_engine import make_run
-
-    from behavio.check.generation import Adapters
-
-    run = make_run(tmp_path, chatty_dir)
-    tokenizer = behavio.models.load_tokenizer(chatty_dir)
-    rows = prompts(tokenizer, 3)
-    reference = {}
-    for step in (10, 20, 30):
-        alone = PeftModel.from_pretrained(behavio.models.load_model(chatty_dir, quantization="none"),
-                                          str(run / f"checkpoint-{step}")).eval()
-        reference[step] = [argmax_loop(alone, p, 6, set())[0] for p in rows]
-    base = behavio.models.load_model(chatty_dir, quantization="none").eval()
-    before = {k: v.clone() for k, v in base.state_dict().items()}
-    adapters = Adapters(base)
-    names = {step: adapters.load(run / f"checkpoint-{step}") for step in (10, 20, 30)}
+    rows, reference, adapters, names, before = _three_adapters(tmp_path, chatty_dir)
     assert adapters.mergeable
     for step in (20, 10, 30):
         with adapters.merged(names[step]) as model:
@@ -163,10 +158,7 @@ def test_an_adapter_merged_answers_as_it_does_unmerged_and_leaves_the_base_weigh
     mixed = decode(adapters.model, [Row(p, names[step]) for step in (10, 20) for p in rows], max_new_tokens=6,
                    stop_ids=[], pad_id=0, batch_size=6)
     assert [d.tokens for d in mixed] == reference[10] + reference[20]
-    adapters.unload(list(names.values()))
-    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-             for k, v in adapters.model.state_dict().items() if "lora_" not in k}
-    assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
+    _assert_base_untouched(adapters, names, before)
 
 
 def test_only_float32_weights_that_are_not_quantized_are_merged_into(chatty_dir):

@@ -114,17 +114,26 @@ def _train(timer: StageTimer, clock: FakeClock, seconds_per_step, save_seconds: 
             return saved
 
 
+def _stage(full_steps: int, save_steps: int, epochs: int, kind: str, warmup: float, budget: float, seconds_per_step,
+           save_seconds: float = 0.0):
+    """A stage of ``full_steps`` at an estimated 1 s/step, its deadline ``budget`` seconds away, trained with steps
+    of ``seconds_per_step(step)``: (plan, schedule, steps saved, whether it ended on time, what it said)."""
+    clock = FakeClock()
+    plan = StagePlan("sft", full_steps=full_steps, steps=full_steps, save_steps=save_steps, step_seconds=1.0,
+                     epochs=epochs)
+    schedule = Schedule(kind, full_steps, warmup)
+    deadline = clock() + budget
+    said: list[str] = []
+    saved = _train(StageTimer(plan, schedule, deadline, clock, say=said.append), clock, seconds_per_step, save_seconds)
+    return plan, schedule, saved, clock() <= deadline, said
+
+
 def test_a_machine_twice_as_slow_does_fewer_steps_and_ends_its_schedule_at_the_floor_within_budget():
-    said = []
     results = {}
     for name, step_seconds in {"tuned": 1.0, "half speed": 2.0}.items():
-        clock = FakeClock()
-        plan = StagePlan("sft", full_steps=200, steps=200, save_steps=100, step_seconds=1.0, epochs=4)
-        schedule = Schedule("cosine", 200, 0.05)
-        deadline = clock() + 230
-        timer = StageTimer(plan, schedule, deadline, clock, say=said.append)
-        saved = _train(timer, clock, lambda _: step_seconds, save_seconds=3.0)
-        results[name] = (plan.steps, saved, clock() <= deadline, schedule(plan.steps), schedule.total)
+        plan, schedule, saved, on_time, said = _stage(200, 100, 4, "cosine", 0.05, 230, lambda _, s=step_seconds: s,
+                                                      save_seconds=3.0)
+        results[name] = (plan.steps, saved, on_time, schedule(plan.steps), schedule.total)
     assert results["tuned"] == (200, [100, 200], True, 0.0, 200)  # everything fits: the spec's plan as is
     steps, saved, on_time, last_lr, total = results["half speed"]
     assert 100 < steps < 115 and on_time and last_lr == 0.0 and total == steps
@@ -135,14 +144,8 @@ def test_a_machine_twice_as_slow_does_fewer_steps_and_ends_its_schedule_at_the_f
 
 
 def test_a_machine_that_slows_down_midway_replans_again_and_still_ends_on_time():
-    clock = FakeClock()
-    plan = StagePlan("sft", full_steps=300, steps=300, save_steps=300, step_seconds=1.0, epochs=3)
-    schedule = Schedule("linear", 300, 0.1)
-    deadline = clock() + 250
-    said = []
-    timer = StageTimer(plan, schedule, deadline, clock, say=said.append)
-    _train(timer, clock, lambda step: 0.5 if step < 100 else 1.5)
-    assert clock() <= deadline and schedule(plan.steps) == 0.0 and plan.steps < 300
+    plan, schedule, _, on_time, said = _stage(300, 300, 3, "linear", 0.1, 250, lambda step: 0.5 if step < 100 else 1.5)
+    assert on_time and schedule(plan.steps) == 0.0 and plan.steps < 300
     assert sum("measured" in s for s in said) == 1 and sum("now 1.50 s/step" in s for s in said) >= 1
 
 
@@ -152,14 +155,9 @@ def test_steps_that_turn_out_faster_early_lengthen_the_plan_and_late_ones_do_not
     raise a decaying learning rate again), and it ends on time with the LR at its floor either way."""
     outcomes = {}
     for name, speed_up_at in {"early": 10, "late": 150}.items():
-        clock = FakeClock()
-        plan = StagePlan("sft", full_steps=400, steps=400, save_steps=400, step_seconds=1.0, epochs=3)
-        schedule = Schedule("cosine", 400, 0.05)
-        deadline = clock() + 300
-        said = []
-        timer = StageTimer(plan, schedule, deadline, clock, say=said.append)
-        _train(timer, clock, lambda step, at=speed_up_at: 2.0 if step < at else 1.0)
-        outcomes[name] = (plan.steps, clock() <= deadline, schedule(plan.steps), said)
+        plan, schedule, _, on_time, said = _stage(400, 400, 3, "cosine", 0.05, 300,
+                                                  lambda step, at=speed_up_at: 2.0 if step < at else 1.0)
+        outcomes[name] = (plan.steps, on_time, schedule(plan.steps), said)
     steps, on_time, last_lr, said = outcomes["early"]
     assert 250 < steps <= 300 and on_time and last_lr == 0.0
     assert any("now 1.00 s/step" in s for s in said)

@@ -111,9 +111,9 @@ class Adapters:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
-        kept = [(layer, layer.get_base_layer()) for layer in layers]
-        kept = [(layer, base, base.weight.data, getattr(base, "bias", None) is not None and base.bias.data)
-                for layer, base in kept]
+        bases = [layer.get_base_layer() for layer in layers]
+        kept = [(layer, base, base.weight.data, base.bias.data if getattr(base, "bias", None) is not None else None)
+                for layer, base in zip(layers, bases)]
         self.peft.set_adapter(name)
         try:
             for layer in layers:
@@ -122,7 +122,7 @@ class Adapters:
         finally:
             for layer, base, weight, bias in kept:
                 base.weight.data = weight
-                if bias is not False:
+                if bias is not None:
                     base.bias.data = bias
                 layer.merged_adapters.clear()
 

@@ -59,9 +59,10 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
            weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
-    ``ce``: cross-entropy on the targets, each weighted by ``weights`` (``[n]``; none: 1); ``kl``: KL(teacher || student) on the rows ``anchored``
-    (a mask ``[n]``) whose teacher logits are ``teacher`` (``[anchored.sum(), vocab]``), both
-    distributions taken over the vocabulary without the ``free`` token ids (the stop tokens);
+    ``ce``: cross-entropy on the targets, each weighted by ``weights`` (``[n]``; none: 1); ``kl``:
+    KL(teacher || student) on the rows ``anchored`` (a mask ``[n]``) whose teacher logits are ``teacher``
+    (``[anchored.sum(), vocab]``), both distributions taken over the vocabulary without the ``free`` token ids
+    (the stop tokens);
     ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
     logits = student.float()
@@ -297,7 +298,7 @@ def anchored_trainer_class():
         weighted ``opening_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``; eval loss is the
         unweighted CE alone."""
 
-        def __init__(self, *args, anchor: float, opening_weight: float = 1.0, **kwargs):
+        def __init__(self, *args, anchor: float, opening_weight: float, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.opening_weight = opening_weight

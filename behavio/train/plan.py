@@ -155,7 +155,8 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
     check = None
     if work.prompts:
         checkpoints = existing_checkpoints + sum(len([c for c in s.checkpoint_steps() if c > s.done]) for s in stages)
-        seconds = check_seconds(checkpoints, len(work.prompts), prompt_tokens, work.new_tokens(), speed, load_seconds)
-        check = CheckPlan(checkpoints, len(work.prompts), work.new_tokens(), seconds)
+        tokens = work.new_tokens()
+        seconds = check_seconds(checkpoints, len(work.prompts), prompt_tokens, tokens, speed, load_seconds)
+        check = CheckPlan(checkpoints, len(work.prompts), tokens, seconds)
     plan = Plan(budget, dict(spent), stages, check, between=between)
     return fit(plan, budget)
