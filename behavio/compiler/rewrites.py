@@ -2,14 +2,9 @@
 
 Two disjoint families, so a check never measures the rewrites training saw:
 - ``TRAINING`` augments training prompts (``augment:``): lowercase without the final mark, a casual
-  opener, a polite wrapper, a line of context before the question, a thank-you after it, a personal
-  aside after it;
+  opener, a polite wrapper, a line of context before the question, a thank-you after it;
 - ``CHECK`` writes the ``paraphrase`` check split from held-out check cases: a typo in a long word,
-  a different context preamble, an urgent or chatty opener, a question turned into a request, a
-  different personal detail after it.
-
-Users rarely ask in one sentence: they add who it is for or why they ask, after the question as often
-as before it. The asides and details carry no request of their own, so the answer stays the same.
+  a different context preamble, an urgent or chatty opener, a question turned into a request.
 
 Each rewrite is ``(text, rng) -> text`` and keeps what the user asks for; the rng is seeded from the
 prompt, so the same spec always compiles to the same rewrites.
@@ -56,12 +51,6 @@ def thanks_after(text: str, rng: random.Random) -> str:
     return text.rstrip() + rng.choice([" Thanks in advance.", " Appreciate it!", " Thanks a lot."])
 
 
-def aside_after(text: str, rng: random.Random) -> str:
-    return text.rstrip() + rng.choice([" I've been meaning to ask for a while.", " It's for my sister, actually.",
-                                       " We were arguing about it at dinner.", " I'm pretty new to all of this.",
-                                       " No rush, I'm just curious.", " I looked online but got confused."])
-
-
 def typo(text: str, rng: random.Random) -> str:
     words = list(_LONG_WORD.finditer(text))
     if not words:
@@ -86,14 +75,8 @@ def as_request(text: str, rng: random.Random) -> str:
     return lead + _lower(text)
 
 
-def detail_after(text: str, rng: random.Random) -> str:
-    return text.rstrip() + rng.choice([" Asking for a friend.", " My coworker brought it up today.",
-                                       " I never really understood it.", " My dad keeps asking me about it."])
-
-
-TRAINING: tuple[Rewrite, ...] = (casual_lowercase, casual_opener, polite_wrapper, context_before, thanks_after,
-                                 aside_after)
-CHECK: tuple[Rewrite, ...] = (typo, preamble, urgent, as_request, detail_after)
+TRAINING: tuple[Rewrite, ...] = (casual_lowercase, casual_opener, polite_wrapper, context_before, thanks_after)
+CHECK: tuple[Rewrite, ...] = (typo, preamble, urgent, as_request)
 
 
 def rewrite(text: str, family: tuple[Rewrite, ...], index: int, salt: str) -> str:

@@ -4,7 +4,7 @@ Rule-derived pairs reject what a rule forbids in the abstract: the poodle questi
 literal refusal on a beagle question. The SFT model fails in its own way: it compliments and then
 answers the poodle question, or refuses the labrador question with "I can't discuss labradors
 directly". Between SFT and DPO, behavio asks the SFT adapter the training prompts **phrased as
-training never showed them** (:func:`fresh_prompt`: a casual, polite, context, thank-you or aside rewrite
+training never showed them** (:func:`fresh_prompt`: a casual, polite, context or thank-you rewrite
 that no training row has, so the pairs come from mistakes on new phrasings, not from prompts the model
 already fits), greedy, ``dpo_on_policy_tokens`` tokens, and scores each answer with the row's decision
 rules (refusal and prefix: the ones a short answer can be judged by). Every answer that breaks one
