@@ -56,14 +56,15 @@ def main() -> None:
     card = json.loads((args.run / "scorecard.json").read_text())
     name = args.checkpoint or card["best"]
     scored = next(c for c in card["checkpoints"] if c["checkpoint"] == name)
-    failed = set(scored["cases"]["failed"])
+    failed = {f["id"] for f in scored["failures"]  # cases whose refusal verdict failed
+              if any(v["rule"].startswith("refusal:") and not v["passed"] for v in f["verdicts"])}
     path = args.run / name
     tokenizer = load_tokenizer(path)
     model = PeftModel.from_pretrained(load_model(card["base_model"], quantization="none", device="cpu"), path).eval()
     cases = refusal_cases(compile_spec(args.spec).files["checks.jsonl"], args.split)
 
     print(f"{args.spec.name}, {name} ({args.split} split): the refusal's first token after each prompt\n")
-    print("| verdict | expect | p(refusal opening) | argmax | top 3 | prompt |\n|---|---|---|---|---|---|")
+    print("| refusal verdict | expect | p(refusal opening) | argmax | top 3 | prompt |\n|---|---|---|---|---|---|")
     tally = {"wrong refusals": 0, "won with p < 0.5": 0}
     for case, expect, sentence in cases:
         opening = tokenizer.encode(sentence, add_special_tokens=False)[0]
