@@ -1,8 +1,13 @@
 """Batched greedy decoding with a KV cache: the loop behind fill, on-policy answers and checks.
 
 - The next token is the argmax of the logits, nothing else (no sampling, no penalties, whatever
-  the model's generation config says); a row stops at its first stop token or at the limit.
-- A row leaves the batch as soon as it stops, so short answers do not pay for long ones.
+  the model's generation config says); a row stops at its first stop token or at the limit. The
+  output layer is applied here, a slice of the vocabulary at a time, to the hidden states the model
+  hands it (its logits, rows x vocabulary, would not stay in the CPU's cache).
+- A row leaves the batch as soon as it stops, so short answers do not pay for long ones; its place
+  in the cache is taken by a row still decoding (one row copied, not the whole cache).
+- A batch's KV cache is allocated once, at its final size, and bounded (CACHE_BYTES): :func:`decode`
+  cuts the rows into batches that fit.
 - The prompt prefix every row shares (system message, template header) is computed once per
   adapter and copied into every row's cache.
 - The rest of every prompt goes through in first passes of rows of about the same prompt length,
@@ -34,6 +39,7 @@ MAX_WINDOW = 32       # ... doubling after every pass that accepted all of them
 LOGITS_ELEMENTS = 2**26  # at most this many logits per pass (rows x checked positions x vocabulary: 256 MB)
 NGRAM = 3             # tokens matched to find the draft again after the answer left it
 PREFILL_FILL = 0.85   # a row joins a first pass if its prompt is at least this share of the pass's longest
+HEAD_SLICE = 4096     # vocabulary entries whose logits are computed at once
 CACHE_BYTES = 2**31   # a batch's KV cache holds at most about this many bytes (2 GB): rows beyond start another batch
 
 
@@ -231,7 +237,8 @@ def _cache_argument_of(cls: type) -> str | None:
 
 
 def _vocabulary(model) -> int:
-    return model.get_output_embeddings().weight.shape[0]
+    head = model.get_output_embeddings()
+    return getattr(head, "head", head).weight.shape[0]
 
 
 def _cache_argument(model) -> str:
@@ -243,22 +250,57 @@ def _cache_argument(model) -> str:
     return "past_key_values"
 
 
-def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str | None]):
+def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str | None]) -> torch.Tensor:
+    """The greedy next token after each of the last ``keep`` positions of every row (rows x keep)."""
     past = cache.get_seq_length()
     kwargs = {_cache_argument(model): cache, **_adapter_kwargs(model, adapters)}
-    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
-                 cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs).logits
+    model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
+          cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs)
+    captured = model.get_output_embeddings()
+    return _argmax(captured.head, captured.hidden)
+
+
+class _Captured(torch.nn.Module):
+    """Stands in for the output layer: keeps its input (the last hidden states) for :func:`_argmax` and returns
+    one dummy logit per position (whatever the model does to its logits after, e.g. scaling, is monotonic)."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.__dict__["head"] = head  # not a submodule: the model's parameters stay what they were
+        self.hidden = None
+
+    def forward(self, hidden):
+        self.hidden = hidden
+        return hidden.new_zeros((*hidden.shape[:-1], 1))
 
 
 @contextmanager
-def _contiguous_head(model):
-    """The output layer gets its input contiguous: the model hands it each row's last positions, a strided view
-    that torch multiplies row by row (bmm with the weight expanded) instead of in one matrix product."""
-    handle = model.get_output_embeddings().register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
+def _captured_head(model):
+    """The model's output layer replaced by :class:`_Captured` for the duration."""
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(_Captured(head))
     try:
         yield
     finally:
-        handle.remove()
+        model.set_output_embeddings(head)
+
+
+def _argmax(head, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden).argmax(-1)``, the vocabulary taken HEAD_SLICE tokens at a time: a slice's logits stay in the
+    CPU's cache where the whole vocabulary's would not (the first of equal maxima wins, as in torch.argmax)."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    if type(head) is not torch.nn.Linear:  # e.g. an adapter on the output layer: apply it as it is
+        return head(flat).argmax(-1).view(hidden.shape[:-1])
+    best = index = None
+    for start in range(0, head.weight.shape[0], HEAD_SLICE):
+        bias = head.bias[start:start + HEAD_SLICE] if head.bias is not None else None
+        values, at = torch.nn.functional.linear(flat, head.weight[start:start + HEAD_SLICE], bias).max(-1)
+        if best is None:
+            best, index = values, at
+        else:
+            better = values > best
+            best, index = torch.where(better, values, best), torch.where(better, at + start, index)
+    return index.view(hidden.shape[:-1])
 
 
 def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], stop_ids: Sequence[int], pad_id: int,
@@ -275,7 +317,7 @@ def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], sto
     if not active:
         return [Decoded(s.tokens, s.finished) for s in states]
     stops = set(stop_ids)
-    with torch.inference_mode(), _contiguous_head(model):
+    with torch.inference_mode(), _captured_head(model):
         prefix = _prefill_shared(model, [s.row for s in active], shared, device, stats) if shared else None
         room = max(s.limit for s in active) + FIRST_WINDOW
         cache, mask, active = _first_passes(model, active, prefix, shared, room, pad_id, stops, device, stats)
@@ -368,8 +410,8 @@ def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int]
         new_mask[b, width - len(seq):] = 1
         positions[b, width - len(seq):] = torch.arange(state.position, state.position + len(seq))
     mask = torch.cat([mask, new_mask.to(device)], dim=1)
-    logits = _forward(model, ids.to(device), mask, positions.to(device), cache, keep, [s.row.adapter for s in active])
-    predicted = logits.argmax(dim=-1).tolist()
+    predicted = _forward(model, ids.to(device), mask, positions.to(device), cache, keep,
+                         [s.row.adapter for s in active]).tolist()
     stats.forwards += 1
     stats.positions += ids.numel()
     stats.scored += len(active) * keep
