@@ -183,7 +183,7 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
         lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
         stage = Stage("sft", run_dir=run_dir, cfg=cfg, spec_hash="abc", base_model=str(base_dir), cuda=False,
                       metrics=MetricsLog(run_dir, tensorboard=False), say=lambda _: None)
-        run_sft(stage, model, tokenizer, data, None)
+        run_sft(stage, model, tokenizer, data, None, [])
         params = dict(model.named_parameters())
         assert all(torch.equal(base_before[n], params[n]) for n in base_before)
         assert all(not torch.equal(lora_before[n], params[n]) for n in lora_before)
@@ -322,7 +322,7 @@ def test_the_base_model_runs_once_over_the_data_not_every_step(tmp_path, knowing
     said = []
     stage = Stage("sft", run_dir=tmp_path, cfg=cfg, spec_hash="abc", base_model=str(base_dir), cuda=False,
                   metrics=MetricsLog(tmp_path, tensorboard=False), say=said.append)
-    run_sft(stage, new_adapter(load_for_training(base_dir, cfg, cuda=False), cfg), tokenizer, data, None)
+    run_sft(stage, new_adapter(load_for_training(base_dir, cfg, cuda=False), cfg), tokenizer, data, None, [])
     batches = -(-len(data) // 4)
     assert stage.max_steps == 3 * batches and len(added) == batches
     assert len(base_passes) == batches + 1  # the pass over the data, plus checking the output head once
@@ -379,7 +379,7 @@ def test_the_trainer_weights_the_opening_in_training_only(knowing_base):
         [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
     model = _perturbed_adapter(base_dir)
     trainer = anchored_trainer_class().__new__(anchored_trainer_class())  # compute_loss needs only these
-    trainer.anchor, trainer.opening_weight, trainer.stop_ids = 0.0, 3.0, []
+    trainer.anchor, trainer.opening_weight, trainer.stop_ids, trainer.unlikelihood = 0.0, 3.0, [], 0.0
     trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
     trainer.args = SimpleNamespace(average_tokens_across_devices=False)
     trainer._log_parts = lambda *a: None
@@ -395,4 +395,89 @@ def test_the_trainer_weights_the_opening_in_training_only(knowing_base):
         model.eval()
         evaluated = trainer.compute_loss(model, batch)
     assert trained.item() == pytest.approx(((nll * weights).sum() / len(nll)).item(), rel=1e-4)
+    assert evaluated.item() == pytest.approx(nll.mean().item(), rel=1e-4)
+
+
+def test_the_refusal_opening_is_made_unlikely_at_the_first_token_of_other_answers_only():
+    from behavio.train.anchor import trained_positions, unlikely_openings
+
+    # row 0: an answer opening with 1, then an answer opening with 7 (the refusal's opening); row 1: one opening with 3
+    labels = torch.tensor([[-100, -100, 1, 2, 3, -100, -100, 7, 8],
+                           [-100, -100, -100, 3, 7, 5, -100, -100, -100]])
+    rows, cols = trained_positions(labels)
+    assert labels[rows, cols + 1].tolist() == [1, 2, 3, 7, 8, 3, 7, 5]
+    avoid = unlikely_openings(labels, rows, cols, torch.tensor([7]))
+    assert avoid.tolist() == [True, False, False, False, False, True, False, False]
+
+
+def test_unlikelihood_is_minus_log_of_the_rest_of_the_probability():
+    from behavio.train.anchor import losses
+
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 1.0], [0.0, 2.0, 0.0, 0.0]])
+    targets = torch.tensor([1, 0, 1])
+    avoid = torch.tensor([True, False, True])
+    p = F.softmax(logits, dim=-1)[:, [2, 3]].sum(dim=-1)  # the refusal opens with token 2 or 3
+    out = losses(logits, targets, avoid=avoid, avoid_ids=torch.tensor([2, 3]))
+    assert out["unlikely"].item() == pytest.approx(-(torch.log(1 - p[0]) + torch.log(1 - p[2])).item())
+    assert out["ce"].item() == pytest.approx(F.cross_entropy(logits, targets, reduction="sum").item())
+    assert losses(logits, targets)["unlikely"].item() == 0.0
+    confident = torch.tensor([[0.0, 0.0, 50.0, 0.0]])  # p -> 1 gives a large but finite loss
+    assert torch.isfinite(losses(confident, torch.tensor([1]), avoid=torch.tensor([True]),
+                                 avoid_ids=torch.tensor([2]))["unlikely"])
+
+
+def test_the_refusal_openings_are_read_from_the_refusal_rows_trained_tokens():
+    from behavio.train.data import refusal_openings
+
+    refuse = {"kind": "refusal", "args": {"expect": "refuse", "responses": ["I can't."]}}
+    answer = {"kind": "refusal", "args": {"expect": "answer"}}
+    rows = [{"rules": [refuse]}, {"rules": [answer]}, {"rules": [{"kind": "prefix", "args": {}}]}, {"rules": [refuse]}]
+    labels = [[-100, -100, 40, 41], [-100, 12, 13], [-100, 50], [-100, 44, 45]]
+    assert refusal_openings(rows, labels) == [40, 44]
+    assert refusal_openings(rows[1:3], labels[1:3]) == []
+
+
+@pytest.mark.pipeline
+def test_the_trainer_adds_the_unlikelihood_in_training_only(knowing_base):
+    """compute_loss with refusal_unlikelihood 2 adds 2 x -log(1 - p(refusal opening)) at the first token of every
+    answer (none opens with it here) to the cross-entropy, per trained token; eval loss stays the cross-entropy."""
+    from types import SimpleNamespace
+
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from behavio.compiler.build import compile_spec
+    from behavio.models import load_tokenizer
+    from behavio.train.anchor import anchored_trainer_class, trained_positions, unlikely_openings
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows, sft_features
+
+    base_dir, spec = knowing_base
+    tokenizer = load_tokenizer(base_dir)
+    cfg = TrainConfig(base_model=str(base_dir), max_length=128, eval_max_rows=0)
+    features = sft_features(pick_rows(compile_spec(spec), cfg)["sft"], tokenizer, cfg)[:4]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(
+        [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+    labels = batch["labels"]
+    rows, cols = trained_positions(labels)
+    targets = labels[rows, cols + 1]
+    opening = next(t for t in range(5, 100) if t not in targets.tolist())  # a token no answer here uses
+    model = _perturbed_adapter(base_dir)
+    trainer = anchored_trainer_class().__new__(anchored_trainer_class())  # compute_loss needs only these
+    trainer.anchor, trainer.opening_weight, trainer.stop_ids, trainer.unlikelihood = 0.0, 1.0, [], 2.0
+    trainer.refusal_openings = torch.tensor([opening])
+    trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
+    trainer.args = SimpleNamespace(average_tokens_across_devices=False)
+    trainer._log_parts = lambda *a: None
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols].float()
+        nll = F.cross_entropy(logits, targets, reduction="none")
+        firsts = unlikely_openings(labels, rows, cols, torch.tensor([opening]))
+        assert firsts.sum() == len(features)  # one first token per answer
+        p = F.softmax(logits[firsts], dim=-1)[:, opening]
+        model.train()
+        trained = trainer.compute_loss(model, batch)
+        model.eval()
+        evaluated = trainer.compute_loss(model, batch)
+    expected = (nll.sum() + 2.0 * -torch.log1p(-p).sum()) / len(nll)
+    assert trained.item() == pytest.approx(expected.item(), rel=1e-4)
     assert evaluated.item() == pytest.approx(nll.mean().item(), rel=1e-4)

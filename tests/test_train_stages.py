@@ -49,7 +49,7 @@ def test_sft_then_dpo_train_only_the_adapter(tmp_path, tiny_model_dir, train_spe
     model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
     lora0, base0 = _split(model)
     sft_last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
-                       sft_dataset(rows["sft"], tokenizer, cfg), None)
+                       sft_dataset(rows["sft"], tokenizer, cfg), None, [])
     lora1, base1 = _split(model)
     assert all(not torch.equal(lora0[n], lora1[n]) for n in lora1 if "lora_B" in n)
     assert all(torch.equal(base0[n], base1[n]) for n in base0)
@@ -84,7 +84,7 @@ def test_dpo_reference_is_base_or_the_frozen_sft_adapter(tmp_path, tiny_model_di
     rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
     model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
     sft_last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
-                       sft_dataset(rows["sft"], tokenizer, cfg), None)
+                       sft_dataset(rows["sft"], tokenizer, cfg), None, [])
     model = trained_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), sft_last)
     run_dpo(_stage("dpo", tmp_path, cfg, tiny_model_dir, offset=2), model, tokenizer,
             dpo_dataset(rows["dpo"], tokenizer, cfg), None)
@@ -106,7 +106,7 @@ def test_qlora_4bit_trains_on_cpu(tmp_path, tiny_model_dir, train_spec):
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     lora0, _ = _split(model)
     last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
-                   sft_dataset(rows["sft"], tokenizer, cfg), None)
+                   sft_dataset(rows["sft"], tokenizer, cfg), None, [])
     lora1, _ = _split(model)
     assert all(not torch.equal(lora0[n], lora1[n].to(lora0[n].dtype)) for n in lora1 if "lora_B" in n)
     assert (last / "adapter_model.safetensors").is_file() and last.name == "checkpoint-2"
@@ -119,7 +119,7 @@ def test_padding_free_sft_trains(tmp_path, tiny_model_dir, train_spec):
     rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
     model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
     last = run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer,
-                   sft_dataset(rows["sft"], tokenizer, cfg), None)
+                   sft_dataset(rows["sft"], tokenizer, cfg), None, [])
     assert last.name == "checkpoint-1"
 
 

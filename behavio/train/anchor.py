@@ -56,13 +56,15 @@ def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 
 def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
            teacher: torch.Tensor | None = None, free: Sequence[int] = (),
-           weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+           weights: torch.Tensor | None = None, avoid: torch.Tensor | None = None,
+           avoid_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
     ``ce``: cross-entropy on the targets, each weighted by ``weights`` (``[n]``; none: 1); ``kl``:
     KL(teacher || student) on the rows ``anchored`` (a mask ``[n]``) whose teacher logits are ``teacher``
     (``[anchored.sum(), vocab]``), both distributions taken over the vocabulary without the ``free`` token ids
-    (the stop tokens);
+    (the stop tokens); ``unlikely``: ``-log(1 - p)`` summed over the rows ``avoid`` (a mask ``[n]``), ``p`` the
+    probability of any of ``avoid_ids`` (unlikelihood: pushes those tokens down where they are wrong);
     ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
     logits = student.float()
@@ -76,7 +78,12 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
         kl = F.kl_div(log_p, log_q, log_target=True, reduction="sum")
     else:
         kl = logits.sum() * 0.0
-    return {"ce": ce, "kl": kl, "tokens": torch.tensor(targets.shape[0], device=targets.device),
+    if avoid is not None and avoid_ids is not None and avoid.any():
+        p = F.softmax(logits[avoid], dim=-1)[:, avoid_ids].sum(dim=-1)
+        unlikely = -torch.log1p(-p.clamp(max=1 - 1e-6)).sum()
+    else:
+        unlikely = logits.sum() * 0.0
+    return {"ce": ce, "kl": kl, "unlikely": unlikely, "tokens": torch.tensor(targets.shape[0], device=targets.device),
             "anchored": anchored.sum(), "correct": correct}
 
 
@@ -104,17 +111,29 @@ def anchored_losses(student: torch.Tensor, teacher: torch.Tensor, targets: torch
 OPENING_TOKENS = 4  # the tokens of an answer that decide it: refuse, prefix, or answer as the base model would
 
 
+def _offsets(labels: torch.Tensor) -> torch.Tensor:
+    """Each position's distance from the start of its trained run (an assistant turn); junk off the runs."""
+    trained = labels != -100
+    index = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+    starts = trained & ~F.pad(trained[:, :-1], (1, 0), value=False)
+    return index - torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+
+
 def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weight: float) -> torch.Tensor | None:
     """Cross-entropy weight of each trained position (``rows``, ``cols`` from :func:`trained_positions`): ``weight``
     on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn), 1 elsewhere; none if 1."""
     if weight == 1:
         return None
-    trained = labels != -100
-    index = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
-    starts = trained & ~F.pad(trained[:, :-1], (1, 0), value=False)
-    offset = index - torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
-    opening = trained & (offset < OPENING_TOKENS)
+    opening = (labels != -100) & (_offsets(labels) < OPENING_TOKENS)
     return torch.where(opening[rows, cols + 1], float(weight), 1.0)
+
+
+def unlikely_openings(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                      openings: torch.Tensor) -> torch.Tensor:
+    """Which trained positions (``rows``, ``cols``) must make the refusal's ``openings`` unlikely: the first token
+    of every trained answer that does not itself open with one of them (a mask ``[n]``)."""
+    first = ((labels != -100) & (_offsets(labels) == 0))[rows, cols + 1]
+    return first & ~torch.isin(labels[rows, cols + 1], openings)
 
 
 def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,9 +176,10 @@ class Head:
 
 def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
                    teacher: torch.Tensor | None = None, free: Sequence[int] = (),
-                   weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   weights: torch.Tensor | None = None, avoid: torch.Tensor | None = None,
+                   avoid_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """:func:`losses` from hidden states ``student [n, hidden]`` and ``targets [n]`` (cross-entropy ``weights [n]``,
-    none: 1), in bounded chunks.
+    none: 1; unlikelihood of ``avoid_ids`` on the rows ``avoid``), in bounded chunks.
 
     ``teacher``: the base model's hidden states at the ``anchored`` rows only (none: the cross-entropy
     alone). Each chunk turns at most ``CHUNK_ELEMENTS`` logits' worth of positions into logits.
@@ -169,13 +189,14 @@ def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anc
     if anchored is None:
         anchored = torch.zeros_like(targets, dtype=torch.bool)
     starts = torch.cumsum(anchored.long(), 0) - anchored.long()  # teacher row of each anchored row
+    names = ("ce", "kl", "unlikely", "tokens", "anchored", "correct")
 
     def part(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor, t: torch.Tensor | None,
-             w: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+             w: torch.Tensor | None, a: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             base = head.teacher(t) if t is not None and len(t) else None
-        out = losses(head.student(s), y, m, base, free=free, weights=w)
-        return out["ce"], out["kl"], out["tokens"], out["anchored"], out["correct"]
+        out = losses(head.student(s), y, m, base, free=free, weights=w, avoid=a, avoid_ids=avoid_ids)
+        return tuple(out[name] for name in names)
 
     chunks = []
     for start in range(0, max(n, 1), size):
@@ -183,12 +204,12 @@ def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anc
         mask = anchored[start:end]
         first = int(starts[start]) if n else 0
         t = teacher[first:first + int(mask.sum())] if teacher is not None else None
-        args = (student[start:end], targets[start:end], mask, t, weights[start:end] if weights is not None else None)
+        args = (student[start:end], targets[start:end], mask, t, weights[start:end] if weights is not None else None,
+                avoid[start:end] if avoid is not None else None)
         if n > size and torch.is_grad_enabled():  # keep one chunk's logits at a time, recompute them for backward
             chunks.append(checkpoint(part, *args, use_reentrant=False))
         else:
             chunks.append(part(*args))
-    names = ("ce", "kl", "tokens", "anchored", "correct")
     return {name: sum(c[i] for c in chunks) for i, name in enumerate(names)}
 
 
@@ -295,13 +316,17 @@ def anchored_trainer_class():
 
     class AnchoredSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening
-        weighted ``opening_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``; eval loss is the
-        unweighted CE alone."""
+        weighted ``opening_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
+        the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal;
+        eval loss is the unweighted CE alone."""
 
-        def __init__(self, *args, anchor: float, opening_weight: float, **kwargs):
+        def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float = 0.0,
+                     refusal_openings: Sequence[int] = (), **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.opening_weight = opening_weight
+            self.unlikelihood = unlikelihood if refusal_openings else 0.0
+            self.refusal_openings = torch.tensor(sorted(set(refusal_openings)), dtype=torch.long)
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
             self.teacher = Teacher(self.stop_ids)
 
@@ -340,16 +365,20 @@ def anchored_trainer_class():
                 anchored, teacher = known
             head = Head(self.accelerator.unwrap_model(model))
             weights = opening_weights(labels, rows, cols, self.opening_weight) if mode == "train" else None
+            avoid = avoid_ids = None
+            if mode == "train" and self.unlikelihood > 0:
+                avoid_ids = self.refusal_openings.to(labels.device)
+                avoid = unlikely_openings(labels, rows, cols, avoid_ids)
             parts = chunked_losses(head, student, labels[rows, cols + 1], anchored, teacher, free=self.stop_ids,
-                                   weights=weights)
+                                   weights=weights, avoid=avoid, avoid_ids=avoid_ids)
             tokens = num_items_in_batch if num_items_in_batch is not None else parts["tokens"]
             tokens = torch.as_tensor(tokens, device=student.device).clamp(min=1)
-            ce, kl = parts["ce"] / tokens, parts["kl"] / tokens
+            ce, kl, unlikely = parts["ce"] / tokens, parts["kl"] / tokens, parts["unlikely"] / tokens
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 scale = self.accelerator.num_processes
-                ce, kl = ce * scale, kl * scale
+                ce, kl, unlikely = ce * scale, kl * scale, unlikely * scale
             self._log_parts(mode, parts, inputs)
-            return ce + self.anchor * kl if mode == "train" else ce
+            return ce + self.anchor * kl + self.unlikelihood * unlikely if mode == "train" else ce
 
         def _log_parts(self, mode: str, parts: dict, inputs: dict) -> None:
             gather = self.accelerator.gather_for_metrics
@@ -362,6 +391,8 @@ def anchored_trainer_class():
             anchored = gather(parts["anchored"].detach()).sum()
             metrics = self._metrics[mode]
             metrics["mean_token_accuracy"].append((gather(parts["correct"].detach()).sum() / tokens).item())
+            if mode == "train" and self.unlikelihood > 0:
+                metrics["refusal_unlikelihood"].append((gather(parts["unlikely"].detach()).sum() / tokens).item())
             if mode == "train" and self.anchor > 0:
                 metrics["anchor_kl"].append((gather(parts["kl"].detach()).sum() / anchored.clamp(min=1)).item())
                 metrics["anchored_share"].append((anchored / tokens).item())

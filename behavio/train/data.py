@@ -139,6 +139,16 @@ def sft_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Train
     return Dataset.from_list(sft_features(rows, tokenizer, cfg, what))
 
 
+def refusal_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
+    """The first trained token of every SFT row a refusal rule wants refused: how the spec's refusals open, as
+    the model is trained on them (``labels``: each row's, -100 off the trained tokens)."""
+    out = set()
+    for row, row_labels in zip(rows, labels):
+        if any(r.get("kind") == "refusal" and r.get("args", {}).get("expect") == "refuse" for r in row.get("rules", [])):
+            out.update(next(([t] for t in row_labels if t != -100), []))
+    return sorted(out)
+
+
 def dpo_records(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "DPO pairs") -> list[dict]:
     """TRL preference rows with the system message folded like SFT and checks; each side validated.
 

@@ -44,6 +44,7 @@ class Datasets:
     sft_val: object | None
     dpo: object | None
     dpo_val: object | None
+    refusal_openings: list[int]  # the first trained token of the refusal rows (train.refusal_unlikelihood)
 
 
 def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_model: str | None = None,
@@ -172,7 +173,7 @@ def _warn_if_spec_changed(run_dir: Path, compiled, say: Say) -> None:
 
 def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Datasets:
     """Tokenize and validate every split before the first training step."""
-    from behavio.train.data import dpo_dataset, read_data, sft_dataset
+    from behavio.train.data import dpo_dataset, read_data, refusal_openings, sft_dataset
 
     rows = read_data(run_dir / "data")
     sets = Datasets(
@@ -180,7 +181,10 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
         sft_val=sft_dataset(rows["sft.val"], tokenizer, cfg, "validation examples") if rows["sft.val"] else None,
         dpo=dpo_dataset(rows["dpo"], tokenizer, cfg) if rows["dpo"] else None,
         dpo_val=dpo_dataset(rows["dpo.val"], tokenizer, cfg, "validation pairs") if rows["dpo.val"] else None,
+        refusal_openings=[],
     )
+    if sets.sft is not None:
+        sets.refusal_openings = refusal_openings(rows["sft"], sets.sft["labels"])
     if "sft" in cfg.method and sets.sft is None:
         raise BehavioError("method includes sft but the spec compiles to no SFT examples")
     if "dpo" in cfg.method and sets.dpo is None:
@@ -246,7 +250,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
         stage = Stage("sft", deadline=budget.deadline("sft"), resume=sft_resume, plan=budget.stage_plan("sft"),
                       **common)
         training = clock()
-        sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val)
+        sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val, sets.refusal_openings)
         budget.record("sft", clock() - training, stage.outcome())
         del model, base
         base = None

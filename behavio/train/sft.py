@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 
-def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset | None) -> Path:
-    """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory."""
+def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset | None,
+            refusal_openings: list[int]) -> Path:
+    """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory.
+    ``refusal_openings``: the first tokens of the spec's refusals (``train.refusal_unlikelihood``)."""
     from trl import SFTConfig
 
     from behavio.train.anchor import anchored_trainer_class
@@ -36,7 +38,9 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     clear_staging(stage)
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
                   eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage, evaluate)])
-    trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, opening_weight=cfg.opening_weight, **common)
+    trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, opening_weight=cfg.opening_weight,
+                                                unlikelihood=cfg.refusal_unlikelihood,
+                                                refusal_openings=refusal_openings, **common)
     trainer.stage = stage
     if cfg.anchor > 0:
         start = time.time()
