@@ -1,8 +1,13 @@
 """Batched greedy decoding with a KV cache: the loop behind fill, on-policy answers and checks.
 
 - The next token is the argmax of the logits, nothing else (no sampling, no penalties, whatever
-  the model's generation config says); a row stops at its first stop token or at the limit.
-- A row leaves the batch as soon as it stops, so short answers do not pay for long ones.
+  the model's generation config says); a row stops at its first stop token or at the limit. The
+  output layer is applied here, a slice of the vocabulary at a time, to the hidden states the model
+  hands it (its logits, rows x vocabulary, would not stay in the CPU's cache).
+- A row leaves the batch as soon as it stops, so short answers do not pay for long ones; its place
+  in the cache is taken by a row still decoding (one row copied, not the whole cache).
+- A batch's KV cache is allocated once, at its final size, and bounded (CACHE_BYTES): :func:`decode`
+  cuts the rows into batches that fit.
 - The prompt prefix every row shares (system message, template header) is computed once per
   adapter and copied into every row's cache.
 - The rest of every prompt goes through in first passes of rows of about the same prompt length,
@@ -24,6 +29,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +39,8 @@ MAX_WINDOW = 32       # ... doubling after every pass that accepted all of them
 LOGITS_ELEMENTS = 2**26  # at most this many logits per pass (rows x checked positions x vocabulary: 256 MB)
 NGRAM = 3             # tokens matched to find the draft again after the answer left it
 PREFILL_FILL = 0.85   # a row joins a first pass if its prompt is at least this share of the pass's longest
+HEAD_SLICE = 4096     # vocabulary entries whose logits are computed at once
+CACHE_BYTES = 2**31   # a batch's KV cache holds at most about this many bytes (2 GB): rows beyond start another batch
 
 
 @dataclass
@@ -69,9 +77,9 @@ class DecodeStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def _growing_cache():
-    """A KV cache whose layers append in place into buffers that double when full (transformers' DynamicCache
-    copies every layer's whole cache on every forward pass)."""
+def _growing_cache(capacity: int = 64):
+    """A KV cache whose layers append in place into buffers of ``capacity`` positions, doubled if ever full
+    (transformers' DynamicCache copies every layer's whole cache on every forward pass)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -85,7 +93,7 @@ def _growing_cache():
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
             if self.key_buffer is None or end > self.key_buffer.shape[-2]:
-                self._grow(key_states, value_states, max(end, 2 * self.length, 64))
+                self._grow(key_states, value_states, max(end, 2 * self.length, capacity))
             self.key_buffer[:, :, self.length:end] = key_states
             self.value_buffer[:, :, self.length:end] = value_states
             self.length = end
@@ -99,51 +107,59 @@ def _growing_cache():
                 keys[:, :, :self.length], values[:, :, :self.length] = self.keys, self.values
             self.key_buffer, self.value_buffer = keys, values
 
-        def hold(self, keys, values) -> None:
-            """Hold exactly ``keys`` and ``values`` (rows x heads x positions x dim), with room to grow."""
+        def hold(self, pieces, width: int) -> None:
+            """Hold the rows of ``pieces`` ((keys, values), rows x heads x positions x dim) one after the other, each
+            right-aligned to ``width`` positions (the columns a piece lacks are zeros), with room to grow."""
+            keys, values = pieces[0]
             if not self.is_initialized:
                 self.lazy_initialization(keys, values)
-            self.length, self.key_buffer, self.value_buffer = 0, None, None
-            self._grow(keys, values, max(2 * keys.shape[-2], 64))
-            self.length = keys.shape[-2]
-            self.key_buffer[:, :, :self.length], self.value_buffer[:, :, :self.length] = keys, values
-            self.keys = self.key_buffer[:, :, :self.length]
-            self.values = self.value_buffer[:, :, :self.length]
+            rows, size = sum(k.shape[0] for k, _ in pieces), max(width + 1, capacity)
+            self.key_buffer = keys.new_empty((rows, keys.shape[1], size, keys.shape[-1]))
+            self.value_buffer = values.new_empty((rows, values.shape[1], size, values.shape[-1]))
+            start = 0
+            for k, v in pieces:
+                end, n = start + k.shape[0], k.shape[-2]
+                for buffer, part in ((self.key_buffer, k), (self.value_buffer, v)):
+                    buffer[start:end, :, :width - n] = 0
+                    buffer[start:end, :, width - n:width] = part
+                start = end
+            self.length = width
+            self.keys, self.values = self.key_buffer[:, :, :width], self.value_buffer[:, :, :width]
 
         def get_seq_length(self) -> int:
             return self.length if self.is_initialized else 0
 
-        def batch_select_indices(self, indices) -> None:
-            if self.get_seq_length():
-                self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
-                self.keys = self.key_buffer[:, :, :self.length]
-                self.values = self.value_buffer[:, :, :self.length]
+        def keep_rows(self, holes: torch.Tensor, movers: torch.Tensor, rows: int) -> None:
+            """Keep the first ``rows`` rows, row ``movers[i]`` moved into row ``holes[i]`` (in place: only moved rows
+            are copied)."""
+            for buffer in (self.key_buffer, self.value_buffer):
+                buffer[holes] = buffer[movers]
+            self.key_buffer, self.value_buffer = self.key_buffer[:rows], self.value_buffer[:rows]
+            self.keys, self.values = self.key_buffer[:, :, :self.length], self.value_buffer[:, :, :self.length]
 
     cache = DynamicCache()
     cache.layer_class_to_replicate = GrowingLayer
     return cache
 
 
-def _rows_of(cache, index: torch.Tensor):
-    """A new cache holding the rows ``index`` of ``cache``."""
-    new = _growing_cache()
+def _rows_of(cache, index: torch.Tensor, capacity: int):
+    """A new cache (of ``capacity`` positions) holding the rows ``index`` of ``cache``."""
+    new = _growing_cache(capacity)
     for layer in cache.layers:
         copy = new.layer_class_to_replicate()
-        copy.hold(layer.keys[index], layer.values[index])
+        copy.hold([(layer.keys[index], layer.values[index])], layer.keys.shape[-2])
         new.layers.append(copy)
     return new
 
 
-def _joined(caches: list, masks: list[torch.Tensor]):
-    """One cache (and attention mask) holding the rows of ``caches`` one after the other; a cache shorter than
-    the longest is right-aligned, the columns it lacks becoming masked holes."""
+def _joined(caches: list, masks: list[torch.Tensor], room: int):
+    """One cache (and attention mask) holding the rows of ``caches`` one after the other, with ``room`` positions to
+    grow; a cache shorter than the longest is right-aligned, the columns it lacks becoming masked holes."""
     width = max(m.shape[1] for m in masks)
-    left = lambda t, n: torch.nn.functional.pad(t, (0, 0, width - n, 0))  # noqa: E731
-    new = _growing_cache()
+    new = _growing_cache(width + room)
     for i in range(len(caches[0].layers)):
         layer = new.layer_class_to_replicate()
-        layer.hold(torch.cat([left(c.layers[i].keys, m.shape[1]) for c, m in zip(caches, masks)]),
-                   torch.cat([left(c.layers[i].values, m.shape[1]) for c, m in zip(caches, masks)]))
+        layer.hold([(c.layers[i].keys, c.layers[i].values) for c in caches], width)
         new.layers.append(layer)
     mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])
     return new, mask
@@ -221,7 +237,8 @@ def _cache_argument_of(cls: type) -> str | None:
 
 
 def _vocabulary(model) -> int:
-    return model.get_output_embeddings().weight.shape[0]
+    head = model.get_output_embeddings()
+    return getattr(head, "head", head).weight.shape[0]
 
 
 def _cache_argument(model) -> str:
@@ -233,11 +250,57 @@ def _cache_argument(model) -> str:
     return "past_key_values"
 
 
-def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str | None]):
+def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str | None]) -> torch.Tensor:
+    """The greedy next token after each of the last ``keep`` positions of every row (rows x keep)."""
     past = cache.get_seq_length()
     kwargs = {_cache_argument(model): cache, **_adapter_kwargs(model, adapters)}
-    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
-                 cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs).logits
+    model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
+          cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs)
+    captured = model.get_output_embeddings()
+    return _argmax(captured.head, captured.hidden)
+
+
+class _Captured(torch.nn.Module):
+    """Stands in for the output layer: keeps its input (the last hidden states) for :func:`_argmax` and returns
+    one dummy logit per position (whatever the model does to its logits after, e.g. scaling, is monotonic)."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.__dict__["head"] = head  # not a submodule: the model's parameters stay what they were
+        self.hidden = None
+
+    def forward(self, hidden):
+        self.hidden = hidden
+        return hidden.new_zeros((*hidden.shape[:-1], 1))
+
+
+@contextmanager
+def _captured_head(model):
+    """The model's output layer replaced by :class:`_Captured` for the duration."""
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(_Captured(head))
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(head)
+
+
+def _argmax(head, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden).argmax(-1)``, the vocabulary taken HEAD_SLICE tokens at a time: a slice's logits stay in the
+    CPU's cache where the whole vocabulary's would not (the first of equal maxima wins, as in torch.argmax)."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    if type(head) is not torch.nn.Linear:  # e.g. an adapter on the output layer: apply it as it is
+        return head(flat).argmax(-1).view(hidden.shape[:-1])
+    best = index = None
+    for start in range(0, head.weight.shape[0], HEAD_SLICE):
+        bias = head.bias[start:start + HEAD_SLICE] if head.bias is not None else None
+        values, at = torch.nn.functional.linear(flat, head.weight[start:start + HEAD_SLICE], bias).max(-1)
+        if best is None:
+            best, index = values, at
+        else:
+            better = values > best
+            best, index = torch.where(better, values, best), torch.where(better, at + start, index)
+    return index.view(hidden.shape[:-1])
 
 
 def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], stop_ids: Sequence[int], pad_id: int,
@@ -254,20 +317,31 @@ def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], sto
     if not active:
         return [Decoded(s.tokens, s.finished) for s in states]
     stops = set(stop_ids)
-    with torch.inference_mode():
+    with torch.inference_mode(), _captured_head(model):
         prefix = _prefill_shared(model, [s.row for s in active], shared, device, stats) if shared else None
-        cache, mask, active = _first_passes(model, active, prefix, shared, pad_id, stops, device, stats)
+        room = max(s.limit for s in active) + FIRST_WINDOW
+        cache, mask, active = _first_passes(model, active, prefix, shared, room, pad_id, stops, device, stats)
         while active:
-            still = [i for i, s in enumerate(active) if not s.done]
-            if len(still) < len(active):
-                if still:
-                    index = torch.tensor(still, device=device)
-                    cache.batch_select_indices(index)
-                    mask = mask[index]
-                active = [active[i] for i in still]
+            if any(s.done for s in active):
+                active, mask = _drop_done(active, cache, mask, device)
             if active:
                 mask = _step(model, active, cache, mask, pad_id, stops, device, stats)
     return [Decoded(s.tokens, s.finished) for s in states]
+
+
+def _drop_done(active: list[_State], cache, mask: torch.Tensor, device) -> tuple[list[_State], torch.Tensor]:
+    """The rows still decoding, in the first rows of the same cache: the last rows still decoding move into the places
+    of rows that are done, so a row leaving costs at most one row's copy, not the whole cache's."""
+    rows = sum(1 for s in active if not s.done)
+    holes = [i for i in range(rows) if active[i].done]
+    movers = [i for i in range(rows, len(active)) if not active[i].done]
+    index, source = (torch.tensor(i, dtype=torch.long, device=device) for i in (holes, movers))
+    for layer in cache.layers:
+        layer.keep_rows(index, source, rows)
+    mask[index] = mask[source]
+    for h, m in zip(holes, movers):
+        active[h] = active[m]
+    return active[:rows], mask[:rows]
 
 
 def _prefill_shared(model, rows: list[Row], shared: int, device, stats: DecodeStats):
@@ -293,24 +367,28 @@ def _by_length(states: list[_State]) -> list[list[_State]]:
     return groups
 
 
-def _first_passes(model, active: list[_State], prefix, shared: int, pad_id: int, stops: set[int], device,
+def _first_passes(model, active: list[_State], prefix, shared: int, room: int, pad_id: int, stops: set[int], device,
                   stats: DecodeStats):
     """Every row's first pass (the rest of its prompt), rows of about the same prompt length together so that short
-    prompts are not padded to the longest one; their caches are then joined. Returns (cache, mask, rows in order)."""
+    prompts are not padded to the longest one; their caches are then joined, with ``room`` positions to grow.
+    Returns (cache, mask, rows in order)."""
     caches, masks, order = [], [], []
-    for group in _by_length(active):
+    groups = _by_length(active)
+    for group in groups:
+        capacity = shared + len(group[0].feed) + (room if len(groups) == 1 else 0)
         if prefix is not None:
             cache, adapters = prefix
-            cache = _rows_of(cache, torch.tensor([adapters.index(s.row.adapter) for s in group], device=device))
+            index = torch.tensor([adapters.index(s.row.adapter) for s in group], device=device)
+            cache = _rows_of(cache, index, capacity)
         else:
-            cache = _growing_cache()
+            cache = _growing_cache(capacity)
         mask = torch.ones((len(group), shared), dtype=torch.long, device=device)
         masks.append(_step(model, group, cache, mask, pad_id, stops, device, stats))
         caches.append(cache)
         order += group
     if len(caches) == 1:
         return caches[0], masks[0], order
-    cache, mask = _joined(caches, masks)
+    cache, mask = _joined(caches, masks, room)
     return cache, mask, order
 
 
@@ -332,8 +410,8 @@ def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int]
         new_mask[b, width - len(seq):] = 1
         positions[b, width - len(seq):] = torch.arange(state.position, state.position + len(seq))
     mask = torch.cat([mask, new_mask.to(device)], dim=1)
-    logits = _forward(model, ids.to(device), mask, positions.to(device), cache, keep, [s.row.adapter for s in active])
-    predicted = logits.argmax(dim=-1).tolist()
+    predicted = _forward(model, ids.to(device), mask, positions.to(device), cache, keep,
+                         [s.row.adapter for s in active]).tolist()
     stats.forwards += 1
     stats.positions += ids.numel()
     stats.scored += len(active) * keep
@@ -378,16 +456,30 @@ def decode(model, rows: list[Row], *, max_new_tokens: int, stop_ids: Sequence[in
            stats: DecodeStats | None = None) -> list[Decoded]:
     """Greedy answers to ``rows`` in batches of rows of similar prompt length; results in input order.
 
+    A batch holds at most ``batch_size`` rows, fewer where their KV cache would pass CACHE_BYTES.
     ``on_batch(indices, results)`` is called after every batch (for caching and progress).
     """
     order = sorted(range(len(rows)), key=lambda i: (-len(rows[i].prompt), rows[i].prompt, str(rows[i].adapter)))
     results: list[Decoded | None] = [None] * len(rows)
-    for start in range(0, len(order), max(1, batch_size)):
-        batch = order[start:start + max(1, batch_size)]
+    start = 0
+    while start < len(order):
+        batch = order[start:start + rows_that_fit(model, len(rows[order[start]].prompt), max_new_tokens, batch_size)]
         decoded = decode_batch(model, [rows[i] for i in batch], max_new_tokens=max_new_tokens, stop_ids=stop_ids,
                                pad_id=pad_id, stats=stats)
         for i, d in zip(batch, decoded):
             results[i] = d
         if on_batch:
             on_batch(batch, decoded)
+        start += len(batch)
     return results  # type: ignore[return-value]
+
+
+def rows_that_fit(model, prompt_tokens: int, max_new_tokens: int, batch_size: int) -> int:
+    """Rows of at most ``prompt_tokens`` prompt tokens a batch takes: ``batch_size``, fewer if their KV cache
+    (prompt, answer and a first draft window: every layer's keys and values) would pass CACHE_BYTES; at least 1."""
+    config = model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = model.get_input_embeddings().weight.element_size()
+    per_row = config.num_hidden_layers * 2 * heads * head_dim * element * (prompt_tokens + max_new_tokens + FIRST_WINDOW)
+    return max(1, min(batch_size, CACHE_BYTES // per_row))

@@ -154,7 +154,7 @@ def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_mode
     batches = count_calls(monkeypatch, behavio.check.generation, "decode")
     report = check_run(spec_file, run, quiet=True)
     n = len(report.spec.cases)
-    assert len(loads) == 1 and len(batches) == 3  # one per checkpoint, merged: the newest, then two drafted from it
+    assert len(loads) == 1 and len(batches) == 1  # the three checkpoints' rows decoded together (mixed batches)
     assert [c.label for c in report.cards] == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
     assert report.generated == 3 * n and not report.broken
     assert len({tuple(c.response for c in card.cases) for card in report.cards}) == 3  # adapters really swapped
@@ -171,26 +171,23 @@ def test_all_checkpoints_load_base_once_cache_and_best(env, spec_file, tiny_mode
     assert ET.fromstring(svg).tag.endswith("svg") and svg.count("<polyline") == len(report.spec.thresholds)
 
     again = check_run(spec_file, run, quiet=True)
-    assert again.generated == 0 and len(loads) == 1 and len(batches) == 3  # nothing loaded, nothing generated
+    assert again.generated == 0 and len(loads) == 1 and len(batches) == 1  # nothing loaded, nothing generated
     strip = [lambda d: {k: v for k, v in d.items() if k != "generated"}][0]
     assert [strip(c.to_dict()) for c in again.cards] == [strip(c.to_dict()) for c in report.cards]
 
 
-@pytest.mark.parametrize("quantization, merged", [("none", True), ("4bit", False)])
-def test_checkpoints_answer_merged_on_float32_weights_and_unmerged_on_4bit_ones(env, spec_file, tiny_model_dir,
-                                                                               monkeypatch, quantization, merged):
-    """float32: one checkpoint at a time, merged into copies of the weights; 4-bit weights cannot take a merge,
-    so there every checkpoint's rows share batches with the adapters unmerged."""
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_every_checkpoint_answers_in_the_same_batches(env, spec_file, tiny_model_dir, monkeypatch, quantization):
+    """float32 or 4-bit weights: the adapters stay unmerged and every checkpoint's rows share the batches (PEFT
+    mixed batches; tests/test_decode.py: each row answers as its checkpoint alone would)."""
     import behavio.check.generation as generation
 
     run = make_run(env, tiny_model_dir)
-    merges = count_calls(monkeypatch, generation.Adapters, "merged")
     batches = count_calls(monkeypatch, generation, "decode")
     report = check_run(spec_file, run, quiet=True, quantization=quantization, write=False)
     assert report.generated == 3 * len(report.spec.cases) and not report.broken
     assert len({tuple(c.response for c in card.cases) for card in report.cards}) == 3
-    assert len(merges) == (3 if merged else 0)
-    assert len(batches) == (3 if merged else 2)  # mixed: the newest checkpoint, then the others in shared batches
+    assert len(batches) == 1 and len({row.adapter for row in batches[0][1]}) == 3
 
 
 def test_broken_checkpoints_are_listed_and_the_others_scored(env, spec_file, tiny_model_dir):

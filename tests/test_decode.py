@@ -1,6 +1,7 @@
 """The greedy decoding loop (behavio/decode.py) against a hand-written argmax loop on the tiny model:
 batches, rows leaving at their stop, a shared prompt prefix, drafts right, wrong and partly right,
-and LoRA adapters of several checkpoints in one batch (base weights untouched)."""
+LoRA adapters of several checkpoints and the base in one batch (base weights untouched), batches cut to
+the KV cache's memory bound."""
 
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def test_batched_answers_equal_single_prompt_greedy_decoding(tiny, batch_size):
     assert [(d.tokens, d.finished) for d in got] == reference
 
 
+def test_rows_leaving_early_hand_their_place_in_the_cache_to_rows_still_decoding(tiny):
+    from behavio.decode import decode_batch
+
+    model, tokenizer = tiny
+    rows = prompts(tokenizer, 8)
+    limits = [2, 9, 3, 9, 1, 9, 2, 9]  # every other row leaves early, from the middle of the batch
+    got = decode_batch(model, [Row(p) for p in rows], max_new_tokens=limits, stop_ids=[], pad_id=0)
+    assert [d.tokens for d in got] == [argmax_loop(model, p, n, set())[0] for p, n in zip(rows, limits)]
+
+
 def test_drafts_never_change_the_answer_and_good_ones_save_passes(tiny):
     model, tokenizer = tiny
     rows = prompts(tokenizer, 6)
@@ -147,26 +158,34 @@ def test_rows_of_several_adapters_share_a_batch_and_leave_the_base_weights_untou
     _assert_base_untouched(adapters, names, before)
 
 
-def test_an_adapter_merged_answers_as_it_does_unmerged_and_leaves_the_base_weights_untouched(tmp_path, chatty_dir):
+def test_the_base_model_answers_beside_its_adapters_in_one_batch(tmp_path, chatty_dir):
+    from behavio.decode import BASE
+
     rows, reference, adapters, names, before = _three_adapters(tmp_path, chatty_dir)
-    assert adapters.mergeable
-    for step in (20, 10, 30):
-        with adapters.merged(names[step]) as model:
-            got = decode(model, [Row(p) for p in rows], max_new_tokens=6, stop_ids=[], pad_id=0, batch_size=3)
-        assert [d.tokens for d in got] == reference[step], step
-    # unmerged again: a mixed batch still answers as each adapter alone
-    mixed = decode(adapters.model, [Row(p, names[step]) for step in (10, 20) for p in rows], max_new_tokens=6,
-                   stop_ids=[], pad_id=0, batch_size=6)
-    assert [d.tokens for d in mixed] == reference[10] + reference[20]
+    alone = behavio.models.load_model(chatty_dir, quantization="none").eval()
+    base = [argmax_loop(alone, p, 6, set())[0] for p in rows]
+    assert base != reference[20]
+    mixed = [Row(p, adapter) for adapter in (BASE, names[20]) for p in rows]
+    got = decode(adapters.model, mixed, max_new_tokens=6, stop_ids=[], pad_id=0, batch_size=6)
+    assert [d.tokens for d in got] == base + reference[20]
     _assert_base_untouched(adapters, names, before)
 
 
-def test_only_float32_weights_that_are_not_quantized_are_merged_into(chatty_dir):
-    from behavio.check.generation import Adapters
+def test_a_batch_keeps_its_kv_cache_within_the_memory_bound(tiny, monkeypatch):
+    import behavio.decode
 
-    assert Adapters(behavio.models.load_model(chatty_dir, quantization="none")).mergeable
-    assert not Adapters(behavio.models.load_model(chatty_dir, quantization="4bit", device="cpu")).mergeable
-    assert not Adapters(behavio.models.load_model(chatty_dir, quantization="none", dtype=torch.bfloat16)).mergeable
+    model, tokenizer = tiny
+    rows = prompts(tokenizer, 6)
+    longest = max(map(len, rows))
+    per_row = behavio.decode.CACHE_BYTES // behavio.decode.rows_that_fit(model, longest, 5, 10**9)
+    monkeypatch.setattr(behavio.decode, "CACHE_BYTES", 2 * per_row + per_row // 2)  # room for 2 rows, not 3
+    assert behavio.decode.rows_that_fit(model, longest, 5, 6) == 2
+    assert behavio.decode.rows_that_fit(model, longest, 5, 1) == 1
+    batches = []
+    got = decode(model, [Row(p) for p in rows], max_new_tokens=5, stop_ids=[], pad_id=0, batch_size=6,
+                 on_batch=lambda indices, _: batches.append(len(indices)))
+    assert batches == [2, 2, 2]
+    assert [d.tokens for d in got] == [argmax_loop(model, p, 5, set())[0] for p in rows]
 
 
 def test_short_prompts_are_not_padded_to_the_longest_one(tiny):

@@ -1,29 +1,24 @@
 """Answers of one or more checkpoints to the check cases, on one base model.
 
-- The checkpoints' LoRA adapters are loaded side by side on the base model (PEFT named adapters).
-- float32 base weights: one checkpoint at a time answers with its adapter merged into copies of the target
-  layers' weights (PEFT ``safe_merge``), so no forward pass does any LoRA work; the base's own tensors are
-  put back afterwards, never written.
-- 4-bit (bitsandbytes) or half-precision weights cannot take a merge (4-bit weights would be requantized,
-  half-precision ones would round the adapter's small changes away): there the adapters stay unmerged and
-  rows of several checkpoints share a batch (PEFT ``adapter_names``).
-- The newest checkpoint answers first; every other checkpoint's answer to a case is then drafted
-  from it (:mod:`behavio.decode` keeps a draft token only where it is the model's own greedy
-  choice, so the answers are exactly greedy whatever the draft). Consecutive checkpoints of one
-  run mostly agree, and a drafted answer costs one prompt-speed pass instead of one step per token.
+- The checkpoints' LoRA adapters are loaded side by side on the base model (PEFT named adapters), at most
+  ADAPTERS_AT_ONCE at a time, and stay unmerged: the base weights are never written.
+- Every loaded checkpoint's rows share the same batches (PEFT ``adapter_names``: each row answers with its
+  own adapter), so a forward pass carries the cases of all of them: fewer, fuller passes, each reading the
+  weights once for every checkpoint (:mod:`behavio.decode`; a batch holds ``batch_size`` prompts per
+  checkpoint, fewer if their KV cache would not fit its memory bound).
+- A case another checkpoint already answered (in its cache, or in an earlier group of this call) is drafted
+  from that answer: :mod:`behavio.decode` keeps a draft token only where it is the model's own greedy choice,
+  so the answers are exactly greedy whatever the draft.
 - Every answer goes into its checkpoint's generation cache as soon as its batch is done.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from behavio.decode import Decoded, DecodeStats, Row, decode
+from behavio.decode import BASE, Decoded, DecodeStats, Row, decode
 from behavio.errors import BehavioError
 from behavio.generate import (Generation, GenerationCache, as_generation, encode_conversation, progress_bar,
                               stop_token_ids)
@@ -47,8 +42,7 @@ class Job:
 
 
 class Adapters:
-    """LoRA adapters attached side by side to one base model (PEFT ``load_adapter``); one at a time can answer
-    merged (:meth:`merged`)."""
+    """LoRA adapters attached side by side to one base model (PEFT ``load_adapter``)."""
 
     def __init__(self, model):
         self.base_model = model
@@ -81,50 +75,6 @@ class Adapters:
     @property
     def model(self):
         return self.peft if self.peft is not None else self.base_model
-
-    @property
-    def mergeable(self) -> bool:
-        """Whether an adapter can answer merged: float32 base weights, not quantized (merging into 4-bit
-        weights is impossible, and into bf16/fp16 ones would round the adapter's small changes away)."""
-        from behavio.models import is_quantized
-
-        weights = [p for p in self.base_model.parameters() if p.dim() == 2]
-        return not is_quantized(self.base_model) and all(p.dtype == torch.float32 for p in weights)
-
-    @contextmanager
-    def answering_as(self, name: str | None):
-        """The model answering as adapter ``name`` merged (:meth:`merged`), or as the base (``None``)."""
-        if name is not None:
-            with self.merged(name) as model:
-                yield model
-        elif self.peft is None:
-            yield self.base_model
-        else:
-            with self.peft.disable_adapter():
-                yield self.peft
-
-    @contextmanager
-    def merged(self, name: str):
-        """The model answering as adapter ``name`` merged into its target layers' weights (no LoRA work per
-        forward). PEFT's ``safe_merge`` adds the adapter into a *copy* of each weight; afterwards the base's
-        own tensors are put back, never written, and every layer is marked unmerged."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
-        bases = [layer.get_base_layer() for layer in layers]
-        kept = [(layer, base, base.weight.data, base.bias.data if getattr(base, "bias", None) is not None else None)
-                for layer, base in zip(layers, bases)]
-        self.peft.set_adapter(name)
-        try:
-            for layer in layers:
-                layer.merge(safe_merge=True, adapter_names=[name])
-            yield self.peft
-        finally:
-            for layer, base, weight, bias in kept:
-                base.weight.data = weight
-                if bias is not None:
-                    base.bias.data = bias
-                layer.merged_adapters.clear()
 
 
 def _encode(items: dict[str, list[dict]], tokenizer, fold) -> dict[str, list[int]]:
@@ -197,16 +147,13 @@ def _answer_written(base_model, tokenizer, jobs: list[Job], items: dict[str, lis
     stops = stop_token_ids(tokenizer, base_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     adapters = Adapters(base_model)
-    reference, rest = todo[-1], todo[:-1]
     total = sum(len(job.missing(keys)) for job in todo)
     progress = progress_bar(total, "checking", quiet)
     generated = 0
     if progress:
         progress.start()
     try:
-        for group in [[reference]] + [rest[i:i + ADAPTERS_AT_ONCE] for i in range(0, len(rest), ADAPTERS_AT_ONCE)]:
-            if not group:
-                continue
+        for group in [todo[i:i + ADAPTERS_AT_ONCE] for i in range(0, len(todo), ADAPTERS_AT_ONCE)]:
             others = [j for j in jobs if j not in group and j.problem is None]
             generated += _answer_group(adapters, tokenizer, group, others, prompts, keys, stops, pad, max_new_tokens,
                                        batch_size, progress, log, stats)
@@ -219,7 +166,8 @@ def _answer_written(base_model, tokenizer, jobs: list[Job], items: dict[str, lis
 def _answer_group(adapters: Adapters, tokenizer, group: list[Job], others: list[Job], prompts: dict[str, list[int]],
                   keys: list[str], stops: list[int], pad: int, max_new_tokens: int, batch_size: int, progress,
                   log: Log, stats: DecodeStats | None) -> int:
-    """Answer the missing cases of ``group`` (adapters loaded together), drafted from the ``others``' answers."""
+    """Answer the missing cases of ``group`` (adapters loaded together, rows of all in the same batches), drafted
+    from the ``others``' answers."""
     names: dict[int, str | None] = {}
     for job in group:
         if job.adapter is None:
@@ -233,7 +181,8 @@ def _answer_group(adapters: Adapters, tokenizer, group: list[Job], others: list[
     rows, owners = [], []
     for job in sound:
         for key in job.missing(keys):
-            rows.append(Row(prompts[key], names[id(job)], _draft(key, others, tokenizer, stops[0])))
+            adapter = names[id(job)] if names[id(job)] is not None or adapters.peft is None else BASE
+            rows.append(Row(prompts[key], adapter, _draft(key, others, tokenizer, stops[0])))
             owners.append((job, key))
     if rows:
         drafted = sum(1 for r in rows if r.draft)
@@ -252,14 +201,7 @@ def _answer_group(adapters: Adapters, tokenizer, group: list[Job], others: list[
             if progress:
                 progress.advance(progress.task_ids[0], len(indices))
 
-        settings = dict(max_new_tokens=max_new_tokens, stop_ids=stops, pad_id=pad, batch_size=batch_size, stats=stats)
-        if adapters.mergeable:
-            for job in sound:  # one checkpoint at a time, merged: no LoRA work in any forward pass
-                mine = [i for i, (owner, _) in enumerate(owners) if owner is job]
-                with adapters.answering_as(names[id(job)]) as model:
-                    decode(model, [replace(rows[i], adapter=None) for i in mine], **settings,
-                           on_batch=lambda indices, decoded, mine=mine: done([mine[i] for i in indices], decoded))
-        else:  # every checkpoint's rows in the same batches, adapters unmerged (PEFT mixed batches)
-            decode(adapters.model, rows, **settings, on_batch=done)
+        decode(adapters.model, rows, max_new_tokens=max_new_tokens, stop_ids=stops, pad_id=pad,
+               batch_size=batch_size * len(sound), stats=stats, on_batch=done)
     adapters.unload([n for n in names.values() if n is not None])
     return len(rows)

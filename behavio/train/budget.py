@@ -181,8 +181,9 @@ def fit(plan: Plan, budget: float | None) -> Plan:
 
 def check_seconds(checkpoints: int, cases: int, prompt_tokens: float, max_new_tokens: int, speed: GenerationSpeed,
                   load_seconds: float) -> float:
-    """What checking every checkpoint costs: the newest decoded token by token, the others drafted from it
-    (assumed half of them accepted), scoring, and loading the base model once."""
+    """What checking every checkpoint costs, estimated: the newest at the measured speed, each other one at about
+    half that plus a pass at prompt speed (the checkpoints' rows share batches, larger than the measured one, so
+    a row costs less than measured), scoring, and loading the base model once."""
     decoded = cases * (prompt_tokens * speed.prompt_token + max_new_tokens * speed.new_token)
     drafted = cases * (prompt_tokens + max_new_tokens) * speed.prompt_token * 1.2
     others = max(0, checkpoints - 1) * (decoded + drafted) / 2
