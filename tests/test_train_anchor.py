@@ -357,17 +357,16 @@ def test_weights_scale_each_tokens_cross_entropy():
     assert weighted["tokens"].item() == 3  # normalized by the tokens, not by the weights
 
 
-@pytest.mark.pipeline
-def test_the_trainer_weights_the_opening_in_training_only(knowing_base):
-    """compute_loss with opening_weight 3 is the cross-entropy with the first 4 tokens of each answer counted
-    3 times (train mode); eval loss stays the plain cross-entropy."""
+def _four_answers_and_a_bare_trainer(knowing_base, **knobs):
+    """A collated batch of 4 SFT examples of the tiny spec, a perturbed adapter, and an AnchoredSFTTrainer with
+    only what compute_loss needs (``knobs``: anchor, opening_weight, unlikelihood, refusal_openings)."""
     from types import SimpleNamespace
 
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from behavio.compiler.build import compile_spec
     from behavio.models import load_tokenizer
-    from behavio.train.anchor import anchored_trainer_class, opening_weights, trained_positions
+    from behavio.train.anchor import anchored_trainer_class
     from behavio.train.config import TrainConfig
     from behavio.train.data import pick_rows, sft_features
 
@@ -377,19 +376,31 @@ def test_the_trainer_weights_the_opening_in_training_only(knowing_base):
     features = sft_features(pick_rows(compile_spec(spec), cfg)["sft"], tokenizer, cfg)[:4]
     batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(
         [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
-    model = _perturbed_adapter(base_dir)
-    trainer = anchored_trainer_class().__new__(anchored_trainer_class())  # compute_loss needs only these
-    trainer.anchor, trainer.opening_weight, trainer.stop_ids, trainer.unlikelihood = 0.0, 3.0, [], 0.0
+    trainer = anchored_trainer_class().__new__(anchored_trainer_class())
+    trainer.stop_ids = []
+    for name, value in knobs.items():
+        setattr(trainer, name, value)
     trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
     trainer.args = SimpleNamespace(average_tokens_across_devices=False)
     trainer._log_parts = lambda *a: None
+    return batch, _perturbed_adapter(base_dir), trainer
+
+
+@pytest.mark.pipeline
+def test_the_trainer_weights_the_opening_in_training_only(knowing_base):
+    """compute_loss with opening_weight 3 is the cross-entropy with the first 4 tokens of each answer counted
+    3 times (train mode); eval loss stays the plain cross-entropy."""
+    from behavio.train.anchor import opening_weights, trained_positions
+
+    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=0.0, opening_weight=3.0,
+                                                             unlikelihood=0.0)
     labels = batch["labels"]
     rows, cols = trained_positions(labels)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols]
         nll = F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
         weights = opening_weights(labels, rows, cols, 3.0)
-        assert (weights == 3).sum() == 4 * len(features)  # every answer here is longer than 4 tokens
+        assert (weights == 3).sum() == 4 * len(batch["input_ids"])  # every answer here is longer than 4 tokens
         model.train()
         trained = trainer.compute_loss(model, batch)
         model.eval()
@@ -441,38 +452,20 @@ def test_the_refusal_openings_are_read_from_the_refusal_rows_trained_tokens():
 def test_the_trainer_adds_the_unlikelihood_in_training_only(knowing_base):
     """compute_loss with refusal_unlikelihood 2 adds 2 x -log(1 - p(refusal opening)) at the first token of every
     answer (none opens with it here) to the cross-entropy, per trained token; eval loss stays the cross-entropy."""
-    from types import SimpleNamespace
+    from behavio.train.anchor import trained_positions, unlikely_openings
 
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    from behavio.compiler.build import compile_spec
-    from behavio.models import load_tokenizer
-    from behavio.train.anchor import anchored_trainer_class, trained_positions, unlikely_openings
-    from behavio.train.config import TrainConfig
-    from behavio.train.data import pick_rows, sft_features
-
-    base_dir, spec = knowing_base
-    tokenizer = load_tokenizer(base_dir)
-    cfg = TrainConfig(base_model=str(base_dir), max_length=128, eval_max_rows=0)
-    features = sft_features(pick_rows(compile_spec(spec), cfg)["sft"], tokenizer, cfg)[:4]
-    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(
-        [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=0.0, opening_weight=1.0,
+                                                             unlikelihood=2.0)
     labels = batch["labels"]
     rows, cols = trained_positions(labels)
     targets = labels[rows, cols + 1]
     opening = next(t for t in range(5, 100) if t not in targets.tolist())  # a token no answer here uses
-    model = _perturbed_adapter(base_dir)
-    trainer = anchored_trainer_class().__new__(anchored_trainer_class())  # compute_loss needs only these
-    trainer.anchor, trainer.opening_weight, trainer.stop_ids, trainer.unlikelihood = 0.0, 1.0, [], 2.0
     trainer.refusal_openings = torch.tensor([opening])
-    trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
-    trainer.args = SimpleNamespace(average_tokens_across_devices=False)
-    trainer._log_parts = lambda *a: None
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols].float()
         nll = F.cross_entropy(logits, targets, reduction="none")
         firsts = unlikely_openings(labels, rows, cols, torch.tensor([opening]))
-        assert firsts.sum() == len(features)  # one first token per answer
+        assert firsts.sum() == len(batch["input_ids"])  # one first token per answer
         p = F.softmax(logits[firsts], dim=-1)[:, opening]
         model.train()
         trained = trainer.compute_loss(model, batch)

@@ -320,8 +320,8 @@ def anchored_trainer_class():
         the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal;
         eval loss is the unweighted CE alone."""
 
-        def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float = 0.0,
-                     refusal_openings: Sequence[int] = (), **kwargs):
+        def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float,
+                     refusal_openings: Sequence[int], **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.opening_weight = opening_weight

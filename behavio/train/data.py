@@ -144,8 +144,11 @@ def refusal_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
     the model is trained on them (``labels``: each row's, -100 off the trained tokens)."""
     out = set()
     for row, row_labels in zip(rows, labels):
-        if any(r.get("kind") == "refusal" and r.get("args", {}).get("expect") == "refuse" for r in row.get("rules", [])):
-            out.update(next(([t] for t in row_labels if t != -100), []))
+        refused = any(r.get("kind") == "refusal" and r.get("args", {}).get("expect") == "refuse"
+                      for r in row.get("rules", []))
+        trained = [t for t in row_labels if t != -100]
+        if refused and trained:
+            out.add(trained[0])
     return sorted(out)
 
 

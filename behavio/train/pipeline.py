@@ -176,15 +176,14 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
     from behavio.train.data import dpo_dataset, read_data, refusal_openings, sft_dataset
 
     rows = read_data(run_dir / "data")
+    sft = sft_dataset(rows["sft"], tokenizer, cfg) if rows["sft"] else None
     sets = Datasets(
-        sft=sft_dataset(rows["sft"], tokenizer, cfg) if rows["sft"] else None,
+        sft=sft,
         sft_val=sft_dataset(rows["sft.val"], tokenizer, cfg, "validation examples") if rows["sft.val"] else None,
         dpo=dpo_dataset(rows["dpo"], tokenizer, cfg) if rows["dpo"] else None,
         dpo_val=dpo_dataset(rows["dpo.val"], tokenizer, cfg, "validation pairs") if rows["dpo.val"] else None,
-        refusal_openings=[],
+        refusal_openings=refusal_openings(rows["sft"], sft["labels"]) if sft is not None else [],
     )
-    if sets.sft is not None:
-        sets.refusal_openings = refusal_openings(rows["sft"], sets.sft["labels"])
     if "sft" in cfg.method and sets.sft is None:
         raise BehavioError("method includes sft but the spec compiles to no SFT examples")
     if "dpo" in cfg.method and sets.dpo is None:
