@@ -7,9 +7,13 @@ than the spec (its epochs or max_steps); when the budget cannot fit that, every 
 gets the same share of its steps and the run says how many epochs it will do.
 
 While a stage trains, :class:`StageTimer` times its steps. After ``MEASURED_STEPS`` of them it sets
-the number of steps that fit before the stage's deadline, and the learning-rate :class:`Schedule`
+the number of steps that fit before the stage's deadline, from the mean of the timed steps (batches of
+different lengths make single steps vary by ±30%: the stage's time is their sum, so their mean predicts
+it), or of the latest half of them when those clearly differ (the machine changed speed), and the learning-rate :class:`Schedule`
 follows: warm-up and decay end exactly on the last planned step, a shorter complete schedule rather
-than a truncated one. If the machine slows down later, the plan shrinks again. Checkpoints sit at
+than a truncated one. Early on the plan follows the estimate both ways; later, if the machine slows
+down, it shrinks again, but only when late by more than ``SURE`` standard errors of the estimate, so
+a run of long batches does not shrink it. Checkpoints sit at
 even fractions of the planned steps, so their number (and the check's cost) is known in advance.
 
 Every time comes from an injected clock (``time.monotonic`` by default), so tests can play a
@@ -28,8 +32,9 @@ Say = Callable[[str], None]
 
 MEASURED_STEPS = 3     # steps timed (after each stage's first, which warms up) before its steps are set
 MARGIN = 0.03          # share of the budget left free for what the plan does not model
-GROW_UNTIL = 0.25      # a stage whose steps run faster than first measured lengthens its plan only this early
-GROW_AT_LEAST = 0.05   # (while the learning rate is still near its peak), and only by this share or more
+SETTLE_UNTIL = 0.25    # in this first share of its plan (the learning rate near its peak), a stage's plan follows
+SETTLE_BY = 0.05       # its s/step estimate both ways when the steps that fit differ by this share or more;
+SURE = 2.0             # later it only shrinks, when late by more than this many standard errors of the estimate
 SCORING_FIXED = 5.0    # seconds of a check besides generating: compiling the spec, loading the embedding model
 SCORING_PER_ANSWER = 0.02  # seconds per scored answer
 
@@ -254,34 +259,53 @@ class StageTimer:
         return Decision(save=step in self.plan.checkpoint_steps(), stop=step >= self.plan.steps)
 
     def _replan(self, step: int, now: float) -> None:
-        self.plan.step_seconds = statistics.median(self.measured[-2 * MEASURED_STEPS:])
+        mean, error = self._step_estimate()
+        self.plan.step_seconds = mean
         if self.deadline is None:
             if not self.planned:
                 self.planned = True
                 self._announce(step, first=True)
             return
-        steps = self._fitting(step, now)
+        steps = self._fitting(step, now, mean)
         if not self.planned:
             self.planned = True
             self._apply(steps)
             self._announce(step, first=True)
-        elif steps < self.plan.steps:  # the machine slowed down: a shorter schedule, ending on time again
+        elif step <= SETTLE_UNTIL * self.plan.steps:
+            # the first few timed steps set the plan; until the learning rate decays it follows the estimate
+            if abs(steps - self.plan.steps) >= SETTLE_BY * self.plan.steps:
+                self._apply(steps)
+                self._announce(step, first=False)
+        elif self._fitting(step, now, max(mean - SURE * error, 1e-9)) < self.plan.steps:
+            # late even if the steps are as fast as the timings allow: the machine slowed down, so a shorter
+            # schedule, ending on time again (uneven steps alone do not shrink it: they are within the error;
+            # a plan shrunk on noise could not grow back with its learning rate decaying)
             shrink = self.plan.steps - steps
             self._apply(steps)
             if shrink > max(1, self.plan.steps // 100):
                 self._announce(step, first=False)
-        elif step <= GROW_UNTIL * self.plan.steps and steps > self.plan.steps * (1 + GROW_AT_LEAST):
-            self._apply(steps)  # faster than the first steps said, early on: the time left goes to training
-            self._announce(step, first=False)
 
-    def _fitting(self, step: int, now: float) -> int:
-        """The most steps (at most the spec's) whose remaining steps and checkpoints end before the deadline."""
-        per_checkpoint = self.checkpoint_seconds if self.checkpoint_seconds is not None else self.plan.step_seconds
+    def _step_estimate(self) -> tuple[float, float]:
+        """Seconds per step and that estimate's standard error: the mean of every timed step, or of the latest half
+        when that differs from it by more than ``SURE`` standard errors (the machine changed speed)."""
+        def mean_and_error(times: list[float]) -> tuple[float, float]:
+            error = statistics.stdev(times) / math.sqrt(len(times)) if len(times) > 1 else 0.0
+            return statistics.fmean(times), error
+
+        every = mean_and_error(self.measured)
+        latest = mean_and_error(self.measured[len(self.measured) // 2:])
+        changed = len(self.measured) >= 2 * MEASURED_STEPS and abs(latest[0] - every[0]) > SURE * latest[1]
+        return latest if changed else every
+
+    def _fitting(self, step: int, now: float, step_seconds: float) -> int:
+        """The most steps (at most the spec's) whose remaining steps and checkpoints end before the deadline, at
+        ``step_seconds`` a step."""
+        per_checkpoint = self.checkpoint_seconds if self.checkpoint_seconds is not None else step_seconds
         room, steps = self.deadline - now, self.plan.full_steps
         for _ in range(3):  # the checkpoints left depend on the steps, and the steps on them: settle
             trial = StagePlan(**{**self.plan.__dict__, "steps": steps})
             left = sum(1 for s in trial.checkpoint_steps() if s > step)
-            steps = min(self.plan.full_steps, step + int((room - left * per_checkpoint) / self.plan.step_seconds))
+            steps = min(self.plan.full_steps, step + int((room - left * per_checkpoint) / step_seconds))
         return max(step + 1, steps)
 
     def _apply(self, steps: int) -> None:
