@@ -229,6 +229,37 @@ def test_the_check_is_reserved_for_answers_as_long_as_the_trained_ones_not_the_w
     assert short.seconds == pytest.approx(check_seconds(short.checkpoints, 100, 40, 25, speed, 2.0))
 
 
+def test_a_stage_the_budget_cuts_keeps_only_its_last_checkpoint_and_the_check_time_goes_to_steps():
+    """Checking a checkpoint costs what tens of steps do; when the budget cannot fit the spec's steps, the
+    stage saves (and the check scores) only its last checkpoint, and what the other would have cost trains."""
+    from behavio.train.config import TrainConfig
+    from behavio.train.plan import CheckWork, make_plan
+
+    speed = GenerationSpeed(prompt_token=0.003, new_token=0.007)
+
+    def planned(budget, prompts=200):
+        work = CheckWork([[1] * 40] * prompts, 80, 32, answer_tokens=40)
+        return make_plan(TrainConfig(epochs=3, save_steps=50), budget=budget, spent={"fill": 5.0}, sft_rows=800,
+                         sft_done=0, dpo_pairs=None, on_policy_prompts=0, prompt_tokens=40, forward=0.5, speed=speed,
+                         load_seconds=2.0, work=work, eval_rows=0)
+
+    roomy = planned(None)
+    stage = roomy.stages[0]
+    assert stage.steps == stage.full_steps == 300 and stage.checkpoint_steps() == [50, 100, 150, 200, 250, 300]
+    assert roomy.check.checkpoints == 6
+    tight = planned(600.0)
+    stage = tight.stages[0]
+    assert stage.steps < stage.full_steps and stage.checkpoint_steps() == [stage.steps] and tight.check.checkpoints == 1
+    assert "(the last step only: the budget cuts the spec's steps)" in tight.describe()
+    assert tight.expected <= 600.0
+    one_check = check_seconds(1, 200, 40, 41, speed, 2.0)
+    six_checks = check_seconds(6, 200, 40, 41, speed, 2.0)
+    assert stage.steps >= int((600 * (1 - MARGIN) - 5.0 - one_check - stage.overhead) / 1.5)  # 1.5 s a step
+    assert stage.steps > int((600 * (1 - MARGIN) - 5.0 - six_checks - stage.overhead) / 1.5)
+    uncheck = planned(600.0, prompts=0)  # nothing to check: the checkpoints cost only their saving
+    assert uncheck.check is None and len(uncheck.stages[0].checkpoint_steps()) > 1
+
+
 # ---------------------------------------------------------------- the whole run, on the tiny model
 
 

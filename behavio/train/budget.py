@@ -100,6 +100,7 @@ class StagePlan:
     epochs: float                # the spec's epochs (full_steps worth)
     overhead: float = 0.0        # seconds outside steps: computing the anchor, evaluating, saving
     done: int = 0                # steps already done when the plan was made (a resumed stage)
+    last_only: bool = False      # one checkpoint, at the last step (a budget-cut stage whose checkpoints are checked)
 
     @property
     def seconds(self) -> float:
@@ -114,6 +115,8 @@ class StagePlan:
         return len(self._spec_checkpoints())
 
     def _spec_checkpoints(self) -> list[int]:
+        if self.last_only:
+            return [self.full_steps]
         every = max(1, self.save_steps)
         return [*range(every, self.full_steps, every), self.full_steps]
 
@@ -126,6 +129,8 @@ class StagePlan:
         epochs = ("as the spec asks" if self.steps >= self.full_steps else
                   f"{self.epochs_done:.1f} of the spec's {self.epochs:g} epochs: the budget does not fit them all")
         at = ", ".join(map(str, self.checkpoint_steps()))
+        if self.last_only:
+            at += " (the last step only: the budget cuts the spec's steps)"
         return (f"{self.name} {count_steps(self.steps)} ({epochs}) at ~{self.step_seconds:.1f} s/step ≈ {minutes(self.seconds)}, "
                 f"checkpoints at {at}")
 

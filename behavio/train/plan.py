@@ -152,11 +152,22 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
         stages.append(stage)
         answers = on_policy_prompts * (prompt_tokens * speed.prompt_token + cfg.dpo_on_policy_tokens * speed.new_token)
         between = STAGE_START_SECONDS + load_seconds + (answers if sft_rows is not None else 0.0)
-    check = None
-    if work.prompts:
+
+    def checked(stages: list[StagePlan]) -> CheckPlan | None:
+        if not work.prompts:
+            return None
         checkpoints = existing_checkpoints + sum(len([c for c in s.checkpoint_steps() if c > s.done]) for s in stages)
         tokens = work.new_tokens()
-        seconds = check_seconds(checkpoints, len(work.prompts), prompt_tokens, tokens, speed, load_seconds)
-        check = CheckPlan(checkpoints, len(work.prompts), tokens, seconds)
-    plan = Plan(budget, dict(spent), stages, check, between=between)
-    return fit(plan, budget)
+        return CheckPlan(checkpoints, len(work.prompts), tokens,
+                         check_seconds(checkpoints, len(work.prompts), prompt_tokens, tokens, speed, load_seconds))
+
+    plan = fit(Plan(budget, dict(spent), stages, checked(stages), between=between), budget)
+    cut = [s for s in plan.stages if s.steps < s.full_steps and s.checkpoints > 1]
+    if plan.check is not None and cut:
+        # Checking a checkpoint costs what tens of steps do, and one halfway through a shortened schedule
+        # (its learning rate still high) is rarely the best: a cut stage keeps only its last checkpoint.
+        for stage in cut:
+            stage.overhead -= (stage.checkpoints - 1) * per_checkpoint
+            stage.last_only = True
+        plan = fit(Plan(budget, dict(spent), stages, checked(stages), between=between), budget)
+    return plan
