@@ -9,6 +9,7 @@ import math
 import random
 import re
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -90,6 +91,8 @@ def test_the_check_is_reserved_from_its_size_and_the_measured_speed():
     fixed = 2.0 + SCORING_FIXED + SCORING_PER_ANSWER * 360  # loading and scoring
     slower = check_seconds(2, 180, 32, 80, GenerationSpeed(0.006, 0.014), 2.0)
     assert slower - fixed == pytest.approx(2 * (one - fixed))  # a twice slower machine: twice the generating
+    four = check_seconds(4, 180, 32, 80, speed, 2.0) - (2.0 + SCORING_FIXED + SCORING_PER_ANSWER * 720)
+    assert four == pytest.approx(2 * (one - fixed)) == pytest.approx(360 * (32 * 0.003 + 80 * 0.007) * 2)
     budget = RunBudget(14, start=0.0, clock=FakeClock(0.0))
     budget.plan = _plan(check_s=one)
     assert budget.deadline("sft") == pytest.approx(14 * 60 * (1 - MARGIN) - one)  # the check comes out of the training time
@@ -227,6 +230,27 @@ def test_the_check_is_reserved_for_answers_as_long_as_the_trained_ones_not_the_w
     assert short.tokens == 25 and unknown.tokens == 80
     assert short.seconds < unknown.seconds
     assert short.seconds == pytest.approx(check_seconds(short.checkpoints, 100, 40, 25, speed, 2.0))
+
+
+def test_the_generation_speed_is_timed_on_a_check_sized_batch_after_a_warm_up(monkeypatch):
+    """A machine where a decode costs 0.002 s per prompt token and 0.005 s per new row-token, plus 1 s on its first
+    call (warming up): the measurement recovers both costs, on at most SPEED_ROWS rows of the check's prompts."""
+    import behavio.decode
+    from behavio.train.plan import SPEED_ROWS, CheckWork, generation_speed
+
+    clock, calls = FakeClock(), []
+
+    def decode_batch(model, rows, *, max_new_tokens, stop_ids, pad_id):
+        calls.append(len(rows))
+        clock.advance((1.0 if len(calls) == 1 else 0.0) + sum(len(r.prompt) for r in rows) * 0.002
+                      + len(rows) * (max_new_tokens - 1) * 0.005)
+
+    monkeypatch.setattr(behavio.decode, "decode_batch", decode_batch)
+    model = torch.nn.Linear(1, 1)
+    work = CheckWork([[1] * 30] * 100, 80, 64)
+    speed = generation_speed(model, SimpleNamespace(pad_token_id=0, eos_token_id=2), work, clock)
+    assert speed.prompt_token == pytest.approx(0.002) and speed.new_token == pytest.approx(0.005)
+    assert calls[1:] == [min(64, SPEED_ROWS)] * 2 and model.training
 
 
 def test_a_stage_the_budget_cuts_keeps_only_its_last_checkpoint_and_the_check_time_goes_to_steps():

@@ -20,6 +20,7 @@ STEP_VS_FORWARD = 3.0   # a training step (forward, backward, optimizer) against
 DPO_VS_SFT = 3.7        # a DPO step (policy and reference on chosen and rejected) against an SFT step, measured
 SAVE_SECONDS = 2.0      # writing one checkpoint (adapter, optimizer state)
 STAGE_START_SECONDS = 10.0  # loading the base model again and preparing a trainer between stages
+SPEED_ROWS = 64         # rows of the batch the check's generation speed is measured on
 
 
 @dataclass
@@ -92,16 +93,21 @@ def forward_seconds(model, features: list[dict], batch_size: int, clock: Clock) 
         return clock() - start
 
 
-def generation_speed(model, tokenizer, work: CheckWork, clock: Clock, new_tokens: int = 4) -> GenerationSpeed:
-    """Per prompt token and per new token per row, from one batch of check prompts decoded 1 and 1+n tokens."""
-    from behavio.decode import Row, decode_batch
-    from behavio.generate import stop_token_ids
+def generation_speed(model, tokenizer, work: CheckWork, clock: Clock, new_tokens: int = 8) -> GenerationSpeed:
+    """Per prompt token and per new token per row, from one batch of check prompts (as many rows as the check's
+    batches, at most ``SPEED_ROWS``) decoded 1 and 1 + ``new_tokens`` tokens after a warm-up pass.
 
-    rows = [Row(p) for p in work.prompts[:min(work.batch_size, 16)]] or [Row([tokenizer.eos_token_id or 0] * 8)]
+    A new token's cost is the difference of two timings, so both must be long enough for the machine's jitter
+    not to decide it: 16 rows and 4 tokens gave anything from 0 to 20 ms a row-token on the same machine.
+    """
+    from behavio.decode import Row, decode_batch
+
+    rows = [Row(p) for p in work.prompts[:min(work.batch_size, SPEED_ROWS)]] or [Row([tokenizer.eos_token_id or 0] * 8)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
     try:
+        decode_batch(model, rows[:2], max_new_tokens=2, stop_ids=[], pad_id=pad)  # warm-up: allocations, kernels
         start = clock()
         decode_batch(model, rows, max_new_tokens=1, stop_ids=[], pad_id=pad)
         first = clock() - start
