@@ -274,7 +274,7 @@ def test_a_stage_the_budget_cuts_keeps_only_its_last_checkpoint_and_the_check_ti
     tight = planned(600.0)
     stage = tight.stages[0]
     assert stage.steps < stage.full_steps and stage.checkpoint_steps() == [stage.steps] and tight.check.checkpoints == 1
-    assert "(the last step only: the budget cuts the spec's steps)" in tight.describe()
+    assert "(the last step only: the budget cuts the spec's steps); check 1 checkpoint × 200 cases" in tight.describe()
     assert tight.expected <= 600.0
     one_check = check_seconds(1, 200, 40, 41, speed, 2.0)
     six_checks = check_seconds(6, 200, 40, 41, speed, 2.0)

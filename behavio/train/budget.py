@@ -145,7 +145,8 @@ class CheckPlan:
     seconds: float
 
     def describe(self) -> str:
-        return (f"check {self.checkpoints} checkpoints × {self.cases} cases × ~{self.tokens} tokens "
+        noun = "checkpoint" if self.checkpoints == 1 else "checkpoints"
+        return (f"check {self.checkpoints} {noun} × {self.cases} cases × ~{self.tokens} tokens "
                 f"≈ {minutes(self.seconds)} (reserved)")
 
 
