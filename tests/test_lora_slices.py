@@ -137,3 +137,29 @@ def test_embedding_adapters_answer_through_peft_beside_the_base(tmp_path, chatty
     got = decode_batch(adapters.model, [Row(p, a) for a in (BASE, name) for p in rows], max_new_tokens=4,
                        stop_ids=[], pad_id=0)
     assert [d.tokens for d in got] == [_alone(chatty_dir, a, p, 4) for a in (None, path) for p in rows]
+
+
+def test_adapters_on_a_4bit_base_answer_as_each_alone(tmp_path, chatty_dir, monkeypatch):
+    """bitsandbytes' 4-bit base layers take the row ranges too (PEFT's lora.bnb.Linear4bit)."""
+    from peft import PeftModel
+    from peft.tuners.lora import bnb
+
+    tokenizer = behavio.models.load_tokenizer(chatty_dir)
+    rows = prompts(tokenizer, 2)
+    paths = [_save_adapter(chatty_dir, tmp_path / f"a{seed}", seed, r=4, target_modules=["q_proj", "v_proj"])
+             for seed in (8, 9)]
+    adapters = Adapters(behavio.models.load_model(chatty_dir, quantization="4bit", device="cpu").eval())
+    names = [adapters.load(path) for path in paths]
+    assert any(isinstance(m, bnb.Linear4bit) for m in adapters.model.modules())
+    _no_peft_mixed_batches(monkeypatch)
+    monkeypatch.setattr(bnb.Linear4bit, "_mixed_batch_forward", lambda *a, **k: pytest.fail("PEFT's mixed batch"))
+    got = decode_batch(adapters.model, [Row(p, n) for n in (BASE, *names) for p in rows], max_new_tokens=4,
+                       stop_ids=[], pad_id=0)
+
+    def alone(path):
+        model = behavio.models.load_model(chatty_dir, quantization="4bit", device="cpu").eval()
+        return PeftModel.from_pretrained(model, str(path)).eval() if path is not None else model
+
+    models = [alone(path) for path in (None, *paths)]
+    expected = [argmax_loop(model, p, 4, set())[0] for model in models for p in rows]
+    assert [d.tokens for d in got] == expected
