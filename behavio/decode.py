@@ -12,8 +12,10 @@
   adapter and copied into every row's cache.
 - The rest of every prompt goes through in first passes of rows of about the same prompt length,
   whose caches are then joined, so a short prompt is not padded to the longest one of its batch.
-- Rows of different LoRA adapters share a batch (PEFT's ``adapter_names``); adapters are applied
-  unmerged, so the base weights are never written.
+- Rows of different LoRA adapters share a batch, each adapter's rows kept together (first passes are joined and
+  finished rows replaced adapter by adapter), so that every LoRA layer applies an adapter to a range of rows, a
+  view (:mod:`behavio.lora_slices`); PEFT's ``adapter_names`` where an adapter cannot take that path. Adapters
+  are applied unmerged, so the base weights are never written.
 - A row may carry a *draft*: what it is expected to answer (e.g. another checkpoint's answer to
   the same prompt). Several draft tokens are checked in one forward pass and kept only as far as
   they equal the model's own argmax, so the answer is the greedy answer whatever the draft; a good
@@ -28,11 +30,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+
+from behavio.lora_slices import BASE, Runs, sliced_adapters
 
 FIRST_WINDOW = 8      # draft tokens checked per row in its first pass
 MAX_WINDOW = 32       # ... doubling after every pass that accepted all of them
@@ -152,16 +157,17 @@ def _rows_of(cache, index: torch.Tensor, capacity: int):
     return new
 
 
-def _joined(caches: list, masks: list[torch.Tensor], room: int):
-    """One cache (and attention mask) holding the rows of ``caches`` one after the other, with ``room`` positions to
-    grow; a cache shorter than the longest is right-aligned, the columns it lacks becoming masked holes."""
+def _joined(caches: list, masks: list[torch.Tensor], pieces: list[tuple[int, int, int]], room: int):
+    """One cache (and attention mask) holding the ``pieces`` (cache index, first row, end row) of ``caches`` one after
+    the other, with ``room`` positions to grow; a cache shorter than the longest is right-aligned, the columns it
+    lacks becoming masked holes."""
     width = max(m.shape[1] for m in masks)
     new = _growing_cache(width + room)
     for i in range(len(caches[0].layers)):
         layer = new.layer_class_to_replicate()
-        layer.hold([(c.layers[i].keys, c.layers[i].values) for c in caches], width)
+        layer.hold([(caches[c].layers[i].keys[a:b], caches[c].layers[i].values[a:b]) for c, a, b in pieces], width)
         new.layers.append(layer)
-    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])
+    mask = torch.cat([torch.nn.functional.pad(masks[c][a:b], (width - masks[c].shape[1], 0)) for c, a, b in pieces])
     return new, mask
 
 
@@ -215,9 +221,6 @@ def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-
-
 def _adapter_kwargs(model, adapters: list[str | None]) -> dict:
     """Per-row adapters (None: the model as it is): one active adapter when all rows agree, PEFT's mixed batch otherwise."""
     names = set(adapters)
@@ -250,10 +253,14 @@ def _cache_argument(model) -> str:
     return "past_key_values"
 
 
-def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str | None]) -> torch.Tensor:
-    """The greedy next token after each of the last ``keep`` positions of every row (rows x keep)."""
+def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str | None], runs: Runs | None
+             ) -> torch.Tensor:
+    """The greedy next token after each of the last ``keep`` positions of every row (rows x keep); ``runs``: the
+    rows' adapters are applied to row ranges (:mod:`behavio.lora_slices`), else through PEFT."""
     past = cache.get_seq_length()
-    kwargs = {_cache_argument(model): cache, **_adapter_kwargs(model, adapters)}
+    if runs is not None:
+        runs.set(adapters)
+    kwargs = {_cache_argument(model): cache, **({} if runs is not None else _adapter_kwargs(model, adapters))}
     model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
           cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs)
     captured = model.get_output_embeddings()
@@ -317,62 +324,90 @@ def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], sto
     if not active:
         return [Decoded(s.tokens, s.finished) for s in states]
     stops = set(stop_ids)
-    with torch.inference_mode(), _captured_head(model):
-        prefix = _prefill_shared(model, [s.row for s in active], shared, device, stats) if shared else None
+    with torch.inference_mode(), _captured_head(model), sliced_adapters(model, [s.row.adapter for s in active]) as runs:
+        prefix = _prefill_shared(model, [s.row for s in active], shared, device, stats, runs) if shared else None
         room = max(s.limit for s in active) + FIRST_WINDOW
-        cache, mask, active = _first_passes(model, active, prefix, shared, room, pad_id, stops, device, stats)
+        cache, mask, active = _first_passes(model, active, prefix, shared, room, pad_id, stops, device, stats, runs)
         while active:
             if any(s.done for s in active):
                 active, mask = _drop_done(active, cache, mask, device)
             if active:
-                mask = _step(model, active, cache, mask, pad_id, stops, device, stats)
+                mask = _step(model, active, cache, mask, pad_id, stops, device, stats, runs)
     return [Decoded(s.tokens, s.finished) for s in states]
 
 
+def _adapter_key(state: _State) -> str:
+    """The order of adapters in a batch (any fixed order keeps each adapter's rows together)."""
+    return str(state.row.adapter)
+
+
 def _drop_done(active: list[_State], cache, mask: torch.Tensor, device) -> tuple[list[_State], torch.Tensor]:
-    """The rows still decoding, in the first rows of the same cache: the last rows still decoding move into the places
-    of rows that are done, so a row leaving costs at most one row's copy, not the whole cache's."""
-    rows = sum(1 for s in active if not s.done)
-    holes = [i for i in range(rows) if active[i].done]
-    movers = [i for i in range(rows, len(active)) if not active[i].done]
+    """The rows still decoding, in the first rows of the same cache, each adapter's rows still together (``active`` has
+    them together): an adapter's rows get the range after the previous adapter's, and only those outside it move,
+    into the places there of rows that are done, so a row leaving costs a few rows' copies, not the whole cache's."""
+    kept = [i for i, s in enumerate(active) if not s.done]
+    holes, movers, placed, start = [], [], [None] * len(kept), 0
+    for _, run in itertools.groupby(kept, key=lambda i: _adapter_key(active[i])):
+        members = list(run)
+        end = start + len(members)
+        free = iter(sorted(set(range(start, end)) - set(members)))
+        for i in members:
+            if start <= i < end:
+                placed[i] = active[i]
+            else:
+                hole = next(free)
+                holes.append(hole), movers.append(i)
+                placed[hole] = active[i]
+        start = end
     index, source = (torch.tensor(i, dtype=torch.long, device=device) for i in (holes, movers))
     for layer in cache.layers:
-        layer.keep_rows(index, source, rows)
+        layer.keep_rows(index, source, len(kept))
     mask[index] = mask[source]
-    for h, m in zip(holes, movers):
-        active[h] = active[m]
-    return active[:rows], mask[:rows]
+    return placed, mask[:len(kept)]
 
 
-def _prefill_shared(model, rows: list[Row], shared: int, device, stats: DecodeStats):
+def _prefill_shared(model, rows: list[Row], shared: int, device, stats: DecodeStats, runs: Runs | None):
     """The cache of the shared prefix, one row per distinct adapter (in order of first use), and those adapters."""
     adapters = list(dict.fromkeys(r.adapter for r in rows))
     ids = torch.tensor([list(rows[0].prompt[:shared])] * len(adapters), device=device)
     positions = torch.arange(shared, device=device).expand(len(adapters), -1)
     cache = _growing_cache()
-    _forward(model, ids, torch.ones_like(ids), positions, cache, 1, adapters)
+    _forward(model, ids, torch.ones_like(ids), positions, cache, 1, adapters, runs)
     stats.forwards += 1
     stats.positions += ids.numel()
     return cache, adapters
 
 
 def _by_length(states: list[_State]) -> list[list[_State]]:
-    """``states`` in groups of about the same number of prompt tokens to feed, longest first."""
+    """``states`` in groups of about the same number of prompt tokens to feed, longest first; in a group, each
+    adapter's rows together."""
     groups: list[list[_State]] = []
     for state in sorted(states, key=lambda s: -len(s.feed)):
         if groups and len(state.feed) >= PREFILL_FILL * len(groups[-1][0].feed):
             groups[-1].append(state)
         else:
             groups.append([state])
-    return groups
+    return [sorted(group, key=_adapter_key) for group in groups]
+
+
+def _by_adapter(groups: list[list[_State]]) -> list[tuple[int, int, int]]:
+    """The rows of ``groups`` as pieces (group, first row, end row) ordered so that each adapter's rows are together."""
+    pieces = []
+    for g, group in enumerate(groups):
+        start = 0
+        for key, run in itertools.groupby(group, key=_adapter_key):
+            end = start + sum(1 for _ in run)
+            pieces.append((key, g, start, end))
+            start = end
+    return [(g, a, b) for _, g, a, b in sorted(pieces, key=lambda p: p[0])]
 
 
 def _first_passes(model, active: list[_State], prefix, shared: int, room: int, pad_id: int, stops: set[int], device,
-                  stats: DecodeStats):
+                  stats: DecodeStats, runs: Runs | None):
     """Every row's first pass (the rest of its prompt), rows of about the same prompt length together so that short
-    prompts are not padded to the longest one; their caches are then joined, with ``room`` positions to grow.
-    Returns (cache, mask, rows in order)."""
-    caches, masks, order = [], [], []
+    prompts are not padded to the longest one; their caches are then joined, each adapter's rows together, with
+    ``room`` positions to grow. Returns (cache, mask, rows in order)."""
+    caches, masks = [], []
     groups = _by_length(active)
     for group in groups:
         capacity = shared + len(group[0].feed) + (room if len(groups) == 1 else 0)
@@ -383,16 +418,17 @@ def _first_passes(model, active: list[_State], prefix, shared: int, room: int, p
         else:
             cache = _growing_cache(capacity)
         mask = torch.ones((len(group), shared), dtype=torch.long, device=device)
-        masks.append(_step(model, group, cache, mask, pad_id, stops, device, stats))
+        masks.append(_step(model, group, cache, mask, pad_id, stops, device, stats, runs))
         caches.append(cache)
-        order += group
     if len(caches) == 1:
-        return caches[0], masks[0], order
-    cache, mask = _joined(caches, masks, room)
-    return cache, mask, order
+        return caches[0], masks[0], groups[0]
+    pieces = _by_adapter(groups)
+    cache, mask = _joined(caches, masks, pieces, room)
+    return cache, mask, [s for g, a, b in pieces for s in groups[g][a:b]]
 
 
-def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int], device, stats: DecodeStats):
+def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int], device, stats: DecodeStats,
+          runs: Runs | None):
     """One forward pass for every active row: feed its pending tokens plus the draft tokens it checks."""
     proposals = [s.proposal() for s in active]
     if sum(1 for p in proposals if p) * 2 < len(active):  # most rows would only pay for the others' drafts
@@ -411,7 +447,7 @@ def _step(model, active: list[_State], cache, mask, pad_id: int, stops: set[int]
         positions[b, width - len(seq):] = torch.arange(state.position, state.position + len(seq))
     mask = torch.cat([mask, new_mask.to(device)], dim=1)
     predicted = _forward(model, ids.to(device), mask, positions.to(device), cache, keep,
-                         [s.row.adapter for s in active]).tolist()
+                         [s.row.adapter for s in active], runs).tolist()
     stats.forwards += 1
     stats.positions += ids.numel()
     stats.scored += len(active) * keep

@@ -6,8 +6,8 @@ perturbations of a fresh adapter, saved with PEFT as safetensors), the first M c
 specs/poodle_compliments.yaml, greedy decoding with T new tokens.
 
 - behavio: ``check_checkpoints`` with an empty answer cache (base loaded once, every checkpoint's
-  adapter loaded beside it, unmerged, and every checkpoint's rows in the same batches (PEFT mixed
-  adapter batches); rows leaving the batch when they stop, the shared prompt prefix computed once, the
+  adapter loaded beside it, unmerged, and every checkpoint's rows in the same batches, each LoRA layer
+  applying an adapter to its own range of rows (behavio/lora_slices.py); rows leaving the batch when they stop, the shared prompt prefix computed once, the
   rest of the prompts in passes of similar length, the output layer applied a vocabulary slice at a time;
   behavio/check/generation.py, behavio/decode.py); then the same call again on the unchanged run (cached re-run).
 - naive: for every checkpoint reload the base and the adapter, then generate one prompt at a time.
@@ -197,7 +197,7 @@ def main() -> None:
         f"| naive loop (reload base + adapter per checkpoint, one prompt at a time) | {m_slow:.1f} s | "
         f"{m_slow / n_answers:.2f} s | {', '.join(f'{t:.1f}' for t in slow)} |\n"
         f"| behavio (one base, every checkpoint's rows in the same batches: {batch} prompts × {args.checkpoints} "
-        f"checkpoints per batch, PEFT mixed adapters) | {m_fast:.1f} s | "
+        f"checkpoints per batch, each adapter on its own row range) | {m_fast:.1f} s | "
         f"{m_fast / n_answers:.2f} s | {', '.join(f'{t:.1f}' for t in fast)} |\n"
         f"| behavio, cached re-run (unchanged run) | {m_cached:.2f} s | – | {', '.join(f'{t:.2f}' for t in cached)} |\n"
         f"| cached re-run in a new process (interpreter start, imports, compile, scoring) | {cli:.1f} s | – | 1 |\n\n"

@@ -2,10 +2,11 @@
 
 - The checkpoints' LoRA adapters are loaded side by side on the base model (PEFT named adapters), at most
   ADAPTERS_AT_ONCE at a time, and stay unmerged: the base weights are never written.
-- Every loaded checkpoint's rows share the same batches (PEFT ``adapter_names``: each row answers with its
-  own adapter), so a forward pass carries the cases of all of them: fewer, fuller passes, each reading the
-  weights once for every checkpoint (:mod:`behavio.decode`; a batch holds ``batch_size`` prompts per
-  checkpoint, fewer if their KV cache would not fit its memory bound).
+- Every loaded checkpoint's rows share the same batches (each row answers with its own adapter: every LoRA
+  layer applies an adapter to that adapter's range of rows, :mod:`behavio.lora_slices`, or PEFT's
+  ``adapter_names`` for adapters that cannot), so a forward pass carries the cases of all of them: fewer,
+  fuller passes, each reading the weights once for every checkpoint (:mod:`behavio.decode`; a batch holds
+  ``batch_size`` prompts per checkpoint, fewer if their KV cache would not fit its memory bound).
 - A case another checkpoint already answered (in its cache, or in an earlier group of this call) is drafted
   from that answer: :mod:`behavio.decode` keeps a draft token only where it is the model's own greedy choice,
   so the answers are exactly greedy whatever the draft.
