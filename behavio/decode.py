@@ -260,11 +260,12 @@ def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str |
     past = cache.get_seq_length()
     if runs is not None:
         runs.set(adapters)
-    kwargs = {_cache_argument(model): cache, **({} if runs is not None else _adapter_kwargs(model, adapters))}
+    peft = {} if runs is not None else _adapter_kwargs(model, adapters)
+    kwargs = {_cache_argument(model): cache, **peft}
     model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
           cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs)
     captured = model.get_output_embeddings()
-    return _argmax(captured.head, captured.hidden)
+    return _argmax(captured.head, captured.hidden, peft.get("adapter_names"))
 
 
 class _Captured(torch.nn.Module):
@@ -292,12 +293,18 @@ def _captured_head(model):
         model.set_output_embeddings(head)
 
 
-def _argmax(head, hidden: torch.Tensor) -> torch.Tensor:
+def _argmax(head, hidden: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
     """``head(hidden).argmax(-1)``, the vocabulary taken HEAD_SLICE tokens at a time: a slice's logits stay in the
-    CPU's cache where the whole vocabulary's would not (the first of equal maxima wins, as in torch.argmax)."""
+    CPU's cache where the whole vocabulary's would not (the first of equal maxima wins, as in torch.argmax).
+
+    A head that is not a plain Linear (an adapter on the output layer) is applied as it is; it runs outside the
+    model's forward, where PEFT passes a mixed batch's per-row ``adapter_names``, so they are passed here, one per
+    position."""
     flat = hidden.reshape(-1, hidden.shape[-1])
-    if type(head) is not torch.nn.Linear:  # e.g. an adapter on the output layer: apply it as it is
-        return head(flat).argmax(-1).view(hidden.shape[:-1])
+    if type(head) is not torch.nn.Linear:
+        per_position = [name for name in adapter_names or [] for _ in range(hidden.shape[1])]
+        logits = head(flat, **({"adapter_names": per_position} if per_position else {}))
+        return logits.argmax(-1).view(hidden.shape[:-1])
     best = index = None
     for start in range(0, head.weight.shape[0], HEAD_SLICE):
         bias = head.bias[start:start + HEAD_SLICE] if head.bias is not None else None
@@ -324,7 +331,7 @@ def decode_batch(model, rows: list[Row], *, max_new_tokens: int | list[int], sto
     if not active:
         return [Decoded(s.tokens, s.finished) for s in states]
     stops = set(stop_ids)
-    with torch.inference_mode(), _captured_head(model), sliced_adapters(model, [s.row.adapter for s in active]) as runs:
+    with torch.inference_mode(), sliced_adapters(model, [s.row.adapter for s in active]) as runs, _captured_head(model):
         prefix = _prefill_shared(model, [s.row for s in active], shared, device, stats, runs) if shared else None
         room = max(s.limit for s in active) + FIRST_WINDOW
         cache, mask, active = _first_passes(model, active, prefix, shared, room, pad_id, stops, device, stats, runs)

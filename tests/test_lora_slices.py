@@ -163,3 +163,21 @@ def test_adapters_on_a_4bit_base_answer_as_each_alone(tmp_path, chatty_dir, monk
     models = [alone(path) for path in (None, *paths)]
     expected = [argmax_loop(model, p, 4, set())[0] for model in models for p in rows]
     assert [d.tokens for d in got] == expected
+
+
+def test_adapters_on_the_output_layer_answer_as_each_alone_beside_the_base(tmp_path, chatty_dir):
+    """An adapter on the output layer leaves the batch to PEFT, and the head (applied outside the model's forward, to
+    the captured hidden states) still gets each row's own adapter."""
+    tokenizer = behavio.models.load_tokenizer(chatty_dir)
+    rows = prompts(tokenizer, 2)
+    paths = [_save_adapter(chatty_dir, tmp_path / f"head{seed}", seed, r=4, target_modules=["q_proj", "lm_head"])
+             for seed in (8, 9)]
+    adapters = Adapters(behavio.models.load_model(chatty_dir, quantization="none").eval())
+    names = [adapters.load(path) for path in paths]
+    got = decode_batch(adapters.model, [Row(p, a) for a in (BASE, *names) for p in rows], max_new_tokens=4,
+                       stop_ids=[], pad_id=0)
+    expected = [_alone(chatty_dir, a, p, 4) for a in (None, *paths) for p in rows]
+    assert [d.tokens for d in got] == expected
+    assert len({tuple(e) for e in expected}) == len(expected)  # every adapter changes the answers
+    only_base = decode_batch(adapters.model, [Row(p, BASE) for p in rows], max_new_tokens=4, stop_ids=[], pad_id=0)
+    assert [d.tokens for d in only_base] == expected[:len(rows)]
