@@ -260,7 +260,9 @@ def _forward(model, ids, mask, positions, cache, keep: int, adapters: list[str |
     past = cache.get_seq_length()
     if runs is not None:
         runs.set(adapters)
-    peft = {} if runs is not None else _adapter_kwargs(model, adapters)
+        peft = {}
+    else:
+        peft = _adapter_kwargs(model, adapters)
     kwargs = {_cache_argument(model): cache, **peft}
     model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
           cache_position=torch.arange(past, past + ids.shape[1], device=ids.device), **kwargs)

@@ -98,9 +98,15 @@ class StagePlan:
     save_steps: int              # the spec's: a checkpoint every save_steps of full_steps, and at the end
     step_seconds: float          # estimated, then measured
     epochs: float                # the spec's epochs (full_steps worth)
-    overhead: float = 0.0        # seconds outside steps: computing the anchor, evaluating, saving
+    setup: float = 0.0           # seconds outside steps and checkpoints: computing the anchor's teacher
+    per_checkpoint: float = 0.0  # seconds a checkpoint takes: evaluating, saving
     done: int = 0                # steps already done when the plan was made (a resumed stage)
     last_only: bool = False      # one checkpoint, at the last step (a budget-cut stage whose checkpoints are checked)
+
+    @property
+    def overhead(self) -> float:
+        """Seconds outside steps."""
+        return self.setup + self.checkpoints * self.per_checkpoint
 
     @property
     def seconds(self) -> float:

@@ -146,15 +146,15 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
     stages = []
     if sft_rows is not None:
         full = full_steps(sft_rows, cfg.epochs, cfg.max_steps, cfg, processes)
-        stage = StagePlan("sft", full, full, cfg.save_steps, step, cfg.epochs, done=min(sft_done, full))
         teacher = steps_per_epoch(sft_rows, cfg, processes) * forward if cfg.anchor > 0 else 0.0
-        stage.overhead = teacher + stage.checkpoints * per_checkpoint
+        stage = StagePlan("sft", full, full, cfg.save_steps, step, cfg.epochs, setup=teacher,
+                          per_checkpoint=per_checkpoint, done=min(sft_done, full))
         stages.append(stage)
     between = 0.0
     if dpo_pairs is not None:
         full = full_steps(dpo_pairs, cfg.dpo_epochs, cfg.dpo_max_steps, cfg, processes)
-        stage = StagePlan("dpo", full, full, cfg.save_steps, DPO_VS_SFT * step, cfg.dpo_epochs)
-        stage.overhead = stage.checkpoints * per_checkpoint
+        stage = StagePlan("dpo", full, full, cfg.save_steps, DPO_VS_SFT * step, cfg.dpo_epochs,
+                          per_checkpoint=per_checkpoint)
         stages.append(stage)
         answers = on_policy_prompts * (prompt_tokens * speed.prompt_token + cfg.dpo_on_policy_tokens * speed.new_token)
         between = STAGE_START_SECONDS + load_seconds + (answers if sft_rows is not None else 0.0)
@@ -173,7 +173,6 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
         # Checking a checkpoint costs what tens of steps do, and one halfway through a shortened schedule
         # (its learning rate still high) is rarely the best: a cut stage keeps only its last checkpoint.
         for stage in cut:
-            stage.overhead -= (stage.checkpoints - 1) * per_checkpoint
             stage.last_only = True
         plan = fit(Plan(budget, dict(spent), stages, checked(stages), between=between), budget)
     return plan
