@@ -345,6 +345,22 @@ def test_the_opening_of_every_answer_is_weighted_and_the_rest_is_not():
     assert opening_weights(labels, rows, cols, 1.0) is None  # 1: every token alike, nothing to weight
 
 
+def test_the_stop_token_of_every_answer_is_weighted_when_asked():
+    from behavio.train.anchor import opening_weights, trained_positions
+
+    # two answers ending with the stop token 9 (row 0: 4 tokens + stop, row 1: 5 tokens + stop); the other tokens
+    # keep the opening's weights
+    labels = torch.tensor([[-100, -100, 1, 2, 3, 4, 9, -100, -100],
+                           [-100, -100, 1, 2, 3, 4, 5, 9, -100]])
+    rows, cols = trained_positions(labels)
+    assert labels[rows, cols + 1].tolist() == [1, 2, 3, 4, 9, 1, 2, 3, 4, 5, 9]
+    assert opening_weights(labels, rows, cols, 3.0, 5.0, [9]).tolist() == [3, 3, 3, 3, 5, 3, 3, 3, 3, 1, 5]
+    assert opening_weights(labels, rows, cols, 1.0, 5.0, [9]).tolist() == [1, 1, 1, 1, 5, 1, 1, 1, 1, 1, 5]
+    assert opening_weights(labels, rows, cols, 3.0, 1.0, [9]).tolist() == [3, 3, 3, 3, 1, 3, 3, 3, 3, 1, 1]
+    assert opening_weights(labels, rows, cols, 1.0, 5.0, []) is None  # no stop token known: nothing to weight
+    assert opening_weights(labels, rows, cols, 1.0, 1.0, [9]) is None
+
+
 def test_weights_scale_each_tokens_cross_entropy():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     targets = torch.tensor([1, 1, 0])

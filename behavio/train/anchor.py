@@ -119,13 +119,19 @@ def _offsets(labels: torch.Tensor) -> torch.Tensor:
     return index - torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
 
 
-def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weight: float) -> torch.Tensor | None:
+def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weight: float,
+                    closing: float = 1.0, stop_ids: Sequence[int] = ()) -> torch.Tensor | None:
     """Cross-entropy weight of each trained position (``rows``, ``cols`` from :func:`trained_positions`): ``weight``
-    on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn), 1 elsewhere; none if 1."""
-    if weight == 1:
+    on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn), ``closing`` on every trained
+    stop token (``stop_ids``: where an answer ends), 1 elsewhere; none if both are 1."""
+    if weight == 1 and (closing == 1 or not stop_ids):
         return None
     opening = (labels != -100) & (_offsets(labels) < OPENING_TOKENS)
-    return torch.where(opening[rows, cols + 1], float(weight), 1.0)
+    weights = torch.where(opening[rows, cols + 1], float(weight), 1.0)
+    if closing != 1 and stop_ids:
+        stops = torch.isin(labels[rows, cols + 1], torch.tensor(list(stop_ids), device=labels.device))
+        weights = torch.where(stops, float(closing), weights)
+    return weights
 
 
 def unlikely_openings(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
@@ -316,15 +322,16 @@ def anchored_trainer_class():
 
     class AnchoredSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening
-        weighted ``opening_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
+        weighted ``opening_weight``, its stop token ``closing_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
         the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal;
         eval loss is the unweighted CE alone."""
 
         def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float,
-                     refusal_openings: Sequence[int], **kwargs):
+                     refusal_openings: Sequence[int], closing_weight: float = 1.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.opening_weight = opening_weight
+            self.closing_weight = closing_weight
             self.unlikelihood = unlikelihood if refusal_openings else 0.0
             self.refusal_openings = torch.tensor(sorted(set(refusal_openings)), dtype=torch.long)
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
@@ -364,7 +371,8 @@ def anchored_trainer_class():
                     raise RuntimeError("anchor: a training example has no precomputed base-model state")
                 anchored, teacher = known
             head = Head(self.accelerator.unwrap_model(model))
-            weights = opening_weights(labels, rows, cols, self.opening_weight) if mode == "train" else None
+            weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids)
+                       if mode == "train" else None)
             avoid = avoid_ids = None
             if mode == "train" and self.unlikelihood > 0:
                 avoid_ids = self.refusal_openings.to(labels.device)

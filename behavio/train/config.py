@@ -56,6 +56,7 @@ class TrainConfig:
     dpo_on_policy_tokens: int = _d("dpo_on_policy_tokens")
     lr: float = _d("lr")
     opening_weight: float = _d("opening_weight")
+    closing_weight: float = _d("closing_weight")
     refusal_unlikelihood: float = _d("refusal_unlikelihood")
     anchor: float = _d("anchor")
     dpo_lr: float = _d("dpo_lr")
