@@ -375,7 +375,8 @@ def test_weights_scale_each_tokens_cross_entropy():
 
 def _four_answers_and_a_bare_trainer(knowing_base, **knobs):
     """A collated batch of 4 SFT examples of the tiny spec, a perturbed adapter, and an AnchoredSFTTrainer with
-    only what compute_loss needs (``knobs``: anchor, opening_weight, unlikelihood, refusal_openings)."""
+    only what compute_loss needs (``knobs``: anchor, opening_weight, unlikelihood, refusal_openings, closing_weight,
+    stop_ids)."""
     from types import SimpleNamespace
 
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -393,7 +394,7 @@ def _four_answers_and_a_bare_trainer(knowing_base, **knobs):
     batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(
         [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
     trainer = anchored_trainer_class().__new__(anchored_trainer_class())
-    trainer.stop_ids = []
+    trainer.stop_ids, trainer.closing_weight = [], 1.0
     for name, value in knobs.items():
         setattr(trainer, name, value)
     trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
@@ -423,6 +424,29 @@ def test_the_trainer_weights_the_opening_in_training_only(knowing_base):
         evaluated = trainer.compute_loss(model, batch)
     assert trained.item() == pytest.approx(((nll * weights).sum() / len(nll)).item(), rel=1e-4)
     assert evaluated.item() == pytest.approx(nll.mean().item(), rel=1e-4)
+
+
+@pytest.mark.pipeline
+def test_the_trainer_weights_each_answers_stop_token(knowing_base):
+    """compute_loss with closing_weight 5 counts the end-of-turn token of each answer 5 times (train mode)."""
+    from behavio.generate import stop_token_ids
+    from behavio.models import load_tokenizer
+    from behavio.train.anchor import trained_positions
+
+    stops = stop_token_ids(load_tokenizer(knowing_base[0]), None)
+    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=0.0, opening_weight=1.0,
+                                                             unlikelihood=0.0, closing_weight=5.0, stop_ids=stops)
+    labels = batch["labels"]
+    rows, cols = trained_positions(labels)
+    targets = labels[rows, cols + 1]
+    ends = torch.isin(targets, torch.tensor(stops))
+    assert int(ends.sum()) == len(batch["input_ids"])  # one stop token closes each of the 4 answers
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols]
+        nll = F.cross_entropy(logits.float(), targets, reduction="none")
+        model.train()
+        trained = trainer.compute_loss(model, batch)
+    assert trained.item() == pytest.approx(((nll + 4 * nll * ends).sum() / len(nll)).item(), rel=1e-4)
 
 
 def test_the_refusal_opening_is_made_unlikely_at_the_first_token_of_other_answers_only():
