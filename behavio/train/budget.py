@@ -11,9 +11,10 @@ the number of steps that fit before the stage's deadline, from the mean of the t
 different lengths make single steps vary by ±30%: the stage's time is their sum, so their mean predicts
 it), or of the latest half of them when those clearly differ (the machine changed speed), and the learning-rate :class:`Schedule`
 follows: warm-up and decay end exactly on the last planned step, a shorter complete schedule rather
-than a truncated one. Early on the plan follows the estimate both ways; later, if the machine slows
-down, it shrinks again, but only when late by more than ``SURE`` standard errors of the estimate, so
-a run of long batches does not shrink it. Checkpoints sit at
+than a truncated one. Early on the plan follows the estimate both ways; later it shrinks only when late
+by more than ``SURE`` standard errors of the estimate (the machine slowed down: a run of long batches
+does not shrink it) and grows only when early by as much (first steps slowed by something beside
+them), the decay then stretched from where it is, so the learning rate never jumps. Checkpoints sit at
 even fractions of the planned steps, so their number (and the check's cost) is known in advance.
 
 Every time comes from an injected clock (``time.monotonic`` by default), so tests can play a
@@ -34,7 +35,7 @@ MEASURED_STEPS = 3     # steps timed (after each stage's first, which warms up) 
 MARGIN = 0.03          # share of the budget left free for what the plan does not model
 SETTLE_UNTIL = 0.25    # in this first share of its plan (the learning rate near its peak), a stage's plan follows
 SETTLE_BY = 0.05       # its s/step estimate both ways when the steps that fit differ by this share or more;
-SURE = 2.0             # later it only shrinks, when late by more than this many standard errors of the estimate
+SURE = 2.0             # later it shrinks (grows) only when late (early) by more than this many standard errors
 SCORING_FIXED = 5.0    # seconds of a check besides generating: compiling the spec, loading the embedding model
 SCORING_PER_ANSWER = 0.02  # seconds per scored answer
 
@@ -61,18 +62,36 @@ class Schedule:
 
     def __init__(self, kind: str, total: int, warmup_ratio: float):
         self.kind, self.total, self.warmup_ratio = kind, max(1, int(total)), warmup_ratio
+        self.since: tuple[int, float, int] | None = None  # (step, progress, warm-up) the decay continues from
 
     @property
     def warmup(self) -> int:
-        return math.ceil(self.warmup_ratio * self.total)
+        return self.since[2] if self.since else math.ceil(self.warmup_ratio * self.total)
+
+    def resize(self, total: int, step: int) -> None:
+        """The plan now ends at ``total`` (``step`` done). Before the warm-up ends the whole schedule is laid over
+        the new total; after it the decay goes on from where it is at ``step`` and reaches the floor at ``total``,
+        so a longer or shorter plan never makes the learning rate jump (a decayed one never rises again)."""
+        total = max(1, int(total))
+        if total == self.total:
+            return
+        if step >= self.warmup and step < total:
+            self.since = (step, self._progress(step), self.warmup)
+        self.total = total
+
+    def _progress(self, step: int) -> float:
+        """How far the decay is at ``step``: 0 at the end of the warm-up, 1 at the last planned step."""
+        if self.since and step >= self.since[0]:
+            start, done, _ = self.since
+            return min(1.0, done + (1.0 - done) * (step - start) / max(1, self.total - start))
+        return min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
 
     def __call__(self, step: int) -> float:
-        warmup, total = self.warmup, self.total
-        if self.kind != "constant" and step < warmup:
-            return step / max(1, warmup)
+        if self.kind != "constant" and step < self.warmup:
+            return step / max(1, self.warmup)
         if self.kind in ("constant", "constant_with_warmup"):
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = self._progress(step)
         if self.kind == "linear":
             return max(0.0, 1.0 - progress)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
@@ -247,7 +266,7 @@ class StageTimer:
     def begin(self, step: int) -> None:
         """The stage starts (or resumes) at ``step``."""
         self.first_step, self.last = step, self.clock()
-        self._apply(self.plan.steps)
+        self._apply(self.plan.steps, step)
 
     def pause_from(self, mark: float) -> float:
         """Time since ``mark`` was not a training step (evaluating, saving); returns now."""
@@ -283,21 +302,27 @@ class StageTimer:
         steps = self._fitting(step, now, mean)
         if not self.planned:
             self.planned = True
-            self._apply(steps)
+            self._apply(steps, step)
             self._announce(step, first=True)
         elif step <= SETTLE_UNTIL * self.plan.steps:
             # the first few timed steps set the plan; until the learning rate decays it follows the estimate
             if abs(steps - self.plan.steps) >= SETTLE_BY * self.plan.steps:
-                self._apply(steps)
+                self._apply(steps, step)
                 self._announce(step, first=False)
         elif self._fitting(step, now, max(mean - SURE * error, 1e-9)) < self.plan.steps:
             # late even if the steps are as fast as the timings allow: the machine slowed down, so a shorter
-            # schedule, ending on time again (uneven steps alone do not shrink it: they are within the error;
-            # a plan shrunk on noise could not grow back with its learning rate decaying)
+            # schedule, ending on time again (uneven steps alone do not shrink it: they are within the error)
             shrink = self.plan.steps - steps
-            self._apply(steps)
+            self._apply(steps, step)
             if shrink > max(1, self.plan.steps // 100):
                 self._announce(step, first=False)
+        elif (self.checkpoint_seconds is None and step < self.plan.steps
+              and (longer := self._fitting(step, now, mean + SURE * error)) >= (1 + SETTLE_BY) * self.plan.steps):
+            # early even if the steps are as slow as the timings allow (first steps slowed by a job beside them):
+            # the time left trains, the decay stretched from where it is (the learning rate does not rise again);
+            # not once a checkpoint is saved (a later one moving with the plan would be saved twice)
+            self._apply(longer, step)
+            self._announce(step, first=False)
 
     def _step_estimate(self) -> tuple[float, float]:
         """Seconds per step and that estimate's standard error: the mean of every timed step, or of the latest half
@@ -322,9 +347,10 @@ class StageTimer:
             steps = min(self.plan.full_steps, step + int((room - left * per_checkpoint) / step_seconds))
         return max(step + 1, steps)
 
-    def _apply(self, steps: int) -> None:
+    def _apply(self, steps: int, step: int) -> None:
+        """Plan ``steps`` (``step`` done): the schedule ends on the new last step."""
         self.plan.steps = max(1, min(steps, self.plan.full_steps))
-        self.schedule.total = self.plan.steps
+        self.schedule.resize(self.plan.steps, step)
 
     def _announce(self, step: int, first: bool) -> None:
         plan = self.plan

@@ -170,7 +170,7 @@ class StageCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         decision = self.timer.step_end(state.global_step)
         save, stop, steps = _agreed((decision.save, decision.stop, self.timer.plan.steps))
-        self.timer._apply(steps)  # every rank follows the main process's plan (and so its learning rate)
+        self.timer._apply(steps, state.global_step)  # every rank follows the main process's plan (and its learning rate)
         self.stage.max_steps = steps
         if stop and state.global_step < steps:
             self.stage.out_of_time = True
