@@ -311,6 +311,7 @@ def test_the_base_model_runs_once_over_the_data_not_every_step(tmp_path, knowing
     from behavio.train.stage import Stage
 
     base_dir, spec = knowing_base
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
     tokenizer = load_tokenizer(base_dir)
     cfg = TrainConfig(base_model=str(base_dir), batch_size=4, save_steps=100, max_length=128, logging_steps=1,
                       eval_max_rows=0, epochs=3, lr=1e-3, anchor=1.0)
@@ -319,14 +320,29 @@ def test_the_base_model_runs_once_over_the_data_not_every_step(tmp_path, knowing
     original_disable, original_add = PeftModel.disable_adapter, Teacher.add
     monkeypatch.setattr(PeftModel, "disable_adapter", lambda self: base_passes.append(1) or original_disable(self))
     monkeypatch.setattr(Teacher, "add", lambda self, *a: added.append(1) or original_add(self, *a))
-    said = []
-    stage = Stage("sft", run_dir=tmp_path, cfg=cfg, spec_hash="abc", base_model=str(base_dir), cuda=False,
-                  metrics=MetricsLog(tmp_path, tensorboard=False), say=said.append)
-    run_sft(stage, new_adapter(load_for_training(base_dir, cfg, cuda=False), cfg), tokenizer, data, None, [])
     batches = -(-len(data) // 4)
-    assert stage.max_steps == 3 * batches and len(added) == batches
+
+    def train(run_dir):
+        said = []
+        stage = Stage("sft", run_dir=run_dir, cfg=cfg, spec_hash="abc", base_model=str(base_dir), cuda=False,
+                      metrics=MetricsLog(run_dir, tensorboard=False), say=said.append)
+        run_sft(stage, new_adapter(load_for_training(base_dir, cfg, cuda=False), cfg), tokenizer, data, None, [])
+        assert stage.max_steps == 3 * -(-len(data) // cfg.batch_size)
+        return next(line for line in said if line.startswith("anchor: the base model's distribution at "))
+
+    first = train(tmp_path / "first")
+    assert len(added) == batches and "computed once" in first
     assert len(base_passes) == batches + 1  # the pass over the data, plus checking the output head once
-    assert any(line.startswith("anchor: the base model's distribution at ") for line in said)
+    assert len(list((tmp_path / "cache" / "teacher").glob("*.pt"))) == 1
+    # a re-run on the same data (another seed) reads the pass from the cache: the base model runs for the check only
+    cfg = TrainConfig(**{**cfg.__dict__, "seed": 7})
+    second = train(tmp_path / "second")
+    assert len(added) == batches and len(base_passes) == batches + 2 and "read from the cache" in second
+    assert first.split(",")[0] == second.split(",")[0]  # the same positions and anchored counts
+    # changed data is another file: computed again
+    cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 2})
+    assert "computed once" in train(tmp_path / "third") and len(added) > batches
+    assert len(list((tmp_path / "cache" / "teacher").glob("*.pt"))) == 2
 
 
 def test_the_opening_of_every_answer_is_weighted_and_the_rest_is_not():

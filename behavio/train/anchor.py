@@ -28,10 +28,11 @@ memory stays bounded whatever the vocabulary and the number of trained tokens.
 from __future__ import annotations
 
 import functools
-
-from collections.abc import Sequence
-
 import hashlib
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -254,6 +255,7 @@ class Teacher:
     def __init__(self, free: Sequence[int] = ()):
         self.free = list(free)
         self.states: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.counted: set[bytes] = set()  # the examples of this run counted in positions/anchored
         self.positions = 0
         self.anchored = 0
 
@@ -273,13 +275,45 @@ class Teacher:
         with model.disable_adapter():
             hidden = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
         for key, row, trained in self._pieces(inputs, labels):
-            if key in self.states:
+            if key in self.counted:
                 continue
-            states = hidden[row, trained]
-            mask = agreement(head.teacher(states), labels[row, trained + 1], self.free)
-            self.states[key] = (mask.cpu(), states[mask].detach().cpu())
+            if key not in self.states:
+                states = hidden[row, trained]
+                mask = agreement(head.teacher(states), labels[row, trained + 1], self.free)
+                self.states[key] = (mask.cpu(), states[mask].detach().cpu())
+            self.counted.add(key)
             self.positions += len(trained)
-            self.anchored += int(mask.sum())
+            self.anchored += int(self.states[key][0].sum())
+
+    def count(self, inputs: dict) -> None:
+        """Count a batch whose examples are all known (read from a cache) as :meth:`add` counts what it computes."""
+        for key, _, trained in self._pieces(inputs, inputs["labels"]):
+            if key not in self.counted:
+                self.counted.add(key)
+                self.positions += len(trained)
+                self.anchored += int(self.states[key][0].sum())
+
+    def knows(self, inputs: dict) -> bool:
+        """Whether every example of a collated batch is known already (its base-model pass can be skipped)."""
+        return all(key in self.states for key, _, _ in self._pieces(inputs, inputs["labels"]))
+
+    def save(self, path: Path) -> None:
+        """Write every example's state to ``path`` (atomically: a reader sees the whole file or none)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save({"free": self.free, "states": self.states}, staging)
+        os.replace(staging, path)
+
+    def load(self, path: Path) -> bool:
+        """Read the states ``save`` wrote (for the same stop tokens); False when there is no usable file."""
+        try:
+            saved = torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            return False
+        if saved.get("free") != self.free:
+            return False
+        self.states.update(saved["states"])
+        return True
 
     def lookup(self, inputs: dict, labels: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(anchored mask, hidden states of the anchored positions) in :func:`trained_positions` order,
@@ -337,22 +371,30 @@ def anchored_trainer_class():
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
             self.teacher = Teacher(self.stop_ids)
 
-        def compute_teacher(self) -> int:
-            """The base model's hidden states for every training example (one pass); positions kept."""
+        def compute_teacher(self, cache: Path | None = None) -> int:
+            """The base model's hidden states for every training example (one pass); positions kept. ``cache``: a
+            file of them from an earlier run of the same base model, load settings and examples (read when it
+            exists, written when it did not), so a re-run skips the pass."""
             model = self.model
             loader = DataLoader(self.train_dataset, batch_size=self.args.per_device_train_batch_size,
                                 collate_fn=self.data_collator, shuffle=False)
             was_training = model.training
             model.eval()
             head = Head(model)
+            cached = cache is not None and self.teacher.load(cache)
             try:
                 for i, batch in enumerate(loader):
                     batch = self._prepare_inputs(batch)
                     if i == 0:
                         verify_head(model, head, batch)
-                    self.teacher.add(model, head, batch)
+                    if cached and self.teacher.knows(batch):
+                        self.teacher.count(batch)
+                    else:
+                        self.teacher.add(model, head, batch)
             finally:
                 model.train(was_training)
+            if cache is not None and not cached and self.args.process_index == 0:
+                self.teacher.save(cache)
             return self.teacher.positions
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -9,6 +9,8 @@ cross-entropy on the trained positions only (the output head never sees the prom
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,9 +46,27 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                                                 refusal_openings=refusal_openings, **common)
     trainer.stage = stage
     if cfg.anchor > 0:
-        start = time.time()
-        positions = trainer.compute_teacher()
+        start, cache = time.time(), teacher_cache(stage, train)
+        reused = cache.is_file()
+        positions = trainer.compute_teacher(cache)
         if stage.is_main:
+            how = "read from the cache (an earlier run's pass)" if reused else "computed once"
             stage.say(f"anchor: the base model's distribution at {positions} trained positions "
-                      f"({trainer.teacher.anchored} anchored), computed once in {time.time() - start:.0f}s")
+                      f"({trainer.teacher.anchored} anchored), {how} in {time.time() - start:.0f}s")
     return run_trainer(stage, trainer)
+
+
+def teacher_cache(stage: Stage, train: Dataset) -> Path:
+    """Where the anchor's base-model pass over ``train`` is kept: ``$BEHAVIO_CACHE/teacher/``, named by what it
+    depends on (the base model's content, how it is loaded, the batching and every example's tokens and labels),
+    so a re-run on the same data (another seed, budget or learning rate) reads it instead of running the base model."""
+    from behavio.models import cache_root, load_settings, model_fingerprint
+
+    cfg = stage.cfg
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps({"model": model_fingerprint(stage.base_model),
+                              "load": load_settings(cfg.quantization, cfg.device).as_dict(),
+                              "batch": [cfg.batch_size, cfg.padding_free, cfg.packing]}, sort_keys=True).encode())
+    for row in train:
+        digest.update(json.dumps([row["input_ids"], row["labels"]]).encode())
+    return cache_root() / "teacher" / f"{digest.hexdigest()}.pt"
