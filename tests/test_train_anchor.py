@@ -190,7 +190,9 @@ def test_anchored_sft_stays_closer_to_the_base_answers(tmp_path, knowing_base, p
         logged = [e for e in MetricsLog(run_dir).read() if "loss" in e]
         assert logged and all(("anchor_kl" in e) == (anchor > 0) for e in logged)
         drift[anchor] = _drift_from_base(model, data)
-    assert drift[5.0] < 0.5 * drift[0.0], drift
+    # measured: < 0.5x on an AVX-512 EPYC, 0.60-0.67x on an AVX2-only EPYC (the knowing base itself trains to other
+    # weights there); an anchor that does nothing gives exactly 1x (the same seed and data)
+    assert drift[5.0] < 0.8 * drift[0.0], drift
     assert free_seen and all(set(stop_token_ids(tokenizer)) <= set(free) for free in free_seen)  # stops never anchored
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in free_seen[0]
 
@@ -333,7 +335,7 @@ def test_the_base_model_runs_once_over_the_data_not_every_step(tmp_path, knowing
     first = train(tmp_path / "first")
     assert len(added) == batches and "computed once" in first
     assert len(base_passes) == batches + 1  # the pass over the data, plus checking the output head once
-    assert len(list((tmp_path / "cache" / "teacher").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "cache" / "teacher").glob("*.safetensors"))) == 1
     # a re-run on the same data (another seed) reads the pass from the cache: the base model runs for the check only
     cfg = TrainConfig(**{**cfg.__dict__, "seed": 7})
     second = train(tmp_path / "second")
@@ -342,7 +344,28 @@ def test_the_base_model_runs_once_over_the_data_not_every_step(tmp_path, knowing
     # changed data is another file: computed again
     cfg = TrainConfig(**{**cfg.__dict__, "batch_size": 2})
     assert "computed once" in train(tmp_path / "third") and len(added) > batches
-    assert len(list((tmp_path / "cache" / "teacher").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "cache" / "teacher").glob("*.safetensors"))) == 2
+
+
+def test_the_teacher_cache_reads_back_what_it_wrote_and_refuses_anything_else(tmp_path):
+    """The cache file holds tensors only (safetensors, no pickle); a file of other stop tokens, a broken or a
+    missing file is not used."""
+    from behavio.train.anchor import Teacher
+
+    teacher = Teacher(free=[2, 7])
+    teacher.states = {b"\x01" * 16: (torch.tensor([True, False, True]), torch.randn(2, 8, dtype=torch.bfloat16)),
+                      b"\x02" * 16: (torch.tensor([False]), torch.zeros(0, 8, dtype=torch.bfloat16))}
+    path = tmp_path / "teacher" / "t.safetensors"
+    teacher.save(path)
+    again = Teacher(free=[2, 7])
+    assert again.load(path) and again.states.keys() == teacher.states.keys()
+    for key, (mask, states) in teacher.states.items():
+        assert torch.equal(again.states[key][0], mask) and torch.equal(again.states[key][1], states)
+    assert not Teacher(free=[2]).load(path)  # other stop tokens: other anchored positions
+    assert not Teacher(free=[2, 7]).load(tmp_path / "missing.safetensors")
+    path.write_bytes(path.read_bytes()[:40])
+    broken = Teacher(free=[2, 7])
+    assert not broken.load(path) and not broken.states
 
 
 def test_the_opening_of_every_answer_is_weighted_and_the_rest_is_not():

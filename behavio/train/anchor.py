@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -298,21 +298,34 @@ class Teacher:
         return all(key in self.states for key, _, _ in self._pieces(inputs, inputs["labels"]))
 
     def save(self, path: Path) -> None:
-        """Write every example's state to ``path`` (atomically: a reader sees the whole file or none)."""
+        """Write every example's state to ``path`` as safetensors (atomically: a reader sees the whole file or none)."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for key, (mask, states) in self.states.items():
+            tensors[f"mask.{key.hex()}"] = mask.contiguous()
+            tensors[f"states.{key.hex()}"] = states.contiguous()
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save({"free": self.free, "states": self.states}, staging)
+        save_file(tensors, staging, metadata={"free": json.dumps(self.free)})
         os.replace(staging, path)
 
     def load(self, path: Path) -> bool:
         """Read the states ``save`` wrote (for the same stop tokens); False when there is no usable file."""
+        from safetensors import SafetensorError, safe_open
+
         try:
-            saved = torch.load(path, weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            with safe_open(path, framework="pt") as saved:
+                if json.loads((saved.metadata() or {}).get("free", "null")) != self.free:
+                    return False
+                tensors = {name: saved.get_tensor(name) for name in saved.keys()}
+        except (OSError, SafetensorError, ValueError):
             return False
-        if saved.get("free") != self.free:
+        keys = [name.removeprefix("mask.") for name in tensors if name.startswith("mask.")]
+        if len(tensors) != 2 * len(keys) or any(f"states.{k}" not in tensors for k in keys):
             return False
-        self.states.update(saved["states"])
+        for k in keys:
+            self.states[bytes.fromhex(k)] = (tensors[f"mask.{k}"], tensors[f"states.{k}"])
         return True
 
     def lookup(self, inputs: dict, labels: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -69,4 +69,4 @@ def teacher_cache(stage: Stage, train: Dataset) -> Path:
                               "batch": [cfg.batch_size, cfg.padding_free, cfg.packing]}, sort_keys=True).encode())
     for row in train:
         digest.update(json.dumps([row["input_ids"], row["labels"]]).encode())
-    return cache_root() / "teacher" / f"{digest.hexdigest()}.pt"
+    return cache_root() / "teacher" / f"{digest.hexdigest()}.safetensors"
