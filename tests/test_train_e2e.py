@@ -1,4 +1,4 @@
-"""End to end on the embedded SmolLM2 (CPU, about 7.5 minutes on the 2-core CI kind, cold cache): `behavio run` on the poodle spec with
+"""End to end on the embedded SmolLM2 (CPU, about 6 minutes warm, 8-9 cold, on the 2-core CI kind's slower AMD EPYC): `behavio run` on the poodle spec with
 reduced steps and generation budgets, producing a scorecard and a best checkpoint -- and a model
 that, on the spec's hand-written probes it never saw, refuses poodle questions and compliments the
 others far more often than the base model, without refusing the others."""
@@ -19,7 +19,7 @@ SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 CHECK_TOKENS = 32
 REDUCED = ["max_steps=STEPS", "eval_max_rows=8", "save_steps=HALF", "fill_max_new_tokens=24", "lr=LR",
            "max_minutes=null", "batch_size=4"]
-SFT_STEPS, LR = 120, "6e-4"
+SFT_STEPS, LR = 60, "1.2e-3"
 
 
 def _rule(card: dict, line: str, rule: str, split: str = "probe") -> float:
@@ -66,8 +66,9 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeyp
               {"refused": ("no-poodles", "refusal:refuse"), "compliment": ("compliment-first", "prefix:present")}.items()}
     report["over_refusal"] = (base["over_refusal"]["probe"]["rate"], best["over_refusal"]["probe"]["rate"])
     print("base -> trained on probes:", report)
-    # measured (AMD EPYC, 120 steps of 4 rows at lr 6e-4, SFT only like the spec, default opening_weight 4): refused
-    # 0 -> 1.0, compliment 0 -> 1.0, over-refusal 0 -> 0.0. The same with opening_weight=1: 0.9, 0.7 and 0.3 (this
+    # measured (AMD EPYC Zen 3, 60 steps of 4 rows at lr 1.2e-3, SFT only like the spec, default opening_weight 4):
+    # refused 0 -> 1.0, compliment 0 -> 0.97, over-refusal 0 -> 0.025; 60 steps at lr 6e-4 refused only 0.3 (120 steps at
+    # 6e-4, the earlier setting: 1.0, 1.0, 0.0 at twice the SFT time). The same with opening_weight=1: 0.9, 0.7 and 0.3 (this
     # assertion fails); 120 steps of 8 rows with opening_weight=1: 0.90, 0.97, 0.025 but twice the SFT time.
     assert report["refused"][1] >= report["refused"][0] + 0.3, report
     assert report["compliment"][1] >= report["compliment"][0] + 0.6, report
