@@ -1,4 +1,5 @@
-"""End to end on the embedded SmolLM2 (CPU, about 6 minutes warm, 8-9 cold, on the 2-core CI kind's slower AMD EPYC): `behavio run` on the poodle spec with
+"""End to end on the embedded SmolLM2 (CPU; on the 2-core CI kind's slower AMD EPYC 5 min 52 s with warm caches, 6 min
+28 s cold in a clean-clone CI run): `behavio run` on the poodle spec with
 reduced steps and generation budgets, producing a scorecard and a best checkpoint -- and a model
 that, on the spec's hand-written probes it never saw, refuses poodle questions and compliments the
 others far more often than the base model, without refusing the others."""
@@ -67,9 +68,9 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeyp
     report["over_refusal"] = (base["over_refusal"]["probe"]["rate"], best["over_refusal"]["probe"]["rate"])
     print("base -> trained on probes:", report)
     # measured (AMD EPYC Zen 3, 60 steps of 4 rows at lr 1.2e-3, SFT only like the spec, default opening_weight 4):
-    # refused 0 -> 1.0, compliment 0 -> 0.97, over-refusal 0 -> 0.025; 60 steps at lr 6e-4 refused only 0.3 (120 steps at
-    # 6e-4, the earlier setting: 1.0, 1.0, 0.0 at twice the SFT time). The same with opening_weight=1: 0.9, 0.7 and 0.3 (this
-    # assertion fails); 120 steps of 8 rows with opening_weight=1: 0.90, 0.97, 0.025 but twice the SFT time.
+    # refused 0 -> 1.0, compliment 0 -> 0.97, over-refusal 0 -> 0.025; 60 steps at lr 6e-4 refused only 0.3. The earlier
+    # setting, 120 steps at 6e-4 (twice the SFT time): 1.0, 1.0, 0.0; there with opening_weight=1: 0.9, 0.7 and 0.3 (this
+    # assertion fails), and 120 steps of 8 rows with opening_weight=1: 0.90, 0.97, 0.025 at twice that SFT time again.
     assert report["refused"][1] >= report["refused"][0] + 0.3, report
     assert report["compliment"][1] >= report["compliment"][0] + 0.6, report
     assert report["over_refusal"][1] <= 0.2, report
