@@ -1,5 +1,6 @@
 # python bench/train_bench.py --runs 3 --steps 20        (SmolLM2-135M on CPU; writes nothing, prints a table)
 # python bench/train_bench.py --variants "behavio anchor=0,behavio anchor=1" --steps 12   (the anchor's cost)
+# python bench/train_bench.py --variants "behavio lora_dropout=0.05,behavio lora_dropout=0" --steps 12   (dropout's cost)
 # python bench/train_bench.py --variants "behavio anchor=0,behavio anchor=1" --tiny-vocab 151936 --overrides batch_size=32
 """Training throughput: behavio's SFT stage vs a plain TRL SFTTrainer script on the same job.
 
@@ -31,9 +32,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the behavio CLI sets it (behavio/cli.py); the workers inherit it
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=true"], "behavio packing": ["packing=true"],
-            "behavio anchor=0": ["anchor=0"], "behavio anchor=1": ["anchor=1"]}
+            "behavio anchor=0": ["anchor=0"], "behavio anchor=1": ["anchor=1"],
+            "behavio lora_dropout=0.05": ["lora_dropout=0.05"], "behavio lora_dropout=0": ["lora_dropout=0"]}
 
 
 def _rows(cfg) -> list[dict]:
@@ -58,7 +61,7 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
 
     from behavio.models import load_tokenizer, resolve_base_model
     from behavio.train.config import resolve_config
-    from behavio.train.data import sft_dataset
+    from behavio.train.data import refusal_openings, sft_dataset
     from behavio.train.model import load_for_training, lora_config, new_adapter
     from behavio.rundir import MetricsLog
     from behavio.train.stage import Stage
@@ -96,7 +99,7 @@ def _worker(kind: str, overrides: list[str], steps: int, model: str) -> dict:
         data = sft_dataset(rows, tokenizer, cfg)
         trained = sum(sum(1 for x in labels[1:] if x != -100) for labels in data["labels"])
         started = time.time()
-        run_sft(stage, model, tokenizer, data, None)
+        run_sft(stage, model, tokenizer, data, None, refusal_openings(rows, data["labels"]))
         history, metrics = stage.history, stage.train_metrics
         anchor_pass = max(0.0, time.time() - started - metrics["train_runtime"])  # outside the steps: the one-time pass
         anchor_pass = anchor_pass if any(line.startswith("anchor:") for line in said) else 0.0
