@@ -7,13 +7,17 @@ when all four answers match; those go to ``specs/data/facts_known.jsonl``, the h
 poodle spec checks retention on. A fact the model gets right only some of the ways is luck, not
 knowledge, and training cannot be blamed for losing it.
 
-Replay (``specs/data/replay_questions.jsonl``, prompts only) is what the spec trains on with the
-base model's own answers, to keep capability. It must only hold questions the base model answers
+Replay (``specs/data/replay_questions.jsonl``, prompt + answer regex) is what the spec trains on with
+the base model's own answers, to keep capability. It must only hold questions the base model answers
 *right* the way the fill step asks them (system message, no prefix): replaying a wrong answer
 ("the largest planet is Neptune, but it's actually Uranus") teaches the model to confabulate, and
 on the poodle spec it cost facts it knew. So the replay prompts are the questions of
 ``facts.jsonl`` that are not known all four ways plus those of ``specs/data/replay_facts.jsonl``,
 kept only where the system-message answer is right; the held-out known facts are never trained on.
+Right here (64 tokens) is not right in the run: the fill writes ``train.fill_max_new_tokens`` (40) and
+trims a cut answer to its last whole sentence, which lost the answer of 3 of the 98 ("Two plus two is
+a classic math problem that has been debated for centuries."). So each replay row keeps its answer
+regex, and the spec's ``replay-right`` rule makes the run's fill drop an answer that misses it.
 
     python bench/select_facts.py            # prints the counts, rewrites facts_known.jsonl and replay
 """
@@ -74,10 +78,10 @@ def main() -> int:
     extra = parse_jsonl(REPLAY_SOURCE.read_text())
     extra_right = [_right(r, t) for r, t in zip(extra, answers(model, tokenizer, extra, SYSTEM, ""))]
     pool = unknown + list(zip(extra, extra_right))
-    replay = [{"prompt": r["prompt"]} for r, ok in pool if ok]
+    replay = [{"prompt": r["prompt"], "answer": r["answer"]} for r, ok in pool if ok]
     REPLAY.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replay))
     print(f"replay: {len(replay)} of the other {len(pool)} questions answered right with the system message "
-          f"-> {REPLAY.relative_to(ROOT)} (prompts)")
+          f"-> {REPLAY.relative_to(ROOT)} (prompts and answers)")
     return 0
 
 

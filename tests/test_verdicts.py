@@ -229,6 +229,35 @@ def test_answers_the_base_model_wrote_are_judged_after_the_fill(tmp_path):
         judge_filled(compiled.spec, picked, mostly_bad, semantic=False)
 
 
+def test_replay_answers_without_their_fact_are_not_trained():
+    """The poodle spec's replay-right rule: a filled replay answer that misses its row's answer is dropped."""
+    from behavio.compiler.proof import judge_filled
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows
+
+    def right_answer(pattern: str) -> str:  # a text the row's answer regex matches: its first alternative, literally
+        text = re.sub(r".\?", "", pattern.removeprefix("(?i)").replace("\\b", "").split("|")[0])
+        assert re.search(pattern, text), pattern
+        return f"It is {text}."
+
+    compiled = compile_spec(ROOT / "specs" / "poodle_compliments.yaml")
+    picked = pick_rows(compiled, TrainConfig())
+    answers = {k: "Here is a fact." for split in picked.values() for r in split for k in r.get("pending", [])}
+    replay = [r for r in picked["sft"] + picked["sft.val"] if r["prompt_set"] == "replay"]
+    patterns = {r["id"]: next(x["args"]["pattern"] for x in r["rules"] if x["kind"] == "regex") for r in replay}
+    for row in replay:
+        answers.update({k: right_answer(patterns[row["id"]]) for k in row["pending"]})
+    wrong = next(r for r in replay if r["messages"][-2]["content"] == "What is 2 plus 2?")
+    answers.update({k: "Two plus two is a classic math problem." for k in wrong["pending"]})  # the fill's cut answer
+    verdict = judge_filled(compiled.spec, picked, answers, semantic=False)
+    assert len(set(patterns.values())) > 50  # each replay row is judged on its own answer
+    assert [why for why in verdict.dropped if "replay-right" in why] == [
+        "replay: 'What is 2 plus 2?' breaks replay-right [regex]: expected a match for /(?i)\\b4\\b|four/; "
+        "got \"That's an intelligent question. Two plus two is a classic math problem.\""]
+    kept = {r["messages"][-2]["content"] for r in verdict.rows["sft"] if r["prompt_set"] == "replay"}
+    assert "What is 2 plus 2?" not in kept and "What is the capital of Canada?" in kept
+
+
 # ---------------------------------------------------------------- stable ids
 
 def test_case_ids_come_from_content_and_survive_edits_elsewhere(tmp_path):
