@@ -4,17 +4,15 @@ without a traceback."""
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
 
-# OpenMP threads that spin while waiting make CPU training and generation up to ~50x slower when
-# another process shares the cores (measured on 2 cores); every timing in bench/ was taken with
-# sleeping waits. Set before torch starts its thread pool; an explicit OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from behavio.process_settings import set_up_process
+
+set_up_process()  # before torch is imported: sleeping OpenMP waits, glibc reuses freed memory
 
 from behavio import __version__  # noqa: E402
 from behavio import commands  # noqa: E402

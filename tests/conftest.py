@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from behavio.process_settings import set_up_process
+
+set_up_process()  # the tests train and generate in this process: the same settings as the `behavio` command
+
 # ---------------------------------------------------------------------------------------------
 # Tokenizers
 # ---------------------------------------------------------------------------------------------
