@@ -1,0 +1,69 @@
+# python bench/step_bench.py [--spec specs/poodle_compliments.yaml] [--steps 24] [--repeats 3]   (prints a table)
+"""What reusing freed memory buys an SFT step: ``behavio train`` with glibc's default allocator vs behavio's setting.
+
+Each run is ``behavio train SPEC method=sft max_steps=N`` (no check, no saved checkpoints but the last) in a fresh
+process; the two variants alternate so machine noise hits both alike. ``BEHAVIO_KEEP_FREED_MEMORY=0`` is the
+baseline (glibc returns every large freed block to the kernel, and the next one faults in page by page);
+the default is behavio's (behavio/process_settings.py). Reported: s/step from the run's own summary line,
+and the minor page faults and system CPU seconds of the whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {"glibc default (BEHAVIO_KEEP_FREED_MEMORY=0)": "0", "behavio (freed memory kept)": "1"}
+
+
+def one_run(spec: str, steps: int, keep: str) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryDirectory() as runs:
+        out = subprocess.run([sys.executable, "-m", "behavio", "train", spec, "method=sft", f"max_steps={steps}",
+                              f"save_steps={steps}", "max_minutes=null", "eval_max_rows=0", "--no-check",
+                              "--runs-dir", runs], env={**os.environ, "BEHAVIO_KEEP_FREED_MEMORY": keep},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True,
+                             cwd=ROOT).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    per_step = re.search(rf"sft: {steps}/{steps} steps, \d+s \(([\d.]+) s/step\)", out)
+    if not per_step:
+        raise SystemExit(f"no 'sft: {steps}/{steps} steps' summary in the run's output:\n{out[-2000:]}")
+    return {"s_per_step": float(per_step.group(1)), "faults": after.ru_minflt - before.ru_minflt,
+            "system_s": after.ru_stime - before.ru_stime}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default="specs/poodle_compliments.yaml")
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for _ in range(args.repeats):
+        for name, keep in VARIANTS.items():
+            results[name].append(one_run(args.spec, args.steps, keep))
+            print(name, results[name][-1], flush=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"\n{cpu}, {os.cpu_count()} CPUs; {args.spec}, {args.steps} SFT steps per run, {args.repeats} runs each")
+    print("| allocator | s/step (median) | runs | page faults (median) | system s (median) |\n|---|---|---|---|---|")
+    medians = {}
+    for name, runs in results.items():
+        medians[name] = statistics.median(r["s_per_step"] for r in runs)
+        each = ", ".join(f"{r['s_per_step']:.2f}" for r in runs)
+        print(f"| {name} | {medians[name]:.2f} | {each} | "
+              f"{statistics.median(r['faults'] for r in runs) / 1e6:.2f} M | "
+              f"{statistics.median(r['system_s'] for r in runs):.0f} |")
+    base, ours = medians.values()
+    print(f"speed-up per step: {base / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
