@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the behavio CLI sets it (behavio/cli.py); the workers inherit it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the behavio CLI sets it (behavio/process_settings.py); the workers inherit it
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 VARIANTS = {"trl": [], "behavio": [], "behavio padding_free": ["padding_free=true"], "behavio packing": ["packing=true"],
             "behavio anchor=0": ["anchor=0"], "behavio anchor=1": ["anchor=1"],
