@@ -238,3 +238,15 @@ def test_the_new_shipped_specs_pass_validate_strict():
     specs = [str(ROOT / "specs" / name) for name in ("trail_guide.yaml", "concierge_chat.yaml")]
     result = runner.invoke(app, ["validate", "--strict", *specs])
     assert result.exit_code == 0, result.output
+
+
+def test_a_repeated_probe_is_one_warning_at_its_first_repeat(tmp_path):
+    """Scored once and said once, however often it is given (a 20,000-item list once took minutes to compile:
+    one warning per copy, each checked against all the others)."""
+    probes = ["Can I get a refund?", "Where is my refund?", "Can I get a refund?"] + ["Where is my refund?"] * 5000
+    text = SUPPORT + "probes:\n  refunds: " + json.dumps(probes) + "\n"
+    compiled = compile_spec(_support(tmp_path, text))
+    warnings = [str(w) for w in compiled.warnings if w.name == "probe-repeated"]
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "probes.refunds[2]: probe 'Can I get a refund?' is given twice; scored once",
+        "probes.refunds[3]: probe 'Where is my refund?' is given 5001 times; scored once"]

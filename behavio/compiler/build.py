@@ -146,14 +146,19 @@ def probe_rows(spec: Spec, issues: Issues) -> list[PromptRow]:
     """The hand-written probes as rows of their prompt sets; a repeated probe is dropped with a warning."""
     rows = []
     for name, texts in spec.probes.items():
-        seen: set[str] = set()
+        repeats: dict[str, list[int]] = {}  # a probe's normalized text -> where it is given again
         for i, text in enumerate(texts):
             key = normalize(text)
-            if key in seen:
-                issues.warn("probe-repeated", ("probes", name, i), f"probe {text[:60]!r} is given twice; scored once")
+            if key in repeats:
+                repeats[key].append(i)
                 continue
-            seen.add(key)
+            repeats[key] = []
             rows.append(PromptRow(name, i, text.strip()))
+        for key, again in repeats.items():
+            if again:
+                times = "twice" if len(again) == 1 else f"{len(again) + 1} times"
+                issues.warn("probe-repeated", ("probes", name, again[0]),
+                            f"probe {texts[again[0]][:60]!r} is given {times}; scored once")
     return rows
 
 

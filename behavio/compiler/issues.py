@@ -18,22 +18,24 @@ class Issues:
         self.spec = spec
         self.items: list[SpecIssue] = []
         self.warnings: list[SpecIssue] = []
+        self._said: set[str] = set()  # every issue and warning so far, as printed
 
     def add(self, path: tuple, message: str) -> None:
-        _append_new(self.items, self.spec.located.issue(path, message))
+        self._append_new(self.items, self.spec.located.issue(path, message))
 
     def warn(self, name: str, path: tuple, message: str) -> None:
         """A warning called ``name`` (unless the spec ignores it) at ``path``."""
         if check_name(name) in self.spec.ignore_warnings:
             return
-        _append_new(self.warnings, dataclasses.replace(self.spec.located.issue(path, message), name=name))
+        self._append_new(self.warnings, dataclasses.replace(self.spec.located.issue(path, message), name=name))
 
     def raise_if_any(self) -> None:
         if self.items:
             raise SpecError(self.items)
 
-
-def _append_new(found: list[SpecIssue], issue: SpecIssue) -> None:
-    """Each problem once (a prompt set's rows all hit the same one)."""
-    if str(issue) not in {str(i) for i in found}:
-        found.append(issue)
+    def _append_new(self, found: list[SpecIssue], issue: SpecIssue) -> None:
+        """Each problem once (a prompt set's rows all hit the same one)."""
+        said = f"{'error' if found is self.items else 'warning'}\0{issue}"
+        if said not in self._said:
+            self._said.add(said)
+            found.append(issue)
