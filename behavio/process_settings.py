@@ -7,7 +7,7 @@
   By default every block over a few MB is a fresh ``mmap``, and every page of it faults in (and is zeroed by
   the kernel) on first touch: an SFT step allocates and frees ~100 MB logits and activations many times, so
   a poodle run took 12.6 million page faults and 199 s of system time. Reusing freed memory made an SFT
-  step 16% faster on a 2-core AMD EPYC VM with the same peak memory (bench/RESULTS.md "Freed memory").
+  step 1.12x faster (median of 3) on a 2-core AMD EPYC VM with the same peak memory (bench/RESULTS.md "Freed memory").
   ``BEHAVIO_KEEP_FREED_MEMORY=0`` turns this off; so does a ``MALLOC_MMAP_MAX_`` or ``MALLOC_TRIM_THRESHOLD_``
   in the environment (glibc reads those itself, and they win).
 """

@@ -20,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import machine  # noqa: E402  (bench/quality.py: the machine line of every results file)
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"glibc default (BEHAVIO_KEEP_FREED_MEMORY=0)": "0", "behavio (freed memory kept)": "1"}
 
@@ -51,8 +54,7 @@ def main() -> None:
         for name, keep in VARIANTS.items():
             results[name].append(one_run(args.spec, args.steps, keep))
             print(name, results[name][-1], flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"\n{cpu}, {os.cpu_count()} CPUs; {args.spec}, {args.steps} SFT steps per run, {args.repeats} runs each")
+    print(f"\n{machine()}; {args.spec}, {args.steps} SFT steps per run, {args.repeats} runs each")
     print("| allocator | s/step (median) | runs | page faults (median) | system s (median) |\n|---|---|---|---|---|")
     medians = {}
     for name, runs in results.items():

@@ -17,6 +17,10 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import machine  # noqa: E402  (bench/quality.py: the machine line of every results file)
 
 SHAPES = [(800, 576, 576), (800, 576, 192), (800, 576, 1536), (800, 1536, 576)]  # (tokens, in, out): q/o, k/v, gate/up, down
 
@@ -55,8 +59,7 @@ def main() -> None:
                              capture_output=True, text=True, check=True).stdout
         line = next(x for x in out.splitlines() if x.startswith("RESULT "))
         results.setdefault(threads, []).append(json.loads(line[7:])["gflops"])
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"{cpu}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}")
+    print(f"{machine()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}")
     print("| threads | GFLOP/s (median of the runs' medians) | runs |\n|---|---|---|")
     for threads, runs in results.items():
         print(f"| {threads} | {statistics.median(runs):.0f} | {', '.join(f'{r:.0f}' for r in runs)} |")
