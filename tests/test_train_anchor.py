@@ -434,6 +434,8 @@ def _four_answers_and_a_bare_trainer(knowing_base, **knobs):
         [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
     trainer = anchored_trainer_class().__new__(anchored_trainer_class())
     trainer.stop_ids, trainer.closing_weight = [], 1.0
+    trainer.refusal_openings = trainer.prefix_openings = torch.tensor([], dtype=torch.long)
+    trainer.prefix_unlikelihood = 0.0
     for name, value in knobs.items():
         setattr(trainer, name, value)
     trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
@@ -516,6 +518,37 @@ def test_unlikelihood_is_minus_log_of_the_rest_of_the_probability():
                                  avoid_ids=torch.tensor([2]))["unlikely"])
 
 
+def test_two_opening_groups_are_weighed_each_on_its_own_rows():
+    """The refusal's opening (token 7) is avoided by every answer that does not open with it; a scoped prefix's
+    (token 1) by every answer that opens with neither (not by the refusal, not by the prefixed answer)."""
+    from behavio.train.anchor import avoided_openings, losses, trained_positions
+
+    # answers opening with 1 (the prefix), 7 (the refusal) and 3 (another intent)
+    labels = torch.tensor([[-100, -100, 1, 2, 3, -100, -100, 7, 8],
+                           [-100, -100, -100, 3, 7, 5, -100, -100, -100]])
+    rows, cols = trained_positions(labels)
+    refusal, prefix = torch.tensor([7]), torch.tensor([1])
+    weights, ids = avoided_openings(labels, rows, cols, [(refusal, refusal, 4.0), (prefix, torch.tensor([1, 7]), 2.0)])
+    assert weights.tolist() == [[4.0, 0.0], [0, 0], [0, 0], [0, 0], [0, 0], [4.0, 2.0], [0, 0], [0, 0]]
+    logits = torch.randn(8, 10)
+    targets = labels[rows, cols + 1]
+    p = F.softmax(logits, dim=-1)
+    expected = -(4 * torch.log(1 - p[0, 7]) + 4 * torch.log(1 - p[5, 7]) + 2 * torch.log(1 - p[5, 1]))
+    assert losses(logits, targets, avoid=weights, avoid_ids=ids)["unlikely"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_scoped_prefix_openings_are_read_from_the_rows_that_open_with_it():
+    from behavio.train.data import scoped_openings
+
+    present = {"behavior": "thanks", "kind": "prefix", "args": {"expect": "present"}}
+    elsewhere = {"behavior": "thanks", "kind": "prefix", "part": "elsewhere", "args": {"expect": "absent"}}
+    everywhere = {"behavior": "hello", "kind": "prefix", "args": {"expect": "present"}}
+    rows = [{"rules": [present, everywhere]}, {"rules": [elsewhere, everywhere]}, {"rules": [present]}]
+    labels = [[-100, 60, 61], [-100, 70, 71], [-100, -100, 62]]
+    assert scoped_openings(rows, labels) == [60, 62]
+    assert scoped_openings([rows[0], rows[2]], [labels[0], labels[2]]) == []  # nothing elsewhere: not scoped
+
+
 def test_the_refusal_openings_are_read_from_the_refusal_rows_trained_tokens():
     from behavio.train.data import refusal_openings
 
@@ -528,18 +561,20 @@ def test_the_refusal_openings_are_read_from_the_refusal_rows_trained_tokens():
 
 
 @pytest.mark.pipeline
-def test_the_trainer_adds_the_unlikelihood_in_training_only(knowing_base):
-    """compute_loss with refusal_unlikelihood 2 adds 2 x -log(1 - p(refusal opening)) at the first token of every
-    answer (none opens with it here) to the cross-entropy, per trained token; eval loss stays the cross-entropy."""
+@pytest.mark.parametrize("which", ["refusal", "prefix"])
+def test_the_trainer_adds_the_unlikelihood_in_training_only(knowing_base, which):
+    """compute_loss with refusal_unlikelihood (or prefix_unlikelihood) 2 adds 2 x -log(1 - p(opening)) at the first
+    token of every answer (none opens with it here) to the cross-entropy, per trained token; eval loss stays the
+    cross-entropy."""
     from behavio.train.anchor import trained_positions, unlikely_openings
 
-    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=0.0, opening_weight=1.0,
-                                                             unlikelihood=2.0)
+    weights = {"unlikelihood": 2.0} if which == "refusal" else {"unlikelihood": 0.0, "prefix_unlikelihood": 2.0}
+    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=0.0, opening_weight=1.0, **weights)
     labels = batch["labels"]
     rows, cols = trained_positions(labels)
     targets = labels[rows, cols + 1]
     opening = next(t for t in range(5, 100) if t not in targets.tolist())  # a token no answer here uses
-    trainer.refusal_openings = torch.tensor([opening])
+    setattr(trainer, f"{which}_openings", torch.tensor([opening]))
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols].float()
         nll = F.cross_entropy(logits, targets, reduction="none")

@@ -88,7 +88,37 @@ def test_a_prefix_scoped_to_one_intent_is_judged_on_that_intent_only(tmp_path):
     judged = sum(c.prompt_set == "billing" and c.split in ("check", "paraphrase", "probe") for c in cs.cases)
     assert result.exit_code == 1 and billing["passed"] == 0 and billing["total"] == judged > 0
     assert "billing-thanks/plain-refusals" not in card["lines"]  # a prefix on one intent says nothing about refusals
-    assert all(r.behavior != "billing-thanks" for c in cs.cases if c.prompt_set != "billing" for r in c.rules)
+    assert all(r.behavior != "billing-thanks" for c in cs.cases if c.prompt_set == "refunds" for r in c.rules)
+    assert card["lines"]["billing-thanks/elsewhere"]["all"]["passed"] > 0  # the tech answers have no prefix: right
+
+
+def test_a_prefix_scoped_to_one_intent_is_judged_absent_elsewhere(tmp_path):
+    """Regression: a model that thanked every question for its "billing question" scored 100% on the prefix line;
+    the answers outside its scope now have a line of their own, ``billing-thanks/elsewhere``, that fails."""
+    spec = write(tmp_path, SUPPORT)
+    cs = load_check_spec(spec)
+    body = "Open the control panel and look there."
+    right = {c.id: REFUSAL if c.prompt_set == "refunds" else (f"{THANKS} {body}" if c.prompt_set == "billing" else body)
+             for c in cs.cases}
+    everywhere = {i: r if r == REFUSAL else (r if r.startswith(THANKS) else f"{THANKS} {r}") for i, r in right.items()}
+    cards = {}
+    for name, answers in (("right", right), ("everywhere", everywhere)):
+        result = CliRunner().invoke(app, ["check", str(spec), "--responses", str(responses(tmp_path / f"{name}.jsonl", answers)),
+                                          "--json", str(tmp_path / f"{name}.json")])
+        cards[name] = (result.exit_code, json.loads((tmp_path / f"{name}.json").read_text())["scorecard"]["lines"])
+    tech = sum(c.prompt_set == "tech" and c.split in ("check", "paraphrase", "probe") for c in cs.cases)
+    assert cards["right"][0] == 0 and cards["right"][1]["billing-thanks/elsewhere"]["all"]["total"] == tech > 0
+    code, lines = cards["everywhere"]
+    assert code == 1 and lines["billing-thanks"]["all"]["passed"] == lines["billing-thanks"]["all"]["total"]
+    assert lines["billing-thanks/elsewhere"]["all"]["passed"] == 0
+    rules = [r for c in cs.cases if c.prompt_set == "tech" for r in c.rules if r.behavior == "billing-thanks"]
+    assert rules and all(r.part == "elsewhere" and r.args["expect"] == "absent" for r in rules)
+
+
+def test_a_scoped_prefix_gets_pairs_that_teach_it_stays_off_other_answers(tmp_path):
+    pairs = [p for p in rows(compile_spec(write(tmp_path, SUPPORT)), "dpo.jsonl") if p["violation"] == "prefix_leaked"]
+    assert pairs and {p["prompt_set"] for p in pairs} == {"tech"}
+    assert all(p["rejected"][-1]["content"] == f"{THANKS} {p['chosen'][-1]['content']}" for p in pairs)
 
 
 def test_no_complimented_refusal_pairs_for_a_prefix_that_does_not_open_every_answer(tmp_path):

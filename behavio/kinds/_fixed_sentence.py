@@ -4,8 +4,12 @@ A choice matches when the normalized response (whitespace, curly quotes, case) s
 normalized choice, at a word boundary. A paraphrase of a choice does not match. The rule expects the
 sentence on the rows in scope; a kind whose sentence goes on every answered set also expects it to be
 absent on the rows another behavior refuses (refusals stay plain), on the line ``<id>/plain-refusals``;
-one scoped to some sets says nothing about refusals. DPO, alternating over a set's rows: the sentence
-dropped, and a near-miss paraphrase of it (``paraphrases``, never one of the choices).
+one scoped to some sets (``applies_to``) expects it absent on the answered rows outside them, on the line
+``<id>/elsewhere`` ("Thanks for your billing question." on a DNS question is as wrong as a missing one on
+a billing question; a scorecard that only looks in scope calls a model that says it everywhere perfect).
+A choice that renders from ``row`` and cannot render for another set's row is not checked there.
+DPO, alternating over a set's rows: the sentence dropped, and a near-miss paraphrase of it (``paraphrases``,
+never one of the choices); outside the scope, the sentence added to an answer that must not have it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Callable, ClassVar
 from behavio.errors import BehavioError
 from behavio.kinds import base
 from behavio.kinds._text import excerpt
-from behavio.kinds.base import Kind, RuleResult
+from behavio.kinds.base import Kind, RowProblem, RuleResult
 
 
 KEYS = {
@@ -42,7 +46,8 @@ class FixedSentence(Kind):
     keys = KEYS
     required = ("choices",)
     teaches = True
-    parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the sentence"}
+    parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the sentence",
+             "elsewhere": "answered prompts outside applies_to, without the sentence"}
 
     def matches(self, response: str, choice: str) -> bool:
         raise NotImplementedError
@@ -59,6 +64,10 @@ class FixedSentence(Kind):
     def paraphrased(self) -> str:
         return f"{self.name}_paraphrased"
 
+    @property
+    def leaked(self) -> str:
+        return f"{self.name}_leaked"
+
     def guards_refusals(self, behavior, spec) -> bool:
         """A sentence on every answered set (held-out sets aside) could be learned as "always say it", so
         refusals are taught and checked to stay plain; a sentence scoped to some sets is not."""
@@ -72,10 +81,19 @@ class FixedSentence(Kind):
                                         f"refusal, which a {self.what} cannot go on; take it out of applies_to")
 
     def row_args(self, behavior, row, spec, render):
-        refused_here = row.set in spec.refused_sets() and self.guards_refusals(behavior, spec)
-        if row.set not in spec.scope(behavior) and not refused_here:
+        refused = row.set in spec.refused_sets()
+        if row.set in spec.scope(behavior) or (refused and self.guards_refusals(behavior, spec)):
+            return {"choices": self._choices(behavior, render)}
+        if refused:
             return None
-        return {"choices": [render(text, ("choices", i)) for i, text in enumerate(behavior.get("choices"))]}
+        try:  # an answered row outside the scope: checked for the sentence's absence (``elsewhere``)
+            return {"choices": self._choices(behavior, render)}
+        except RowProblem:  # a choice written for its own sets' rows (``{{ row.subject }}``) has no text here
+            return None
+
+    @staticmethod
+    def _choices(behavior, render) -> list[str]:
+        return [render(text, ("choices", i)) for i, text in enumerate(behavior.get("choices"))]
 
     def _sentences(self, behavior, args: dict):
         return args["choices"], self.arg(behavior, "separator")
@@ -86,10 +104,15 @@ class FixedSentence(Kind):
         choices = example.args[behavior.id]["choices"]
         if example.refused_by is not None:
             return [base.rule(behavior, self.name, part="plain-refusals", expect="absent", choices=choices)]
+        if example.row.set not in spec.scope(behavior):
+            return [base.rule(behavior, self.name, part="elsewhere", expect="absent", choices=choices)]
         return [base.rule(behavior, self.name, expect="present", choices=choices)]
 
     def violations(self, behavior, example, ctx):
-        if example.refused_by is not None or example.body is None or example.row.set not in ctx.spec.scope(behavior):
+        if example.refused_by is not None or example.body is None or behavior.id not in example.args:
+            return
+        if example.row.set not in ctx.spec.scope(behavior):
+            yield from self._leak(behavior, example, ctx)
             return
         sentence, separator = example.openings[behavior.id], self.arg(behavior, "separator")
         choices = set(example.args[behavior.id]["choices"])
@@ -103,6 +126,14 @@ class FixedSentence(Kind):
             yield violation, _replace_once(example.answer, joined, "", self.at_start)
         else:
             yield violation, _replace_once(example.answer, sentence, options[ctx.index % len(options)], self.at_start)
+
+    def _leak(self, behavior, example, ctx):
+        """The answer of a row outside the scope with one of the choices added where the kind puts it."""
+        if not ctx.allows(self.leaked):
+            return
+        choices, separator = example.args[behavior.id]["choices"], self.arg(behavior, "separator")
+        sentence = choices[ctx.index % len(choices)]
+        yield self.leaked, sentence + separator + example.answer if self.at_start else example.answer + separator + sentence
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
         """expect=present: the response has one of ``choices`` at its end; expect=absent: none of them."""

@@ -3,12 +3,14 @@
 A choice matches when the answer's first line, normalized (whitespace, curly quotes, case), is the normalized
 choice and text follows on the next lines. A choice may use ``row`` (``"## {{ row.subject | title }}"``).
 Rule ``header``: expect=present on the rows in scope; a header on every answered set also puts
-expect=absent on the rows another behavior refuses (refusals stay plain), on the line ``<id>/plain-refusals``.
+expect=absent on the rows another behavior refuses (refusals stay plain), on the line ``<id>/plain-refusals``;
+a header scoped to some sets expects it absent on the answered rows outside them, on the line ``<id>/elsewhere``.
 Training answers are the header, ``separator`` (a line break), and the body.
 
 DPO, cycled over a set's rows: ``header_dropped`` (the body alone), ``header_paraphrased`` (a near-miss
 header from ``paraphrases`` that is not one of the choices) and ``header_inline`` (the header run into the
-body's first line).
+body's first line); outside a scoped header's sets, ``header_leaked`` (the header put on an answer that must
+not have it).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class Header(FixedSentence):
     defaults = {"separator": "\n"}
     judged_early = True
     lessons = {"header_dropped": "header:present", "header_paraphrased": "header:present",
-               "header_inline": "header:present"}
-    violation_names = ("header_dropped", "header_paraphrased", "header_inline")
+               "header_inline": "header:present", "header_leaked": "header:absent"}
+    violation_names = ("header_dropped", "header_paraphrased", "header_inline", "header_leaked")
     at_start = True
     what = "header"
     plural = "headers"
@@ -60,7 +62,7 @@ class Header(FixedSentence):
     def violations(self, behavior, example, ctx):
         inline = "header_inline"
         if (example.refused_by is None and example.body is not None and example.row.set in ctx.spec.scope(behavior)
-                and ctx.allows(inline) and ctx.index % len(self.violation_names) == 2):
+                and ctx.allows(inline) and ctx.index % 3 == 2):  # every third in-scope row of the three in-scope violations
             header, separator = example.openings[behavior.id], self.arg(behavior, "separator")
             yield inline, _replace_once(example.answer, header + separator, header + " ", True)
             return

@@ -3,10 +3,12 @@
 A choice matches when the normalized response (whitespace, curly quotes, case) ends with the
 normalized choice, preceded by whitespace or the start. A paraphrase of a choice does not match.
 Rule ``sign_off``: expect=present on the rows in scope; a sign-off on every answered set also puts
-expect=absent on the rows another behavior refuses, on the line ``<id>/plain-refusals``.
+expect=absent on the rows another behavior refuses, on the line ``<id>/plain-refusals``; one scoped to some
+sets expects it absent on the answered rows outside them, on the line ``<id>/elsewhere``.
 
 DPO, alternating over a set's rows: ``sign_off_dropped`` (the answer without it) and
-``sign_off_paraphrased`` (a near-miss closing from ``paraphrases`` that is not one of the choices).
+``sign_off_paraphrased`` (a near-miss closing from ``paraphrases`` that is not one of the choices);
+outside a scoped sign-off's sets, ``sign_off_leaked`` (the sign-off put on an answer that must not have it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class SignOff(FixedSentence):
     name = "sign_off"
     summary = "The answer ends with a closing line from a fixed set; refusals stay plain."
     defaults = {"separator": "\n\n"}
-    violation_names = ("sign_off_dropped", "sign_off_paraphrased")
+    violation_names = ("sign_off_dropped", "sign_off_paraphrased", "sign_off_leaked")
     at_start = False
     what = "sign-off"
     plural = "sign-offs"

@@ -58,14 +58,16 @@ def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
            teacher: torch.Tensor | None = None, free: Sequence[int] = (),
            weights: torch.Tensor | None = None, avoid: torch.Tensor | None = None,
-           avoid_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+           avoid_ids: torch.Tensor | Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
     ``ce``: cross-entropy on the targets, each weighted by ``weights`` (``[n]``; none: 1); ``kl``:
     KL(teacher || student) on the rows ``anchored`` (a mask ``[n]``) whose teacher logits are ``teacher``
     (``[anchored.sum(), vocab]``), both distributions taken over the vocabulary without the ``free`` token ids
     (the stop tokens); ``unlikely``: ``-log(1 - p)`` summed over the rows ``avoid`` (a mask ``[n]``), ``p`` the
-    probability of any of ``avoid_ids`` (unlikelihood: pushes those tokens down where they are wrong);
+    probability of any of ``avoid_ids`` (unlikelihood: pushes those tokens down where they are wrong); with
+    several groups of tokens, ``avoid_ids`` is a list of id tensors and ``avoid`` a ``[n, groups]`` matrix of
+    weights (0: the row does not avoid that group), each group's ``-log(1 - p)`` weighted;
     ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
     logits = student.float()
@@ -79,11 +81,15 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
         kl = F.kl_div(log_p, log_q, log_target=True, reduction="sum")
     else:
         kl = logits.sum() * 0.0
+    unlikely = logits.sum() * 0.0
     if avoid is not None and avoid_ids is not None and avoid.any():
-        p = F.softmax(logits[avoid], dim=-1)[:, avoid_ids].sum(dim=-1)
-        unlikely = -torch.log1p(-p.clamp(max=1 - 1e-6)).sum()
-    else:
-        unlikely = logits.sum() * 0.0
+        groups = [avoid_ids] if avoid.dim() == 1 else list(avoid_ids)
+        weight = (avoid[:, None] if avoid.dim() == 1 else avoid).float()
+        rows = weight.sum(dim=-1) > 0
+        probs = F.softmax(logits[rows], dim=-1)
+        for g, ids in enumerate(groups):
+            p = probs[:, ids].sum(dim=-1)
+            unlikely = unlikely - (weight[rows, g] * torch.log1p(-p.clamp(max=1 - 1e-6))).sum()
     return {"ce": ce, "kl": kl, "unlikely": unlikely, "tokens": torch.tensor(targets.shape[0], device=targets.device),
             "anchored": anchored.sum(), "correct": correct}
 
@@ -141,6 +147,15 @@ def unlikely_openings(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
     of every trained answer that does not itself open with one of them (a mask ``[n]``)."""
     first = ((labels != -100) & (_offsets(labels) == 0))[rows, cols + 1]
     return first & ~torch.isin(labels[rows, cols + 1], openings)
+
+
+def avoided_openings(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                     groups: Sequence[tuple[torch.Tensor, torch.Tensor, float]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(``[n, groups]`` weights, id tensors) for :func:`losses`: each group ``(openings, exempt, weight)`` weighs
+    ``weight`` at the first token of every trained answer that opens with none of ``exempt``."""
+    weights = torch.stack([unlikely_openings(labels, rows, cols, exempt).float() * weight
+                           for _, exempt, weight in groups], dim=1)
+    return weights, [openings for openings, _, _ in groups]
 
 
 def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -370,17 +385,21 @@ def anchored_trainer_class():
     class AnchoredSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening
         weighted ``opening_weight``, its stop token ``closing_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
-        the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal;
-        eval loss is the unweighted CE alone."""
+        the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal,
+        ``+ prefix_unlikelihood x`` a scoped prefix's opening tokens' at the first token of every answer that opens
+        with neither; eval loss is the unweighted CE alone."""
 
         def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float,
-                     refusal_openings: Sequence[int], closing_weight: float = 1.0, **kwargs):
+                     refusal_openings: Sequence[int], closing_weight: float = 1.0, prefix_unlikelihood: float = 0.0,
+                     prefix_openings: Sequence[int] = (), **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.opening_weight = opening_weight
             self.closing_weight = closing_weight
-            self.unlikelihood = unlikelihood if refusal_openings else 0.0
+            self.unlikelihood = unlikelihood
             self.refusal_openings = torch.tensor(sorted(set(refusal_openings)), dtype=torch.long)
+            self.prefix_unlikelihood = prefix_unlikelihood
+            self.prefix_openings = torch.tensor(sorted(set(prefix_openings)), dtype=torch.long)
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
             self.teacher = Teacher(self.stop_ids)
 
@@ -410,6 +429,17 @@ def anchored_trainer_class():
                 self.teacher.save(cache)
             return self.teacher.positions
 
+        def opening_groups(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+            """(openings, exempt, weight) of each unlikelihood term that has tokens and a weight: the refusal's,
+            and the scoped prefixes' (answers that open with a refusal are exempt from it too)."""
+            groups = []
+            if self.unlikelihood > 0 and len(self.refusal_openings):
+                groups.append((self.refusal_openings, self.refusal_openings, self.unlikelihood))
+            if self.prefix_unlikelihood > 0 and len(self.prefix_openings):
+                exempt = torch.cat([self.prefix_openings, self.refusal_openings])
+                groups.append((self.prefix_openings, exempt, self.prefix_unlikelihood))
+            return groups
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -429,9 +459,10 @@ def anchored_trainer_class():
             weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids)
                        if mode == "train" else None)
             avoid = avoid_ids = None
-            if mode == "train" and self.unlikelihood > 0:
-                avoid_ids = self.refusal_openings.to(labels.device)
-                avoid = unlikely_openings(labels, rows, cols, avoid_ids)
+            groups = self.opening_groups() if mode == "train" else []
+            if groups:
+                moved = [tuple(t.to(labels.device) for t in g[:2]) + (g[2],) for g in groups]
+                avoid, avoid_ids = avoided_openings(labels, rows, cols, moved)
             parts = chunked_losses(head, student, labels[rows, cols + 1], anchored, teacher, free=self.stop_ids,
                                    weights=weights, avoid=avoid, avoid_ids=avoid_ids)
             tokens = num_items_in_batch if num_items_in_batch is not None else parts["tokens"]
@@ -441,7 +472,7 @@ def anchored_trainer_class():
                 scale = self.accelerator.num_processes
                 ce, kl, unlikely = ce * scale, kl * scale, unlikely * scale
             self._log_parts(mode, parts, inputs)
-            return ce + self.anchor * kl + self.unlikelihood * unlikely if mode == "train" else ce
+            return ce + self.anchor * kl + unlikely if mode == "train" else ce
 
         def _log_parts(self, mode: str, parts: dict, inputs: dict) -> None:
             gather = self.accelerator.gather_for_metrics
@@ -454,8 +485,8 @@ def anchored_trainer_class():
             anchored = gather(parts["anchored"].detach()).sum()
             metrics = self._metrics[mode]
             metrics["mean_token_accuracy"].append((gather(parts["correct"].detach()).sum() / tokens).item())
-            if mode == "train" and self.unlikelihood > 0:
-                metrics["refusal_unlikelihood"].append((gather(parts["unlikely"].detach()).sum() / tokens).item())
+            if mode == "train" and self.opening_groups():  # the weighted terms, per trained token
+                metrics["opening_unlikelihood"].append((gather(parts["unlikely"].detach()).sum() / tokens).item())
             if mode == "train" and self.anchor > 0:
                 metrics["anchor_kl"].append((gather(parts["kl"].detach()).sum() / anchored.clamp(min=1)).item())
                 metrics["anchored_share"].append((anchored / tokens).item())

@@ -58,6 +58,7 @@ class TrainConfig:
     opening_weight: float = _d("opening_weight")
     closing_weight: float = _d("closing_weight")
     refusal_unlikelihood: float = _d("refusal_unlikelihood")
+    prefix_unlikelihood: float = _d("prefix_unlikelihood")
     anchor: float = _d("anchor")
     dpo_lr: float = _d("dpo_lr")
     lr_scheduler: str = _d("lr_scheduler")

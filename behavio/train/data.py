@@ -152,6 +152,23 @@ def refusal_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
     return sorted(out)
 
 
+def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
+    """The first trained token of every SFT row that opens with a sentence scoped to some sets (a prefix or header
+    whose rules expect it absent elsewhere, ``<id>/elsewhere``): how those sentences open, as trained."""
+    scoped = {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
+    out = set()
+    for row, row_labels in zip(rows, labels):
+        opens = any(r.get("behavior") in scoped and r.get("kind") in OPENING_KINDS and not r.get("part")
+                    and r.get("args", {}).get("expect") == "present" for r in row.get("rules", []))
+        trained = [t for t in row_labels if t != -100]
+        if opens and trained:
+            out.add(trained[0])
+    return sorted(out)
+
+
+OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a sign-off closes it)
+
+
 def dpo_records(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "DPO pairs") -> list[dict]:
     """TRL preference rows with the system message folded like SFT and checks; each side validated.
 

@@ -45,6 +45,7 @@ class Datasets:
     dpo: object | None
     dpo_val: object | None
     refusal_openings: list[int]  # the first trained token of the refusal rows (train.refusal_unlikelihood)
+    prefix_openings: list[int]  # the first trained token of rows opening with a scoped prefix (train.prefix_unlikelihood)
 
 
 def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_model: str | None = None,
@@ -173,7 +174,7 @@ def _warn_if_spec_changed(run_dir: Path, compiled, say: Say) -> None:
 
 def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Datasets:
     """Tokenize and validate every split before the first training step."""
-    from behavio.train.data import dpo_dataset, read_data, refusal_openings, sft_dataset
+    from behavio.train.data import dpo_dataset, read_data, refusal_openings, scoped_openings, sft_dataset
 
     rows = read_data(run_dir / "data")
     sft = sft_dataset(rows["sft"], tokenizer, cfg) if rows["sft"] else None
@@ -183,6 +184,7 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
         dpo=dpo_dataset(rows["dpo"], tokenizer, cfg) if rows["dpo"] else None,
         dpo_val=dpo_dataset(rows["dpo.val"], tokenizer, cfg, "validation pairs") if rows["dpo.val"] else None,
         refusal_openings=refusal_openings(rows["sft"], sft["labels"]) if sft is not None else [],
+        prefix_openings=scoped_openings(rows["sft"], sft["labels"]) if sft is not None else [],
     )
     if "sft" in cfg.method and sets.sft is None:
         raise BehavioError("method includes sft but the spec compiles to no SFT examples")
@@ -249,7 +251,8 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
         stage = Stage("sft", deadline=budget.deadline("sft"), resume=sft_resume, plan=budget.stage_plan("sft"),
                       **common)
         training = clock()
-        sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val, sets.refusal_openings)
+        sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val, sets.refusal_openings,
+                           sets.prefix_openings)
         budget.record("sft", clock() - training, stage.outcome())
         del model, base
         base = None

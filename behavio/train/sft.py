@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 
 def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset | None,
-            refusal_openings: list[int]) -> Path:
+            refusal_openings: list[int], prefix_openings: list[int] | None = None) -> Path:
     """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory.
-    ``refusal_openings``: the first tokens of the spec's refusals (``train.refusal_unlikelihood``)."""
+    ``refusal_openings``: the first tokens of the spec's refusals (``train.refusal_unlikelihood``);
+    ``prefix_openings``: those of its prefixes and headers scoped to some sets (``train.prefix_unlikelihood``)."""
     from trl import SFTConfig
 
     from behavio.train.anchor import anchored_trainer_class
@@ -43,7 +44,9 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, opening_weight=cfg.opening_weight,
                                                 closing_weight=cfg.closing_weight,
                                                 unlikelihood=cfg.refusal_unlikelihood,
-                                                refusal_openings=refusal_openings, **common)
+                                                refusal_openings=refusal_openings,
+                                                prefix_unlikelihood=cfg.prefix_unlikelihood,
+                                                prefix_openings=prefix_openings or [], **common)
     trainer.stage = stage
     if cfg.anchor > 0:
         start, cache = time.time(), teacher_cache(stage, train)
