@@ -174,10 +174,11 @@ def test_check_runs_the_subset_the_filters_keep(tmp_path):
     total = json.loads(out.read_text())["scorecard"]["cases"]["total"]
     runner.invoke(app, ["check", str(spec), "--responses", str(responses), "--tag", "privacy", "--json", str(out)])
     card = json.loads(out.read_text())["scorecard"]
-    assert set(card["lines"]) == {"no-room-numbers", "no-room-numbers/contrast", "no-loops"}  # not signs-off
+    # not signs-off: only its absence on the after_refusal follow-ups, a set tagged privacy (every verdict there is)
+    assert set(card["lines"]) == {"no-room-numbers", "no-room-numbers/contrast", "no-loops", "signs-off/elsewhere"}
     assert card["cases"]["total"] == total  # every case has a rule of the privacy behavior (refusal or contrast)
     runner.invoke(app, ["check", str(spec), "--responses", str(responses), "--behavior", "signs-off", "--json", str(out)])
-    assert set(json.loads(out.read_text())["scorecard"]["lines"]) == {"signs-off"}
+    assert set(json.loads(out.read_text())["scorecard"]["lines"]) == {"signs-off", "signs-off/elsewhere"}
     runner.invoke(app, ["check", str(spec), "--responses", str(responses), "--set", "hotel", "--json", str(out)])
     card = json.loads(out.read_text())["scorecard"]
     assert card["cases"]["total"] and all(c.split("/")[1] == "hotel" for c in card["cases"]["failed"] + [f"x/hotel"])
@@ -196,7 +197,9 @@ def test_a_tag_keeps_whole_cases_of_a_tagged_set_and_only_the_tagged_behavior_el
     assert by_set["late_asks"] == {"no-room-numbers", "no-loops"}      # the set is tagged privacy
     assert by_set["hotel"] == {"no-room-numbers"}                       # only the behavior is
     assert by_set["guest_chats"] == {"no-room-numbers"}
-    assert set(picked.thresholds) == {"no-room-numbers", "no-room-numbers/contrast", "no-loops"}  # not signs-off
+    assert by_set["after_refusal"] == {"no-room-numbers", "no-loops", "signs-off"}  # tagged privacy too
+    # not signs-off itself: only its absence on the after_refusal follow-ups (answered, outside its applies_to)
+    assert set(picked.thresholds) == {"no-room-numbers", "no-room-numbers/contrast", "no-loops", "signs-off/elsewhere"}
 
 
 def test_the_scorecard_groups_by_tag(tmp_path):
