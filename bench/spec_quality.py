@@ -24,18 +24,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from behavio.check import check_model, load_check_spec  # noqa: E402
 from behavio.check.scorecard import Rate  # noqa: E402
+from quality import machine  # noqa: E402  (bench/quality.py: the machine line of every results file)
 
 SEALED = ROOT / "bench" / "sealed"
-
-
-def machine() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def best_card(run: Path) -> dict:

@@ -22,7 +22,7 @@ class Rule:
     """One rule of one case: ``behavior`` is checked by the scorer of ``kind`` with ``args``.
 
     ``part`` names a part of the behavior with a scorecard line of its own (a refusal's ``contrast``,
-    a prefix's ``plain-refusals``); None for the behavior itself (the rows where the spec asks for it).
+    a prefix's ``plain-refusals`` and, for one scoped to some sets, ``elsewhere``); None for the behavior itself (the rows where the spec asks for it).
     ``tags`` are the behavior's own (``behaviors[].tags``).
     """
 

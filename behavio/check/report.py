@@ -15,7 +15,8 @@ from behavio.check.scorecard import SPLITS, Rate, Scorecard
 
 LINES_NOTE = ("Each line counts only the cases where the spec asks for it: a behavior on the rows of its prompt "
               "sets, a refusal's contrast prompts on `<id>/contrast`, a prefix's plain refusals on "
-              "`<id>/plain-refusals`. Splits: `check` holds out whole phrasings (forms, frames, rows), `paraphrase` "
+              "`<id>/plain-refusals`, a scoped prefix's (header's, sign-off's) absence outside its sets on "
+              "`<id>/elsewhere`. Splits: `check` holds out whole phrasings (forms, frames, rows), `paraphrase` "
               "rewrites them as users type, `probe` is hand-written, `recall` is other fills of trained phrasings; "
               "thresholds judge check + paraphrase + probe (recall only where a line has nothing else).")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")

@@ -2,7 +2,8 @@
 
 A line is a behavior (its pass rate counts only the rows where the spec asks for that behavior) or a
 part of one with its own line and threshold: ``no-poodles/contrast`` (contrast prompts answered, not
-refused), ``compliment-first/plain-refusals`` (refusals without the prefix). Each (case, rule) pair
+refused), ``compliment-first/plain-refusals`` (refusals without the prefix), ``billing-thanks/elsewhere``
+(answers outside a scoped prefix's sets, without it). Each (case, rule) pair
 counts once, in its rule's line. Rates are given per split -- ``check``: held-out phrasings of the
 spec's sets (forms, frames, rows never trained on), ``paraphrase``: automatic rewrites of those,
 ``probe``: hand-written probes, ``recall``: other fills of trained phrasings (template recall) -- and

@@ -9,7 +9,7 @@ In a spec (``thresholds:``) a line's threshold is a number (the pass rate it mus
 
 A line is a behavior id (the rows where the spec asks for the behavior) or ``<id>/<part>`` for the
 parts a kind adds (``no-poodles/contrast``: contrast prompts answered; ``compliment-first/plain-refusals``:
-refusals without the prefix). A part without its own threshold takes its behavior's, then ``default``.
+refusals without the prefix; ``billing-thanks/elsewhere``: answers outside a scoped prefix's sets without it). A part without its own threshold takes its behavior's, then ``default``.
 """
 
 from __future__ import annotations
