@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -37,6 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from behavio.check import check_checkpoints, load_check_spec  # noqa: E402
 from behavio.models import load_model, load_tokenizer, resolve_base_model  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from quality import machine  # noqa: E402  (bench/quality.py: the machine line of every results file)
 
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 
@@ -183,14 +185,12 @@ def main() -> None:
     n_answers = args.checkpoints * len(spec.cases)
     batch = args.batch_size or spec.batch_size
     same = f"{statistics.median(agree):.1%}" if agree else "not compared"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor() or platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
     text = (
         "## check\n\n"
         f"`python bench/check_bench.py --runs {args.runs} --naive-runs {naive_runs}"
         f"{f' --threads {args.threads}' if args.threads else ''}` — {args.checkpoints} LoRA checkpoints × {len(spec.cases)} check "
         f"cases × {args.max_new_tokens} new tokens, greedy, on the embedded default model (SmolLM2-135M-Instruct, fp32), "
-        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}. "
+        f"{machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}. "
         f"Median of {args.runs} runs ({naive_runs} of the naive loop), all in one process; "
         "times include loading the base model and adapters and scoring.\n\n"
         "| | median wall time | per answer | runs |\n|---|---|---|---|\n"
