@@ -507,15 +507,15 @@ def test_unlikelihood_is_minus_log_of_the_rest_of_the_probability():
 
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 1.0], [0.0, 2.0, 0.0, 0.0]])
     targets = torch.tensor([1, 0, 1])
-    avoid = torch.tensor([True, False, True])
+    avoid = torch.tensor([[1.0], [0.0], [1.0]])  # one group of tokens, weight 1 on rows 0 and 2
     p = F.softmax(logits, dim=-1)[:, [2, 3]].sum(dim=-1)  # the refusal opens with token 2 or 3
-    out = losses(logits, targets, avoid=avoid, avoid_ids=torch.tensor([2, 3]))
+    out = losses(logits, targets, avoid=avoid, avoid_ids=[torch.tensor([2, 3])])
     assert out["unlikely"].item() == pytest.approx(-(torch.log(1 - p[0]) + torch.log(1 - p[2])).item())
     assert out["ce"].item() == pytest.approx(F.cross_entropy(logits, targets, reduction="sum").item())
     assert losses(logits, targets)["unlikely"].item() == 0.0
     confident = torch.tensor([[0.0, 0.0, 50.0, 0.0]])  # p -> 1 gives a large but finite loss
-    assert torch.isfinite(losses(confident, torch.tensor([1]), avoid=torch.tensor([True]),
-                                 avoid_ids=torch.tensor([2]))["unlikely"])
+    assert torch.isfinite(losses(confident, torch.tensor([1]), avoid=torch.tensor([[1.0]]),
+                                 avoid_ids=[torch.tensor([2])])["unlikely"])
 
 
 def test_two_opening_groups_are_weighed_each_on_its_own_rows():

@@ -58,16 +58,15 @@ def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
            teacher: torch.Tensor | None = None, free: Sequence[int] = (),
            weights: torch.Tensor | None = None, avoid: torch.Tensor | None = None,
-           avoid_ids: torch.Tensor | Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+           avoid_ids: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
     ``ce``: cross-entropy on the targets, each weighted by ``weights`` (``[n]``; none: 1); ``kl``:
     KL(teacher || student) on the rows ``anchored`` (a mask ``[n]``) whose teacher logits are ``teacher``
     (``[anchored.sum(), vocab]``), both distributions taken over the vocabulary without the ``free`` token ids
-    (the stop tokens); ``unlikely``: ``-log(1 - p)`` summed over the rows ``avoid`` (a mask ``[n]``), ``p`` the
-    probability of any of ``avoid_ids`` (unlikelihood: pushes those tokens down where they are wrong); with
-    several groups of tokens, ``avoid_ids`` is a list of id tensors and ``avoid`` a ``[n, groups]`` matrix of
-    weights (0: the row does not avoid that group), each group's ``-log(1 - p)`` weighted;
+    (the stop tokens); ``unlikely``: for each group of token ids in ``avoid_ids``, ``-log(1 - p)`` with ``p`` the
+    probability of any of them, weighted by that group's column of ``avoid`` (``[n, groups]``; 0: the row does not
+    avoid the group) and summed (unlikelihood: pushes those tokens down where they are wrong);
     ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
     logits = student.float()
@@ -83,13 +82,11 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
         kl = logits.sum() * 0.0
     unlikely = logits.sum() * 0.0
     if avoid is not None and avoid_ids is not None and avoid.any():
-        groups = [avoid_ids] if avoid.dim() == 1 else list(avoid_ids)
-        weight = (avoid[:, None] if avoid.dim() == 1 else avoid).float()
-        rows = weight.sum(dim=-1) > 0
+        rows = avoid.sum(dim=-1) > 0
         probs = F.softmax(logits[rows], dim=-1)
-        for g, ids in enumerate(groups):
+        for g, ids in enumerate(avoid_ids):
             p = probs[:, ids].sum(dim=-1)
-            unlikely = unlikely - (weight[rows, g] * torch.log1p(-p.clamp(max=1 - 1e-6))).sum()
+            unlikely = unlikely - (avoid[rows, g] * torch.log1p(-p.clamp(max=1 - 1e-6))).sum()
     return {"ce": ce, "kl": kl, "unlikely": unlikely, "tokens": torch.tensor(targets.shape[0], device=targets.device),
             "anchored": anchored.sum(), "correct": correct}
 
@@ -199,9 +196,10 @@ class Head:
 def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
                    teacher: torch.Tensor | None = None, free: Sequence[int] = (),
                    weights: torch.Tensor | None = None, avoid: torch.Tensor | None = None,
-                   avoid_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   avoid_ids: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """:func:`losses` from hidden states ``student [n, hidden]`` and ``targets [n]`` (cross-entropy ``weights [n]``,
-    none: 1; unlikelihood of ``avoid_ids`` on the rows ``avoid``), in bounded chunks.
+    none: 1; unlikelihood of each group of ``avoid_ids`` weighted by its column of ``avoid [n, groups]``), in bounded
+    chunks.
 
     ``teacher``: the base model's hidden states at the ``anchored`` rows only (none: the cross-entropy
     alone). Each chunk turns at most ``CHUNK_ELEMENTS`` logits' worth of positions into logits.

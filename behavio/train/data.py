@@ -142,31 +142,29 @@ def sft_dataset(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: Train
 def refusal_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
     """The first trained token of every SFT row a refusal rule wants refused: how the spec's refusals open, as
     the model is trained on them (``labels``: each row's, -100 off the trained tokens)."""
-    out = set()
-    for row, row_labels in zip(rows, labels):
-        refused = any(r.get("kind") == "refusal" and r.get("args", {}).get("expect") == "refuse"
-                      for r in row.get("rules", []))
-        trained = [t for t in row_labels if t != -100]
-        if refused and trained:
-            out.add(trained[0])
-    return sorted(out)
+    return _first_trained_tokens(rows, labels, lambda r: r.get("kind") == "refusal"
+                                 and r.get("args", {}).get("expect") == "refuse")
 
 
 def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
     """The first trained token of every SFT row that opens with a sentence scoped to some sets (a prefix or header
     whose rules expect it absent elsewhere, ``<id>/elsewhere``): how those sentences open, as trained."""
     scoped = {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
-    out = set()
-    for row, row_labels in zip(rows, labels):
-        opens = any(r.get("behavior") in scoped and r.get("kind") in OPENING_KINDS and not r.get("part")
-                    and r.get("args", {}).get("expect") == "present" for r in row.get("rules", []))
-        trained = [t for t in row_labels if t != -100]
-        if opens and trained:
-            out.add(trained[0])
-    return sorted(out)
+    return _first_trained_tokens(rows, labels, lambda r: r.get("behavior") in scoped and r.get("kind") in OPENING_KINDS
+                                 and not r.get("part") and r.get("args", {}).get("expect") == "present")
 
 
 OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a sign-off closes it)
+
+
+def _first_trained_tokens(rows: list[dict], labels: list[list[int]], rule_matches) -> list[int]:
+    """The first trained token of every row with a rule ``rule_matches``, sorted, each once."""
+    out = set()
+    for row, row_labels in zip(rows, labels):
+        trained = [t for t in row_labels if t != -100]
+        if trained and any(rule_matches(r) for r in row.get("rules", [])):
+            out.add(trained[0])
+    return sorted(out)
 
 
 def dpo_records(rows: list[dict], tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, what: str = "DPO pairs") -> list[dict]:
