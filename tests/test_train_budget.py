@@ -362,3 +362,24 @@ def test_a_run_on_a_slow_machine_plans_fewer_steps_ends_its_schedule_and_fits_th
     assert said[-1].startswith("run: ") and f"of the {budget / 60:g}-minute budget" in said[-1]
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(e["step"] for e in events if "loss" in e) == steps[-1]
+
+
+def test_auto_epochs_train_on_about_1100_examples_in_one_to_three_passes():
+    """`epochs: auto` (the default): a small spec gets three passes, a large one fewer passes over more varied rows,
+    so a frame library twice as large doubles the variety, not the minutes; a number is taken as given."""
+    from behavio.train.config import TrainConfig
+    from behavio.train.plan import CheckWork, make_plan, sft_epochs
+
+    assert sft_epochs("auto", 15) == sft_epochs("auto", 300) == 3.0
+    assert sft_epochs("auto", 737) == 1.49 and sft_epochs("auto", 1100) == 1.0 and sft_epochs("auto", 5000) == 1.0
+    assert sft_epochs(2.5, 737) == 2.5 and sft_epochs(6, 15) == 6.0
+    work = CheckWork([[1] * 40] * 10, 80, 32, answer_tokens=40)
+    speed = GenerationSpeed(prompt_token=0.003, new_token=0.007)
+
+    def sft_plan(cfg):
+        return make_plan(cfg, budget=None, spent={}, sft_rows=737, sft_done=0, dpo_pairs=None, on_policy_prompts=0,
+                         prompt_tokens=40, forward=0.5, speed=speed, load_seconds=2.0, work=work, eval_rows=0).stages[0]
+
+    auto = sft_plan(TrainConfig())
+    assert (auto.full_steps, auto.epochs) == (math.ceil(1.49 * 93), 1.49)  # 737 rows: 93 batches of 8 per pass
+    assert sft_plan(TrainConfig(epochs=3)).full_steps == 279

@@ -32,6 +32,9 @@ def test_overrides_are_parsed_with_the_schema_types():
                       "target_modules": ["q_proj", "v_proj"], "fold_system": False, "gradient_checkpointing": "auto",
                       "lora_alpha": 16, "dpo_max_pairs": None, "epochs": 0.5}
     assert parse_overrides(["target_modules=all-linear"]) == {"target_modules": "all-linear"}
+    assert parse_overrides(["epochs=auto"]) == {"epochs": "auto"} and TrainConfig().epochs == "auto"
+    with pytest.raises(BehavioError, match="epochs=often.*expected a number or one of auto"):
+        parse_overrides(["epochs=often"])
 
 
 def test_override_order_spec_then_key_value_then_base_model_flag():

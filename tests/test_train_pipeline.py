@@ -66,6 +66,7 @@ def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, t
     assert (run / "best").read_text().strip().split("/")[-1] in {"checkpoint-2", "checkpoint-3", "checkpoint-5"}
     assert any(line.startswith("sft: 3/3 steps") for line in lines) and any(line.startswith("dpo: 2/2") for line in lines)
     assert any(line.startswith("check: best checkpoint-") for line in lines)
+    assert any(line.startswith("epochs: auto = 3 passes over ") for line in lines)  # the default, said; a small spec
 
 
 def test_a_resumed_dpo_stage_trains_on_the_pairs_written_before_it(tmp_path, monkeypatch, tiny_model_dir):

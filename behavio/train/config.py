@@ -47,7 +47,7 @@ class TrainConfig:
     quantization: str = _d("quantization")
     device: str = _d("device")
     max_minutes: float | None = _d("max_minutes")
-    epochs: float = _d("epochs")
+    epochs: Union[float, str] = _d("epochs")  # "auto" until the run resolves it (plan.sft_epochs)
     max_steps: int | None = _d("max_steps")
     dpo_epochs: float = _d("dpo_epochs")
     dpo_max_steps: int | None = _d("dpo_max_steps")
@@ -158,13 +158,12 @@ def _parse(raw: str, node: dict, item: str) -> Any:
     if options:
         if raw.lower() in _NULL and any(o.get("type") == "null" for o in options):
             return None
-        errors = []
         for option in sorted((o for o in options if o.get("type") != "null"), key=_list_first(raw)):
             try:
                 return _parse(raw, option, item)
-            except BehavioError as exc:
-                errors.append(exc)
-        raise errors[0]
+            except BehavioError:
+                continue
+        raise BehavioError(f"training override {item!r}: expected {_expected(node)}")
     if "enum" in node:
         for value in node["enum"]:
             if raw == str(value) or (isinstance(value, bool) and raw.lower() in (_TRUE if value else _FALSE)):

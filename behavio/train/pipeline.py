@@ -8,6 +8,7 @@ the on-policy answers and the check cases are shared out across every process.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
         state.wait_for_everyone()
         tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
         sets = build_datasets(run_dir, cfg, tokenizer, say)
+        cfg = with_sft_epochs(cfg, sets, say)
         _train_stages(run_dir, cfg, compiled, model_path, tokenizer, sets, cuda, budget, resume=bool(resume),
                       check=check, say=say)
         state.wait_for_everyone()
@@ -194,6 +196,19 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
     say(f"data: {len(rows['sft'])} SFT examples ({trained} trained tokens), {len(rows['dpo'])} DPO pairs, "
         f"{len(rows['sft.val'])}+{len(rows['dpo.val'])} validation rows; all fit max_length={cfg.max_length}")
     return sets
+
+
+def with_sft_epochs(cfg: TrainConfig, sets: Datasets, say: Say) -> TrainConfig:
+    """``cfg`` with ``epochs: auto`` resolved for this run's SFT examples, said so the log shows what it came to."""
+    if cfg.epochs != "auto":
+        return cfg
+    from behavio.train.plan import AUTO_EXAMPLES, sft_epochs
+
+    rows = len(sets.sft) if sets.sft is not None else 0
+    epochs = sft_epochs("auto", rows)
+    if rows:
+        say(f"epochs: auto = {epochs:g} passes over {rows} SFT examples (about {AUTO_EXAMPLES:,} trained; 1 to 3 passes)")
+    return dataclasses.replace(cfg, epochs=epochs)
 
 
 def _free_memory() -> None:

@@ -20,6 +20,8 @@ STEP_VS_FORWARD = 3.0   # a training step (forward, backward, optimizer) against
 DPO_VS_SFT = 3.7        # a DPO step (policy and reference on chosen and rejected) against an SFT step, measured
 SAVE_SECONDS = 2.0      # writing one checkpoint (adapter, optimizer state)
 STAGE_START_SECONDS = 10.0  # loading the base model again and preparing a trainer between stages
+AUTO_EXAMPLES = 1100    # `epochs: auto` trains on about this many examples (bench/SPEC_QUALITY.md, session 13)
+AUTO_EPOCHS = (1.0, 3.0)  # ... in at least one pass and at most three
 SPEED_ROWS = 64         # rows of the batch the check's generation speed is measured on
 
 
@@ -132,6 +134,16 @@ def steps_per_epoch(rows: int, cfg: TrainConfig, processes: int) -> int:
     return max(batches // cfg.grad_accum + int(batches % cfg.grad_accum > 0), 1)
 
 
+def sft_epochs(epochs: float | str, rows: int) -> float:
+    """The SFT passes ``epochs`` asks for over ``rows`` examples: a number as given; ``auto``: about
+    AUTO_EXAMPLES examples, within AUTO_EPOCHS (a small spec gets three passes, a large one one or two of more
+    varied rows), to two decimals."""
+    if epochs != "auto":
+        return float(epochs)
+    low, high = AUTO_EPOCHS
+    return round(min(high, max(low, AUTO_EXAMPLES / max(rows, 1))), 2)
+
+
 def full_steps(rows: int, epochs: float, max_steps: int | None, cfg: TrainConfig, processes: int) -> int:
     return max_steps if max_steps else math.ceil(epochs * steps_per_epoch(rows, cfg, processes))
 
@@ -145,9 +157,10 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
     per_checkpoint = SAVE_SECONDS + (math.ceil(eval_rows / cfg.batch_size) * forward if eval_rows else 0.0)
     stages = []
     if sft_rows is not None:
-        full = full_steps(sft_rows, cfg.epochs, cfg.max_steps, cfg, processes)
+        epochs = sft_epochs(cfg.epochs, sft_rows)
+        full = full_steps(sft_rows, epochs, cfg.max_steps, cfg, processes)
         teacher = steps_per_epoch(sft_rows, cfg, processes) * forward if cfg.anchor > 0 else 0.0
-        stage = StagePlan("sft", full, full, cfg.save_steps, step, cfg.epochs, setup=teacher,
+        stage = StagePlan("sft", full, full, cfg.save_steps, step, epochs, setup=teacher,
                           per_checkpoint=per_checkpoint, done=min(sft_done, full))
         stages.append(stage)
     between = 0.0

@@ -30,10 +30,12 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     from trl import SFTConfig
 
     from behavio.train.anchor import anchored_trainer_class
+    from behavio.train.plan import sft_epochs
 
     cfg = stage.cfg
     evaluate = evaluation is not None and len(evaluation) > 0
-    kwargs = trainer_args(stage, lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps, evaluate=evaluate)
+    epochs = sft_epochs(cfg.epochs, len(train))  # the pipeline has resolved `auto` already; a direct caller may not
+    kwargs = trainer_args(stage, lr=cfg.lr, epochs=epochs, max_steps=cfg.max_steps, evaluate=evaluate)
     if cfg.padding_free and not cfg.packing:
         kwargs["max_length"] = None  # TRL insists; every example was already checked against max_length
     args = SFTConfig(**kwargs, packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)

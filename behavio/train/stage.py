@@ -55,7 +55,7 @@ class Stage:
 
     @property
     def epochs(self) -> float:
-        return self.cfg.epochs if self.name == "sft" else self.cfg.dpo_epochs
+        return float(self.cfg.epochs) if self.name == "sft" else self.cfg.dpo_epochs  # resolved by the pipeline
 
     def outcome(self) -> str:
         """What the stage did: steps against the spec's, seconds per step."""
