@@ -117,3 +117,36 @@ def test_thresholds_on_the_rate_its_wilson_bound_or_a_failure_budget():
     card_ = Scorecard("m", {"never": {"max_failures": 0}}, [case("a", "check", ("never", "contains", True)),
                                                           case("b", "check", ("never", "contains", False))])
     assert not card_.meets_thresholds and card_.to_dict()["lines"]["never"]["threshold"] == {"rate": 0.0, "max_failures": 0}
+
+
+def _split_cases(line: str, counts: dict[str, tuple[int, int]]) -> list[CaseResult]:
+    """``counts``: split -> (passed, total) cases of ``line``."""
+    return [case(f"{split}/{i}", split, (line, "prefix", i < passed))
+            for split, (passed, total) in counts.items() for i in range(total)]
+
+
+def test_probes_that_contradict_the_generated_cases_are_judged_alone():
+    """A check split of the spec's own templates can say 95% where the phrasing users type gets 70%: pooled,
+    the 100 generated cases outvote the 20 probes and the line passes 90%; the probes disagree beyond chance,
+    so they alone are judged, and the line says so."""
+    contradicted = Scorecard("m", {"thanks": 0.9}, _split_cases("thanks", {"check": (80, 84), "paraphrase": (15, 16),
+                                                                           "probe": (14, 20)}))
+    assert contradicted.probes_overrule("thanks") and contradicted.line("thanks") == Rate(14, 20)
+    assert not contradicted.meets("thanks") and not contradicted.meets_thresholds
+    assert "judged on its probes alone (14/20)" in contradicted.caveats("thanks")[0]
+    assert "(95/100)" in contradicted.caveats("thanks")[0]
+    agreeing = Scorecard("m", {"thanks": 0.9}, _split_cases("thanks", {"check": (80, 84), "paraphrase": (15, 16),
+                                                                       "probe": (19, 20)}))
+    assert not agreeing.probes_overrule("thanks") and agreeing.line("thanks") == Rate(114, 120)
+    assert agreeing.meets("thanks") and agreeing.caveats("thanks") == []
+    no_probes = Scorecard("m", {"thanks": 0.9}, _split_cases("thanks", {"check": (80, 84)}))
+    assert not no_probes.probes_overrule("thanks") and no_probes.line("thanks") == Rate(80, 84)
+
+
+def test_disagreement_is_a_two_proportion_test():
+    from behavio.check.scorecard import disagree
+
+    assert disagree(Rate(17, 22), Rate(57, 61))        # 77% against 93%: z = 2.1
+    assert not disagree(Rate(20, 22), Rate(164, 176))  # 91% against 93%
+    assert not disagree(Rate(22, 22), Rate(51, 55))    # 100% against 93%: z = 1.3
+    assert not disagree(Rate(5, 5), Rate(40, 40)) and not disagree(Rate(0, 0), Rate(3, 4))

@@ -18,7 +18,8 @@ LINES_NOTE = ("Each line counts only the cases where the spec asks for it: a beh
               "`<id>/plain-refusals`, a scoped prefix's (header's, sign-off's) absence outside its sets on "
               "`<id>/elsewhere`. Splits: `check` holds out whole phrasings (forms, frames, rows), `paraphrase` "
               "rewrites them as users type, `probe` is hand-written, `recall` is other fills of trained phrasings; "
-              "thresholds judge check + paraphrase + probe (recall only where a line has nothing else).")
+              "thresholds judge check + paraphrase + probe (recall only where a line has nothing else; the probes "
+              "alone where they contradict check + paraphrase beyond chance).")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
