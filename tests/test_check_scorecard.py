@@ -143,10 +143,14 @@ def test_probes_that_contradict_the_generated_cases_are_judged_alone():
     assert not no_probes.probes_overrule("thanks") and no_probes.line("thanks") == Rate(80, 84)
 
 
-def test_disagreement_is_a_two_proportion_test():
-    from behavio.check.scorecard import disagree
+def test_disagreement_is_fishers_exact_test():
+    """Literal p-values (scipy.stats.fisher_exact gives the same), then the decisions at 5% on real lines."""
+    from behavio.check.scorecard import disagree, fisher_exact
 
-    assert disagree(Rate(17, 22), Rate(57, 61))        # 77% against 93%: z = 2.1
-    assert not disagree(Rate(20, 22), Rate(164, 176))  # 91% against 93%
-    assert not disagree(Rate(22, 22), Rate(51, 55))    # 100% against 93%: z = 1.3
-    assert not disagree(Rate(5, 5), Rate(40, 40)) and not disagree(Rate(0, 0), Rate(3, 4))
+    assert fisher_exact(14, 20, 95, 100) == pytest.approx(0.0028, abs=1e-4)
+    assert fisher_exact(17, 22, 57, 61) == pytest.approx(0.0510, abs=1e-4)
+    assert fisher_exact(0, 1, 9, 9) == pytest.approx(0.1, abs=1e-9) and fisher_exact(3, 4, 3, 4) == 1.0
+    assert disagree(Rate(39, 45), Rate(140, 143))      # bookshop's on-topic: probes 87% against 98%, p = 0.007
+    assert not disagree(Rate(17, 22), Rate(57, 61))    # acme's prefix: 77% against 93%, p = 0.051
+    assert not disagree(Rate(0, 1), Rate(9, 9))        # one failing probe of one cannot overrule nine cases
+    assert not disagree(Rate(20, 22), Rate(164, 176)) and not disagree(Rate(0, 0), Rate(3, 4))

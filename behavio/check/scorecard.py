@@ -39,13 +39,28 @@ def wilson(passed: int, total: int, z: float = Z95) -> tuple[float, float]:
     return low, high
 
 
-def disagree(a: Rate, b: Rate, z: float = Z95) -> bool:
-    """Whether two pass rates differ beyond chance: a two-sided two-proportion z-test (pooled variance)."""
-    if not a.total or not b.total:
-        return False
-    pooled = (a.passed + b.passed) / (a.total + b.total)
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / a.total + 1 / b.total))
-    return spread > 0 and abs(a.passed / a.total - b.passed / b.total) > z * spread
+def disagree(a: Rate, b: Rate, level: float = 0.05) -> bool:
+    """Whether two pass rates differ beyond chance: Fisher's exact test, two-sided, at ``level`` (exact for
+    the few cases a line's probes have, where a normal approximation lets one failing probe of one overrule)."""
+    return bool(a.total and b.total) and fisher_exact(a.passed, a.total, b.passed, b.total) < level
+
+
+def fisher_exact(passed_a: int, total_a: int, passed_b: int, total_b: int) -> float:
+    """Two-sided p-value of Fisher's exact test on the 2x2 table (passed, failed) x (a, b): the probability,
+    with both totals and the passes fixed, of a split of the passes at most as likely as the one seen."""
+    total, passed = total_a + total_b, passed_a + passed_b
+
+    def log_p(x: int) -> float:  # hypergeometric: x of the passes fall in a
+        return (_log_comb(passed, x) + _log_comb(total - passed, total_a - x) - _log_comb(total, total_a))
+
+    seen = log_p(passed_a)
+    tail = (math.exp(log_p(x)) for x in range(max(0, total_a - (total - passed)), min(passed, total_a) + 1)
+            if log_p(x) <= seen + 1e-9)
+    return min(1.0, sum(tail))
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
 @dataclass(frozen=True)
@@ -166,8 +181,7 @@ class Scorecard:
         return Rate(sum(r.passed for r in parts), sum(r.total for r in parts))
 
     def probes_overrule(self, line: str) -> bool:
-        """Whether the line's probes and its generated cases disagree beyond chance (two-sided two-proportion
-        z-test at 95%)."""
+        """Whether the line's probes and its generated cases disagree beyond chance (:func:`disagree`)."""
         return disagree(self.line(line, "probe"), self.generated(line))
 
     def caveats(self, line: str) -> list[str]:

@@ -53,10 +53,6 @@ class Stage:
     def staging(self) -> Path:
         return staging_dir(self.run_dir, self.name)
 
-    @property
-    def epochs(self) -> float:
-        return float(self.cfg.epochs) if self.name == "sft" else self.cfg.dpo_epochs  # resolved by the pipeline
-
     def outcome(self) -> str:
         """What the stage did: steps against the spec's, seconds per step."""
         plan, done = self.plan, self.steps_done
@@ -147,7 +143,7 @@ class StageCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         stage = self.stage
         plan = stage.plan or StagePlan(stage.name, state.max_steps, state.max_steps, stage.cfg.save_steps, 0.0,
-                                       stage.epochs)
+                                       args.num_train_epochs)
         plan.full_steps = state.max_steps  # the trainer's count is the authority (packing, processes)
         plan.steps = min(plan.steps, plan.full_steps)
         stage.plan = plan
