@@ -86,7 +86,7 @@ def compile_spec(path: str | Path) -> Compiled:
         "checks.jsonl": encode_jsonl(cases), "pending.jsonl": encode_jsonl(waiting),
     }
     files[suite_filename(spec.id)] = render_suite(spec).encode("utf-8")
-    manifest = _manifest(spec, files, composition, waiting, _lines(spec, sft_train + sft_val + cases))
+    manifest = _manifest(spec, files, composition, waiting, _lines(spec, sft_train + sft_val + cases), parts.held_subjects)
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     return Compiled(spec, files, manifest, issues.warnings)
 
@@ -299,7 +299,8 @@ def _lines(spec: Spec, rows: list[dict]) -> list[str]:
             for line in [b.id] + [f"{b.id}/{part}" for part in kinds.of(b).parts if f"{b.id}/{part}" in used]]
 
 
-def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: list, lines: list[str]) -> dict:
+def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: list, lines: list[str],
+              held_subjects: list[str]) -> dict:
     def rows(name: str) -> int:
         return files[name].count(b"\n")
 
@@ -313,6 +314,7 @@ def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: l
         "counts": {"sft": rows("sft.jsonl"), "sft_val": rows("sft.val.jsonl"), "dpo": rows("dpo.jsonl"),
                    "dpo_val": rows("dpo.val.jsonl"), "checks": rows("checks.jsonl"), "pending": len(waiting)},
         "composition": composition,
+        "held_out_subjects": held_subjects,
         "thresholds": {line: spec.threshold(line).to_dict() for line in lines},
         "files_sha256": {name: _sha(data) for name, data in sorted(files.items())},
     }

@@ -30,6 +30,8 @@ class PromptRow:
     fields: dict = field(default_factory=dict, hash=False, compare=False)
     phrasing: str = ""  # the phrasing this prompt is a fill of: a form of `each`, a frame, or its own text
     history: tuple = ()  # earlier turns of a conversation: (role, text) pairs, alternating from a user turn
+    subject: str = field(default="", hash=False, compare=False)  # what fills the phrasing: a frame's subject, a
+                                                                 # cartesian set's value of its main non-template axis
 
     @property
     def label(self) -> str:
@@ -56,6 +58,7 @@ class Expanded:
     fields: dict = field(default_factory=dict)
     phrasing: str = ""   # "" : the prompt is its own phrasing
     history: tuple = ()
+    subject: str = ""    # "" : nothing fills the phrasing (a list item, a file row)
 
 
 def expand_all(spec: Spec, issues: Issues) -> dict[str, list[PromptRow]]:
@@ -75,7 +78,7 @@ def _dedupe(name: str, prompts: list[Expanded], issues: Issues) -> list[PromptRo
             repeated += 1
             continue
         seen.add(key)
-        rows.append(PromptRow(name, len(rows), p.text.strip(), p.fields, p.phrasing or f"own:{key}", p.history))
+        rows.append(PromptRow(name, len(rows), p.text.strip(), p.fields, p.phrasing or f"own:{key}", p.history, p.subject))
     dropped = [f"{empty} empty prompt(s)" if empty else "", f"{repeated} repeated prompt(s)" if repeated else ""]
     if empty or repeated:
         issues.warn("prompts-deduplicated", ("prompts", name), f"dropped {' and '.join(d for d in dropped if d)} (case and spaces ignored); "
@@ -110,7 +113,7 @@ def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
 
 
 def _render_turns(turns: tuple, ctx: dict, issues: Issues, where: tuple, fields: dict | None = None,
-                  phrasing: str = "") -> Expanded | None:
+                  phrasing: str = "", subject: str = "") -> Expanded | None:
     """A conversation's turns rendered: the last one is the prompt, the others its history."""
     rendered = []
     for i, (role, text) in enumerate(turns):
@@ -121,7 +124,7 @@ def _render_turns(turns: tuple, ctx: dict, issues: Issues, where: tuple, fields:
         if value is None:
             return None
         rendered.append((role, value.strip()))
-    return Expanded(rendered[-1][1], fields or {}, phrasing, tuple(rendered[:-1]))
+    return Expanded(rendered[-1][1], fields or {}, phrasing, tuple(rendered[:-1]), subject)
 
 
 def _file_rows(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
@@ -206,6 +209,8 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
         issues.add(where + ("each",), f"expands to {total} prompts; the limit is {MAX_ROWS_PER_SET}")
         return []
     forms = [var for var, values in axes.items() if any(isinstance(v, str) and ("{{" in v or "{%" in v) for v in values)]
+    fills = [var for var in axes if var not in forms and all(isinstance(v, (str, int, float)) for v in axes[var])]
+    subject_axis = max(fills, key=lambda var: len(set(map(str, axes[var]))), default=None)  # the first of the largest
     out = []
     for combo in itertools.product(*axes.values()):
         ctx = {**spec.vars, **dict(zip(axes, combo))}
@@ -217,11 +222,12 @@ def _cartesian(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
                     return []
                 ctx[var] = rendered
         fields = {k: ctx[k] for k in axes}
+        subject = "" if subject_axis is None else str(ctx[subject_axis])
         if ps.conversation is not None:
-            found = _render_turns(ps.conversation, ctx, issues, where + ("conversation",), fields, phrasing)
+            found = _render_turns(ps.conversation, ctx, issues, where + ("conversation",), fields, phrasing, subject)
         else:
             text = _render(ps.template, ctx, issues, where + ("template",))
-            found = None if text is None else Expanded(text, fields, phrasing)
+            found = None if text is None else Expanded(text, fields, phrasing, subject=subject)
         if found is None:
             return []
         out.append(found)
@@ -264,7 +270,7 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
         text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
         if text is None:
             return []
-        out.append(Expanded(text, {"subject": subject_text, "frame": frame}, f"frame:{library}:{frame}"))
+        out.append(Expanded(text, {"subject": subject_text, "frame": frame}, f"frame:{library}:{frame}", subject=subject_text))
     return out
 
 
@@ -300,7 +306,7 @@ def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues
             continue
         seen.add(normalize(text))
         out.append(PromptRow(name, len(rows) + len(out), text.strip(), {"subject": subject, "frame": frame},
-                             f"frame:{library}:{frame}"))
+                             f"frame:{library}:{frame}", subject=subject))
     return out
 
 

@@ -1,13 +1,19 @@
-"""Seeded split of every prompt set into train / val / check, holding out whole phrasings.
+"""Seeded split of every prompt set into train / val / check, holding out whole phrasings and whole subjects.
 
 A check case must be phrased unlike anything trained on, or its pass rate measures template recall.
 So the check split holds out whole *phrasings*: whole forms of an ``each`` (the axis whose values are
 templates), whole frames of a frame library (the same frames in every set that uses the library, so
 no held-out frame is trained in a minimal pair either), whole rows of a list or file. A set with fewer
 than three phrasings cannot hold one out and keep two to learn from: its check cases are other fills
-of trained phrasings, split ``recall`` instead of ``check``, and compile warns. Validation rows are
-drawn from the trained phrasings (they measure fitting). Prompts that are checked (check, recall or
-probes) are removed from train/val of every set, then compile asserts there is no overlap.
+of trained phrasings, split ``recall`` instead of ``check``, and compile warns.
+
+It also holds out whole *subjects* (what fills a phrasing: a frame's subject, the value of a cartesian
+set's non-template axis), about ``split.subjects`` of every set that has at least five, in every set
+and every phrasing they appear in: users ask about things the spec never listed, and a check whose
+every subject was trained measures how well the listed ones were learned, not where the behavior's
+boundary falls. Validation rows are drawn from the trained phrasings and subjects (they measure fitting).
+Prompts that are checked (check, recall or probes) are removed from train/val of every set, then compile
+asserts there is no overlap.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from behavio.compiler.issues import Issues
 from behavio.spec.model import Spec
 
 MIN_PHRASINGS = 3  # one held out, two left to learn from
+MIN_SUBJECTS = 5   # one held out, four left to learn from
 
 
 @dataclass
@@ -29,13 +36,16 @@ class SplitRows:
     check: list[PromptRow]                              # held-out phrasings (split "check")
     recall: list[PromptRow] = field(default_factory=list)  # other fills of trained phrasings (split "recall")
     dropped_for_leak: int = 0
+    held_subjects: list[str] = field(default_factory=list)  # subjects never trained on (normalized)
 
 
 def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> SplitRows:
     out = SplitRows([], [], [])
     held_frames = _held_out_frames(spec, rows)
+    held_subjects = _held_out_subjects(spec, rows)
+    out.held_subjects = sorted(held_subjects)
     for name, set_rows in rows.items():
-        train, val, check, recall = _split_set(spec, name, set_rows, held_frames, issues)
+        train, val, check, recall = _split_set(spec, name, set_rows, held_frames, held_subjects, issues)
         out.train += train
         out.val += val
         out.check += check
@@ -73,14 +83,32 @@ def _held_out_frames(spec: Spec, rows: dict[str, list[PromptRow]]) -> set[str]:
     return held
 
 
-def _held_count(groups: int, share: float) -> int:
-    """Phrasings to hold out of ``groups``: about ``share`` of them, at least one, leaving two to learn from."""
-    if share <= 0 or groups < MIN_PHRASINGS:
+def _held_out_subjects(spec: Spec, rows: dict[str, list[PromptRow]]) -> set[str]:
+    """The subjects (normalized) held out of training: about ``split.subjects`` of each set that has at least
+    MIN_SUBJECTS, in spec order; a set whose subjects another set already held counts those towards its share,
+    so sets built on the same list hold out the same subjects."""
+    held: set[str] = set()
+    for name, set_rows in rows.items():
+        if spec.prompts[name].holdout:
+            continue
+        subjects = list(dict.fromkeys(normalize(r.subject) for r in set_rows if r.subject))
+        wanted = _held_count(len(subjects), spec.split.subjects, MIN_SUBJECTS) - sum(s in held for s in subjects)
+        if wanted > 0:
+            fresh = [s for s in subjects if s not in held]
+            held |= set(random.Random(f"{spec.split.seed}:subjects:{name}").sample(fresh, wanted))
+    return held
+
+
+def _held_count(groups: int, share: float, least: int = MIN_PHRASINGS) -> int:
+    """Groups (phrasings, subjects) to hold out of ``groups``: about ``share`` of them, at least one, leaving
+    ``least - 1`` to learn from; none when there are fewer than ``least``."""
+    if share <= 0 or groups < least:
         return 0
-    return min(max(1, round(groups * share)), groups - (MIN_PHRASINGS - 1))
+    return min(max(1, round(groups * share)), groups - (least - 1))
 
 
-def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[str], issues: Issues):
+def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[str], held_subjects: set[str],
+               issues: Issues):
     if spec.prompts[name].holdout:
         return [], [], list(rows), []
     wanted = sum(1 for share in (spec.split.val, spec.split.check) if share > 0) + 1
@@ -93,12 +121,16 @@ def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[st
     if not held or len(held) == len(phrasings):
         n = _held_count(len(phrasings), spec.split.check)
         held = set(random.Random(f"{spec.split.seed}:split:{name}").sample(phrasings, n)) if n else set()
+    def unseen(row: PromptRow) -> bool:  # its subject is never trained on
+        return bool(row.subject) and normalize(row.subject) in held_subjects
+
     if held:
-        check = [r for r in rows if r.phrasing in held]
+        check = [r for r in rows if r.phrasing in held or unseen(r)]
         recall: list[PromptRow] = []
-        rest = [r for r in rows if r.phrasing not in held]
-    else:
-        check, recall, rest = [], *_take(rows, spec.split.check, f"{spec.split.seed}:split:{name}")
+        rest = [r for r in rows if not (r.phrasing in held or unseen(r))]
+    else:  # a held-out subject's rows here are other fills of trained phrasings: recall, and never trained
+        check, recall, rest = [], *_take([r for r in rows if not unseen(r)], spec.split.check, f"{spec.split.seed}:split:{name}")
+        recall += [r for r in rows if unseen(r)]
         if spec.split.check > 0:
             issues.warn("recall-only", ("prompts", name), f"prompt set {name!r} has {len(phrasings)} phrasing(s), too few to hold one out: "
                         f"its {len(recall)} check case(s) are other fills of trained phrasings, so their rate measures "

@@ -70,6 +70,7 @@ class Split:
     seed: int = 13
     val: float = 0.1
     check: float = 0.25
+    subjects: float = 0.1
     min_share: float = 0.05
     paraphrase: float = 0.5
 
