@@ -35,18 +35,31 @@ prompts:
   one_form:                                 # one phrasing: its checks are recall, its held-out subjects too
     template: "What does a {{ color }} apron cost?"
     each: {color: "{{ colors }}"}
+  aprons:                                   # its subject is the larger axis (size); a held-out color is not trained
+    template: "{{ form }}"
+    each:
+      form: ["Do you have a {{ size }} apron in {{ color }}?", "Is the {{ color }} apron sold in {{ size }}?"]
+      color: "{{ colors }}"
+      size: [tiny, small, medium, large, huge, giant, jumbo]
+  care:                                     # no subject of its own: a prompt naming a held-out gadget is not trained
+    list: ["Is a kettle worth buying?", "Is a toaster worth buying?", "Is a blender worth buying?",
+           "Is a juicer worth buying?", "Is a waffle iron worth buying?", "Is a rice cooker worth buying?",
+           "Is a slow cooker worth buying?", "Is a food processor worth buying?", "Is an espresso machine worth buying?",
+           "Is a bread maker worth buying?"]
 answers:
   gadget_questions: {source: literal, template: "Here is what we know about {{ row.subject }}."}
   gadget_support: {source: literal, template: "Happy to help with {{ row.subject }}."}
   few: {source: literal, template: "We stock {{ row.subject }}."}
   paint: {source: literal, template: "{{ row.color }} is one of our colors."}
   one_form: {source: literal, template: "Aprons cost 12 euros."}
+  aprons: {source: literal, template: "We have that apron."}
+  care: {source: literal, template: "Yes, if you use it often."}
 behaviors:
   - id: no-refunds
     kind: refusal
     when: refunds
     responses: ["I can't process refunds here; email refunds@example.com."]
-    contrast: [gadget_questions, gadget_support, few, paint, one_form]
+    contrast: [gadget_questions, gadget_support, few, paint, one_form, aprons, care]
 ignore_warnings: [recall-only, contrast-frames-unpaired, small-split]
 split: {seed: 1, val: 0.1, check: 0.25, min_share: 0.01SUBJECTS}
 """
@@ -70,7 +83,9 @@ def trained(result) -> list[tuple[str, str]]:
 
 
 def mentions(subject: str, text: str) -> bool:
-    return re.search(rf"\b{re.escape(subject)}\b", text, re.IGNORECASE) is not None
+    """Whether ``text`` names ``subject``, singular or plural ("kettles": "Is a kettle worth buying?")."""
+    stem = subject[:-1] if subject.endswith("s") else subject
+    return re.search(rf"\b{re.escape(stem)}(s|es)?\b", text, re.IGNORECASE) is not None
 
 
 @pytest.fixture
@@ -79,11 +94,16 @@ def split(tmp_path):
 
 
 def test_held_out_subjects_are_never_trained_in_any_set_or_phrasing_and_are_checked(split):
+    """Not in their own sets, not in a set whose subject is another axis (aprons), not in a list that names them
+    in the singular (care), not in an augmented copy or a DPO pair."""
     held = split.manifest["held_out_subjects"]
     assert held and len(held) == len(set(held))
+    dpo = [(r["prompt_set"], r["prompt"][-1]["content"]) for r in map(json.loads, split.files["dpo.jsonl"].decode().splitlines())]
     for subject in held:
-        assert not [p for _, p in trained(split) if mentions(subject, p)], subject
+        assert not [p for _, p in trained(split) + dpo if mentions(subject, p)], subject
         assert [p for _, p in prompts(split, "checks.jsonl") if mentions(subject, p)], subject
+    checked_sets = {s for s, p in prompts(split, "checks.jsonl") if any(mentions(h, p) for h in held)}
+    assert {"aprons", "care"} <= checked_sets
 
 
 def test_sets_on_the_same_list_hold_out_the_same_subjects(split):
@@ -93,7 +113,7 @@ def test_sets_on_the_same_list_hold_out_the_same_subjects(split):
                 "food processors", "espresso machines", "bread makers")]
     assert len(gadgets) == 1
     checked = {s for s, p in prompts(split, "checks.jsonl", "check") if mentions(gadgets[0], p)}
-    assert checked == {"gadget_questions", "gadget_support"}
+    assert checked == {"gadget_questions", "gadget_support", "care"}
 
 
 def test_a_set_with_fewer_than_five_subjects_holds_none_out(split):
@@ -132,6 +152,13 @@ def test_held_out_phrasings_and_subjects_never_meet_training_rows(tmp_path):
         assert row.phrasing not in checked and normalize(row.subject) not in held, row.label
     assert all(r.phrasing in checked or normalize(r.subject) in held for r in parts.check)
     assert {r.set for r in parts.check if r.phrasing.startswith("frame:questions:")} >= {"gadget_questions", "few"}
+
+
+def test_nothing_is_held_out_when_nothing_is_checked(tmp_path):
+    assert compiled(tmp_path, "").manifest["held_out_subjects"]
+    path = tmp_path / "split.yaml"
+    path.write_text(SPEC.replace("check: 0.25", "check: 0").replace("SUBJECTS", ""))
+    assert compile_spec(path).manifest["held_out_subjects"] == []
 
 
 def test_subjects_zero_holds_none_out_and_trains_every_subject(tmp_path):

@@ -85,7 +85,7 @@ def test_a_small_set_warns_that_the_split_leaves_little_to_train_on(tmp_path):
         "answers:\n", 'answers:\n  near_miss: {source: literal, template: "Happy to help with that."}\n')
     (small,) = [w for w in compile_spec(_support(tmp_path, text)).warnings if w.name == "small-split"]
     assert small.path == "prompts.near_miss" and "keeps 3 of its 6 prompts for training" in small.message
-    assert "too small for split.check 0.25 and split.val 0.1" in small.message
+    assert "too small for split.check 0.25, split.subjects 0.1 and split.val 0.1" in small.message
 
 
 def test_strict_turns_warnings_into_errors_for_validate_compile_and_check(tmp_path):

@@ -8,10 +8,11 @@ than three phrasings cannot hold one out and keep two to learn from: its check c
 of trained phrasings, split ``recall`` instead of ``check``, and compile warns.
 
 It also holds out whole *subjects* (what fills a phrasing: a frame's subject, the value of a cartesian
-set's non-template axis), about ``split.subjects`` of every set that has at least five, in every set
-and every phrasing they appear in: users ask about things the spec never listed, and a check whose
-every subject was trained measures how well the listed ones were learned, not where the behavior's
-boundary falls. Validation rows are drawn from the trained phrasings and subjects (they measure fitting).
+set's non-template axis), about ``split.subjects`` of every set that has at least five: no prompt of any
+set that names a held-out subject (as a whole phrase, singular or plural) is trained on. Users ask about
+things the spec never listed, and a check whose every subject was trained measures how well the listed
+ones were learned, not where the behavior's boundary falls. Validation rows are drawn from the trained
+phrasings and subjects (they measure fitting).
 Prompts that are checked (check, recall or probes) are removed from train/val of every set, then compile
 asserts there is no overlap.
 """
@@ -19,6 +20,7 @@ asserts there is no overlap.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 from behavio.compiler.expand import PromptRow, normalize
@@ -33,17 +35,17 @@ MIN_SUBJECTS = 5   # one held out, four left to learn from
 class SplitRows:
     train: list[PromptRow]
     val: list[PromptRow]
-    check: list[PromptRow]                              # held-out phrasings (split "check")
+    check: list[PromptRow]                              # held-out phrasings and subjects (split "check")
     recall: list[PromptRow] = field(default_factory=list)  # other fills of trained phrasings (split "recall")
     dropped_for_leak: int = 0
-    held_subjects: list[str] = field(default_factory=list)  # subjects never trained on (normalized)
+    held_subjects: list[str] = field(default_factory=list)  # subjects never trained on, as the spec writes them
 
 
 def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> SplitRows:
     out = SplitRows([], [], [])
     held_frames = _held_out_frames(spec, rows)
-    held_subjects = _held_out_subjects(spec, rows)
-    out.held_subjects = sorted(held_subjects)
+    held_subjects = HeldSubjects(_held_out_subjects(spec, rows))
+    out.held_subjects = held_subjects.names
     for name, set_rows in rows.items():
         train, val, check, recall = _split_set(spec, name, set_rows, held_frames, held_subjects, issues)
         out.train += train
@@ -83,20 +85,42 @@ def _held_out_frames(spec: Spec, rows: dict[str, list[PromptRow]]) -> set[str]:
     return held
 
 
-def _held_out_subjects(spec: Spec, rows: dict[str, list[PromptRow]]) -> set[str]:
-    """The subjects (normalized) held out of training: about ``split.subjects`` of each set that has at least
-    MIN_SUBJECTS, in spec order; a set whose subjects another set already held counts those towards its share,
-    so sets built on the same list hold out the same subjects."""
-    held: set[str] = set()
+class HeldSubjects:
+    """The held-out subjects, and which prompts name one: as a whole phrase, case and spacing aside, with or
+    without a plural ``s``/``es`` (``pug`` is named by "Are pugs loud?", ``my billing date`` by "Change my
+    billing date.")."""
+
+    def __init__(self, subjects: list[str]):
+        self.names = sorted(subjects, key=normalize)
+        stems = sorted({_stem(normalize(s)) for s in subjects}, key=len, reverse=True)
+        self._pattern = re.compile(rf"\b(?:{'|'.join(map(re.escape, stems))})(?:s|es)?\b") if stems else None
+
+    def named_in(self, row: PromptRow) -> bool:
+        if self._pattern is None:
+            return False
+        return any(self._pattern.search(normalize(text)) for text in (row.prompt, *(t for _, t in row.history if t)))
+
+
+def _stem(subject: str) -> str:
+    return subject[:-1] if subject.endswith("s") and not subject.endswith("ss") else subject
+
+
+def _held_out_subjects(spec: Spec, rows: dict[str, list[PromptRow]]) -> list[str]:
+    """The subjects held out of training, as the spec writes them: about ``split.subjects`` of each set that has
+    at least MIN_SUBJECTS, in spec order; a set whose subjects another set already held counts those towards its
+    share, so sets built on the same list hold out the same subjects. None when nothing is checked."""
+    held: dict[str, str] = {}  # normalized -> as written
+    if spec.split.check <= 0:
+        return []
     for name, set_rows in rows.items():
         if spec.prompts[name].holdout:
             continue
-        subjects = list(dict.fromkeys(normalize(r.subject) for r in set_rows if r.subject))
+        subjects = {normalize(r.subject): r.subject for r in set_rows if r.subject}
         wanted = _held_count(len(subjects), spec.split.subjects, MIN_SUBJECTS) - sum(s in held for s in subjects)
         if wanted > 0:
             fresh = [s for s in subjects if s not in held]
-            held |= set(random.Random(f"{spec.split.seed}:subjects:{name}").sample(fresh, wanted))
-    return held
+            held |= {s: subjects[s] for s in random.Random(f"{spec.split.seed}:subjects:{name}").sample(fresh, wanted)}
+    return list(held.values())
 
 
 def _held_count(groups: int, share: float, least: int = MIN_PHRASINGS) -> int:
@@ -107,7 +131,7 @@ def _held_count(groups: int, share: float, least: int = MIN_PHRASINGS) -> int:
     return min(max(1, round(groups * share)), groups - (least - 1))
 
 
-def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[str], held_subjects: set[str],
+def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[str], held_subjects: HeldSubjects,
                issues: Issues):
     if spec.prompts[name].holdout:
         return [], [], list(rows), []
@@ -121,16 +145,15 @@ def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[st
     if not held or len(held) == len(phrasings):
         n = _held_count(len(phrasings), spec.split.check)
         held = set(random.Random(f"{spec.split.seed}:split:{name}").sample(phrasings, n)) if n else set()
-    def unseen(row: PromptRow) -> bool:  # its subject is never trained on
-        return bool(row.subject) and normalize(row.subject) in held_subjects
-
+    unseen = [held_subjects.named_in(r) for r in rows]  # names a subject never trained on
     if held:
-        check = [r for r in rows if r.phrasing in held or unseen(r)]
+        check = [r for r, new in zip(rows, unseen) if new or r.phrasing in held]
         recall: list[PromptRow] = []
-        rest = [r for r in rows if not (r.phrasing in held or unseen(r))]
+        rest = [r for r, new in zip(rows, unseen) if not (new or r.phrasing in held)]
     else:  # a held-out subject's rows here are other fills of trained phrasings: recall, and never trained
-        check, recall, rest = [], *_take([r for r in rows if not unseen(r)], spec.split.check, f"{spec.split.seed}:split:{name}")
-        recall += [r for r in rows if unseen(r)]
+        kept = [r for r, new in zip(rows, unseen) if not new]
+        check, recall, rest = [], *_take(kept, spec.split.check, f"{spec.split.seed}:split:{name}")
+        recall += [r for r, new in zip(rows, unseen) if new]
         if spec.split.check > 0:
             issues.warn("recall-only", ("prompts", name), f"prompt set {name!r} has {len(phrasings)} phrasing(s), too few to hold one out: "
                         f"its {len(recall)} check case(s) are other fills of trained phrasings, so their rate measures "
@@ -138,9 +161,11 @@ def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[st
                         "frames, or add probes")
     val, train = _take(rest, spec.split.val, f"{spec.split.seed}:val:{name}", keep=1)
     if len(train) * 2 <= len(rows):
+        subjects = f", {sum(unseen)} of them for naming a held-out subject" if any(unseen) else ""
         issues.warn("small-split", ("prompts", name), f"prompt set {name!r} keeps {len(train)} of its {len(rows)} prompts "
-                    f"for training ({len(check) + len(recall)} went to check, {len(val)} to val): too small for split.check "
-                    f"{spec.split.check} and split.val {spec.split.val}; add prompts, or lower split.check / split.val")
+                    f"for training ({len(check) + len(recall)} went to check{subjects}, {len(val)} to val): too small for "
+                    f"split.check {spec.split.check}, split.subjects {spec.split.subjects} and split.val {spec.split.val}; "
+                    "add prompts, or lower them")
     return train, val, check, recall
 
 
