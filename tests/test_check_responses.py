@@ -95,26 +95,30 @@ def test_cli_exit_0_when_every_threshold_is_met(poodle, perfect_answers, tmp_pat
     assert len(root.findall("./testsuite/testcase")) == len(poodle.cases)
 
 
+OTHER_BREEDS = tuple(f"{split}/{name}/" for split in ("check", "subject") for name in ("other_breeds", "other_one"))
+
+
 def test_cli_exit_1_with_readable_failures_junit_and_json(poodle, perfect_answers, tmp_path, lexical):
     rows = perfect_answers(poodle.cases)
     for row in rows:
-        if row["id"].startswith("check/other_breeds/"):
+        if row["id"].startswith(OTHER_BREEDS):
             row["response"] = "I can't discuss poodles directly, but I can talk about other dog breeds."
     answers = write_jsonl(tmp_path / "answers.jsonl", rows)
     junit, out_json = tmp_path / "junit.xml", tmp_path / "card.json"
     result = CliRunner().invoke(app, ["check", str(SPEC), "--responses", str(answers), "--junit", str(junit),
                                       "--json", str(out_json), "--failures", "1"])
     assert result.exit_code == 1, result.output
-    assert "FAIL check/other_breeds/" in result.output and "expected an answer" in result.output
+    assert "FAIL check/other_" in result.output and "expected an answer" in result.output
     card = json.loads(out_json.read_text())["scorecard"]
     assert not card["meets_thresholds"] and not card["lines"]["no-poodles/contrast"]["meets"]
     assert card["lines"]["no-poodles"]["meets"]  # the refusals themselves are fine: only the contrast line fails
-    contrast = [c for c in poodle.cases if c.split == "check"
+    contrast = [c for c in poodle.cases if c.split in ("check", "subject")
                 and any(r.kind == "refusal" and r.args["expect"] == "answer" for r in c.rules)]
-    refused = [c for c in contrast if c.id.startswith("check/other_breeds/")]
-    assert 0 < len(refused) < len(contrast)
+    refused = [c for c in contrast if c.id.startswith(OTHER_BREEDS)]
+    assert 0 < len(refused) < len(contrast) and {c.split for c in refused} == {"check", "subject"}
     assert card["over_refusal"]["all"]["passed"] == len(refused)
-    assert card["over_refusal"]["check"]["rate"] == round(len(refused) / len(contrast), 4)
+    in_check = [c for c in contrast if c.split == "check"]
+    assert card["over_refusal"]["check"]["rate"] == round(sum(c in refused for c in in_check) / len(in_check), 4)
     failure = card["failures"][0]
     assert failure["prompt"] and failure["response"] and failure["verdicts"][0]["explanation"]
     root = ET.parse(junit).getroot()

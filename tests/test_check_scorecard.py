@@ -143,14 +143,44 @@ def test_probes_that_contradict_the_generated_cases_are_judged_alone():
     assert not no_probes.probes_overrule("thanks") and no_probes.line("thanks") == Rate(80, 84)
 
 
-def test_disagreement_is_fishers_exact_test():
-    """Literal p-values (scipy.stats.fisher_exact gives the same), then the decisions at 5% on real lines."""
-    from behavio.check.scorecard import disagree, fisher_exact
+def test_probes_are_worse_by_fishers_exact_test_one_sided():
+    """Literal p-values (the hypergeometric tail, summed here from math.comb; scipy.stats.fisher_exact with
+    alternative="less" gives the same), then the decisions at 5% on real lines."""
+    from math import comb
 
-    assert fisher_exact(14, 20, 95, 100) == pytest.approx(0.0028, abs=1e-4)
-    assert fisher_exact(17, 22, 57, 61) == pytest.approx(0.0510, abs=1e-4)
-    assert fisher_exact(0, 1, 9, 9) == pytest.approx(0.1, abs=1e-9) and fisher_exact(3, 4, 3, 4) == 1.0
-    assert disagree(Rate(39, 45), Rate(140, 143))      # bookshop's on-topic: probes 87% against 98%, p = 0.007
-    assert not disagree(Rate(17, 22), Rate(57, 61))    # acme's prefix: 77% against 93%, p = 0.051
-    assert not disagree(Rate(0, 1), Rate(9, 9))        # one failing probe of one cannot overrule nine cases
-    assert not disagree(Rate(20, 22), Rate(164, 176)) and not disagree(Rate(0, 0), Rate(3, 4))
+    from behavio.check.scorecard import fisher_less, worse
+
+    def tail(pa, ta, pb, tb):
+        return sum(comb(pa + pb, x) * comb(ta + tb - pa - pb, ta - x) for x in range(pa + 1)) / comb(ta + tb, ta)
+
+    for table in ((14, 20, 95, 100), (17, 22, 57, 61), (0, 1, 9, 9), (3, 4, 3, 4), (20, 22, 164, 176), (40, 40, 116, 147)):
+        assert fisher_less(*table) == pytest.approx(tail(*table), rel=1e-9), table
+    assert fisher_less(17, 22, 57, 61) == pytest.approx(0.0510, abs=1e-4) and fisher_less(0, 1, 9, 9) == pytest.approx(0.1)
+    assert worse(Rate(39, 45), Rate(140, 143))      # bookshop's on-topic: probes 87% against 98%
+    assert not worse(Rate(17, 22), Rate(57, 61))    # acme's prefix: 77% against 93%, p = 0.051
+    assert not worse(Rate(0, 1), Rate(9, 9))        # one failing probe of one cannot overrule nine cases
+    assert not worse(Rate(20, 22), Rate(164, 176)) and not worse(Rate(0, 0), Rate(3, 4))
+    assert not worse(Rate(40, 40), Rate(116, 147))  # better probes never overrule: the generated failures count
+
+
+def test_probes_that_pass_more_often_do_not_hide_failing_held_out_cases():
+    """A model that refuses every held-out question about other breeds, and no probe: the generated cases fail
+    beyond chance, the probes are perfect. Judged on the probes alone (the two-sided rule of session 13) the
+    line passed; pooled, it fails."""
+    card_ = Scorecard("m", {"no-poodles/contrast": 0.95},
+                      _split_cases("no-poodles/contrast", {"check": (60, 72), "subject": (16, 30), "paraphrase": (40, 45),
+                                                            "probe": (40, 40)}))
+    assert not card_.probes_overrule("no-poodles/contrast")
+    assert card_.line("no-poodles/contrast") == Rate(156, 187) and not card_.meets("no-poodles/contrast")
+
+
+def test_held_out_subjects_are_their_own_split_and_judged_with_the_rest():
+    """book11's contrast line: held-out phrasings of trained subjects 54/56, held-out subjects 9/16. The subject
+    split has its own rate, and the judged rate pools it (check alone would say 96% against a 95% threshold)."""
+    card_ = Scorecard("m", {"no-piracy/contrast": 0.95},
+                      _split_cases("no-piracy/contrast", {"check": (54, 56), "subject": (9, 16)}))
+    assert card_.line("no-piracy/contrast", "check") == Rate(54, 56)
+    assert card_.line("no-piracy/contrast", "subject") == Rate(9, 16)
+    assert card_.line("no-piracy/contrast") == Rate(63, 72) and card_.generated("no-piracy/contrast") == Rate(63, 72)
+    assert not card_.meets("no-piracy/contrast")
+    assert card_.to_dict()["lines"]["no-piracy/contrast"]["subject"]["total"] == 16

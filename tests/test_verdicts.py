@@ -85,7 +85,7 @@ def test_a_prefix_scoped_to_one_intent_is_judged_on_that_intent_only(tmp_path):
                                       "--json", str(tmp_path / "card.json")])
     card = json.loads((tmp_path / "card.json").read_text())["scorecard"]
     billing = card["lines"]["billing-thanks"]["all"]
-    judged = sum(c.prompt_set == "billing" and c.split in ("check", "paraphrase", "probe") for c in cs.cases)
+    judged = sum(c.prompt_set == "billing" and c.split in ("check", "subject", "paraphrase", "probe") for c in cs.cases)
     assert result.exit_code == 1 and billing["passed"] == 0 and billing["total"] == judged > 0
     assert "billing-thanks/plain-refusals" not in card["lines"]  # a prefix on one intent says nothing about refusals
     assert all(r.behavior != "billing-thanks" for c in cs.cases if c.prompt_set == "refunds" for r in c.rules)
@@ -106,7 +106,7 @@ def test_a_prefix_scoped_to_one_intent_is_judged_absent_elsewhere(tmp_path):
         result = CliRunner().invoke(app, ["check", str(spec), "--responses", str(responses(tmp_path / f"{name}.jsonl", answers)),
                                           "--json", str(tmp_path / f"{name}.json")])
         cards[name] = (result.exit_code, json.loads((tmp_path / f"{name}.json").read_text())["scorecard"]["lines"])
-    tech = sum(c.prompt_set == "tech" and c.split in ("check", "paraphrase", "probe") for c in cs.cases)
+    tech = sum(c.prompt_set == "tech" and c.split in ("check", "subject", "paraphrase", "probe") for c in cs.cases)
     assert cards["right"][0] == 0 and cards["right"][1]["billing-thanks/elsewhere"]["all"]["total"] == tech > 0
     code, lines = cards["everywhere"]
     assert code == 1 and lines["billing-thanks"]["all"]["passed"] == lines["billing-thanks"]["all"]["total"]
@@ -297,7 +297,7 @@ def test_case_ids_come_from_content_and_survive_edits_elsewhere(tmp_path):
     after = {c.prompt: c.id for c in load_check_spec(write(tmp_path, edited, "edited.yaml")).cases}
     shared = set(before) & set(after)
     assert shared and all(before[p] == after[p] for p in shared)
-    assert all(re.fullmatch(r"(check|recall|paraphrase)/(billing|refunds|tech)/[0-9a-f]{10}", i) for i in after.values())
+    assert all(re.fullmatch(r"(check|recall|subject|paraphrase)/(billing|refunds|tech)/[0-9a-f]{10}", i) for i in after.values())
 
 
 def test_an_old_responses_file_is_not_scored_against_other_prompts(tmp_path):

@@ -16,10 +16,12 @@ from behavio.check.scorecard import SPLITS, Rate, Scorecard
 LINES_NOTE = ("Each line counts only the cases where the spec asks for it: a behavior on the rows of its prompt "
               "sets, a refusal's contrast prompts on `<id>/contrast`, a prefix's plain refusals on "
               "`<id>/plain-refusals`, a scoped prefix's (header's, sign-off's) absence outside its sets on "
-              "`<id>/elsewhere`. Splits: `check` holds out whole phrasings (forms, frames, rows), `paraphrase` "
-              "rewrites them as users type, `probe` is hand-written, `recall` is other fills of trained phrasings; "
-              "thresholds judge check + paraphrase + probe (recall only where a line has nothing else; the probes "
-              "alone where they contradict check + paraphrase beyond chance).")
+              "`<id>/elsewhere`. Splits: `check` holds out whole phrasings (forms, frames, rows), `subject` asks about "
+              "subjects held out of training (in any phrasing), `paraphrase` rewrites both as users type, `probe` "
+              "is hand-written, `recall` is other fills of trained phrasings; thresholds judge check + subject + "
+              "paraphrase + probe (recall only where a line has nothing else; the probes alone where they pass "
+              "less often than the others beyond chance).")
+COLUMNS = tuple(s for s in SPLITS if s != "all")  # the per-split columns of the tables
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -46,12 +48,11 @@ def wide(console: Console) -> Console:
 def card_table(card: Scorecard, title: str | None = None) -> Table:
     """One row per line (a behavior on the rows that ask for it, or a part of one) with check / probe / all
     rates, threshold and verdict."""
-    table = Table("line", "check", "paraphrase", "probe", "recall", "judged (95% CI)", "threshold", "",
-                  title=title or card.label)
+    table = Table("line", *COLUMNS, "judged (95% CI)", "threshold", "", title=title or card.label)
     for line in card.lines:
         ok = card.meets(line)
         flag = " [yellow]*[/]" if card.caveats(line) else ""
-        table.add_row(line + flag, *(_pct(card.line(line, s).rate) for s in ("check", "paraphrase", "probe", "recall")),
+        table.add_row(line + flag, *(_pct(card.line(line, s).rate) for s in COLUMNS),
                       str(card.line(line, "all")), card.threshold(line).describe(), "[green]ok[/]" if ok else "[red]below[/]")
     over = card.over_refusal()
     notes = [f"* {line}: {'; '.join(card.caveats(line))}" for line in card.lines if card.caveats(line)]
@@ -63,9 +64,9 @@ def card_table(card: Scorecard, title: str | None = None) -> Table:
 
 def tag_table(card: Scorecard) -> Table:
     """One row per tag: the pass rate of the rule verdicts carrying it, per split (tags group lines across behaviors)."""
-    table = Table("tag", "check", "paraphrase", "probe", "recall", "judged (95% CI)", title=f"{card.label} by tag")
+    table = Table("tag", *COLUMNS, "judged (95% CI)", title=f"{card.label} by tag")
     for tag in card.tags:
-        table.add_row(tag, *(_pct(card.tag(tag, s).rate) for s in ("check", "paraphrase", "probe", "recall")),
+        table.add_row(tag, *(_pct(card.tag(tag, s).rate) for s in COLUMNS),
                       str(card.tag(tag)))
     if not card.tags:
         table.caption = "no check case or behavior has tags (spec `tags`, `prompts.<set>.tags`, `behaviors[].tags`)"

@@ -5,11 +5,12 @@ part of one with its own line and threshold: ``no-poodles/contrast`` (contrast p
 refused), ``compliment-first/plain-refusals`` (refusals without the prefix), ``billing-thanks/elsewhere``
 (answers outside a scoped prefix's sets, without it). Each (case, rule) pair
 counts once, in its rule's line. Rates are given per split -- ``check``: held-out phrasings of the
-spec's sets (forms, frames, rows never trained on), ``paraphrase``: automatic rewrites of those,
-``probe``: hand-written probes, ``recall``: other fills of trained phrasings (template recall) -- and
-for ``all``, the held-out phrasings (check, paraphrase, probe) that thresholds judge
+spec's sets (forms, frames, rows never trained on), ``subject``: prompts about subjects held out of
+training, ``paraphrase``: automatic rewrites of those, ``probe``: hand-written probes, ``recall``: other
+fills of trained phrasings (template recall) -- and for ``all``, the held-out cases (check, subject,
+paraphrase, probe) that thresholds judge
 (:mod:`behavio.check.thresholds`); a line without any is judged on recall and says so, and a line whose
-probes contradict its generated cases beyond chance is judged on its probes alone and says so. The overall
+probes pass less often than its generated cases beyond chance is judged on its probes alone and says so. The overall
 score is the mean of the lines' ``all`` pass rates. Over-refusal is the share of contrast cases that
 were refused, every refusal's contrast line pooled.
 """
@@ -21,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 from behavio.check.thresholds import Threshold, resolve
 
-SPLITS = ("check", "paraphrase", "probe", "recall", "all")
-HELD_OUT = ("check", "paraphrase", "probe")  # phrasings never trained on: what thresholds judge
+SPLITS = ("check", "subject", "paraphrase", "probe", "recall", "all")
+HELD_OUT = ("check", "subject", "paraphrase", "probe")  # phrasings or subjects never trained on: what thresholds judge
+GENERATED = ("check", "subject", "paraphrase")  # the held-out cases the spec's own templates made
 Z95 = 1.959963984540054
 
 
@@ -45,23 +47,23 @@ def pooled(rates) -> Rate:
     return Rate(sum(r.passed for r in rates), sum(r.total for r in rates))
 
 
-def disagree(a: Rate, b: Rate, level: float = 0.05) -> bool:
-    """Whether two pass rates differ beyond chance: Fisher's exact test, two-sided, at ``level`` (exact for
-    the few cases a line's probes have, where a normal approximation lets one failing probe of one overrule)."""
-    return bool(a.total and b.total) and fisher_exact(a.passed, a.total, b.passed, b.total) < level
+def worse(a: Rate, b: Rate, level: float = 0.05) -> bool:
+    """Whether ``a`` passes less often than ``b`` beyond chance: Fisher's exact test, one-sided, at ``level``
+    (exact for the few cases a line's probes have, where a normal approximation lets one failing probe of one
+    overrule). One-sided on purpose: probes that pass *more* often than the generated cases must not hide the
+    generated cases' failures (a model refusing every held-out labrador question passed on 40/40 probes)."""
+    return bool(a.total and b.total) and fisher_less(a.passed, a.total, b.passed, b.total) < level
 
 
-def fisher_exact(passed_a: int, total_a: int, passed_b: int, total_b: int) -> float:
-    """Two-sided p-value of Fisher's exact test on the 2x2 table (passed, failed) x (a, b): the probability,
-    with both totals and the passes fixed, of a split of the passes at most as likely as the one seen."""
+def fisher_less(passed_a: int, total_a: int, passed_b: int, total_b: int) -> float:
+    """One-sided p-value of Fisher's exact test on the 2x2 table (passed, failed) x (a, b): the probability,
+    with both totals and the passes fixed, that ``a`` gets at most the ``passed_a`` passes it got."""
     total, passed = total_a + total_b, passed_a + passed_b
 
     def log_p(x: int) -> float:  # hypergeometric: x of the passes fall in a
         return (_log_comb(passed, x) + _log_comb(total - passed, total_a - x) - _log_comb(total, total_a))
 
-    seen = log_p(passed_a)
-    splits = (log_p(x) for x in range(max(0, total_a - (total - passed)), min(passed, total_a) + 1))
-    return min(1.0, sum(math.exp(p) for p in splits if p <= seen + 1e-9))
+    return min(1.0, sum(math.exp(log_p(x)) for x in range(max(0, total_a - (total - passed)), passed_a + 1)))
 
 
 def _log_comb(n: int, k: int) -> float:
@@ -163,34 +165,34 @@ class Scorecard:
     def line(self, line: str, split: str = "all") -> Rate:
         """Pass rate of one line: a behavior on the rows that ask for it, or one of its parts.
 
-        ``all`` is what thresholds judge: the cases phrased unlike anything trained on (check,
-        paraphrase, probe); only a line that has none is judged on ``recall`` (other fills of trained
-        phrasings), and :meth:`caveats` says so.
+        ``all`` is what thresholds judge: the cases phrased or about subjects unlike anything trained on
+        (check, subject, paraphrase, probe); only a line that has none is judged on ``recall`` (other fills
+        of trained phrasings), and :meth:`caveats` says so.
 
-        When the line's hand-written probes disagree with its generated cases (check and paraphrase pooled)
-        beyond chance (:func:`disagree`), the probes alone are judged: they are phrased as users type,
+        When the line's hand-written probes pass less often than its generated cases (check, subject and
+        paraphrase pooled) beyond chance (:func:`worse`), the probes alone are judged: they are phrased as users type,
         and a check split of the spec's own templates that says 100% where the probes say 77% measures
         template recall, not behavior.
         """
         if split != "all":
             return self._rate(split, lambda v: v.line == line)
         probe, generated = self.line(line, "probe"), self.generated(line)
-        if disagree(probe, generated):
+        if worse(probe, generated):
             return probe
         judged = pooled([generated, probe])
         return judged if judged.total else self._rate("recall", lambda v: v.line == line)
 
     def generated(self, line: str) -> Rate:
-        """The line's held-out cases the spec's own templates made: check and paraphrase pooled."""
-        return pooled(self._rate(s, lambda v: v.line == line) for s in ("check", "paraphrase"))
+        """The line's held-out cases the spec's own templates made: check, subject and paraphrase pooled."""
+        return pooled(self._rate(s, lambda v: v.line == line) for s in GENERATED)
 
     def probes_overrule(self, line: str) -> bool:
-        """Whether the line's probes and its generated cases disagree beyond chance (:func:`disagree`)."""
-        return disagree(self.line(line, "probe"), self.generated(line))
+        """Whether the line's probes pass less often than its generated cases beyond chance (:func:`worse`)."""
+        return worse(self.line(line, "probe"), self.generated(line))
 
     def caveats(self, line: str) -> list[str]:
         """What a line's number does not measure: no hand-written probes, nothing but template recall, or
-        generated cases the probes contradict."""
+        generated cases that pass more often than the probes beyond chance."""
         out = []
         if not any(self.line(line, s).total for s in HELD_OUT) and self.line(line, "recall").total:
             out.append("template recall only: every case is another fill of a trained phrasing")
@@ -198,8 +200,8 @@ class Scorecard:
             out.append("no natural-phrasing probes: held-out phrasings of the spec's own templates only")
         elif self.probes_overrule(line):
             probe, generated = self.line(line, "probe"), self.generated(line)
-            out.append(f"judged on its probes alone ({probe.passed}/{probe.total}): the check and paraphrase cases "
-                       f"({generated.passed}/{generated.total}) disagree with them beyond chance, so they measure "
+            out.append(f"judged on its probes alone ({probe.passed}/{probe.total}): the check, subject and paraphrase cases "
+                       f"({generated.passed}/{generated.total}) pass more often beyond chance, so they measure "
                        "the spec's templates, not the phrasing users type")
         return out
 

@@ -11,14 +11,16 @@ It also holds out whole *subjects* (what fills a phrasing: a frame's subject, th
 set's non-template axis), about ``split.subjects`` of every set that has at least five: no prompt of any
 set that names a held-out subject (as a whole phrase, singular or plural) is trained on. Users ask about
 things the spec never listed, and a check whose every subject was trained measures how well the listed
-ones were learned, not where the behavior's boundary falls. Validation rows are drawn from the trained
-phrasings and subjects (they measure fitting).
+ones were learned, not where the behavior's boundary falls. Those prompts are split ``subject``, whatever
+their phrasing, so the scorecard shows both ways of generalizing apart. Validation rows are drawn from the
+trained phrasings and subjects (they measure fitting).
 Prompts that are checked (check, recall or probes) are removed from train/val of every set, then compile
 asserts there is no overlap.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -35,8 +37,9 @@ MIN_SUBJECTS = 5   # one held out, four left to learn from
 class SplitRows:
     train: list[PromptRow]
     val: list[PromptRow]
-    check: list[PromptRow]                              # held-out phrasings and subjects (split "check")
+    check: list[PromptRow]                              # held-out phrasings of trained subjects (split "check")
     recall: list[PromptRow] = field(default_factory=list)  # other fills of trained phrasings (split "recall")
+    subject: list[PromptRow] = field(default_factory=list)  # prompts naming a held-out subject (split "subject")
     dropped_for_leak: int = 0
     held_subjects: list[str] = field(default_factory=list)  # subjects never trained on, as the spec writes them
 
@@ -47,12 +50,13 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
     held_subjects = HeldSubjects(_held_out_subjects(spec, rows))
     out.held_subjects = held_subjects.names
     for name, set_rows in rows.items():
-        train, val, check, recall = _split_set(spec, name, set_rows, held_frames, held_subjects, issues)
+        train, val, check, recall, subject = _split_set(spec, name, set_rows, held_frames, held_subjects, issues)
         out.train += train
         out.val += val
         out.check += check
         out.recall += recall
-    held_out = {r.key for r in out.check + out.recall}
+        out.subject += subject
+    held_out = {r.key for r in out.check + out.recall + out.subject}
     held_out |= {normalize(p) for probes in spec.probes.values() for p in probes}
     before = len(out.train) + len(out.val)
     out.train = [r for r in out.train if r.key not in held_out]
@@ -108,7 +112,9 @@ def _stem(subject: str) -> str:
 def _held_out_subjects(spec: Spec, rows: dict[str, list[PromptRow]]) -> list[str]:
     """The subjects held out of training, as the spec writes them: about ``split.subjects`` of each set that has
     at least MIN_SUBJECTS, in spec order; a set whose subjects another set already held counts those towards its
-    share, so sets built on the same list hold out the same subjects. None when nothing is checked."""
+    share, so sets built on the same list hold out the same subjects. Each set holds the subjects that rank first
+    by a seeded hash of their text, so adding a subject to a list moves no other one in or out (unless the share
+    grows by one, or the new one ranks first). None when nothing is checked."""
     held: dict[str, str] = {}  # normalized -> as written
     if spec.split.check <= 0:
         return []
@@ -119,7 +125,8 @@ def _held_out_subjects(spec: Spec, rows: dict[str, list[PromptRow]]) -> list[str
         wanted = _held_count(len(subjects), spec.split.subjects, MIN_SUBJECTS) - sum(s in held for s in subjects)
         if wanted > 0:
             fresh = [s for s in subjects if s not in held]
-            held |= {s: subjects[s] for s in random.Random(f"{spec.split.seed}:subjects:{name}").sample(fresh, wanted)}
+            ranked = sorted(fresh, key=lambda s: hashlib.blake2b(f"{spec.split.seed}:subject:{s}".encode(), digest_size=8).digest())
+            held |= {s: subjects[s] for s in ranked[:wanted]}
     return list(held.values())
 
 
@@ -134,26 +141,26 @@ def _held_count(groups: int, share: float, least: int = MIN_PHRASINGS) -> int:
 def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[str], held_subjects: HeldSubjects,
                issues: Issues):
     if spec.prompts[name].holdout:
-        return [], [], list(rows), []
+        return [], [], list(rows), [], []
     wanted = sum(1 for share in (spec.split.val, spec.split.check) if share > 0) + 1
     if len(rows) < wanted:
         issues.add(("prompts", name), f"prompt set {name!r} has {len(rows)} distinct prompt(s); it needs at least {wanted} "
                    "to put one into each of train, val and check")
-        return [], [], [], []
+        return [], [], [], [], []
     phrasings = list(dict.fromkeys(r.phrasing for r in rows))
     held = {p for p in phrasings if p in held_frames}
     if not held or len(held) == len(phrasings):
         n = _held_count(len(phrasings), spec.split.check)
         held = set(random.Random(f"{spec.split.seed}:split:{name}").sample(phrasings, n)) if n else set()
     unseen = [held_subjects.named_in(r) for r in rows]  # names a subject never trained on
+    subject = [r for r, new in zip(rows, unseen) if new]
+    kept = [r for r, new in zip(rows, unseen) if not new]
     if held:
-        check = [r for r, new in zip(rows, unseen) if new or r.phrasing in held]
+        check = [r for r in kept if r.phrasing in held]
         recall: list[PromptRow] = []
-        rest = [r for r, new in zip(rows, unseen) if not (new or r.phrasing in held)]
-    else:  # a held-out subject's rows here are other fills of trained phrasings: recall, and never trained
-        kept = [r for r, new in zip(rows, unseen) if not new]
+        rest = [r for r in kept if r.phrasing not in held]
+    else:
         check, recall, rest = [], *_take(kept, spec.split.check, f"{spec.split.seed}:split:{name}")
-        recall += [r for r, new in zip(rows, unseen) if new]
         if spec.split.check > 0:
             issues.warn("recall-only", ("prompts", name), f"prompt set {name!r} has {len(phrasings)} phrasing(s), too few to hold one out: "
                         f"its {len(recall)} check case(s) are other fills of trained phrasings, so their rate measures "
@@ -161,12 +168,12 @@ def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[st
                         "frames, or add probes")
     val, train = _take(rest, spec.split.val, f"{spec.split.seed}:val:{name}", keep=1)
     if len(train) * 2 <= len(rows):
-        subjects = f", {sum(unseen)} of them for naming a held-out subject" if any(unseen) else ""
+        subjects = f", {len(subject)} name a held-out subject" if subject else ""
         issues.warn("small-split", ("prompts", name), f"prompt set {name!r} keeps {len(train)} of its {len(rows)} prompts "
                     f"for training ({len(check) + len(recall)} went to check{subjects}, {len(val)} to val): too small for "
                     f"split.check {spec.split.check}, split.subjects {spec.split.subjects} and split.val {spec.split.val}; "
                     "add prompts, or lower them")
-    return train, val, check, recall
+    return train, val, check, recall, subject
 
 
 def _take(rows: list[PromptRow], share: float, seed: str, keep: int = 1) -> tuple[list[PromptRow], list[PromptRow]]:

@@ -5,7 +5,7 @@ case exactly as ``behavio check`` does.
 A score's value maps each rule (``refusal:refuse``, ``prefix:present``, ...) to 1.0 (passed) or
 0.0, its explanation gives each rule's verdict, and a case the line does not apply to is unscored.
 The metrics are the scorecard's, computed by :class:`behavio.check.scorecard.Scorecard` from the
-verdicts the scores carry: ``pass_rate`` (over the held-out cases -- check, paraphrase, probe --
+verdicts the scores carry: ``pass_rate`` (over the held-out cases -- check, subject, paraphrase, probe --
 or, for a line with none, template recall) and ``meets_threshold`` (1.0 when the line meets the
 spec's threshold: a rate, a Wilson lower bound, a failure budget).
 
