@@ -2,10 +2,12 @@
 
 For each finished run of a spec (``behavio run SPEC`` with the defaults), reads the scorecard of the
 checkpoint behavio picked and reports, per scorecard line: the check split (held-out phrasings of the
-spec's own templates), the paraphrase split, the spec's dev probes (hand-written, committed before any
+spec's own templates), the subject split (prompts about subjects held out of training), the paraphrase
+split, the spec's dev probes (hand-written, committed before any
 training), and -- once, at the end -- the sealed final exam (``bench/sealed/<spec>.yaml``: other
 hand-written prompts, never looked at while tuning), plus facts kept against the untrained base model
-(same system message, same cases) and the gap between the check split and the probes.
+(same system message, same cases) and the gap between the generated held-out cases (check and subject
+pooled: what a spec without probes is judged on, paraphrases aside) and the probes.
 
     python bench/spec_quality.py specs/acme_support.yaml --run /work/exp/runs-acme1/acme-support-...
     python bench/spec_quality.py specs/acme_support.yaml --run RUN --sealed     # the final exam, once
@@ -39,7 +41,7 @@ def best_card(run: Path) -> dict:
 
 
 def rate(entry: dict, split: str) -> Rate:
-    part = entry[split]
+    part = entry.get(split) or {"passed": 0, "total": 0}  # a scorecard from before the split existed has none
     return Rate(part["passed"], part["total"])
 
 
@@ -78,12 +80,14 @@ def report(spec_path: Path, runs: list[Path], sealed: bool) -> str:
     for run in runs:
         best = best_card(run)
         lines += [f"Run `{run.name}` (best: {best['label']}, step {best['step']}):", "",
-                  "| line | check | paraphrase | probe | gap check−probe | base (probe) |", "|---|---|---|---|---|---|"]
+                  "| line | check | subject | paraphrase | probe | gap (check+subject)−probe | base (probe) |",
+                  "|---|---|---|---|---|---|---|"]
         for name, entry in best["lines"].items():
-            check, probe = rate(entry, "check"), rate(entry, "probe")
-            gap = f"{(check.rate - probe.rate) * 100:+.1f}" if check.total and probe.total else "–"
-            lines.append(f"| {name} | {cell(check)} | {cell(rate(entry, 'paraphrase'))} | {cell(probe)} | {gap} | "
-                         f"{cell(base.line(name, 'probe'))} |")
+            check, subject, probe = rate(entry, "check"), rate(entry, "subject"), rate(entry, "probe")
+            generated = Rate(check.passed + subject.passed, check.total + subject.total)
+            gap = f"{(generated.rate - probe.rate) * 100:+.1f}" if generated.total and probe.total else "–"
+            lines.append(f"| {name} | {cell(check)} | {cell(subject)} | {cell(rate(entry, 'paraphrase'))} | {cell(probe)} | "
+                         f"{gap} | {cell(base.line(name, 'probe'))} |")
         facts = next((n for n in best["lines"] if n.startswith("knows-facts")), None)
         if facts:
             kept, had = rate(best["lines"][facts], "check"), base.line(facts, "check")
