@@ -133,7 +133,7 @@ behaviors:
     kind: prefix
     applies_to: [general]
     choices: ["Good question."]
-split: {seed: 1, val: 0.15, check: 0.25, min_share: 0.05}
+split: {seed: 1, val: 0.15, check: 0.25, subjects: 0, min_share: 0.05}   # the data the training tests were calibrated on
 thresholds: {default: 0.5}
 check: {max_new_tokens: 8}
 """
