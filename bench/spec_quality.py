@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from behavio.check import check_model, load_check_spec  # noqa: E402
-from behavio.check.scorecard import Rate  # noqa: E402
+from behavio.check.scorecard import Rate, pooled  # noqa: E402
 from quality import machine  # noqa: E402  (bench/quality.py: the machine line of every results file)
 
 SEALED = ROOT / "bench" / "sealed"
@@ -84,7 +84,7 @@ def report(spec_path: Path, runs: list[Path], sealed: bool) -> str:
                   "|---|---|---|---|---|---|---|"]
         for name, entry in best["lines"].items():
             check, subject, probe = rate(entry, "check"), rate(entry, "subject"), rate(entry, "probe")
-            generated = Rate(check.passed + subject.passed, check.total + subject.total)
+            generated = pooled([check, subject])
             gap = f"{(generated.rate - probe.rate) * 100:+.1f}" if generated.total and probe.total else "–"
             lines.append(f"| {name} | {cell(check)} | {cell(subject)} | {cell(rate(entry, 'paraphrase'))} | {cell(probe)} | "
                          f"{gap} | {cell(base.line(name, 'probe'))} |")

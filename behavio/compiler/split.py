@@ -14,8 +14,8 @@ things the spec never listed, and a check whose every subject was trained measur
 ones were learned, not where the behavior's boundary falls. Those prompts are split ``subject``, whatever
 their phrasing, so the scorecard shows both ways of generalizing apart. Validation rows are drawn from the
 trained phrasings and subjects (they measure fitting).
-Prompts that are checked (check, recall or probes) are removed from train/val of every set, then compile
-asserts there is no overlap.
+Prompts that are checked (check, recall, subject or probes) are removed from train/val of every set, then
+compile asserts there is no overlap.
 """
 
 from __future__ import annotations

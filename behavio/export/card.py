@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from behavio import __version__
+from behavio.check.scorecard import SPLITS
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -50,7 +51,7 @@ def _scorecard_section(run_dir: Path, checkpoint: str) -> str:
     if card is None:
         return f"{checkpoint} is not in the run's scorecard.\n"
     rows = card.get("lines") or card.get("behaviors") or {}
-    splits = [s for s in ("check", "subject", "paraphrase", "probe", "recall", "all") if any(s in r for r in rows.values())]
+    splits = [s for s in SPLITS if any(s in r for r in rows.values())]
     lines = [f"On the spec's held-out check cases and probes ({data.get('max_new_tokens')} new tokens per answer, "
              f"greedy); {'every threshold met' if card.get('meets_thresholds') else 'not every threshold met'}.", "",
              "| behavior | " + " | ".join(splits) + " | threshold | meets |", "|---" * (len(splits) + 3) + "|"]
