@@ -16,6 +16,7 @@ import torch
 
 from behavio.train.budget import (MARGIN, MEASURED_STEPS, SCORING_FIXED, SCORING_PER_ANSWER, CheckPlan,
                                   GenerationSpeed, Plan, RunBudget, Schedule, StagePlan, StageTimer, check_seconds, fit)
+from behavio.train.plan import STEP_VS_FORWARD
 
 
 class FakeClock:
@@ -304,17 +305,57 @@ def test_a_stage_the_budget_cuts_keeps_only_its_last_checkpoint_and_the_check_ti
     stage = roomy.stages[0]
     assert stage.steps == stage.full_steps == 300 and stage.checkpoint_steps() == [50, 100, 150, 200, 250, 300]
     assert roomy.check.checkpoints == 6
-    tight = planned(600.0)
+    limit = 450.0
+    tight = planned(limit)
     stage = tight.stages[0]
     assert stage.steps < stage.full_steps and stage.checkpoint_steps() == [stage.steps] and tight.check.checkpoints == 1
-    assert "(the last step only: the budget cuts the spec's steps); check 1 checkpoint × 200 cases" in tight.describe()
-    assert tight.expected <= 600.0
+    assert ("(the last step only: the budget does not fit the spec's steps with the others checked); check 1 "
+            "checkpoint × 200 cases") in tight.describe()
+    assert tight.expected <= limit
     one_check = check_seconds(1, 200, 40, 41, speed, 2.0)
     six_checks = check_seconds(6, 200, 40, 41, speed, 2.0)
-    assert stage.steps >= int((600 * (1 - MARGIN) - 5.0 - one_check - stage.overhead) / 1.5)  # 1.5 s a step
-    assert stage.steps > int((600 * (1 - MARGIN) - 5.0 - six_checks - stage.overhead) / 1.5)
+    step = STEP_VS_FORWARD * 0.5  # the estimated step from the 0.5 s forward pass
+    assert stage.steps >= int((limit * (1 - MARGIN) - 5.0 - one_check - stage.overhead) / step)
+    assert stage.steps > int((limit * (1 - MARGIN) - 5.0 - six_checks - stage.overhead) / step)
+    # should the steps turn out faster, one more checkpoint costs the check what the plan says it does
+    assert stage.check_per_checkpoint == pytest.approx(check_seconds(2, 200, 40, 41, speed, 2.0) - one_check)
+    # every step fits when only the last checkpoint is checked: all the steps, that checkpoint alone
+    roomier = planned(600.0).stages[0]
+    assert roomier.steps == roomier.full_steps and roomier.checkpoint_steps() == [300]
     uncheck = planned(600.0, prompts=0)  # nothing to check: the checkpoints cost only their saving
     assert uncheck.check is None and len(uncheck.stages[0].checkpoint_steps()) > 1
+
+
+def _cut_stage(deadline_after: float):
+    """A stage the plan cut to 150 of its 200 steps and its last checkpoint (a step estimated at 1.5 s), trained at
+    1.0 s a step with 3-s saves: (steps saved, the check reserve, when training ended, the deadline, what it said)."""
+    clock = FakeClock()
+    plan = StagePlan("sft", full_steps=200, steps=150, save_steps=100, step_seconds=1.5, epochs=3, last_only=True,
+                     check_per_checkpoint=30.0)
+    check = CheckPlan(1, 100, 40, 60.0)
+    said: list[str] = []
+    deadline = clock() + deadline_after
+    timer = StageTimer(plan, Schedule("cosine", 150, 0.05), deadline, clock, say=said.append, check=check)
+    saved = _train(timer, clock, lambda _: 1.0, save_seconds=3.0)
+    return saved, check, clock(), deadline, said
+
+
+def test_a_stage_cut_by_a_pessimistic_estimate_gets_the_spec_checkpoints_back_when_they_fit():
+    """The plan before any step only estimates a step; when the measured steps fit every step the spec asks, and
+    its checkpoints' saving and check as well, the stage saves the spec's checkpoints again, the check reserve
+    grows by what they cost, and training ends early enough for the larger check."""
+    saved, check, ended, deadline, said = _cut_stage(260.0)
+    assert saved == [100, 200]
+    assert (check.checkpoints, check.seconds) == (2, 90.0)
+    assert ended + 30.0 <= deadline  # the one more checkpoint's check still ends before the old deadline
+    assert any("every step the spec asks fits with its checkpoints: checkpoints at 100, 200" in s for s in said)
+
+
+def test_a_stage_cut_to_its_last_checkpoint_stays_so_when_the_spec_checkpoints_would_not_fit():
+    saved, check, ended, deadline, said = _cut_stage(215.0)  # 200 steps and 2 saves fit, their check does not
+    assert saved == [200]
+    assert (check.checkpoints, check.seconds) == (1, 60.0)
+    assert ended <= deadline and not any("fits with its checkpoints" in s for s in said)
 
 
 # ---------------------------------------------------------------- the whole run, on the tiny model

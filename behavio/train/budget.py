@@ -121,6 +121,7 @@ class StagePlan:
     per_checkpoint: float = 0.0  # seconds a checkpoint takes: evaluating, saving
     done: int = 0                # steps already done when the plan was made (a resumed stage)
     last_only: bool = False      # one checkpoint, at the last step (a budget-cut stage whose checkpoints are checked)
+    check_per_checkpoint: float = 0.0  # seconds the check after training spends on one more checkpoint
 
     @property
     def overhead(self) -> float:
@@ -155,7 +156,7 @@ class StagePlan:
                   f"{self.epochs_done:.1f} of the spec's {self.epochs:g} epochs: the budget does not fit them all")
         at = ", ".join(map(str, self.checkpoint_steps()))
         if self.last_only:
-            at += " (the last step only: the budget cuts the spec's steps)"
+            at += " (the last step only: the budget does not fit the spec's steps with the others checked)"
         return (f"{self.name} {count_steps(self.steps)} ({epochs}) at ~{self.step_seconds:.1f} s/step ≈ {minutes(self.seconds)}, "
                 f"checkpoints at {at}")
 
@@ -173,6 +174,11 @@ class CheckPlan:
         noun = "checkpoint" if self.checkpoints == 1 else "checkpoints"
         return (f"check {self.checkpoints} {noun} × {self.cases} cases × ~{self.tokens} tokens "
                 f"≈ {minutes(self.seconds)} (reserved)")
+
+    def add(self, checkpoints: int, seconds: float) -> None:
+        """A stage will save ``checkpoints`` more, which the check will take ``seconds`` more to score."""
+        self.checkpoints += checkpoints
+        self.seconds += seconds
 
 
 @dataclass
@@ -257,6 +263,7 @@ class StageTimer:
     deadline: float | None
     clock: Clock
     say: Say = lambda _: None
+    check: CheckPlan | None = None             # the run's check reserve, grown when checkpoints come back
     measured: list[float] = field(default_factory=list)
     checkpoint_seconds: float | None = None   # a save (with its evaluation), once one was timed
     first_step: int = 0                        # the step the stage (re)started from
@@ -323,6 +330,32 @@ class StageTimer:
             # not once a checkpoint is saved (a later one moving with the plan would be saved twice)
             self._apply(longer, step)
             self._announce(step, first=False)
+        self._restore_checkpoints(step, now, mean + SURE * error)
+
+    def _restore_checkpoints(self, step: int, now: float, step_seconds: float) -> None:
+        """Give a stage the plan cut to its last checkpoint (:attr:`StagePlan.last_only`) the spec's checkpoints
+        back once its steps are measured and every one of the spec's steps fits with them -- their saving and
+        their check after training included, at ``step_seconds`` a step. The plan before any step only
+        estimates a step's cost; a machine faster than that estimate should not lose the spec's checkpoints."""
+        plan = self.plan
+        if not plan.last_only or plan.steps < plan.full_steps or self.deadline is None:
+            return
+        ahead = [s for s in StagePlan(**{**plan.__dict__, "last_only": False}).checkpoint_steps()
+                 if step < s < plan.steps]
+        if not ahead:
+            return
+        per_checkpoint = self.checkpoint_seconds if self.checkpoint_seconds is not None else max(plan.per_checkpoint,
+                                                                                                 step_seconds)
+        checking = len(ahead) * plan.check_per_checkpoint
+        needed = (plan.steps - step) * step_seconds + (len(ahead) + 1) * per_checkpoint + checking
+        if now + needed > self.deadline:
+            return
+        plan.last_only = False
+        self.deadline -= checking  # the check after training starts that much earlier
+        if self.check is not None:
+            self.check.add(len(ahead), checking)
+        self.say(f"{plan.name}: every step the spec asks fits with its checkpoints: checkpoints at "
+                 f"{', '.join(map(str, [*ahead, plan.steps]))} (the check takes ~{minutes(checking)} more)")
 
     def _step_estimate(self) -> tuple[float, float]:
         """Seconds per step and that estimate's standard error: the mean of every timed step, or of the latest half

@@ -264,7 +264,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
         from behavio.train.sft import run_sft
 
         stage = Stage("sft", deadline=budget.deadline("sft"), resume=sft_resume, plan=budget.stage_plan("sft"),
-                      **common)
+                      check=budget.plan.check if budget.plan else None, **common)
         training = clock()
         sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val, sets.refusal_openings,
                            sets.prefix_openings)
@@ -284,7 +284,8 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
         pairs = dpo_training_set(run_dir, cfg, model, tokenizer, sets.dpo, on_policy=sft_done is not None, say=say)
         budget.record("between stages", clock() - starting)
         stage = Stage("dpo", offset=offset, deadline=budget.deadline("dpo"), resume=dpo_resume,
-                      init_from=sft_done.name if sft_done else None, plan=budget.stage_plan("dpo"), **common)
+                      init_from=sft_done.name if sft_done else None, plan=budget.stage_plan("dpo"),
+                      check=budget.plan.check if budget.plan else None, **common)
         training = clock()
         run_dpo(stage, model, tokenizer, pairs, sets.dpo_val)
         budget.record("dpo", clock() - training, stage.outcome())

@@ -1,7 +1,7 @@
 """What a run will do inside ``max_minutes``: measured on this machine, then planned before training.
 
 Two short measurements on the loaded model: a forward pass of a training batch (a training step
-costs about three) and a few generated tokens at the check's batch size. From them, the spec's
+costs about two and a half) and a few generated tokens at the check's batch size. From them, the spec's
 steps and the data sizes, :func:`make_plan` estimates every stage and the check of every
 checkpoint, reserves the check, and fits the training stages into what is left
 (:mod:`behavio.train.budget` does the arithmetic; the stages correct their own estimates once
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from behavio.train.budget import CheckPlan, Clock, GenerationSpeed, Plan, StagePlan, check_seconds, fit
 from behavio.train.config import TrainConfig
 
-STEP_VS_FORWARD = 3.0   # a training step (forward, backward, optimizer) against a forward pass without gradients
+STEP_VS_FORWARD = 2.5   # a training step (forward, backward, optimizer) against a forward pass without gradients:
+                        # 2.2-2.6 measured on the 2-core AMD EPYC (poodle spec, session 14); 3.0 cut specs that fit
 DPO_VS_SFT = 3.7        # a DPO step (policy and reference on chosen and rejected) against an SFT step, measured
 SAVE_SECONDS = 2.0      # writing one checkpoint (adapter, optimizer state)
 STAGE_START_SECONDS = 10.0  # loading the base model again and preparing a trainer between stages
@@ -188,4 +189,9 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
         for stage in cut:
             stage.last_only = True
         plan = fit(Plan(budget, dict(spent), stages, checked(stages), between=between), budget)
+    if plan.check is not None:  # what one more checkpoint adds to the check, should a stage get its checkpoints back
+        one_more = check_seconds(plan.check.checkpoints + 1, plan.check.cases, prompt_tokens, plan.check.tokens, speed,
+                                 load_seconds) - plan.check.seconds
+        for stage in plan.stages:
+            stage.check_per_checkpoint = one_more
     return plan

@@ -12,7 +12,7 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
-from behavio.train.budget import Clock, Schedule, StagePlan, StageTimer
+from behavio.train.budget import CheckPlan, Clock, Schedule, StagePlan, StageTimer
 from behavio.train.config import TrainConfig
 from behavio.train.model import gradient_checkpointing, precision
 from behavio.rundir import (DiskFull, MetricsLog, Checkpoint, check_disk_space, complete_checkpoints,
@@ -34,6 +34,7 @@ class Stage:
     offset: int = 0                       # global step of this stage's step 0
     deadline: float | None = None         # clock() by which the stage must have saved its last checkpoint
     plan: StagePlan | None = None         # steps and checkpoints (made from the trainer's max_steps when None)
+    check: CheckPlan | None = None        # the run's check reserve (grows when the stage gets checkpoints back)
     clock: Clock = time.monotonic
     init_from: str | None = None          # checkpoint this stage's adapter started from
     resume: Checkpoint | None = None
@@ -148,7 +149,7 @@ class StageCallback(TrainerCallback):
         plan.steps = min(plan.steps, plan.full_steps)
         stage.plan = plan
         self.timer = StageTimer(plan, stage.learning_rate_schedule(), stage.deadline, stage.clock,
-                                say=stage.say if stage.is_main else (lambda _: None))
+                                say=stage.say if stage.is_main else (lambda _: None), check=stage.check)
         self.timer.begin(state.global_step)
         stage.max_steps = plan.steps
         if model is not None:  # adapter + two fp32 Adam moments + tokenizer files, per checkpoint
