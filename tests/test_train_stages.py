@@ -160,3 +160,37 @@ def test_a_cut_rejection_is_trained_without_an_end_of_turn(tiny_model_dir):
     assert tokenizer.decode(cut["rejected_ids"]).strip() == own
     assert end not in cut["rejected_ids"]
     assert end in whole["rejected_ids"] and end in cut["chosen_ids"]  # complete answers keep their end of turn
+
+
+@pytest.mark.parametrize("alpha", [0.0, 5.0])
+def test_neftune_noises_the_embeddings_of_training_steps_only(tmp_path, tiny_model_dir, train_spec, alpha):
+    """``train.neftune_alpha``: the first decoder layer sees noised embeddings in SFT's training steps (clean ones
+    without it, and in the anchor's pass of the base model); after training the model embeds as before."""
+    from behavio.train.sft import run_sft
+
+    cfg = _config(tiny_model_dir, max_steps=2, neftune_alpha=alpha)
+    rows, tokenizer = _rows(train_spec, cfg), load_tokenizer(tiny_model_dir)
+    model = new_adapter(load_for_training(tiny_model_dir, cfg, cuda=False), cfg)
+    embed = model.get_input_embeddings()
+    first_layer = model.base_model.model.model.layers[0]
+    seen: list[tuple[bool, torch.Tensor, torch.Tensor]] = []  # (training, token ids, what the first layer got)
+    ids: list[tuple[bool, torch.Tensor]] = []
+    embed.register_forward_hook(lambda module, args, out: ids.append((module.training, args[0].detach().clone())))
+    first_layer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((*ids[-1], (args[0] if args else kwargs["hidden_states"]).detach())),
+        with_kwargs=True)
+    run_sft(_stage("sft", tmp_path, cfg, tiny_model_dir), model, tokenizer, sft_dataset(rows["sft"], tokenizer, cfg),
+            None, [])
+
+    def noise(batch, hidden):
+        return (hidden - embed.weight.detach()[batch]).abs().max().item()
+
+    steps = [(noise(batch, hidden), hidden.shape) for training, batch, hidden in seen if training]
+    assert len(steps) >= 2 and all(noise(b, h) == 0 for training, b, h in seen if not training)
+    assert all((n > 0) == (alpha > 0) for n, _ in steps)
+    assert all(n <= alpha / (shape[1] * shape[2]) ** 0.5 + 1e-6 for n, shape in steps)  # uniform, alpha / sqrt(L x d)
+    seen.clear()
+    model.train()
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert noise(seen[0][1], seen[0][2]) == 0

@@ -38,7 +38,8 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     kwargs = trainer_args(stage, lr=cfg.lr, epochs=epochs, max_steps=cfg.max_steps, evaluate=evaluate)
     if cfg.padding_free and not cfg.packing:
         kwargs["max_length"] = None  # TRL insists; every example was already checked against max_length
-    args = SFTConfig(**kwargs, packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None)
+    args = SFTConfig(**kwargs, packing=cfg.packing, padding_free=cfg.padding_free or cfg.packing, dataset_num_proc=None,
+                     neftune_noise_alpha=cfg.neftune_alpha or None)
     one_device(args)
     clear_staging(stage)
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
