@@ -367,7 +367,8 @@ def score_run(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path
         distributed.barrier()
     if not distributed.is_main():
         return None
-    say(f"check: scoring {len(complete_checkpoints(run_dir))} checkpoints")
+    count = len(complete_checkpoints(run_dir))
+    say(f"check: scoring {count} checkpoint{'' if count == 1 else 's'}")
     report = engine.check_run(spec_path, run_dir, log=say, **settings)
     best = report.best
     if best is not None:
