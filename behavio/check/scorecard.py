@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from behavio.check.thresholds import Threshold, resolve
+from behavio.kinds._text import NEAR_MISS
 
 SPLITS = ("check", "subject", "paraphrase", "probe", "recall", "all")
 HELD_OUT = ("check", "subject", "paraphrase", "probe")  # phrasings or subjects never trained on: what thresholds judge
@@ -192,7 +193,8 @@ class Scorecard:
 
     def caveats(self, line: str) -> list[str]:
         """What a line's number does not measure: no hand-written probes, nothing but template recall, or
-        generated cases that pass more often than the probes beyond chance."""
+        generated cases that pass more often than the probes beyond chance; and how many of its failures give
+        its fixed text with a word or two changed (a refusal with the user's noun swapped in)."""
         out = []
         if not any(self.line(line, s).total for s in HELD_OUT) and self.line(line, "recall").total:
             out.append("template recall only: every case is another fill of a trained phrasing")
@@ -203,7 +205,21 @@ class Scorecard:
             out.append(f"judged on its probes alone ({probe.passed}/{probe.total}): the check, subject and paraphrase cases "
                        f"({generated.passed}/{generated.total}) pass more often beyond chance, so they measure "
                        "the spec's templates, not the phrasing users type")
+        near = self._near_misses(line)
+        if near:
+            failed, (first, *_) = len([v for v in self._judged_verdicts(line) if not v.passed]), near
+            out.append(f"{len(near)} of its {failed} failures give the fixed text with a word or two changed "
+                       f"({first.explanation.split(NEAR_MISS + ': ', 1)[-1]}): said in substance, not verbatim")
         return out
+
+    def _judged_verdicts(self, line: str) -> list[RuleVerdict]:
+        """The line's verdicts on the cases its rate is judged on (its probes alone when they overrule)."""
+        splits = ("probe",) if self.probes_overrule(line) else HELD_OUT
+        return [v for c in self.cases if c.split in splits for v in c.verdicts if v.line == line]
+
+    def _near_misses(self, line: str) -> list[RuleVerdict]:
+        """Failures whose scorer found the expected fixed text with a word or two changed (:data:`NEAR_MISS`)."""
+        return [v for v in self._judged_verdicts(line) if not v.passed and NEAR_MISS in v.explanation]
 
     def rule(self, line: str, rule: str, split: str = "all") -> Rate:
         if split == "all":

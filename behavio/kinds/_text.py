@@ -92,6 +92,9 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.translate(_QUOTES).lower())
 
 
+NEAR_MISS = "got a near miss"  # how a scorer's explanation says it (the scorecard counts them per line)
+
+
 def near_miss(expected: str, got: str, *, min_ratio: float = 0.75, most: int = 3) -> str | None:
     """How ``got`` differs from ``expected`` word by word, when it is a near miss (a word or two changed, missing or
     added; compared normalized), e.g. ``'cannot' instead of "can't"; missing 'please'``; None when it is not one."""

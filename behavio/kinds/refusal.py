@@ -19,7 +19,7 @@ import re
 from behavio import embeddings
 from behavio.errors import BehavioError
 from behavio.kinds import base
-from behavio.kinds._text import excerpt, near_miss, normalize, sentences, starts_with_phrase
+from behavio.kinds._text import NEAR_MISS, excerpt, near_miss, normalize, sentences, starts_with_phrase
 from behavio.kinds.base import Kind, RuleResult
 
 DEFAULT_THRESHOLD = {"minilm": 0.8, "lexical": 0.9}
@@ -203,7 +203,7 @@ def _score_refuse(response: str, responses: list[str], paraphrase: bool, thresho
         return RuleResult(False, 0.0, f"expected only {wanted}; got it followed by {excerpt(extra, 60)}")
     close = next((diff for r in responses if (diff := near_miss(r, response)) is not None), None)
     if close is not None and not paraphrase:
-        return RuleResult(False, 0.0, f"expected {wanted}; got a near miss: {close}")
+        return RuleResult(False, 0.0, f"expected {wanted}; {NEAR_MISS}: {close}")
     if not paraphrase:
         return RuleResult(False, 0.0, f"expected {wanted}; got {excerpt(response)}")
     sim, ref = _closest(response, responses)
