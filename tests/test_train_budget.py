@@ -318,7 +318,7 @@ def test_a_stage_the_budget_cuts_keeps_only_its_last_checkpoint_and_the_check_ti
     assert stage.steps >= int((limit * (1 - MARGIN) - 5.0 - one_check - stage.overhead) / step)
     assert stage.steps > int((limit * (1 - MARGIN) - 5.0 - six_checks - stage.overhead) / step)
     # should the steps turn out faster, one more checkpoint costs the check what the plan says it does
-    assert stage.check_per_checkpoint == pytest.approx(check_seconds(2, 200, 40, 41, speed, 2.0) - one_check)
+    assert tight.check.one_more == pytest.approx(check_seconds(2, 200, 40, 41, speed, 2.0) - one_check)
     # every step fits when only the last checkpoint is checked: all the steps, that checkpoint alone
     roomier = planned(600.0).stages[0]
     assert roomier.steps == roomier.full_steps and roomier.checkpoint_steps() == [300]
@@ -330,9 +330,8 @@ def _cut_stage(deadline_after: float):
     """A stage the plan cut to 150 of its 200 steps and its last checkpoint (a step estimated at 1.5 s), trained at
     1.0 s a step with 3-s saves: (steps saved, the check reserve, when training ended, the deadline, what it said)."""
     clock = FakeClock()
-    plan = StagePlan("sft", full_steps=200, steps=150, save_steps=100, step_seconds=1.5, epochs=3, last_only=True,
-                     check_per_checkpoint=30.0)
-    check = CheckPlan(1, 100, 40, 60.0)
+    plan = StagePlan("sft", full_steps=200, steps=150, save_steps=100, step_seconds=1.5, epochs=3, last_only=True)
+    check = CheckPlan(1, 100, 40, 60.0, one_more=30.0)
     said: list[str] = []
     deadline = clock() + deadline_after
     timer = StageTimer(plan, Schedule("cosine", 150, 0.05), deadline, clock, say=said.append, check=check)

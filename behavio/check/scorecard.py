@@ -177,11 +177,14 @@ class Scorecard:
         """
         if split != "all":
             return self._rate(split, lambda v: v.line == line)
-        probe, generated = self.line(line, "probe"), self.generated(line)
-        if worse(probe, generated):
-            return probe
-        judged = pooled([generated, probe])
-        return judged if judged.total else self._rate("recall", lambda v: v.line == line)
+        return pooled(self._rate(s, lambda v: v.line == line) for s in self._judged_splits(line))
+
+    def _judged_splits(self, line: str) -> tuple[str, ...]:
+        """The splits a line's rate is judged on (:meth:`line`): its probes alone when they overrule, else every
+        held-out split, else (none held out) recall."""
+        if self.probes_overrule(line):
+            return ("probe",)
+        return HELD_OUT if any(self._rate(s, lambda v: v.line == line).total for s in HELD_OUT) else ("recall",)
 
     def generated(self, line: str) -> Rate:
         """The line's held-out cases the spec's own templates made: check, subject and paraphrase pooled."""
@@ -205,21 +208,13 @@ class Scorecard:
             out.append(f"judged on its probes alone ({probe.passed}/{probe.total}): the check, subject and paraphrase cases "
                        f"({generated.passed}/{generated.total}) pass more often beyond chance, so they measure "
                        "the spec's templates, not the phrasing users type")
-        near = self._near_misses(line)
+        splits = self._judged_splits(line)
+        failed = [v for c in self.cases if c.split in splits for v in c.verdicts if v.line == line and not v.passed]
+        near = [v for v in failed if NEAR_MISS in v.explanation]  # the fixed text with a word or two changed
         if near:
-            failed, (first, *_) = len([v for v in self._judged_verdicts(line) if not v.passed]), near
-            out.append(f"{len(near)} of its {failed} failures give the fixed text with a word or two changed "
-                       f"({first.explanation.split(NEAR_MISS + ': ', 1)[-1]}): said in substance, not verbatim")
+            out.append(f"{len(near)} of its {len(failed)} failures give the fixed text with a word or two changed "
+                       f"({near[0].explanation.split(NEAR_MISS + ': ', 1)[-1]}): said in substance, not verbatim")
         return out
-
-    def _judged_verdicts(self, line: str) -> list[RuleVerdict]:
-        """The line's verdicts on the cases its rate is judged on (its probes alone when they overrule)."""
-        splits = ("probe",) if self.probes_overrule(line) else HELD_OUT
-        return [v for c in self.cases if c.split in splits for v in c.verdicts if v.line == line]
-
-    def _near_misses(self, line: str) -> list[RuleVerdict]:
-        """Failures whose scorer found the expected fixed text with a word or two changed (:data:`NEAR_MISS`)."""
-        return [v for v in self._judged_verdicts(line) if not v.passed and NEAR_MISS in v.explanation]
 
     def rule(self, line: str, rule: str, split: str = "all") -> Rate:
         if split == "all":

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 Clock = Callable[[], float]
 Say = Callable[[str], None]
@@ -121,7 +121,6 @@ class StagePlan:
     per_checkpoint: float = 0.0  # seconds a checkpoint takes: evaluating, saving
     done: int = 0                # steps already done when the plan was made (a resumed stage)
     last_only: bool = False      # one checkpoint, at the last step (a budget-cut stage whose checkpoints are checked)
-    check_per_checkpoint: float = 0.0  # seconds the check after training spends on one more checkpoint
 
     @property
     def overhead(self) -> float:
@@ -169,16 +168,18 @@ class CheckPlan:
     cases: int
     tokens: int
     seconds: float
+    one_more: float = 0.0  # seconds one more checkpoint would add (a stage getting its checkpoints back)
 
     def describe(self) -> str:
         noun = "checkpoint" if self.checkpoints == 1 else "checkpoints"
         return (f"check {self.checkpoints} {noun} × {self.cases} cases × ~{self.tokens} tokens "
                 f"≈ {minutes(self.seconds)} (reserved)")
 
-    def add(self, checkpoints: int, seconds: float) -> None:
-        """A stage will save ``checkpoints`` more, which the check will take ``seconds`` more to score."""
+    def add(self, checkpoints: int) -> float:
+        """A stage will save ``checkpoints`` more: reserve their check; returns the seconds it adds."""
         self.checkpoints += checkpoints
-        self.seconds += seconds
+        self.seconds += checkpoints * self.one_more
+        return checkpoints * self.one_more
 
 
 @dataclass
@@ -340,20 +341,18 @@ class StageTimer:
         plan = self.plan
         if not plan.last_only or plan.steps < plan.full_steps or self.deadline is None:
             return
-        ahead = [s for s in StagePlan(**{**plan.__dict__, "last_only": False}).checkpoint_steps()
-                 if step < s < plan.steps]
+        ahead = [s for s in replace(plan, last_only=False).checkpoint_steps() if step < s < plan.steps]
         if not ahead:
             return
         per_checkpoint = self.checkpoint_seconds if self.checkpoint_seconds is not None else max(plan.per_checkpoint,
                                                                                                  step_seconds)
-        checking = len(ahead) * plan.check_per_checkpoint
+        checking = len(ahead) * self.check.one_more if self.check is not None else 0.0
         needed = (plan.steps - step) * step_seconds + (len(ahead) + 1) * per_checkpoint + checking
         if now + needed > self.deadline:
             return
         plan.last_only = False
-        self.deadline -= checking  # the check after training starts that much earlier
         if self.check is not None:
-            self.check.add(len(ahead), checking)
+            self.deadline -= self.check.add(len(ahead))  # the check after training starts that much earlier
         self.say(f"{plan.name}: every step the spec asks fits with its checkpoints: checkpoints at "
                  f"{', '.join(map(str, [*ahead, plan.steps]))} (the check takes ~{minutes(checking)} more)")
 
@@ -375,7 +374,7 @@ class StageTimer:
         per_checkpoint = self.checkpoint_seconds if self.checkpoint_seconds is not None else step_seconds
         room, steps = self.deadline - now, self.plan.full_steps
         for _ in range(3):  # the checkpoints left depend on the steps, and the steps on them: settle
-            trial = StagePlan(**{**self.plan.__dict__, "steps": steps})
+            trial = replace(self.plan, steps=steps)
             left = sum(1 for s in trial.checkpoint_steps() if s > step)
             steps = min(self.plan.full_steps, step + int((room - left * per_checkpoint) / step_seconds))
         return max(step + 1, steps)

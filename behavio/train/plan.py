@@ -190,8 +190,6 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
             stage.last_only = True
         plan = fit(Plan(budget, dict(spent), stages, checked(stages), between=between), budget)
     if plan.check is not None:  # what one more checkpoint adds to the check, should a stage get its checkpoints back
-        one_more = check_seconds(plan.check.checkpoints + 1, plan.check.cases, prompt_tokens, plan.check.tokens, speed,
-                                 load_seconds) - plan.check.seconds
-        for stage in plan.stages:
-            stage.check_per_checkpoint = one_more
+        plan.check.one_more = check_seconds(plan.check.checkpoints + 1, plan.check.cases, prompt_tokens,
+                                            plan.check.tokens, speed, load_seconds) - plan.check.seconds
     return plan
