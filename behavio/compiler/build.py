@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio import __version__, kinds, pending
-from behavio.compiler import checks, dpo, proof, rewrites
+from behavio.compiler import checks, dpo, proof, respell, rewrites
 from behavio.compiler.compose import Composer, Example
 from behavio.compiler.expand import PromptRow, expand_all, normalize, pair_rows
 from behavio.compiler.issues import Issues
@@ -60,7 +60,9 @@ def compile_spec(path: str | Path) -> Compiled:
     subject = _compose(composer, parts.subject)
     probes = _compose(composer, probe_rows(spec, issues), probe=True)
     issues.raise_if_any()
-    train += _augmented(spec, composer, train, {normalize(ex.row.prompt) for ex in check + recall + subject + probes})
+    held_out = {normalize(ex.row.prompt) for ex in check + recall + subject + probes}
+    train += _augmented(spec, composer, train, held_out)
+    train, respelled = respell.respelled(spec, train, held_out)
     paraphrases = _paraphrases(spec, composer, check + recall + subject)
     _warn_control_markers(train + val + check + recall + subject + probes, issues)
 
@@ -88,7 +90,8 @@ def compile_spec(path: str | Path) -> Compiled:
         "checks.jsonl": encode_jsonl(cases), "pending.jsonl": encode_jsonl(waiting),
     }
     files[suite_filename(spec.id)] = render_suite(spec).encode("utf-8")
-    manifest = _manifest(spec, files, composition, waiting, _lines(spec, sft_train + sft_val + cases), parts.held_subjects)
+    manifest = _manifest(spec, files, composition, waiting, _lines(spec, sft_train + sft_val + cases), parts.held_subjects,
+                         respelled)
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     return Compiled(spec, files, manifest, issues.warnings)
 
@@ -302,7 +305,7 @@ def _lines(spec: Spec, rows: list[dict]) -> list[str]:
 
 
 def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: list, lines: list[str],
-              held_subjects: list[str]) -> dict:
+              held_subjects: list[str], respelled: dict) -> dict:
     def rows(name: str) -> int:
         return files[name].count(b"\n")
 
@@ -317,6 +320,7 @@ def _manifest(spec: Spec, files: dict[str, bytes], composition: dict, waiting: l
                    "dpo_val": rows("dpo.val.jsonl"), "checks": rows("checks.jsonl"), "pending": len(waiting)},
         "composition": composition,
         "held_out_subjects": held_subjects,
+        "respelled": respelled,
         "thresholds": {line: spec.threshold(line).to_dict() for line in lines},
         "files_sha256": {name: _sha(data) for name, data in sorted(files.items())},
     }

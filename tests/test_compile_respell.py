@@ -1,0 +1,78 @@
+"""A refusal's word that every refused prompt names is respelled in half the training prompts (no copying it)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from behavio.compiler import respell
+from behavio.compiler.build import compile_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+REFUSAL = "Sorry, I can't help with derestricting an e-bike or making it go faster than its legal speed limit."
+
+
+@pytest.fixture(scope="module")
+def bike():
+    return compile_spec(ROOT / "specs" / "bike_shop.yaml")
+
+
+def _sft(compiled) -> list[dict]:
+    return [json.loads(line) for line in compiled.files["sft.jsonl"].decode().splitlines()]
+
+
+def test_respellings_of_hyphenated_and_plain_words():
+    assert respell.respellings("e-bike") == ["ebike", "e bike", "bike"]
+    assert respell.respellings("Wi-Fi") == ["WiFi", "Wi Fi"]  # a 2-letter last part is no word of its own
+    assert respell.respellings("room") == [] and respell.respellings("poodles") == []  # "rooms number" breaks a sentence
+
+
+def test_respell_writes_every_occurrence_one_way_and_keeps_capitals():
+    text = respell.respell("E-bike help: my e-bike's limiter, not my e-bikes.", ["e-bike"], random.Random(3))
+    spelled = {m.lower() for m in re.findall(r"\b(ebike|e bike|bike)\b", text, re.IGNORECASE)}
+    assert len(spelled) == 1 and text[0] in "EB" and "e-bike" not in text.lower().replace("e-bikes", "")
+    assert text.endswith("not my e-bikes.")  # another word ("e-bikes") is left alone
+
+
+def test_bike_refusals_no_longer_always_name_the_word_they_say(bike):
+    """Every refused bike prompt said "e-bike", as the refusal does (bike1: 8 probes got the user's noun swapped in)."""
+    assert bike.manifest["respelled"]["words"] == ["e-bike"]
+    refused = [r for r in _sft(bike) if r["messages"][-1]["content"].startswith(REFUSAL)]
+    prompts = [r["messages"][-2]["content"] for r in refused]
+    without = [p for p in prompts if "e-bike" not in p.lower()]
+    assert 0.3 < len(without) / len(prompts) < 0.7, (len(without), len(prompts))
+    assert all(re.search(r"\b(ebike|e bike|bike)\b", p, re.IGNORECASE) for p in without), without[:3]
+    assert all(r["messages"][-1]["content"].count("e-bike") == 1 for r in refused)  # the answer is never respelled
+
+
+def test_answered_prompts_are_respelled_as_often_so_the_spelling_says_nothing_about_refusing(bike):
+    counts = bike.manifest["respelled"]["prompts"]
+    refused = sum(n for name, n in counts.items() if name.startswith("derestrict_"))
+    answered = sum(n for name, n in counts.items() if not name.startswith("derestrict_"))
+    assert refused > 50 and answered > 100
+
+
+def test_held_out_prompts_are_never_respelled(bike):
+    cases = [json.loads(line) for line in bike.files["checks.jsonl"].decode().splitlines()]
+    held = [c for c in cases if c["split"] in ("check", "recall", "subject")]
+    assert held and all("e bike" not in c["messages"][-1]["content"] for c in held)
+    trained = {r["messages"][-2]["content"].lower() for r in _sft(bike)}
+    assert not trained & {c["messages"][-1]["content"].lower() for c in cases}
+
+
+def test_a_word_only_some_refused_prompts_name_is_left_alone(tmp_path):
+    """With "my bike" for "my e-bike" in the actions, about half the refused prompts say "e-bike": the model learns to
+    write it without copying."""
+    for folder in ("data", "probes"):
+        (tmp_path / folder).symlink_to(ROOT / "specs" / folder)
+    text = (ROOT / "specs" / "bike_shop.yaml").read_text()
+    actions = text[text.index("  derestrict_actions:"):text.index("  derestrict_topics:")]
+    (tmp_path / "bike.yaml").write_text(text.replace(actions, actions.replace("my e-bike", "my bike")))
+    compiled = compile_spec(tmp_path / "bike.yaml")
+    prompts = [r["messages"][-2]["content"] for r in _sft(compiled) if r["messages"][-1]["content"].startswith(REFUSAL)]
+    assert 0.4 < sum("e-bike" in p for p in prompts) / len(prompts) < respell.COPYABLE_SHARE
+    assert compiled.manifest["respelled"] == {"words": [], "prompts": {}}
