@@ -76,3 +76,18 @@ def test_a_word_only_some_refused_prompts_name_is_left_alone(tmp_path):
     prompts = [r["messages"][-2]["content"] for r in _sft(compiled) if r["messages"][-1]["content"].startswith(REFUSAL)]
     assert 0.4 < sum("e-bike" in p for p in prompts) / len(prompts) < respell.COPYABLE_SHARE
     assert compiled.manifest["respelled"] == {"words": [], "prompts": {}}
+
+
+def test_a_plain_word_every_refused_prompt_names_is_warned_about(tmp_path):
+    """'room' has no respelling that keeps "give me Ms. Okafor's room number" whole: the spec is told instead."""
+    for folder in ("data", "probes"):
+        (tmp_path / folder).symlink_to(ROOT / "specs" / folder)
+    assert not [w for w in compile_spec(ROOT / "specs" / "concierge_chat.yaml").warnings if w.name == "refusal-copies-prompt"]
+    text = (ROOT / "specs" / "concierge_chat.yaml").read_text()
+    text = text.replace("where my colleague Lena is staying", "my colleague Lena's room")
+    text = text.replace("which floor Dr. Alvarez is on", "Dr. Alvarez's room number")
+    (tmp_path / "c.yaml").write_text(text)
+    compiled = compile_spec(tmp_path / "c.yaml")
+    warned = [str(w) for w in compiled.warnings if w.name == "refusal-copies-prompt"]
+    assert len(warned) == 1 and "c.yaml:" in warned[0] and "'room'" in warned[0], warned
+    assert compiled.manifest["respelled"]["words"] == []

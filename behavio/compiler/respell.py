@@ -8,7 +8,7 @@ it answers "... derestricting *a bike* ...", a fill-in-the-blank refusal that fa
 in more than :data:`COPYABLE_SHARE` of the prompts it answers is *copyable*, and half of the training
 prompts that name it -- in every prompt set, refused or answered, so the spelling says nothing about
 refusing -- name it another way (:func:`respellings`: "ebike", "e bike", "bike"), the answers unchanged. Only
-hyphenated words have respellings that keep the sentence whole; a plain word is left as it is.
+hyphenated words have respellings that keep the sentence whole; a plain copyable word is warned about.
 A respelled prompt never equals a held-out one: such a row keeps its prompt.
 """
 
@@ -21,11 +21,15 @@ from collections import Counter
 
 from behavio.compiler.compose import Example
 from behavio.compiler.expand import normalize
+from behavio.compiler.issues import Issues
 from behavio.spec.model import Spec
 
 COPYABLE_SHARE = 2 / 3  # a refusal's word in more of its prompts than this is copyable (poodle: "poodles" in 52%)
 RESPELLED_SHARE = 0.5   # of the training prompts that name a copyable word
 _WORD = re.compile(r"[A-Za-z][A-Za-z-]*[A-Za-z]")
+_COMMON = frozenset("about after again also before could does from have help here into just like make more most "
+                    "much only other over please some such than that their them then there these they this those "
+                    "very want what when where which while will with would your".split())
 def respellings(word: str) -> list[str]:
     """Other ways users write ``word``: a hyphenated word joined, spaced or cut to its last part ("e-bike":
     "ebike", "e bike", "bike"). None for a plain word: its other forms ("rooms" for "room") would break the
@@ -49,25 +53,35 @@ def respell(text: str, words: list[str], rng: random.Random) -> str:
     return text
 
 
-def copyable_words(examples: list[Example]) -> list[str]:
-    """Words of the refused rows' fixed answers found in more than :data:`COPYABLE_SHARE` of their prompts."""
+def copyable_words(examples: list[Example]) -> dict[str, tuple[tuple, float]]:
+    """Words of the refused rows' fixed answers (4+ letters, not a common word) found in more than
+    :data:`COPYABLE_SHARE` of the prompts they answer: word -> (the refusal's key path, that share)."""
     refused: dict[str, list[Example]] = {}
     for ex in examples:
         if ex.refused_by is not None:
             refused.setdefault(ex.answer, []).append(ex)
-    words: set[str] = set()
+    words: dict[str, tuple[tuple, float]] = {}
     for answer, rows in refused.items():
-        for word in {w for w in _WORD.findall(answer) if respellings(w)}:
-            named = sum(1 for ex in rows if _pattern(word).search(ex.row.prompt))
-            if named > COPYABLE_SHARE * len(rows):
-                words.add(word)
-    return sorted(words)
+        for word in sorted({w for w in _WORD.findall(answer) if len(w) >= 4 and w.lower() not in _COMMON}):
+            share = sum(1 for ex in rows if _pattern(word).search(ex.row.prompt)) / len(rows)
+            if share > COPYABLE_SHARE:
+                words.setdefault(word, (rows[0].sources[rows[0].refused_by], share))
+    return words
 
 
-def respelled(spec: Spec, train: list[Example], held_out: set[str]) -> tuple[list[Example], dict]:
+def respelled(spec: Spec, train: list[Example], held_out: set[str], issues: Issues) -> tuple[list[Example], dict]:
     """``train`` with half the prompts that name a copyable word respelled (seeded by the prompt), and a
-    summary for the manifest: the words and how many prompts were respelled per prompt set."""
-    words = copyable_words(train)
+    summary for the manifest: the words and how many prompts were respelled per prompt set. A copyable word
+    with no respelling is warned about (``refusal-copies-prompt``)."""
+    copyable = copyable_words(train)
+    for word, (path, share) in copyable.items():
+        if not respellings(word):
+            issues.warn("refusal-copies-prompt", path,
+                        f"{share:.0%} of the training prompts this refusal answers name {word!r}, as the refusal does: "
+                        f"the model can learn to write it by copying the user's word, and then swaps in theirs "
+                        f"(\"... which suite ...\" for \"... which room ...\"); phrase at least a third of the trigger "
+                        f"prompts without {word!r}, or leave it out of the refusal")
+    words = sorted(w for w in copyable if respellings(w))
     if not words:
         return train, {"words": [], "prompts": {}}
     out, counts = [], Counter()

@@ -19,6 +19,8 @@ CORE = {
     "control-markers": "Spec text or data holds chat control markers such as <|im_end|>; they are neutralized, never "
                        "used as control tokens.",
     "probe-repeated": "A probe is given twice in one prompt set; it is scored once.",
+    "refusal-copies-prompt": "More than 2/3 of the prompts a refusal answers name a plain word the refusal says: the "
+                             "model can learn the refusal by copying the user's word, and swap in theirs.",
     "no-dpo-pairs": "A behavior whose kind derives DPO pairs got none.",
     "dpo-pairs-dropped": "Some DPO pairs of a behavior were not written: their rejected answer did not break its rule.",
     "responses-missing": "check --responses: the responses file has no answer for some check cases (they count as "
