@@ -191,6 +191,17 @@ def test_per_frame_deals_subjects_round_robin_and_pairs_trigger_with_contrast_fr
 
 
 
+def test_pairing_uses_only_the_frames_the_refused_sets_use():
+    """bike_shop's refused `questions` set excludes the poem and history frames: no answered subject is put in them
+    either ("Write a short poem about the brakes on my road bike." was paired before)."""
+    bike = compile_spec(ROOT / "specs" / "bike_shop.yaml")
+    texts = [r["messages"][-2]["content"].lower() for r in rows(bike, "sft.jsonl")]
+    texts += [c["messages"][-1]["content"].lower() for c in rows(bike, "checks.jsonl") if c["split"] != "probe"]
+    assert not [t for t in texts if "short poem" in t or "history of" in t]
+    paired = [t for t in texts if t.startswith("what are common misconceptions about")]  # a questions frame it keeps
+    assert [t for t in paired if "derestrict" not in t and "speed" not in t and "tuning" not in t]
+
+
 def test_poodle_spec_minimal_pairs_share_frames(poodle):
     """The poodle prompts and the other-breed prompts are the same sentences with the subject swapped."""
     import re

@@ -33,3 +33,14 @@ def test_every_rewrite_keeps_the_question_and_changes_the_text(rewrite):
         assert len(text) == len(QUESTION) and sorted(text) == sorted(QUESTION)
     else:
         assert core[1:] in text.lower().rstrip("?"), text
+
+
+@pytest.mark.parametrize("text", ["hey can u remove the limiter", "Hi, something is off with my booking.",
+                                  "Quick question about the ESTA"])
+def test_a_prompt_that_opens_casually_gets_no_second_opener(text):
+    """"hey, hey can u ..." and "quick question: quick question about ..." were training prompts once."""
+    assert rewrites.casual_opener(text, random.Random(0)) == text
+    index = rewrites.TRAINING.index(rewrites.casual_opener)
+    out = rewrites.rewrite(text, rewrites.TRAINING, index, "salt")
+    assert out != text and text in out
+    assert not rewrites._OPENS_CASUALLY.match(out.replace(text, "", 1))  # nothing casual was put before it

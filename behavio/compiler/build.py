@@ -44,8 +44,11 @@ def compile_spec(path: str | Path) -> Compiled:
     rows = expand_all(spec, issues)
     issues.raise_if_any()
     for behavior in spec.behaviors:
-        for library, name in kinds.of(behavior).paired_prompts(behavior, spec):
-            rows[name] = rows[name] + pair_rows(spec, library, name, rows[name], issues)
+        kind = kinds.of(behavior)
+        for library, name in kind.paired_prompts(behavior, spec):
+            phrased = [spec.prompts[s] for s in kind.refused_sets(behavior)
+                       if s in spec.prompts and spec.prompts[s].frame_library == library]
+            rows[name] = rows[name] + pair_rows(spec, library, name, rows[name], issues, phrased)
     for behavior in spec.behaviors:
         texts = {name: [r.prompt for r in set_rows] for name, set_rows in rows.items()}
         for name, path, message in kinds.of(behavior).warnings(behavior, spec, texts):

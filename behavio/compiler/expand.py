@@ -243,12 +243,10 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
         available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
         issues.add(where + ("library",), f"no frame library {library!r}; available: {', '.join(available)}")
         return []
-    excluded = [text.casefold() for text in ps.frames.get("exclude", [])]
-    frames = [f for f in frames if not any(text in f.casefold() for text in excluded)]
+    frames = kept_frames(ps, frames)
     if not frames:
         issues.add(where + ("exclude",), f"`exclude` leaves no frame of library {library!r}")
         return []
-    frames = frames[: ps.frames.get("limit", len(frames))]
     subjects = ps.frames["subjects"]
     if isinstance(subjects, str):
         try:
@@ -274,6 +272,13 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
     return out
 
 
+def kept_frames(ps: PromptSet, frames: list[str]) -> list[str]:
+    """The frames of ``ps``'s library it uses: without those its ``exclude`` names, at most its ``limit``."""
+    excluded = [text.casefold() for text in ps.frames.get("exclude", [])]
+    frames = [f for f in frames if not any(text in f.casefold() for text in excluded)]
+    return frames[: ps.frames.get("limit", len(frames))]
+
+
 def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -> list[tuple[str, str]]:
     """(subject, frame) pairs: every frame with every subject, or with ``per_frame`` subjects each,
     dealt round-robin so the subjects share the frames evenly (frame i gets subjects i*n .. i*n+n-1)."""
@@ -293,10 +298,14 @@ def frame_subject(library: str) -> str | None:
     return None
 
 
-def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues: Issues) -> list[PromptRow]:
-    """Set ``name``'s subjects in the frames of ``library`` (one subject per frame, dealt round-robin): rows the
-    set adds as minimal pairs of another set's phrasings (``Kind.paired_prompts``)."""
-    frames = load_frames(library) or []
+def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues: Issues,
+              phrased: list[PromptSet]) -> list[PromptRow]:
+    """Set ``name``'s subjects in the frames of ``library`` that the sets ``phrased`` use (after their ``exclude``
+    and ``limit``; one subject per frame, dealt round-robin): rows the set adds as minimal pairs of another set's
+    phrasings (``Kind.paired_prompts``)."""
+    library_frames = load_frames(library) or []
+    used = {f for ps in phrased for f in kept_frames(ps, library_frames)}
+    frames = [f for f in library_frames if f in used]
     subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
     seen = {normalize(r.prompt) for r in rows}
     out = []

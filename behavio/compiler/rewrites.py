@@ -32,7 +32,13 @@ def casual_lowercase(text: str, rng: random.Random) -> str:
     return _strip_end(text).lower()
 
 
+_OPENS_CASUALLY = re.compile(r"(?i)^\W*(hey|hi|hello|ok so|okay so|quick question)\b")
+
+
 def casual_opener(text: str, rng: random.Random) -> str:
+    """A casual opener before ``text``; ``text`` as it is when it opens so already ("hey, hi, something is off")."""
+    if _OPENS_CASUALLY.match(text):
+        return text
     return rng.choice(["hey, ", "hi! ", "ok so ", "quick question: ", "hello, "]) + _lower(text)
 
 
