@@ -76,6 +76,14 @@ def schema(markdown: bool = typer.Option(False, "--markdown", help="Print the sp
 
 @app.command()
 @user_errors
+def frames(library: Optional[str] = typer.Argument(None, help="A frame library; none: list them."),
+           subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Put this subject in every frame.")):
+    """List the frame libraries, or print one library's frames (with --subject in them, to read it in each)."""
+    raise typer.Exit(commands.frames_command(library, subject=subject, out=out))
+
+
+@app.command()
+@user_errors
 def init(
     name: str = typer.Argument(..., help="Spec id (lowercase letters, digits, - and _)."),
     directory: Path = typer.Option(Path("specs"), "--dir", help="Folder to write NAME.yaml into."),

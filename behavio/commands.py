@@ -125,6 +125,35 @@ def schema_command(*, markdown: bool, rules: bool = False) -> int:
     return 0
 
 
+def frames_command(library: str | None, *, subject: str | None, out: Console) -> int:
+    """The frame libraries (name, what their subject reads as, frame count), or one library's frames, each with
+    ``subject`` put in when given (to read a subject in every phrasing before training on it)."""
+    from behavio.compiler.expand import frame_subject, load_frames
+    from behavio.compiler.sandbox import TemplateProblem, render
+    from behavio.paths import templates_dir
+
+    names = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
+    if library is None:
+        table = Table("library", "subject reads as", "frames")
+        for name in names:
+            table.add_row(name, frame_subject(name) or "-", str(len(load_frames(name) or [])))
+        out.print(table)
+        _plain(out, "A refusal puts its contrast sets' subjects in the frames of every library its refused sets use that "
+                    "reads the subject the same way, so a contrast subject must read in all of them.")
+        _plain(out, "behavio frames LIBRARY --subject 'my invoice' prints every frame with that subject in it")
+        return 0
+    frames = load_frames(library)
+    if frames is None:
+        raise BehavioError(f"no frame library {library!r}; available: {', '.join(names)}")
+    _plain(out, f"# {library}: {len(frames)} frames; the subject reads as a {frame_subject(library) or 'phrase'}")
+    for frame in frames:
+        try:
+            _plain(out, frame if subject is None else render(frame, {"subject": subject}))
+        except TemplateProblem as exc:
+            raise BehavioError(f"frame {frame!r} of {library!r}: {exc}") from None
+    return 0
+
+
 def init_command(name: str, *, directory: Path, force: bool, out: Console) -> int:
     from behavio.starter import write_starter
 
