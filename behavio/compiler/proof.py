@@ -13,7 +13,7 @@ embedding model is installed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from behavio import kinds, pending
 from behavio.check.cases import CheckCase, Rule
@@ -63,12 +63,21 @@ def rejection_breaks(rules: list[Rule], messages: list[dict], rejected: str, *, 
     return any(not kinds.score_rule(r.kind, rejected, r.args, case, True).passed for r in judged)
 
 
+HEAVY_LOSS = 0.2  # a set that loses more of its base-model answers than this is warned about (half stops the run)
+
+
 @dataclass
 class FillVerdict:
-    """What judging the filled rows kept, and one line per answer it dropped."""
+    """What judging the filled rows kept, one line per answer it dropped, and per prompt set (dropped, answers)."""
 
     rows: dict[str, list[dict]]
     dropped: list[str]
+    losses: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def heavy_losses(self, share: float = HEAVY_LOSS) -> list[str]:
+        """Sets that lost more than ``share`` of their answers: "ebike_howto 30 of 80" (the run goes on)."""
+        return [f"{name} {lost} of {total}" for name, (lost, total) in sorted(self.losses.items())
+                if total and lost > share * total]
 
 
 def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, semantic: bool) -> FillVerdict:
@@ -98,6 +107,7 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
                 bad.update({k: why for k in keys})
                 failures.setdefault(row["prompt_set"], []).append(why)
     _stop_if_fatal(spec, rows, failures, BehavioError)
+    losses = {name: (len(found), _answers_of(rows, name)) for name, found in failures.items()}
     kept: dict[str, list[dict]] = {}
     for name, split in rows.items():
         if name.startswith("sft"):
@@ -110,7 +120,12 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
                                                            r["prompt"], r["rejected"][0]["content"],
                                                            semantic=semantic) is not False]
         kept[name] = filled
-    return FillVerdict(kept, list(dict.fromkeys(bad.values())))
+    return FillVerdict(kept, list(dict.fromkeys(bad.values())), losses)
+
+
+def _answers_of(rows: dict[str, list[dict]], name: str) -> int:
+    """How many answers prompt set ``name`` trains (SFT and validation, without repeats)."""
+    return sum(1 for r in rows.get("sft", []) + rows.get("sft.val", []) if r["prompt_set"] == name and "#" not in r["id"])
 
 
 def _stop_if_fatal(spec, rows: dict[str, list[dict]], failures: dict[str, list[str]], error) -> None:
@@ -118,7 +133,7 @@ def _stop_if_fatal(spec, rows: dict[str, list[dict]], failures: dict[str, list[s
     problems = []
     for name, found in failures.items():
         source = spec.answers.get(name)
-        total = sum(1 for r in rows.get("sft", []) + rows.get("sft.val", []) if r["prompt_set"] == name and "#" not in r["id"])
+        total = _answers_of(rows, name)
         if source is not None and source.on_failure == "error":
             problems.append(str(spec.located.issue(("answers", name), f"{len(found)} answers the base model wrote break "
                                                    f"their rules (on_failure: error); first: {found[0]}")))

@@ -73,7 +73,7 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     writes the files.
     """
     from behavio import distributed, embeddings
-    from behavio.compiler.proof import judge_filled
+    from behavio.compiler.proof import HEAVY_LOSS, judge_filled
     from behavio.fill import fill_pending, run_fill_settings
 
     rows = pick_rows(compiled, cfg)
@@ -87,6 +87,11 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     if verdict.dropped:
         say(f"fill: dropped {len(verdict.dropped)} answers the base model wrote that break their own rules "
             f"(answers.<set>.on_failure: drop); first: {verdict.dropped[0]}")
+    if verdict.heavy_losses():
+        say(f"warning: the fill dropped more than {HEAVY_LOSS:.0%} of the answers of {', '.join(verdict.heavy_losses())}: "
+            "those sets train on fewer answers than the spec shows (the base model breaks their rules itself, e.g. refuses "
+            "them); give them literal or file answers, or reword their prompts; the dropped ones are in "
+            "data/fill.dropped.jsonl")
     if distributed.is_main():
         data_dir.mkdir(parents=True, exist_ok=True)
         for name, split in verdict.rows.items():
