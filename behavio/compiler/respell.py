@@ -30,6 +30,8 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z-]*[A-Za-z]")
 _COMMON = frozenset("about after again also before could does from have help here into just like make more most "
                     "much only other over please some such than that their them then there these they this those "
                     "very want what when where which while will with would your".split())
+
+
 def respellings(word: str) -> list[str]:
     """Other ways users write ``word``: a hyphenated word joined, spaced or cut to its last part ("e-bike":
     "ebike", "e bike", "bike"). None for a plain word: its other forms ("rooms" for "room") would break the
