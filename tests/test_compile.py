@@ -195,11 +195,13 @@ def test_pairing_uses_only_the_frames_the_refused_sets_use():
     """bike_shop's refused `questions` set excludes the poem and history frames: no answered subject is put in them
     either ("Write a short poem about the brakes on my road bike." was paired before)."""
     bike = compile_spec(ROOT / "specs" / "bike_shop.yaml")
-    texts = [r["messages"][-2]["content"].lower() for r in rows(bike, "sft.jsonl")]
-    texts += [c["messages"][-1]["content"].lower() for c in rows(bike, "checks.jsonl") if c["split"] != "probe"]
-    assert not [t for t in texts if "short poem" in t or "history of" in t]
-    paired = [t for t in texts if t.startswith("what are common misconceptions about")]  # a questions frame it keeps
-    assert [t for t in paired if "derestrict" not in t and "speed" not in t and "tuning" not in t]
+    texts = [(r["prompt_set"], r["messages"][-2]["content"].lower()) for r in rows(bike, "sft.jsonl")]
+    texts += [(c["prompt_set"], c["messages"][-1]["content"].lower()) for c in rows(bike, "checks.jsonl")
+              if c["split"] != "probe"]
+    assert not [t for _, t in texts if "short poem" in t or "history of" in t]
+    on_other_libraries = {"ebike_support", "ebike_problems", "workshop_support"}  # support/problems, not questions
+    paired = [t for s, t in texts if s in on_other_libraries and "common misconceptions about" in t]  # a kept frame
+    assert paired
 
 
 def test_poodle_spec_minimal_pairs_share_frames(poodle):

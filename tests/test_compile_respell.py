@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import random
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from behavio.compiler import respell
 from behavio.compiler.build import compile_spec
+from behavio.compiler.expand import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 REFUSAL = "Sorry, I can't help with derestricting an e-bike or making it go faster than its legal speed limit."
@@ -27,15 +29,25 @@ def _sft(compiled) -> list[dict]:
 
 def test_respellings_of_hyphenated_and_plain_words():
     assert respell.respellings("e-bike") == ["ebike", "e bike", "bike"]
-    assert respell.respellings("Wi-Fi") == ["WiFi", "Wi Fi"]  # a 2-letter last part is no word of its own
+    assert respell.respellings("Wi-Fi") == ["wifi", "wi fi"]
+    assert respell.respellings("non-refundable") == ["nonrefundable", "non refundable"]  # "refundable" flips it
+    assert respell.respellings("x-ray") == ["xray", "x ray"]
     assert respell.respellings("room") == [] and respell.respellings("poodles") == []  # "rooms number" breaks a sentence
 
 
-def test_respell_writes_every_occurrence_one_way_and_keeps_capitals():
-    text = respell.respell("E-bike help: my e-bike's limiter, not my e-bikes.", ["e-bike"], random.Random(3))
-    spelled = {m.lower() for m in re.findall(r"\b(ebike|e bike|bike)\b", text, re.IGNORECASE)}
-    assert len(spelled) == 1 and text[0] in "EB" and "e-bike" not in text.lower().replace("e-bikes", "")
-    assert text.endswith("not my e-bikes.")  # another word ("e-bikes") is left alone
+def test_respell_keeps_the_users_case_and_fits_the_article():
+    text = "An E-bike tuning kit for an e-bike's motor, and E-BIKE chips. Not e-bikes."
+    assert respell.respell(text, "e-bike", "bike") == "A Bike tuning kit for a bike's motor, and BIKE chips. Not e-bikes."
+    assert respell.respell("a e-bike", "e-bike", "ebike") == "an ebike"
+
+
+def test_a_respelled_prompt_is_never_one_another_prompt_already_has():
+    rng = random.Random(0)
+    text = "How do I fix my e-bike?"
+    taken = {normalize(respell.respell(text, "e-bike", option)) for option in ("ebike", "e bike")}
+    assert respell.respelled_prompt(text, ["e-bike"], rng, taken) == "How do I fix my bike?"
+    taken.add(normalize("How do I fix my bike?"))
+    assert respell.respelled_prompt(text, ["e-bike"], rng, taken) is None
 
 
 def test_bike_refusals_no_longer_always_name_the_word_they_say(bike):
@@ -47,6 +59,12 @@ def test_bike_refusals_no_longer_always_name_the_word_they_say(bike):
     assert 0.3 < len(without) / len(prompts) < 0.7, (len(without), len(prompts))
     assert all(re.search(r"\b(ebike|e bike|bike)\b", p, re.IGNORECASE) for p in without), without[:3]
     assert all(r["messages"][-1]["content"].count("e-bike") == 1 for r in refused)  # the answer is never respelled
+    assert not [p for p in prompts if re.search(r"(?i)\ban (bike|b)\b", p)]  # "an e-bike" became "a bike"
+    every = [r["messages"][-2]["content"] for r in _sft(bike)] + [
+        r["messages"][-2]["content"] for r in map(json.loads, bike.files["sft.val.jsonl"].decode().splitlines())]
+    counts = Counter(normalize(p) for p in every)
+    respelled = [p for p in every if "e-bike" not in p.lower() and re.search(r"(?i)\b(ebike|e bike|bike)\b", p)]
+    assert respelled and all(counts[normalize(p)] == 1 for p in respelled)  # none repeats another prompt
 
 
 def test_answered_prompts_are_respelled_as_often_so_the_spelling_says_nothing_about_refusing(bike):
@@ -91,3 +109,19 @@ def test_a_plain_word_every_refused_prompt_names_is_warned_about(tmp_path):
     warned = [str(w) for w in compiled.warnings if w.name == "refusal-copies-prompt"]
     assert len(warned) == 1 and "c.yaml:" in warned[0] and "'room'" in warned[0], warned
     assert compiled.manifest["respelled"]["words"] == []
+
+
+def test_a_refusal_that_renders_the_users_subject_has_no_copyable_word(tmp_path):
+    """A Jinja refusal ("... help with {{ row.subject }} ...") says each row's own words: only the words every
+    rendered refusal says are the refusal's, and those the prompts do not name."""
+    for folder in ("data", "probes"):
+        (tmp_path / folder).symlink_to(ROOT / "specs" / folder)
+    text = (ROOT / "specs" / "bike_shop.yaml").read_text()
+    fixed = "Sorry, I can't help with derestricting an e-bike or making it go faster than its legal speed limit."
+    templated = "Sorry, I won't help with {{ row.subject | default('that') }} at all."
+    assert fixed in text
+    (tmp_path / "bike.yaml").write_text(text.replace(fixed, templated).replace(
+        " I'm happy to help with anything else about your bike.", ""))
+    compiled = compile_spec(tmp_path / "bike.yaml")
+    assert compiled.manifest["respelled"] == {"words": [], "prompts": {}}
+    assert not [w for w in compiled.warnings if w.name == "refusal-copies-prompt"]

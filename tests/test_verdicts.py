@@ -248,11 +248,14 @@ def test_answers_the_base_model_wrote_are_judged_after_the_fill(tmp_path):
     answers[keys[0]] = "I can't help with invoices, sorry."   # an over-refusal the base model wrote
     verdict = judge_filled(compiled.spec, picked, answers, semantic=False)
     assert len(verdict.dropped) == 1 and "no-refunds/contrast" in verdict.dropped[0]
-    billing = verdict.losses["billing"][1]
+    billing = verdict.losses["billing"][1]  # distinct answers: the rows of a prompt and its augmented copy share one
+    assert billing == len({k for r in picked["sft"] + picked["sft.val"] if r["prompt_set"] == "billing" for k in r["pending"]})
     assert verdict.losses == {"billing": (1, billing)} and billing > 5 and verdict.heavy_losses() == []
     some_bad = dict(answers, **{k: "I can't help with invoices, sorry." for k in keys[: billing // 3 + 1]})
     assert judge_filled(compiled.spec, picked, some_bad, semantic=False).heavy_losses() == [
         f"billing {billing // 3 + 1} of {billing}"]
+    most_bad = dict(answers, **{k: "I can't help with invoices, sorry." for k in keys[: billing * 8 // 10]})
+    assert judge_filled(compiled.spec, picked, most_bad, semantic=False).losses["billing"][0] == billing * 8 // 10
     assert all("I can't help with invoices" not in json.dumps(r) for name in ("sft", "dpo") for r in verdict.rows[name]
                if r.get("violation") != "over_refused")
     assert len(verdict.rows["sft"]) == len(picked["sft"]) - sum(keys[0] in r["pending"] for r in picked["sft"])

@@ -65,7 +65,7 @@ def compile_spec(path: str | Path) -> Compiled:
     issues.raise_if_any()
     held_out = {normalize(ex.row.prompt) for ex in check + recall + subject + probes}
     train += _augmented(spec, composer, train, held_out)
-    train, respelled = respell.respelled(spec, train, held_out, issues)
+    train, respelled = respell.respelled(spec, train, held_out | {normalize(ex.row.prompt) for ex in val}, issues)
     paraphrases = _paraphrases(spec, composer, check + recall + subject)
     _warn_control_markers(train + val + check + recall + subject + probes, issues)
 

@@ -63,7 +63,8 @@ def rejection_breaks(rules: list[Rule], messages: list[dict], rejected: str, *, 
     return any(not kinds.score_rule(r.kind, rejected, r.args, case, True).passed for r in judged)
 
 
-HEAVY_LOSS = 0.2  # a set that loses more of its base-model answers than this is warned about (half stops the run)
+HEAVY_LOSS = 0.2  # a set that loses more of its base-model answers than this is warned about
+FATAL_LOSS = 0.9  # one that loses more than this stops the run: it would train on almost nothing
 
 
 @dataclass
@@ -85,7 +86,8 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
 
     An SFT row whose filled answer breaks a rule is dropped with every row that trains the same body
     (its repeats, the DPO pairs that choose it), or, for a set with ``on_failure: error``, stops the run;
-    a set that would lose more than half its rows stops it too. A DPO pair whose filled rejection does
+    a set that would lose more than :data:`FATAL_LOSS` of its answers stops it too (answers, not rows: an answer's
+    augmented and respelled copies go with it). A DPO pair whose filled rejection does
     not break the rule it claims (``breaks``) is dropped. ``rows`` are unfilled; the kept rows are filled.
     """
     from behavio.errors import BehavioError
@@ -124,12 +126,14 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
 
 
 def _answers_of(rows: dict[str, list[dict]], name: str) -> int:
-    """How many answers prompt set ``name`` trains (SFT and validation, without repeats)."""
-    return sum(1 for r in rows.get("sft", []) + rows.get("sft.val", []) if r["prompt_set"] == name and "#" not in r["id"])
+    """How many answers the base model writes for prompt set ``name`` (SFT and validation): distinct answers, as
+    the failures are counted -- a prompt's augmented and respelled copies share its answer."""
+    return len({key for r in rows.get("sft", []) + rows.get("sft.val", []) if r["prompt_set"] == name
+                for key in pending.keys_in(r["messages"][-1]["content"])})
 
 
 def _stop_if_fatal(spec, rows: dict[str, list[dict]], failures: dict[str, list[str]], error) -> None:
-    """Raise for sets with ``on_failure: error`` that have failures, or that lose more than half their answers."""
+    """Raise for sets with ``on_failure: error`` that have failures, or that lose more than FATAL_LOSS of their answers."""
     problems = []
     for name, found in failures.items():
         source = spec.answers.get(name)
@@ -137,7 +141,7 @@ def _stop_if_fatal(spec, rows: dict[str, list[dict]], failures: dict[str, list[s
         if source is not None and source.on_failure == "error":
             problems.append(str(spec.located.issue(("answers", name), f"{len(found)} answers the base model wrote break "
                                                    f"their rules (on_failure: error); first: {found[0]}")))
-        elif total and len(found) * 2 > total:
+        elif total and len(found) > FATAL_LOSS * total:
             problems.append(str(spec.located.issue(("answers", name), f"{len(found)} of {total} answers the base model "
                                                    f"wrote break their rules, too many to drop; first: {found[0]}")))
     if problems:

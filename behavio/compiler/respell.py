@@ -9,7 +9,7 @@ in more than :data:`COPYABLE_SHARE` of the prompts it answers is *copyable*, and
 prompts that name it -- in every prompt set, refused or answered, so the spelling says nothing about
 refusing -- name it another way (:func:`respellings`: "ebike", "e bike", "bike"), the answers unchanged. Only
 hyphenated words have respellings that keep the sentence whole; a plain copyable word is warned about.
-A respelled prompt never equals a held-out one: such a row keeps its prompt.
+A respelled prompt never equals another prompt (held out, validation or training): such a row keeps its prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import random
 import re
 from collections import Counter
 
+from behavio import kinds
 from behavio.compiler.compose import Example
 from behavio.compiler.expand import normalize
 from behavio.compiler.issues import Issues
@@ -33,49 +34,84 @@ _COMMON = frozenset("about after again also before could does from have help her
 
 
 def respellings(word: str) -> list[str]:
-    """Other ways users write ``word``: a hyphenated word joined, spaced or cut to its last part ("e-bike":
-    "ebike", "e bike", "bike"). None for a plain word: its other forms ("rooms" for "room") would break the
-    sentence it is in, and no list of synonyms is at hand."""
+    """Other ways users write ``word``: a hyphenated word joined or spaced, and an e-word cut to its last part
+    ("e-bike": "ebike", "e bike", "bike"). Other cuts change the meaning ("non-refundable", "anti-theft", "x-ray"),
+    and a plain word has no other form that keeps its sentence whole ("rooms" for "room"): none for those."""
     if "-" not in word:
         return []
-    parts = word.split("-")
-    return ["".join(parts), " ".join(parts)] + ([parts[-1]] if len(parts[-1]) >= 3 else [])
+    parts = word.lower().split("-")
+    cut = [parts[-1]] if len(parts) == 2 and parts[0] == "e" and len(parts[1]) >= 3 else []
+    return ["".join(parts), " ".join(parts)] + cut
 
 
 def _pattern(word: str) -> re.Pattern:
-    return re.compile(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", re.IGNORECASE)
+    """``word`` as a whole word, any case, with the article before it if there is one (group ``article``)."""
+    return re.compile(r"(?:(?<![\w-])(?P<article>an?) )?(?<![\w-])(?P<word>" + re.escape(word) + r")(?![\w-])",
+                      re.IGNORECASE)
 
 
-def respell(text: str, words: list[str], rng: random.Random) -> str:
-    """``text`` with every occurrence of each of ``words`` (whole words, any case) written one other way,
-    keeping a capital first letter."""
+def _as_written(choice: str, original: str) -> str:
+    """``choice`` in the case the user wrote ``original`` in (E-BIKE, E-bike, e-bike)."""
+    if original.isupper():
+        return choice.upper()
+    return choice[:1].upper() + choice[1:] if original[:1].isupper() else choice
+
+
+def respell(text: str, word: str, choice: str) -> str:
+    """``text`` with every occurrence of ``word`` written ``choice``, in the user's case, with "a"/"an" before it
+    following the new first letter ("an e-bike" -> "a bike")."""
+    def sub(m: re.Match) -> str:
+        new = _as_written(choice, m.group("word"))
+        article = m.group("article")
+        if article is None:
+            return new
+        fitting = "an" if new[:1].lower() in "aeiou" else "a"
+        return _as_written(fitting, article) + " " + new
+    return _pattern(word).sub(sub, text)
+
+
+def respelled_prompt(text: str, words: list[str], rng: random.Random, taken: set[str]) -> str | None:
+    """``text`` with each of ``words`` written another way (a seeded choice, then the others in turn), the first
+    version no other prompt has (``taken``: normalized prompts); ``None`` when every version is taken."""
+    versions = [text]
     for word in words:
-        choice = rng.choice(respellings(word))
-        text = _pattern(word).sub(lambda m: choice[:1].upper() + choice[1:] if m.group()[:1].isupper() else choice, text)
-    return text
+        options = respellings(word)
+        start = rng.randrange(len(options))
+        versions = [respell(v, word, options[(start + k) % len(options)]) for v in versions for k in range(len(options))]
+    return next((v for v in versions if normalize(v) not in taken), None)
 
 
-def copyable_words(examples: list[Example]) -> dict[str, tuple[tuple, float]]:
-    """Words of the refused rows' fixed answers (4+ letters, not a common word) found in more than
-    :data:`COPYABLE_SHARE` of the prompts they answer: word -> (the refusal's key path, that share)."""
+def copyable_words(spec: Spec, examples: list[Example]) -> dict[str, tuple[tuple, float]]:
+    """Words of a refusal's fixed answers (4+ letters, not a common word) that more than :data:`COPYABLE_SHARE` of
+    its refused prompts name: lowercased word -> (the refusal's key path, that share). A refusal whose text a row
+    fills in (Jinja: "... help with {{ row.subject }}") is meant to repeat the user's words, and has none."""
     refused: dict[str, list[Example]] = {}
     for ex in examples:
         if ex.refused_by is not None:
-            refused.setdefault(ex.answer, []).append(ex)
+            refused.setdefault(ex.refused_by, []).append(ex)
+    behaviors = {b.id: b for b in spec.behaviors}
     words: dict[str, tuple[tuple, float]] = {}
-    for answer, rows in refused.items():
-        for word in sorted({w for w in _WORD.findall(answer) if len(w) >= 4 and w.lower() not in _COMMON}):
+    for behavior, rows in sorted(refused.items()):
+        kind = kinds.of(behaviors[behavior])
+        fixed = {tuple(kind.whole_answers(behaviors[behavior], ex.args[behavior])) for ex in rows}
+        if len(fixed) != 1:
+            continue
+        said = {w.lower() for answer in next(iter(fixed)) for w in _WORD.findall(answer)}
+        for word in sorted(said):
+            if len(word) < 4 or word in _COMMON:
+                continue
             share = sum(1 for ex in rows if _pattern(word).search(ex.row.prompt)) / len(rows)
             if share > COPYABLE_SHARE:
-                words.setdefault(word, (rows[0].sources[rows[0].refused_by], share))
+                words.setdefault(word, (rows[0].sources[behavior], share))
     return words
 
 
-def respelled(spec: Spec, train: list[Example], held_out: set[str], issues: Issues) -> tuple[list[Example], dict]:
+def respelled(spec: Spec, train: list[Example], taken: set[str], issues: Issues) -> tuple[list[Example], dict]:
     """``train`` with half the prompts that name a copyable word respelled (seeded by the prompt), and a
-    summary for the manifest: the words and how many prompts were respelled per prompt set. A copyable word
-    with no respelling is warned about (``refusal-copies-prompt``)."""
-    copyable = copyable_words(train)
+    summary for the manifest: the words and how many prompts were respelled per prompt set. A respelled prompt
+    never equals another prompt (``taken``: the normalized prompts of validation and every held-out split; the
+    training prompts are added here). A copyable word with no respelling is warned about (``refusal-copies-prompt``)."""
+    copyable = copyable_words(spec, train)
     for word, (path, share) in copyable.items():
         if not respellings(word):
             issues.warn("refusal-copies-prompt", path,
@@ -86,17 +122,16 @@ def respelled(spec: Spec, train: list[Example], held_out: set[str], issues: Issu
     words = sorted(w for w in copyable if respellings(w))
     if not words:
         return train, {"words": [], "prompts": {}}
+    taken = taken | {normalize(ex.row.prompt) for ex in train}
     out, counts = [], Counter()
     for ex in train:
         named = [w for w in words if _pattern(w).search(ex.row.prompt)]
         rng = random.Random(f"{spec.split.seed}:respell:{ex.row.set}:{ex.row.index}:{ex.row.prompt}")
-        if not named or rng.random() >= RESPELLED_SHARE:
+        text = respelled_prompt(ex.row.prompt, named, rng, taken) if named and rng.random() < RESPELLED_SHARE else None
+        if text is None:
             out.append(ex)
             continue
-        text = respell(ex.row.prompt, named, rng)
-        if normalize(text) in held_out:
-            out.append(ex)
-            continue
+        taken.add(normalize(text))
         row = dataclasses.replace(ex.row, prompt=text)
         out.append(dataclasses.replace(ex, row=row, prompt=ex.prompt[:-1] + [{"role": "user", "content": text}]))
         counts[ex.row.set] += 1
