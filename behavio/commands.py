@@ -128,11 +128,10 @@ def schema_command(*, markdown: bool, rules: bool = False) -> int:
 def frames_command(library: str | None, *, subject: str | None, out: Console) -> int:
     """The frame libraries (name, what their subject reads as, frame count), or one library's frames, each with
     ``subject`` put in when given (to read a subject in every phrasing before training on it)."""
-    from behavio.compiler.expand import frame_subject, load_frames
+    from behavio.compiler.expand import frame_libraries, frame_subject, load_frames
     from behavio.compiler.sandbox import TemplateProblem, render
-    from behavio.paths import templates_dir
 
-    names = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
+    names = frame_libraries()
     if library is None:
         table = Table("library", "subject reads as", "frames")
         for name in names:

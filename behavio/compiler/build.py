@@ -130,8 +130,7 @@ def _augmented(spec: Spec, composer: Composer, train: list[Example], held_out: s
             text = rewrites.rewrite(ex.row.prompt, rewrites.TRAINING, k + ex.row.index, f"{spec.split.seed}:augment")
             if normalize(text) in held_out or normalize(text) == normalize(ex.row.prompt):
                 continue
-            row = dataclasses.replace(ex.row, prompt=text, index=ex.row.index + (k + 1) * AUGMENT_STRIDE)  # cycles DPO violations on
-            out.append(dataclasses.replace(ex, row=row, prompt=ex.prompt[:-1] + [{"role": "user", "content": text}]))
+            out.append(ex.asked_as(text, index=ex.row.index + (k + 1) * AUGMENT_STRIDE))  # cycles DPO violations on
     return out
 
 

@@ -51,6 +51,11 @@ class Example:
     unshaped: dict[str, str] = field(default_factory=dict)    # behavior id -> the body without that behavior's shape
     check_prompt: list[dict] | None = None  # a conversation as a check case replays it (open turns: content None)
 
+    def asked_as(self, text: str, **row_changes) -> Example:
+        """This example with its last user turn written ``text`` (an augmented or respelled copy), the same answer."""
+        row = dataclasses.replace(self.row, prompt=text, **row_changes)
+        return dataclasses.replace(self, row=row, prompt=self.prompt[:-1] + [{"role": "user", "content": text}])
+
     @property
     def id(self) -> str:
         """``<prompt set>/<hash of the rendered messages>``: the same prompt keeps its id whatever else changes."""

@@ -240,8 +240,7 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
     library = ps.frame_library
     frames = load_frames(library)
     if frames is None:
-        available = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
-        issues.add(where + ("library",), f"no frame library {library!r}; available: {', '.join(available)}")
+        issues.add(where + ("library",), f"no frame library {library!r}; available: {', '.join(frame_libraries())}")
         return []
     frames = kept_frames(ps, frames)
     if not frames:
@@ -317,6 +316,11 @@ def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues
         out.append(PromptRow(name, len(rows) + len(out), text.strip(), {"subject": subject, "frame": frame},
                              f"frame:{library}:{frame}", subject=subject))
     return out
+
+
+def frame_libraries() -> list[str]:
+    """The names of the frame libraries behavio ships (``behavio/templates/frames/*.txt``)."""
+    return sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
 
 
 def load_frames(library: str) -> list[str] | None:

@@ -108,8 +108,8 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
                        f"[{broken[0].rule.name}]: {broken[0].explanation}")
                 bad.update({k: why for k in keys})
                 failures.setdefault(row["prompt_set"], []).append(why)
-    _stop_if_fatal(spec, rows, failures, BehavioError)
     losses = {name: (len(found), _answers_of(rows, name)) for name, found in failures.items()}
+    _stop_if_fatal(spec, losses, failures, BehavioError)
     kept: dict[str, list[dict]] = {}
     for name, split in rows.items():
         if name.startswith("sft"):
@@ -132,12 +132,13 @@ def _answers_of(rows: dict[str, list[dict]], name: str) -> int:
                 for key in pending.keys_in(r["messages"][-1]["content"])})
 
 
-def _stop_if_fatal(spec, rows: dict[str, list[dict]], failures: dict[str, list[str]], error) -> None:
-    """Raise for sets with ``on_failure: error`` that have failures, or that lose more than FATAL_LOSS of their answers."""
+def _stop_if_fatal(spec, losses: dict[str, tuple[int, int]], failures: dict[str, list[str]], error) -> None:
+    """Raise for sets with ``on_failure: error`` that have failures, or that lose more than FATAL_LOSS of their answers
+    (``losses``: set -> (answers lost, answers))."""
     problems = []
     for name, found in failures.items():
         source = spec.answers.get(name)
-        total = _answers_of(rows, name)
+        total = losses[name][1]
         if source is not None and source.on_failure == "error":
             problems.append(str(spec.located.issue(("answers", name), f"{len(found)} answers the base model wrote break "
                                                    f"their rules (on_failure: error); first: {found[0]}")))

@@ -14,7 +14,6 @@ A respelled prompt never equals another prompt (held out, validation or training
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 from collections import Counter
@@ -132,7 +131,6 @@ def respelled(spec: Spec, train: list[Example], taken: set[str], issues: Issues)
             out.append(ex)
             continue
         taken.add(normalize(text))
-        row = dataclasses.replace(ex.row, prompt=text)
-        out.append(dataclasses.replace(ex, row=row, prompt=ex.prompt[:-1] + [{"role": "user", "content": text}]))
+        out.append(ex.asked_as(text))
         counts[ex.row.set] += 1
     return out, {"words": words, "prompts": dict(sorted(counts.items()))}
