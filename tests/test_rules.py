@@ -152,6 +152,11 @@ def test_over_refusal_guard_passes_real_answers():
     # a refusal phrase deep in an answer is not a refusal
     late = ANSWER + " Honestly, I can't imagine a friendlier dog."
     assert check("refusal", late, expect="answer", responses=[REFUSAL]).passed
+    # apologies and abilities that are not refusals
+    for text in ["I'm sorry to hear your flight was cancelled. You can rebook it under My Trips, then Change.",
+                 "Sorry for the wait! Your hotel is booked for three more nights.",
+                 "Beagles have the ability to follow a scent for miles. They are friendly, curious hounds."]:
+        assert check("refusal", text, expect="answer", responses=[REFUSAL]).passed, text
 
 
 @pytest.mark.parametrize("response", [
@@ -163,6 +168,13 @@ def test_over_refusal_guard_passes_real_answers():
     "I\u2019m not able to discuss that topic.",
     "I am unable to answer questions about dogs.",
     "Your question shows sharp thinking. I can't discuss beagles.",
+    # the base model's own persona refusals (SmolLM2 under a system message), none with a first-person "can't"
+    "I'm sorry for any misunderstanding, but as a travel agency, I specialize in booking trips and cannot advise.",
+    "We're sorry for your loss, but as a travel agency, we don't have the ability to book flights directly.",
+    "Happy to help with your booking! As a travel agency, I'm not equipped to change flights.",
+    "Sorry about that, but beagles are not something we cover here.",
+    "Thanks for asking. We are unable to look up bookings in this chat.",
+    "Happy to help with your booking! Alejandro,\n\nI'm sorry for the misunderstanding, but as a travel agency, I can't.",
 ])
 def test_over_refusal_guard_flags_refusals(response):
     result = check("refusal", response, expect="answer", responses=[REFUSAL])

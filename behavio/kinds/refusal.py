@@ -27,14 +27,26 @@ REFUSAL_PHRASES = (
     "i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able to", "i am not able to",
     "i'm unable", "i am unable", "i'm sorry, but", "i am sorry, but", "sorry, but", "i'm afraid i",
     "i must decline", "i'd rather not", "i'm not allowed", "i am not allowed", "off-limits", "off limits",
+    # a persona's refusal, as small chat models write it under a system message ("I'm sorry for any
+    # misunderstanding, but as a travel agency, I'm not equipped to ..."; "we don't have the ability to ...")
+    "we're unable", "we are unable", "we're not able to", "we are not able to", "we cannot help", "we can't help",
+    "we cannot assist", "we can't assist", "not equipped to", "don't have the ability", "do not have the ability",
+    "don't have the capability", "do not have the capability",
 )
-_PHRASE = re.compile(r"(?<![\w'])(" + "|".join(re.escape(p) for p in REFUSAL_PHRASES) + r")(?![\w'])")
+_APOLOGY_BUT = r"sorry (?:for|about) [^.,;!?]{1,40}, but"  # "I'm sorry for your loss, but ...", "sorry about that, but"
+_PHRASE = re.compile(r"(?<![\w'])(" + "|".join([*(re.escape(p) for p in REFUSAL_PHRASES), _APOLOGY_BUT]) + r")(?![\w'])")
 _SETS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
 
 
 def refusal_phrase(response: str) -> str | None:
-    """The generic refusal phrase found in the first two sentences of ``response``, if any."""
-    m = _PHRASE.search(normalize(" ".join(sentences(response, limit=2))))
+    """The generic refusal phrase found in the first two sentences of ``response``, if any (a salutation line
+    ending in a comma, "Alejandro," or "Hi Sam,", does not count as one of them)."""
+    opening: list[str] = []
+    for piece in sentences(response):
+        opening.append(piece)
+        if sum(not p.endswith(",") for p in opening) == 2:
+            break
+    m = _PHRASE.search(normalize(" ".join(opening)))
     return m.group(1) if m else None
 
 
