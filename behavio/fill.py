@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import Callable
 
 from behavio import pending
 from behavio.generate import Generation, GenerationCache, generate_cached, generation_settings
@@ -69,8 +70,11 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
                                "is not being written (compile the spec again)")
         asked = {row["key"]: pending.fill_value(row["messages"], answers, row["key"]) for row in ready}
         content_keys = {key: pending.key_for(messages) for key, messages in asked.items()}
-        gens = _write_round({content_keys[key]: messages for key, messages in asked.items()}, cache, base,
-                            max_new_tokens=max_new_tokens, batch_size=batch_size, fold=fold, quiet=quiet)
+        def write(model, todo: dict[str, list[dict]]) -> dict[str, Generation]:
+            return generate_cached(model.model, model.tokenizer, todo, cache, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)[0]
+
+        gens = _write_round({content_keys[key]: messages for key, messages in asked.items()}, cache, base, write)
         for row in ready:
             written = gens[content_keys[row["key"]]]
             answers[row["key"]] = _shaped(tidy_body(written, trim_unfinished), row.get("shape"))
@@ -78,11 +82,87 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     return answers
 
 
-def _write_round(items: dict[str, list[dict]], cache: GenerationCache, base, *, max_new_tokens: int,
-                 batch_size: int, fold: bool | str, quiet: bool) -> dict[str, Generation]:
-    """Every conversation of ``items`` answered (from the cache when it can be). Under a launcher every process
-    writes its share of the missing answers and all get every answer (the main process alone appends them
-    to the cache)."""
+def refill_pending(pending_rows: list[dict], answers: dict[str, str], base_model: str, *, choice: int,
+                   max_new_tokens: int = ANSWER_MAX_NEW_TOKENS, batch_size: int = ANSWER_BATCH_SIZE,
+                   trim_unfinished: bool = True, use_cache: bool = True, quantization: str = "none",
+                   trust_remote_code: bool = False, device: str = "auto",
+                   fold: bool | str = "auto") -> dict[str, str]:
+    """Answer bodies for ``pending_rows`` written again by ``base_model``: each opens with the token the base model
+    ranks ``choice``-th for it (0 is its greedy answer's first token, 1 the next best, ...) and goes on greedily.
+
+    The second opinion on an answer that broke its rules: the base model's own refusal ("I'm sorry for any
+    misunderstanding, but as a travel agency, I'm unable ...") is decided at its first word, so the answer the model
+    ranks next is usually a real one. ``answers`` fills the conversations' earlier turns; cached like the fill.
+    """
+    from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
+
+    if not pending_rows:
+        return {}
+    path = resolve_base_model(base_model)
+    settings = {**generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
+                                      load=load_settings(quantization, device)), "opening_choice": choice}
+    cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
+    base = functools.cache(lambda: load_base(path, quantization=quantization, trust_remote_code=trust_remote_code,
+                                             device=device))
+    asked = {row["key"]: pending.fill_value(row["messages"], answers, row["key"]) for row in pending_rows}
+    content_keys = {key: pending.key_for(messages) for key, messages in asked.items()}
+
+    def write(model, todo: dict[str, list[dict]]) -> dict[str, Generation]:
+        gens = _opening_choice(model.model, model.tokenizer, todo, choice=choice, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, fold=fold)
+        cache.put(gens)
+        return gens
+
+    gens = _write_round({content_keys[key]: messages for key, messages in asked.items()}, cache, base, write)
+    return {row["key"]: _shaped(tidy_body(gens[content_keys[row["key"]]], trim_unfinished), row.get("shape"))
+            for row in pending_rows}
+
+
+def _opening_choice(model, tokenizer, items: dict[str, list[dict]], *, choice: int, max_new_tokens: int,
+                    batch_size: int, fold: bool | str) -> dict[str, Generation]:
+    """Greedy answers to ``items`` whose first token is the model's ``choice``-th ranked one (0: plain greedy)."""
+    import torch
+
+    from behavio.decode import Row, decode
+    from behavio.generate import encode_conversation, stop_token_ids
+
+    stops = stop_token_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    keys = list(items)
+    starts: dict[str, list[int]] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for key in keys:
+                prompt = encode_conversation(items[key], tokenizer, fold)
+                logits = model(input_ids=torch.tensor([prompt], device=model.device)).logits[0, -1].float()
+                first = int(torch.topk(logits, choice + 1).indices[choice])
+                starts[key] = [*prompt, first]
+        going = [k for k in keys if starts[k][-1] not in stops and max_new_tokens > 1]
+        decoded = decode(model, [Row(starts[k]) for k in going], max_new_tokens=max_new_tokens - 1, stop_ids=stops,
+                         pad_id=pad, batch_size=batch_size) if going else []
+    finally:
+        model.train(was_training)
+    rest = dict(zip(going, decoded))
+    out = {}
+    for key in keys:
+        first = starts[key][-1]
+        if first in stops:  # the choice is to stop at once: an empty answer, which the proof drops
+            out[key] = Generation("", True)
+        elif key not in rest:  # one token is all the limit allows
+            out[key] = Generation(tokenizer.decode([first], skip_special_tokens=True).strip(), False)
+        else:
+            tail = rest[key]
+            out[key] = Generation(tokenizer.decode([first, *tail.tokens], skip_special_tokens=True).strip(), tail.finished)
+    return out
+
+
+def _write_round(items: dict[str, list[dict]], cache: GenerationCache, base,
+                 write: Callable[[object, dict[str, list[dict]]], dict[str, Generation]]) -> dict[str, Generation]:
+    """Every conversation of ``items`` answered (from the cache when it can be; ``write(base model, missing)`` writes
+    the rest and puts them in ``cache``). Under a launcher every process writes its share of the missing answers and
+    all get every answer (the main process alone appends them to the cache)."""
     from behavio import distributed
 
     missing = distributed.broadcast([k for k in items if cache.get(k) is None])  # the main process's view
@@ -91,10 +171,7 @@ def _write_round(items: dict[str, list[dict]], cache: GenerationCache, base, *, 
         enabled, cache.enabled = cache.enabled, cache.enabled and distributed.is_main()
         written: dict[str, Generation] = {}
         if mine:
-            model = base()
-            gens, _ = generate_cached(model.model, model.tokenizer, {k: items[k] for k in mine}, cache,
-                                      max_new_tokens=max_new_tokens, batch_size=batch_size, fold=fold,
-                                      label="writing answer bodies", quiet=quiet)
+            gens = write(base(), {k: items[k] for k in mine})
             written = {k: gens[k] for k in mine}
         for rank, part in enumerate(distributed.gather(written) if distributed.size() > 1 else []):
             if rank != distributed.rank():  # this process's own answers are in the cache already

@@ -108,6 +108,34 @@ def test_compile_fill_cli(compiled_mini, tiny_model_dir, tmp_path):
     assert (tmp_path / "gen2" / "mini-fill" / "filled" / "checks.jsonl").is_file()
 
 
+@pytest.mark.pipeline
+def test_asked_again_an_answer_opens_with_the_next_best_token_then_goes_on_greedily(compiled_mini, tiny_model_dir):
+    """refill_pending's choice 0 is the fill's own greedy answer; choice 1 opens with the second-ranked first token and
+    continues as transformers' greedy generate() continues from it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from behavio.fill import refill_pending
+    from behavio.generate import encode_conversation, stop_token_ids
+
+    _, target = compiled_mini
+    pending = [json.loads(line) for line in (target / "pending.jsonl").read_text().splitlines()][:3]
+    settings = {"max_new_tokens": 6, "trim_unfinished": False}
+    greedy = fill_pending(pending, str(tiny_model_dir), **settings)
+    assert refill_pending(pending, {}, str(tiny_model_dir), choice=0, **settings) == greedy
+    second = refill_pending(pending, {}, str(tiny_model_dir), choice=1, **settings)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for row in pending:
+        prompt = encode_conversation(row["messages"], tokenizer)
+        with torch.no_grad():
+            ranked = model(input_ids=torch.tensor([prompt])).logits[0, -1].topk(2).indices.tolist()
+            out = model.generate(torch.tensor([[*prompt, ranked[1]]]), max_new_tokens=5, do_sample=False,
+                                 eos_token_id=stop_token_ids(tokenizer, model), pad_token_id=tokenizer.pad_token_id)
+        expected = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
+        assert second[row["key"]] == expected and second[row["key"]] != greedy[row["key"]]
+
+
 def test_fill_nothing_pending_needs_no_model():
     assert fill_pending([], "no-such-model") == {}
 

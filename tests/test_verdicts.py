@@ -267,6 +267,57 @@ def test_answers_the_base_model_wrote_are_judged_after_the_fill(tmp_path):
         judge_filled(compiled.spec, picked, mostly_bad, semantic=False)
 
 
+def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(tmp_path, monkeypatch):
+    """The fill's second opinion: a failed answer is asked again with the next opening choice until it passes or the
+    retries run out; what passes is trained, what never does is dropped, an earlier turn is never rewritten."""
+    import behavio.fill
+    from behavio.compiler.proof import failed_answers, judge_filled
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import ask_again, pick_rows
+
+    text = SUPPORT.replace("billing: {source: literal, template: \"You can find {{ row.thing }} under Account, then Billing.\"}",
+                           "billing: {source: model}")
+    compiled = compile_spec(write(tmp_path, text))
+    picked = pick_rows(compiled, TrainConfig())
+    pending = rows(compiled, "pending.jsonl")
+    good = "Open Account, then Billing."
+    answers = {p["key"]: good for p in pending}
+    keys = sorted({k for r in picked["sft"] for k in r["pending"]})[:3]
+    answers.update({k: "I can't help with invoices, sorry." for k in keys})  # three over-refusals the base model wrote
+    failed = failed_answers(picked, answers, semantic=False)
+    assert sorted(failed) == keys
+    fixed_by = {keys[0]: 1, keys[1]: 2}  # the first passes at the second choice of opening, the second at the third
+    calls = []
+
+    def refill(rows_asked, known, base_model, *, choice, **settings):
+        calls.append((choice, sorted(r["key"] for r in rows_asked)))
+        return {r["key"]: good if fixed_by.get(r["key"]) == choice else f"I can't, sorry ({choice})." for r in rows_asked}
+
+    monkeypatch.setattr(behavio.fill, "refill_pending", refill)
+    said = []
+    still = ask_again(pending, answers, failed, picked, TrainConfig(fill_retries=2), Path("m"), semantic=False,
+                      say=said.append)
+    assert calls == [(1, keys), (2, keys[1:])]
+    assert sorted(still) == [keys[2]] and answers[keys[0]] == answers[keys[1]] == good
+    assert said == ["fill: 3 answers the base model wrote broke their rules; asked again with its next choice of opening "
+                    "word (train.fill_retries: 2), 2 of them now pass"]
+    verdict = judge_filled(compiled.spec, picked, answers, semantic=False, failed=still)
+    assert len(verdict.dropped) == 1 and verdict.losses["billing"][0] == 1
+    assert sum(keys[0] in r["pending"] for r in picked["sft"]) and all(
+        "I can't" not in r["messages"][-1]["content"] for r in verdict.rows["sft"] if r["prompt_set"] == "billing")
+
+    calls.clear()
+    answers.update({k: "I can't help with invoices, sorry." for k in keys})
+    assert ask_again(pending, answers, failed, picked, TrainConfig(fill_retries=0), Path("m"), semantic=False) == failed
+    assert calls == []
+    # an answer a later turn of another conversation continues from is left as the base model wrote it
+    follow_up = {"key": "f" * 16, "messages": [{"role": "user", "content": "q"},
+                                               {"role": "assistant", "content": f"<<behavio:pending:{keys[0]}>>"},
+                                               {"role": "user", "content": "and then?"}]}
+    ask_again([*pending, follow_up], answers, failed, picked, TrainConfig(fill_retries=1), Path("m"), semantic=False)
+    assert calls == [(1, keys[1:])]
+
+
 def test_replay_answers_without_their_fact_are_not_trained():
     """The poodle spec's replay-right rule: a filled replay answer that misses its row's answer is dropped."""
     from behavio.compiler.proof import judge_filled

@@ -81,8 +81,33 @@ class FillVerdict:
                 if total and lost > share * total]
 
 
-def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, semantic: bool) -> FillVerdict:
-    """Judge answers the base model wrote (pending bodies, now in ``answers``) with their rows' rules.
+def failed_answers(rows: dict[str, list[dict]], answers: dict[str, str], *, semantic: bool,
+                   keys: set[str] | None = None) -> dict[str, tuple[str, str]]:
+    """The answers the base model wrote (pending bodies, now in ``answers``) that break their SFT rows' rules:
+    pending key -> (prompt set, why). ``keys`` judges only those answers."""
+    from behavio.fill import fill_rows
+
+    bad: dict[str, tuple[str, str]] = {}
+    for name in ("sft", "sft.val"):
+        for row in rows.get(name, []):
+            own = [k for k in pending.keys_in(row["messages"][-1]["content"])  # its answer's, not its context's
+                   if k not in bad and (keys is None or k in keys)]
+            if not own or "#" in row["id"]:
+                continue
+            filled = fill_rows([row], answers)[0]
+            rules = [Rule.from_dict(r) for r in row.get("rules", [])]
+            broken = broken_rules(rules, filled["messages"][:-1], filled["messages"][-1]["content"], semantic=semantic)
+            if broken:
+                why = (f"{row['prompt_set']}: {filled['messages'][-2]['content'][:50]!r} breaks {broken[0].rule.line} "
+                       f"[{broken[0].rule.name}]: {broken[0].explanation}")
+                bad.update({k: (row["prompt_set"], why) for k in own})
+    return bad
+
+
+def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, semantic: bool,
+                 failed: dict[str, tuple[str, str]] | None = None) -> FillVerdict:
+    """Judge answers the base model wrote (pending bodies, now in ``answers``) with their rows' rules
+    (``failed``: :func:`failed_answers` already computed for these answers).
 
     An SFT row whose filled answer breaks a rule is dropped with every row that trains the same body
     (its repeats, the DPO pairs that choose it), or, for a set with ``on_failure: error``, stops the run;
@@ -93,21 +118,10 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
     from behavio.errors import BehavioError
     from behavio.fill import fill_rows
 
-    bad: dict[str, str] = {}  # pending key -> why
+    bad = failed_answers(rows, answers, semantic=semantic) if failed is None else failed
     failures: dict[str, list[str]] = {}
-    for name in ("sft", "sft.val"):
-        for row in rows.get(name, []):
-            keys = [k for k in pending.keys_in(row["messages"][-1]["content"]) if k not in bad]  # its answer's, not its context's
-            if not keys or "#" in row["id"]:
-                continue
-            filled = fill_rows([row], answers)[0]
-            rules = [Rule.from_dict(r) for r in row.get("rules", [])]
-            broken = broken_rules(rules, filled["messages"][:-1], filled["messages"][-1]["content"], semantic=semantic)
-            if broken:
-                why = (f"{row['prompt_set']}: {filled['messages'][-2]['content'][:50]!r} breaks {broken[0].rule.line} "
-                       f"[{broken[0].rule.name}]: {broken[0].explanation}")
-                bad.update({k: why for k in keys})
-                failures.setdefault(row["prompt_set"], []).append(why)
+    for name, why in bad.values():
+        failures.setdefault(name, []).append(why)
     losses = {name: (len(found), _answers_of(rows, name)) for name, found in failures.items()}
     _stop_if_fatal(spec, losses, failures, BehavioError)
     kept: dict[str, list[dict]] = {}
@@ -122,7 +136,7 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
                                                            r["prompt"], r["rejected"][0]["content"],
                                                            semantic=semantic) is not False]
         kept[name] = filled
-    return FillVerdict(kept, list(dict.fromkeys(bad.values())), losses)
+    return FillVerdict(kept, list(dict.fromkeys(why for _, why in bad.values())), losses)
 
 
 def _answers_of(rows: dict[str, list[dict]], name: str) -> int:

@@ -84,6 +84,7 @@ class TrainConfig:
     fold_system: Union[str, bool] = _d("fold_system")
     fill_max_new_tokens: int = _d("fill_max_new_tokens")
     fill_batch_size: int = _d("fill_batch_size")
+    fill_retries: int = _d("fill_retries")
     trust_remote_code: bool = _d("trust_remote_code")
 
     def to_dict(self) -> dict:

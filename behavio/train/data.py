@@ -73,7 +73,7 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     writes the files.
     """
     from behavio import distributed, embeddings
-    from behavio.compiler.proof import HEAVY_LOSS, judge_filled
+    from behavio.compiler.proof import HEAVY_LOSS, failed_answers, judge_filled
     from behavio.fill import fill_pending, run_fill_settings
 
     rows = pick_rows(compiled, cfg)
@@ -83,7 +83,10 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
         processes = f", shared by {distributed.size()} processes" if distributed.size() > 1 else ""
         say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run{processes})")
     answers = fill_pending(pending, str(base_model), quiet=quiet, **run_fill_settings(cfg))
-    verdict = judge_filled(compiled.spec, rows, answers, semantic=embeddings.available())
+    semantic = embeddings.available()
+    failed = failed_answers(rows, answers, semantic=semantic)
+    failed = ask_again(pending, answers, failed, rows, cfg, base_model, semantic=semantic, say=say)
+    verdict = judge_filled(compiled.spec, rows, answers, semantic=semantic, failed=failed)
     if verdict.dropped:
         say(f"fill: dropped {len(verdict.dropped)} answers the base model wrote that break their own rules "
             f"(answers.<set>.on_failure: drop); first: {verdict.dropped[0]}")
@@ -98,6 +101,33 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
             write_jsonl(data_dir / f"{name}.jsonl", split)
         write_jsonl(data_dir / "fill.dropped.jsonl", [{"why": why} for why in verdict.dropped])
     return verdict.rows
+
+
+def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tuple[str, str]], rows: dict[str, list[dict]],
+              cfg: TrainConfig, base_model: Path, *, semantic: bool,
+              say: Callable[[str], None] = lambda _: None) -> dict[str, tuple[str, str]]:
+    """Ask the base model again, up to ``cfg.fill_retries`` times, for the answers in ``failed`` (pending key ->
+    (set, why), the answers that broke their rows' rules), each time opening with its next choice of first token;
+    ``answers`` is updated in place. Returns the answers that still fail. An answer another conversation continues
+    from (an earlier turn) is kept as it was, so that conversation's later answers still follow from it."""
+    from behavio.compiler.proof import failed_answers
+    from behavio.fill import refill_pending, run_fill_settings
+    from behavio.pending import keys_in
+
+    context = {k for row in pending for m in row["messages"] for k in keys_in(m.get("content") or "")}
+    first = len(failed)
+    for choice in range(1, cfg.fill_retries + 1):
+        again = [row for row in pending if row["key"] in failed and row["key"] not in context]
+        if not again:
+            break
+        answers.update(refill_pending(again, answers, str(base_model), choice=choice, **run_fill_settings(cfg)))
+        asked = {row["key"] for row in again}
+        failed = {**{k: v for k, v in failed.items() if k not in asked},
+                  **failed_answers(rows, answers, semantic=semantic, keys=asked)}
+    if first:
+        say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
+            f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
+    return failed
 
 
 def read_data(data_dir: Path) -> dict[str, list[dict]]:
