@@ -6,7 +6,6 @@ others far more often than the base model, without refusing the others."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -30,7 +29,6 @@ def _rule(card: dict, line: str, rule: str, split: str = "probe") -> float:
 
 @pytest.mark.e2e
 def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeypatch):
-    from behavio.check import check_model, load_check_spec
     from behavio.errors import BehavioError
     from behavio.models import default_gguf_path
 
@@ -58,19 +56,16 @@ def test_behavio_run_on_the_poodle_spec_with_the_default_model(tmp_path, monkeyp
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("anchor_kl" in e for e in events if e["stage"] == "sft")  # the spec's anchored SFT
 
-    # Trained vs base on the 60 hand-written probes (20 poodle questions, 40 that must be answered).
-    checks = load_check_spec(spec)
-    probes = dataclasses.replace(checks, cases=[c for c in checks.cases if c.split == "probe"])
-    base = check_model(probes, "default", max_new_tokens=CHECK_TOKENS, quantization="none", quiet=True).to_dict()
+    # The best checkpoint on the 60 hand-written probes (20 poodle questions, 40 that must be answered). The base
+    # model scores 0 on both behaviors there (it never writes the fixed refusal or compliment; measured, and
+    # tests/test_check_e2e.py checks the compliment on the base model), so these floors are gains over it.
     best = next(c for c in scorecard["checkpoints"] if c["checkpoint"] == scorecard["best"])
-    report = {name: (round(_rule(base, *key), 2), round(_rule(best, *key), 2)) for name, key in
+    report = {name: round(_rule(best, *key), 2) for name, key in
               {"refused": ("no-poodles", "refusal:refuse"), "compliment": ("compliment-first", "prefix:present")}.items()}
-    report["over_refusal"] = (base["over_refusal"]["probe"]["rate"], best["over_refusal"]["probe"]["rate"])
-    print("base -> trained on probes:", report)
-    # measured (AMD EPYC Zen 3, 60 steps of 4 rows at lr 1.2e-3, SFT only like the spec, default opening_weight 4):
-    # refused 0 -> 1.0, compliment 0 -> 0.97, over-refusal 0 -> 0.025; 60 steps at lr 6e-4 refused only 0.3. The earlier
-    # setting, 120 steps at 6e-4 (twice the SFT time): 1.0, 1.0, 0.0; there with opening_weight=1: 0.9, 0.7 and 0.3 (this
-    # assertion fails), and 120 steps of 8 rows with opening_weight=1: 0.90, 0.97, 0.025 at twice that SFT time again.
-    assert report["refused"][1] >= report["refused"][0] + 0.3, report
-    assert report["compliment"][1] >= report["compliment"][0] + 0.6, report
-    assert report["over_refusal"][1] <= 0.2, report
+    report["over_refusal"] = best["over_refusal"]["probe"]["rate"]
+    print("trained, on probes:", report)
+    # measured (AMD EPYC Zen 3, 60 steps of 4 rows at lr 1.2e-3): refused 1.0, compliment 0.97, over-refusal 0.025;
+    # 60 steps at lr 6e-4 refused only 0.3
+    assert report["refused"] >= 0.3, report
+    assert report["compliment"] >= 0.6, report
+    assert report["over_refusal"] <= 0.2, report
