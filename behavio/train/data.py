@@ -124,7 +124,7 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
         asked = {row["key"] for row in again}
         failed = {**{k: v for k, v in failed.items() if k not in asked},
                   **failed_answers(rows, answers, semantic=semantic, keys=asked)}
-    if first:
+    if first and cfg.fill_retries:
         say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
             f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
     return failed
