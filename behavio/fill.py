@@ -49,17 +49,17 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
     (the main process alone appends them to the cache).
     """
     from behavio.errors import BehavioError
-    from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
 
     if not pending_rows:
         return {}
-    path = resolve_base_model(base_model)
-    settings = generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
-                                   load=load_settings(quantization, device))
-    cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
-    # the base model, loaded the first time this process has answers to write
-    base = functools.cache(lambda: load_base(path, quantization=quantization, trust_remote_code=trust_remote_code,
-                                             device=device))
+    cache, base = _answer_source(base_model, {}, max_new_tokens=max_new_tokens, use_cache=use_cache,
+                                 quantization=quantization, trust_remote_code=trust_remote_code, device=device,
+                                 fold=fold)
+
+    def write(model, todo: dict[str, list[dict]]) -> dict[str, Generation]:
+        return generate_cached(model.model, model.tokenizer, todo, cache, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)[0]
+
     answers: dict[str, str] = {}
     todo = list(pending_rows)
     while todo:
@@ -68,16 +68,7 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
             missing = sorted(set(pending.keys_in(*_texts(todo[0]["messages"]))) - answers.keys())
             raise BehavioError(f"pending answer {todo[0]['key']} answers a conversation whose earlier turn {missing[0]} "
                                "is not being written (compile the spec again)")
-        asked = {row["key"]: pending.fill_value(row["messages"], answers, row["key"]) for row in ready}
-        content_keys = {key: pending.key_for(messages) for key, messages in asked.items()}
-        def write(model, todo: dict[str, list[dict]]) -> dict[str, Generation]:
-            return generate_cached(model.model, model.tokenizer, todo, cache, max_new_tokens=max_new_tokens,
-                                   batch_size=batch_size, fold=fold, label="writing answer bodies", quiet=quiet)[0]
-
-        gens = _write_round({content_keys[key]: messages for key, messages in asked.items()}, cache, base, write)
-        for row in ready:
-            written = gens[content_keys[row["key"]]]
-            answers[row["key"]] = _shaped(tidy_body(written, trim_unfinished), row.get("shape"))
+        answers.update(_answer_round(ready, answers, cache, base, write, trim_unfinished))
         todo = [row for row in todo if row["key"] not in answers]
     return answers
 
@@ -94,18 +85,11 @@ def refill_pending(pending_rows: list[dict], answers: dict[str, str], base_model
     misunderstanding, but as a travel agency, I'm unable ...") is decided at its first word, so the answer the model
     ranks next is usually a real one. ``answers`` fills the conversations' earlier turns; cached like the fill.
     """
-    from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
-
     if not pending_rows:
         return {}
-    path = resolve_base_model(base_model)
-    settings = {**generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
-                                      load=load_settings(quantization, device)), "opening_choice": choice}
-    cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
-    base = functools.cache(lambda: load_base(path, quantization=quantization, trust_remote_code=trust_remote_code,
-                                             device=device))
-    asked = {row["key"]: pending.fill_value(row["messages"], answers, row["key"]) for row in pending_rows}
-    content_keys = {key: pending.key_for(messages) for key, messages in asked.items()}
+    cache, base = _answer_source(base_model, {"opening_choice": choice}, max_new_tokens=max_new_tokens,
+                                 use_cache=use_cache, quantization=quantization, trust_remote_code=trust_remote_code,
+                                 device=device, fold=fold)
 
     def write(model, todo: dict[str, list[dict]]) -> dict[str, Generation]:
         gens = _opening_choice(model.model, model.tokenizer, todo, choice=choice, max_new_tokens=max_new_tokens,
@@ -113,9 +97,33 @@ def refill_pending(pending_rows: list[dict], answers: dict[str, str], base_model
         cache.put(gens)
         return gens
 
+    return _answer_round(pending_rows, answers, cache, base, write, trim_unfinished)
+
+
+def _answer_source(base_model: str, extra_settings: dict, *, max_new_tokens: int, use_cache: bool, quantization: str,
+                   trust_remote_code: bool, device: str, fold: bool | str) -> tuple[GenerationCache, Callable]:
+    """The answer cache for these settings (plus ``extra_settings``, part of its key) and the base model, loaded the
+    first time this process has answers to write."""
+    from behavio.models import load_base, load_settings, model_fingerprint, resolve_base_model
+
+    path = resolve_base_model(base_model)
+    settings = {**generation_settings("answers", max_new_tokens=max_new_tokens, fold=fold,
+                                      load=load_settings(quantization, device)), **extra_settings}
+    cache = GenerationCache(cache_root() / "answers", model_fingerprint(path), settings, enabled=use_cache)
+    base = functools.cache(lambda: load_base(path, quantization=quantization, trust_remote_code=trust_remote_code,
+                                             device=device))
+    return cache, base
+
+
+def _answer_round(rows: list[dict], answers: dict[str, str], cache: GenerationCache, base, write,
+                  trim_unfinished: bool) -> dict[str, str]:
+    """Bodies for ``rows`` (their earlier turns filled from ``answers``), written by ``write`` where the cache has
+    none, tidied and put in the form their behaviors ask for; key -> text."""
+    asked = {row["key"]: pending.fill_value(row["messages"], answers, row["key"]) for row in rows}
+    content_keys = {key: pending.key_for(messages) for key, messages in asked.items()}
     gens = _write_round({content_keys[key]: messages for key, messages in asked.items()}, cache, base, write)
     return {row["key"]: _shaped(tidy_body(gens[content_keys[row["key"]]], trim_unfinished), row.get("shape"))
-            for row in pending_rows}
+            for row in rows}
 
 
 def _opening_choice(model, tokenizer, items: dict[str, list[dict]], *, choice: int, max_new_tokens: int,

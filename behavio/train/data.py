@@ -114,6 +114,8 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
     from behavio.fill import refill_pending, run_fill_settings
     from behavio.pending import keys_in
 
+    if not cfg.fill_retries or not failed:
+        return failed
     context = {k for row in pending for m in row["messages"] for k in keys_in(m.get("content") or "")}
     first = len(failed)
     for choice in range(1, cfg.fill_retries + 1):
@@ -124,9 +126,8 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
         asked = {row["key"] for row in again}
         failed = {**{k: v for k, v in failed.items() if k not in asked},
                   **failed_answers(rows, answers, semantic=semantic, keys=asked)}
-    if first and cfg.fill_retries:
-        say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
-            f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
+    say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
+        f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
     return failed
 
 
