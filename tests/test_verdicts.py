@@ -267,6 +267,28 @@ def test_answers_the_base_model_wrote_are_judged_after_the_fill(tmp_path):
         judge_filled(compiled.spec, picked, mostly_bad, semantic=False)
 
 
+def test_answers_of_pleasantries_alone_are_never_trained_on(tmp_path):
+    """Whatever the spec's rules (this one has no on_topic), a body the base model wrote that is courtesy alone is
+    dropped; courtesy followed by an answer is kept."""
+    from behavio.compiler.proof import judge_filled
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows
+
+    text = SUPPORT.replace("billing: {source: literal, template: \"You can find {{ row.thing }} under Account, then Billing.\"}",
+                           "billing: {source: model}")
+    assert "on_topic" not in text
+    compiled = compile_spec(write(tmp_path, text))
+    picked = pick_rows(compiled, TrainConfig())
+    keys = sorted({k for r in picked["sft"] for k in r["pending"]})
+    answers = {k: "I'm sorry for the wait: open Account, then Billing." for split in picked.values() for r in split
+               for k in r.get("pending", [])}
+    answers[keys[0]] = "I'm sorry for your loss. I'm here to help you with any questions you have."
+    verdict = judge_filled(compiled.spec, picked, answers, semantic=False)
+    assert len(verdict.dropped) == 1 and "pleasantries alone" in verdict.dropped[0]
+    assert verdict.losses["billing"][0] == 1
+    assert all("sorry for your loss" not in json.dumps(r) for split in verdict.rows.values() for r in split)
+
+
 def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(tmp_path, monkeypatch):
     """The fill's second opinion: a failed answer is asked again with the next opening choice until it passes or the
     retries run out; what passes is trained, what never does is dropped, an earlier turn is never rewritten."""

@@ -4,7 +4,9 @@ The same scorers the check uses judge the training data, so a spec whose answers
 (literal answers without the required sections, a ``starts_with`` the answers do not start with) is an
 error at the spec location that wrote them, and a DPO pair whose rejected side does not break the rule
 it claims is never written. Answers the base model writes (``source: model``) are judged the same way
-right after they are filled (:func:`judge_filled`).
+right after they are filled (:func:`judge_filled`), and, whatever the spec's rules, a body the base model wrote
+that is courtesy alone ("I'm sorry for your loss. I'm here to help with any questions.") is never trained on:
+it teaches the model to evade (:mod:`behavio.kinds._pleasantries`).
 
 Semantic rules (``on_topic``, a paraphrased refusal: the ones that need the embedding model) are not
 judged at compile time: compile stays fast and deterministic. After a fill they are judged when the
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 from behavio import kinds, pending
 from behavio.check.cases import CheckCase, Rule
+from behavio.kinds._pleasantries import non_answer
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,17 @@ def failed_answers(rows: dict[str, list[dict]], answers: dict[str, str], *, sema
                 continue
             filled = fill_rows([row], answers)[0]
             rules = [Rule.from_dict(r) for r in row.get("rules", [])]
+            prompt = filled["messages"][-2]["content"]
             broken = broken_rules(rules, filled["messages"][:-1], filled["messages"][-1]["content"], semantic=semantic)
             if broken:
-                why = (f"{row['prompt_set']}: {filled['messages'][-2]['content'][:50]!r} breaks {broken[0].rule.line} "
+                why = (f"{row['prompt_set']}: {prompt[:50]!r} breaks {broken[0].rule.line} "
                        f"[{broken[0].rule.name}]: {broken[0].explanation}")
                 bad.update({k: (row["prompt_set"], why) for k in own})
+                continue
+            for key in own:
+                if non_answer(prompt, answers[key]):
+                    bad[key] = (row["prompt_set"], f"{row['prompt_set']}: {prompt[:50]!r} is answered with pleasantries "
+                                                   f"alone: {answers[key][:60]!r}")
     return bad
 
 

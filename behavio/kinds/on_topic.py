@@ -1,4 +1,9 @@
-"""Kind ``on_topic``: the answer is about the last user message (semantic similarity >= threshold).
+"""Kind ``on_topic``: the answer is about the last user message (semantic similarity >= threshold), and says more
+than pleasantries.
+
+An answer whose every sentence is courtesy ("I'm sorry for your loss. I'm here to help with any questions.")
+fails without the embeddings: it echoes the question's words often enough to pass a similarity test, and it
+answers nothing (:mod:`behavio.kinds._pleasantries`).
 
 Uses all-MiniLM-L6-v2 embeddings (``behavio.embeddings``); without the model, a lexical content-word
 cosine with its own default threshold. Defaults were calibrated on literal question/answer pairs
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from behavio import embeddings
 from behavio.kinds import base
+from behavio.kinds._pleasantries import non_answer
 from behavio.kinds._text import excerpt
 from behavio.kinds.base import Kind, RuleResult
 
@@ -21,7 +27,8 @@ GUARD_EVERY = 4  # an off-topic rejection on one row in four
 
 class OnTopic(Kind):
     name = "on_topic"
-    summary = "The answer is about the question (embedding similarity of prompt and answer)."
+    summary = ("The answer is about the question (embedding similarity of prompt and answer) and is more than "
+               "pleasantries (apologies, offers to help).")
     keys = {"threshold": {"type": "number", "minimum": 0, "maximum": 1,
                           "description": "on_topic / refusal paraphrase: similarity threshold."}}
     violation_names = ("off_topic",)
@@ -41,7 +48,7 @@ class OnTopic(Kind):
                 yield "off_topic", example.answer.replace(example.body, donors[ctx.index % len(donors)], 1)
 
     def embedding_texts(self, args, case, response) -> set[str]:
-        return {case.prompt, response}
+        return set() if non_answer(case.prompt, response) else {case.prompt, response}
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
         """Pass when similarity(prompt, response) >= ``threshold``; score = similarity."""
@@ -55,6 +62,9 @@ class OnTopic(Kind):
         note = f" (lexical fallback: {reason})" if reason else ""
         if not response.strip():
             return RuleResult(False, 0.0, f"empty response to {excerpt(prompt, 50)}{note}")
+        if non_answer(prompt, response):
+            return RuleResult(False, 0.0, f"no answer: every sentence of {excerpt(response, 60)} is a pleasantry "
+                                          f"(an apology, an offer to help, a greeting) to {excerpt(prompt, 50)}")
         sim = embeddings.similarity(prompt, response)
         verdict = "on topic" if sim >= threshold else "off topic"
         return RuleResult(sim >= threshold, sim, f"{verdict}: similarity {sim:.2f} {'>=' if sim >= threshold else '<'} "

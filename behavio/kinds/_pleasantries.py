@@ -1,0 +1,56 @@
+"""Answers that say nothing: every sentence is a pleasantry (an apology, an offer to help, a self-introduction).
+
+Small chat models under a persona's system message often answer a question with courtesy alone:
+"I'm sorry for your loss. I'm here to help you with any questions you have." or "We're a travel agency,
+and we're happy to assist you with your online check-in." Trained on, such answers teach the model to
+evade (it then writes them instead of a refusal, or instead of answering); checked, they are not on topic.
+A sentence (or a clause after a colon, semicolon or dash) is a pleasantry when it *opens* with one of the forms
+below, so "I'm sorry to hear your flight was cancelled. You can rebook online." and "Sorry for the trouble: the
+second charge is a pending authorization." hold an answer and are not non-answers.
+A message that is itself only pleasantries ("Thanks, that's all!") may be answered with one ("You're welcome!").
+"""
+
+from __future__ import annotations
+
+import re
+
+from behavio.kinds._text import normalize, sentences
+
+_WE = r"(?:i'm|i am|we're|we are)"
+_OPENINGS = (
+    _WE + r" (?:so |very |truly |really |deeply )?sorry\b", r"(?:so |very |truly |really )?sorry\b",
+    r"(?:my|our) (?:sincere |deepest )?apologies\b", r"apologies\b", r"(?:i|we) apologi[sz]e\b",
+    r"(?:i|we) (?:completely |totally |fully )?(?:understand|can understand|can see|can imagine|hear you|appreciate)\b",
+    _WE + r" (?:always |more than |very |so |really |just )?(?:here|happy|glad|delighted|pleased|ready|excited|eager)"
+          r" to (?:help|assist|support|be of|hear)\b",
+    _WE + r" (?:always |just )?here (?:for you|if you need)\b",
+    r"(?:how|what) (?:can|may|could) (?:i|we) (?:help|assist|do)\b",
+    r"(?:please )?(?:feel free|don't hesitate|do not hesitate|let me know|let us know)\b",
+    r"(?:is there )?anything else\b",
+    r"if you (?:have|need) (?:any )?(?:other |more |further |additional )?(?:questions|help|assistance)\b",
+    r"(?:can|could|would) you (?:please )?(?:provide|share|tell me|give me|clarify|specify|let me know)\b",
+    r"please (?:provide|share|tell me|clarify|specify)\b",
+    _WE + r" (?:a|an|your|the) [\w' -]{0,40}?"
+          r"(?:agent|assistant|company|shop|service|agency|team|bot|specialist|expert|store|business)\b",
+    r"(?:thank you|thanks|you're welcome|you are welcome)\b", r"(?:hi|hello|hey|greetings|welcome)\b",
+    r"(?:have|enjoy) (?:a|your) (?:nice|great|good|wonderful|lovely) (?:day|trip|evening|one)\b",
+    r"(?:that's|what) an? (?:\w+ ){0,2}question\b", r"(?:great|good|excellent) question\b",
+)
+_PLEASANTRY = re.compile(r"^(?:" + "|".join(_OPENINGS) + r")")
+_CLAUSE_BREAK = re.compile(r"[:;]\s|\s[\u2014\u2013-]\s")
+
+
+def is_pleasantry(sentence: str) -> bool:
+    """Whether ``sentence`` opens with a courtesy form (an apology, an offer of help, a greeting, thanks, ...)."""
+    return bool(_PLEASANTRY.match(normalize(sentence).lstrip("\"'(*-\u2014 ")))
+
+
+def only_pleasantries(text: str) -> bool:
+    """Whether ``text`` has at least one sentence and every sentence and clause of it is a pleasantry."""
+    found = [c for s in sentences(text) for c in _CLAUSE_BREAK.split(s) if c.strip()]
+    return bool(found) and all(is_pleasantry(c) for c in found)
+
+
+def non_answer(prompt: str, response: str) -> bool:
+    """Whether ``response`` answers ``prompt`` with courtesy alone (a prompt of courtesy alone may be so answered)."""
+    return only_pleasantries(response) and not only_pleasantries(prompt)
