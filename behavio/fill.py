@@ -24,13 +24,17 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
 
 def tidy_body(gen: Generation, trim_unfinished: bool = True) -> str:
-    """The body as the model wrote it, whitespace stripped; an answer cut by the token limit is trimmed
-    back to its last complete sentence (when it has one), so training never shows a half sentence."""
+    """The body as the model wrote it, whitespace stripped, without the courtesy sentences it opens with when an
+    answer follows them ("I'm sorry for any confusion. You can ..." trains "You can ...": see
+    :mod:`behavio.kinds._pleasantries`); an answer cut by the token limit is trimmed back to its last complete
+    sentence (when it has one), so training never shows a half sentence."""
+    from behavio.kinds._pleasantries import without_leading_courtesy
+
     text = gen.text.strip()
-    if gen.finished or not trim_unfinished:
-        return text
-    ends = list(_SENTENCE_END.finditer(text))
-    return text[:ends[-1].end()].strip() if ends else text
+    if not gen.finished and trim_unfinished:
+        ends = list(_SENTENCE_END.finditer(text))
+        text = text[:ends[-1].end()].strip() if ends else text
+    return without_leading_courtesy(text)
 
 
 def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,

@@ -65,6 +65,16 @@ def test_tidy_body_strips_and_trims_only_cut_answers():
     assert tidy_body(Generation("Rain is water. It falls from", False), trim_unfinished=False) == "Rain is water. It falls from"
 
 
+def test_tidy_body_drops_the_courtesy_an_answer_opens_with():
+    assert tidy_body(Generation("I'm sorry for any confusion. I'm here to help. You can pay by card.", True)) == \
+        "You can pay by card."
+    assert tidy_body(Generation("Hey there, welcome! Rain is water. It falls from", False)) == "Rain is water."
+    kept = ["I'm sorry for your loss. I'm here to help.",  # courtesy alone: left for the judge, which drops it
+            "I'm sorry for your loss, but as a travel agency, I'm unable to help.",  # a refusal: the judge drops it too
+            "I'm sorry for the trouble: the charge is a pending authorization.", "Rain is water. Thanks for asking!"]
+    assert [tidy_body(Generation(text, True)) for text in kept] == kept
+
+
 @pytest.fixture
 def compiled_mini(tmp_path, monkeypatch):
     monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))

@@ -4,9 +4,12 @@ Small chat models under a persona's system message often answer a question with 
 "I'm sorry for your loss. I'm here to help you with any questions you have." or "We're a travel agency,
 and we're happy to assist you with your online check-in." Trained on, such answers teach the model to
 evade (it then writes them instead of a refusal, or instead of answering); checked, they are not on topic.
-A sentence (or a clause after a colon, semicolon or dash) is a pleasantry when it *opens* with one of the forms
-below, so "I'm sorry to hear your flight was cancelled. You can rebook online." and "Sorry for the trouble: the
-second charge is a pending authorization." hold an answer and are not non-answers.
+A sentence is a pleasantry when each of its clauses (split at a colon, semicolon, dash or ", and|but|so") *opens*
+with one of the forms below, so "I'm sorry to hear your flight was cancelled. You can rebook online.", "Sorry for
+the trouble: the second charge is a pending authorization." and "I'm a hosting company, and I accept PayPal." hold
+an answer and are not non-answers. The fill also trims the courtesy sentences an answer opens with
+(:func:`without_leading_courtesy`): trained on, "I'm sorry for any confusion." before every answer becomes the
+model's first sentence everywhere.
 A message that is itself only pleasantries ("Thanks, that's all!") may be answered with one ("You're welcome!").
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from behavio.kinds._text import normalize, sentences
+from behavio.kinds._text import normalize, sentence_ends, sentences
 
 _WE = r"(?:i'm|i am|we're|we are)"
 _OPENINGS = (
@@ -27,7 +30,7 @@ _OPENINGS = (
     r"(?:how|what) (?:can|may|could) (?:i|we) (?:help|assist|do)\b",
     r"(?:please )?(?:feel free|don't hesitate|do not hesitate|let me know|let us know)\b",
     r"(?:is there )?anything else\b",
-    r"if you (?:have|need) (?:any )?(?:other |more |further |additional )?(?:questions|help|assistance)\b",
+    r"if you (?:have|need) (?:any )?(?:[\w-]+ )?(?:questions?|help|assistance|concerns)\b",
     r"(?:can|could|would) you (?:please )?(?:provide|share|tell me|give me|clarify|specify|let me know)\b",
     r"please (?:provide|share|tell me|clarify|specify)\b",
     _WE + r" (?:a|an|your|the) [\w' -]{0,40}?"
@@ -37,18 +40,31 @@ _OPENINGS = (
     r"(?:that's|what) an? (?:\w+ ){0,2}question\b", r"(?:great|good|excellent) question\b",
 )
 _PLEASANTRY = re.compile(r"^(?:" + "|".join(_OPENINGS) + r")")
-_CLAUSE_BREAK = re.compile(r"[:;]\s|\s[\u2014\u2013-]\s")
+_CLAUSE_BREAK = re.compile(r"[:;]\s|\s[\u2014\u2013-]\s|,\s+(?:and|but|so)\s")
 
 
 def is_pleasantry(sentence: str) -> bool:
-    """Whether ``sentence`` opens with a courtesy form (an apology, an offer of help, a greeting, thanks, ...)."""
-    return bool(_PLEASANTRY.match(normalize(sentence).lstrip("\"'(*-\u2014 ")))
+    """Whether every clause of ``sentence`` opens with a courtesy form (an apology, an offer of help, a greeting)."""
+    clauses = [c for c in _CLAUSE_BREAK.split(normalize(sentence)) if c.strip()]
+    return bool(clauses) and all(_PLEASANTRY.match(c.lstrip("\"'(*-\u2014 ")) for c in clauses)
 
 
 def only_pleasantries(text: str) -> bool:
-    """Whether ``text`` has at least one sentence and every sentence and clause of it is a pleasantry."""
-    found = [c for s in sentences(text) for c in _CLAUSE_BREAK.split(s) if c.strip()]
-    return bool(found) and all(is_pleasantry(c) for c in found)
+    """Whether ``text`` has at least one sentence and every one of them is a pleasantry."""
+    found = sentences(text)
+    return bool(found) and all(is_pleasantry(s) for s in found)
+
+
+def without_leading_courtesy(text: str) -> str:
+    """``text`` without the pleasantries it opens with, when an answer follows them ("I'm sorry for any confusion.
+    You can pay by card." -> "You can pay by card."); unchanged when it is all pleasantries or opens with none."""
+    ends = sentence_ends(text)
+    start = 0
+    for end in ends:
+        if not is_pleasantry(text[start:end]):
+            return text[start:].strip()
+        start = end
+    return text
 
 
 def non_answer(prompt: str, response: str) -> bool:
