@@ -323,7 +323,7 @@ def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(
     assert calls == [(0, True, keys), (1, False, keys[1:])]
     assert sorted(still) == [keys[2]] and answers[keys[0]] == answers[keys[1]] == good
     assert said == ["fill: 3 answers the base model wrote broke their rules; asked again (train.fill_retries: 2: without "
-                    "the system message, then opening with its choice 2 of first word), 2 of them now pass"]
+                    "the system message, then with the next choice of opening word), 2 of them now pass"]
     verdict = judge_filled(compiled.spec, picked, answers, semantic=False, failed=still)
     assert len(verdict.dropped) == 1 and verdict.losses["billing"][0] == 1
     assert sum(keys[0] in r["pending"] for r in picked["sft"]) and all(

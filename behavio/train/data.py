@@ -136,10 +136,9 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
         asked = {row["key"] for row in again}
         failed = {**{k: v for k, v in failed.items() if k not in asked},
                   **failed_answers(rows, answers, semantic=semantic, keys=asked)}
-    ways = ["without the system message" if without_system else f"opening with its choice {choice + 1} of first word"
-            for choice, without_system in retry_ways(cfg.fill_retries)]
     say(f"fill: {first} answers the base model wrote broke their rules; asked again (train.fill_retries: "
-        f"{cfg.fill_retries}: {', then '.join(ways)}), {first - len(failed)} of them now pass")
+        f"{cfg.fill_retries}: without the system message, then with the next choice of opening word), "
+        f"{first - len(failed)} of them now pass")
     return failed
 
 
