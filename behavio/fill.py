@@ -78,38 +78,30 @@ def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: i
 
 
 def refill_pending(pending_rows: list[dict], answers: dict[str, str], base_model: str, *, choice: int,
-                   without_system: bool = False, max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,
-                   batch_size: int = ANSWER_BATCH_SIZE, trim_unfinished: bool = True, use_cache: bool = True,
-                   quantization: str = "none", trust_remote_code: bool = False, device: str = "auto",
+                   max_new_tokens: int = ANSWER_MAX_NEW_TOKENS, batch_size: int = ANSWER_BATCH_SIZE,
+                   trim_unfinished: bool = True, use_cache: bool = True, quantization: str = "none",
+                   trust_remote_code: bool = False, device: str = "auto",
                    fold: bool | str = "auto") -> dict[str, str]:
     """Answer bodies for ``pending_rows`` written again by ``base_model``: each opens with the token the base model
-    ranks ``choice``-th for it (0 is its greedy answer's first token, 1 the next best, ...) and goes on greedily;
-    ``without_system`` asks the conversation without its system message.
+    ranks ``choice``-th for it (0 is its greedy answer's first token, 1 the next best, ...) and goes on greedily.
 
-    The second opinion on an answer that broke its rules. A small model's refusals under a persona ("I'm sorry for
-    any misunderstanding, but as a travel agency, I'm unable ...") come from the system message, so the same question
-    asked without it is usually answered; and such a refusal is decided at its first word, so the answer the model
-    ranks next is often a real one. The body is trained in the row as compiled (system message included).
-    ``answers`` fills the conversations' earlier turns; cached like the fill (choice 0 shares the fill's cache).
+    The second opinion on an answer that broke its rules: the base model's own refusal ("I'm sorry for any
+    misunderstanding, but as a travel agency, I'm unable ...") is decided at its first word, so the answer the model
+    ranks next is usually a real one. ``answers`` fills the conversations' earlier turns; cached like the fill.
     """
     if not pending_rows:
         return {}
-    asked = [{**row, "messages": [m for m in row["messages"] if m.get("role") != "system"]} for row in pending_rows] \
-        if without_system else pending_rows
-    cache, base = _answer_source(base_model, {"opening_choice": choice} if choice else {},
-                                 max_new_tokens=max_new_tokens, use_cache=use_cache, quantization=quantization,
-                                 trust_remote_code=trust_remote_code, device=device, fold=fold)
+    cache, base = _answer_source(base_model, {"opening_choice": choice}, max_new_tokens=max_new_tokens,
+                                 use_cache=use_cache, quantization=quantization, trust_remote_code=trust_remote_code,
+                                 device=device, fold=fold)
 
     def write(model, todo: dict[str, list[dict]]) -> dict[str, Generation]:
-        if not choice:
-            return generate_cached(model.model, model.tokenizer, todo, cache, max_new_tokens=max_new_tokens,
-                                   batch_size=batch_size, fold=fold, label="asking again", quiet=True)[0]
         gens = _opening_choice(model.model, model.tokenizer, todo, choice=choice, max_new_tokens=max_new_tokens,
                                batch_size=batch_size, fold=fold)
         cache.put(gens)
         return gens
 
-    return _answer_round(asked, answers, cache, base, write, trim_unfinished)
+    return _answer_round(pending_rows, answers, cache, base, write, trim_unfinished)
 
 
 def _answer_source(base_model: str, extra_settings: dict, *, max_new_tokens: int, use_cache: bool, quantization: str,

@@ -146,27 +146,6 @@ def test_asked_again_an_answer_opens_with_the_next_best_token_then_goes_on_greed
         assert second[row["key"]] == expected and second[row["key"]] != greedy[row["key"]]
 
 
-def test_asked_again_without_the_system_message_the_conversation_loses_only_that(monkeypatch):
-    """``without_system`` asks the conversation without its system message (a persona's refusals come from it), and
-    with choice 0 writes through the fill's own greedy path and cache."""
-    import behavio.fill
-
-    seen = []
-
-    def answer_round(rows, answers, cache, base, write, trim_unfinished):
-        seen.append(([row["messages"] for row in rows], cache))
-        return {row["key"]: "ok" for row in rows}
-
-    monkeypatch.setattr(behavio.fill, "_answer_source", lambda model, extra, **settings: (extra, None))
-    monkeypatch.setattr(behavio.fill, "_answer_round", answer_round)
-    system = {"role": "system", "content": "You are the travel agency's assistant."}
-    turns = [{"role": "user", "content": "Can I move my Rome hotel to May?"}]
-    row = {"key": "k" * 16, "messages": [system, *turns]}
-    assert behavio.fill.refill_pending([row], {}, "no-such-model", choice=0, without_system=True) == {row["key"]: "ok"}
-    behavio.fill.refill_pending([row], {}, "no-such-model", choice=1)
-    assert seen == [([turns], {}), ([[system, *turns]], {"opening_choice": 1})]  # {}: the fill's own cache key
-
-
 def test_fill_nothing_pending_needs_no_model():
     assert fill_pending([], "no-such-model") == {}
 

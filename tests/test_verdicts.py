@@ -308,22 +308,21 @@ def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(
     answers.update({k: "I can't help with invoices, sorry." for k in keys})  # three over-refusals the base model wrote
     failed = failed_answers(picked, answers, semantic=False)
     assert sorted(failed) == keys
-    fixed_by = {keys[0]: (0, True), keys[1]: (1, False)}  # the first passes without the system message, the second
-    calls = []                                                 # at the second choice of opening word with it
+    fixed_by = {keys[0]: 1, keys[1]: 2}  # the first passes at the second choice of opening, the second at the third
+    calls = []
 
-    def refill(rows_asked, known, base_model, *, choice, without_system, **settings):
-        calls.append((choice, without_system, sorted(r["key"] for r in rows_asked)))
-        return {r["key"]: good if fixed_by.get(r["key"]) == (choice, without_system) else f"I can't, sorry ({choice})."
-                for r in rows_asked}
+    def refill(rows_asked, known, base_model, *, choice, **settings):
+        calls.append((choice, sorted(r["key"] for r in rows_asked)))
+        return {r["key"]: good if fixed_by.get(r["key"]) == choice else f"I can't, sorry ({choice})." for r in rows_asked}
 
     monkeypatch.setattr(behavio.fill, "refill_pending", refill)
     said = []
     still = ask_again(pending, answers, failed, picked, TrainConfig(fill_retries=2), Path("m"), semantic=False,
                       say=said.append)
-    assert calls == [(0, True, keys), (1, False, keys[1:])]
+    assert calls == [(1, keys), (2, keys[1:])]
     assert sorted(still) == [keys[2]] and answers[keys[0]] == answers[keys[1]] == good
-    assert said == ["fill: 3 answers the base model wrote broke their rules; asked again (train.fill_retries: 2: without "
-                    "the system message, then with the next choice of opening word), 2 of them now pass"]
+    assert said == ["fill: 3 answers the base model wrote broke their rules; asked again with its next choice of opening "
+                    "word (train.fill_retries: 2), 2 of them now pass"]
     verdict = judge_filled(compiled.spec, picked, answers, semantic=False, failed=still)
     assert len(verdict.dropped) == 1 and verdict.losses["billing"][0] == 1
     assert sum(keys[0] in r["pending"] for r in picked["sft"]) and all(
@@ -338,12 +337,7 @@ def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(
                                                {"role": "assistant", "content": f"<<behavio:pending:{keys[0]}>>"},
                                                {"role": "user", "content": "and then?"}]}
     ask_again([*pending, follow_up], answers, failed, picked, TrainConfig(fill_retries=1), Path("m"), semantic=False)
-    assert calls == [(0, True, keys[1:])]
-    calls.clear()  # without a system message, leaving it out would ask the same question: straight to the next choice
-    plain = [{**p, "messages": [m for m in p["messages"] if m["role"] != "system"]} for p in pending]
-    assert len(plain[0]["messages"]) < len(pending[0]["messages"])
-    ask_again(plain, answers, failed, picked, TrainConfig(fill_retries=2), Path("m"), semantic=False)
-    assert calls == [(1, False, keys)]
+    assert calls == [(1, keys[1:])]
 
 
 def test_replay_answers_without_their_fact_are_not_trained():

@@ -103,21 +103,13 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     return verdict.rows
 
 
-def retry_ways(retries: int) -> list[tuple[int, bool]]:
-    """(opening choice, without the system message) of each of ``retries`` retries: first the greedy answer to the
-    conversation without its system message (a persona's refusals come from it), then the next choices of first
-    token with it."""
-    return [(0, True), *((choice, False) for choice in range(1, retries))][:retries]
-
-
 def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tuple[str, str]], rows: dict[str, list[dict]],
               cfg: TrainConfig, base_model: Path, *, semantic: bool,
               say: Callable[[str], None] = lambda _: None) -> dict[str, tuple[str, str]]:
-    """Ask the base model again, up to ``cfg.fill_retries`` times (:func:`retry_ways`), for the answers in ``failed``
-    (pending key -> (set, why), the answers that broke their rows' rules); ``answers`` is updated in place. Returns
-    the answers that still fail. An answer another conversation continues from (an earlier turn) is kept as it was,
-    so that conversation's later answers still follow from it; a conversation without a system message skips the
-    way that leaves it out (it would get the same answer)."""
+    """Ask the base model again, up to ``cfg.fill_retries`` times, for the answers in ``failed`` (pending key ->
+    (set, why), the answers that broke their rows' rules), each time opening with its next choice of first token;
+    ``answers`` is updated in place. Returns the answers that still fail. An answer another conversation continues
+    from (an earlier turn) is kept as it was, so that conversation's later answers still follow from it."""
     from behavio.compiler.proof import failed_answers
     from behavio.fill import refill_pending, run_fill_settings
     from behavio.pending import keys_in
@@ -126,19 +118,16 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
         return failed
     context = {k for row in pending for m in row["messages"] for k in keys_in(m.get("content") or "")}
     first = len(failed)
-    for choice, without_system in retry_ways(cfg.fill_retries):
-        again = [row for row in pending if row["key"] in failed and row["key"] not in context
-                 and (not without_system or any(m.get("role") == "system" for m in row["messages"]))]
+    for choice in range(1, cfg.fill_retries + 1):
+        again = [row for row in pending if row["key"] in failed and row["key"] not in context]
         if not again:
-            continue
-        answers.update(refill_pending(again, answers, str(base_model), choice=choice, without_system=without_system,
-                                      **run_fill_settings(cfg)))
+            break
+        answers.update(refill_pending(again, answers, str(base_model), choice=choice, **run_fill_settings(cfg)))
         asked = {row["key"] for row in again}
         failed = {**{k: v for k, v in failed.items() if k not in asked},
                   **failed_answers(rows, answers, semantic=semantic, keys=asked)}
-    say(f"fill: {first} answers the base model wrote broke their rules; asked again (train.fill_retries: "
-        f"{cfg.fill_retries}: without the system message, then with the next choice of opening word), "
-        f"{first - len(failed)} of them now pass")
+    say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
+        f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
     return failed
 
 
