@@ -5,6 +5,7 @@ Layout (docs/formats.md)::
 
     runs/<spec>-<YYYYmmdd-HHMMSS>/
       config.json  manifest.json  data/  metrics.jsonl  checkpoint-<global step>/  .lock  .staging/
+      checkpoint-<step>-x<s>/   (train.strengths: the last checkpoint's update scaled by s; no trainer state)
 
 A trainer writes each checkpoint into ``.staging/<stage>/checkpoint-<stage step>/``; once every file
 is there it is renamed to ``checkpoint-<global step>/`` and ``behavio.json`` (``{"spec_hash", "step",
@@ -43,7 +44,7 @@ STAGING = ".staging"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINER_STATE = "trainer_state.json"  # what --resume needs besides the adapter
-_NAME = re.compile(r"^checkpoint-(\d+)$")
+_NAME = re.compile(r"^checkpoint-(\d+)(?:-x\d+(?:\.\d+)?)?$")  # -x0.8: a weaker copy (train/strengths.py)
 
 
 def new_run_dir(runs_root: Path, spec_id: str) -> Path:
@@ -148,6 +149,12 @@ class Checkpoint:
         return self.problem is not None
 
     @property
+    def strength(self) -> float:
+        """The share of its training's update this adapter applies (1; less for a weaker copy)."""
+        value = self.meta.get("strength", 1.0)
+        return float(value) if isinstance(value, (int, float)) else 1.0
+
+    @property
     def resumable(self) -> bool:
         """Sound, with the trainer state ``--resume`` continues from."""
         return not self.broken and (self.path / TRAINER_STATE).is_file()
@@ -248,7 +255,7 @@ def newest_complete(run_dir: Path) -> Checkpoint | None:
 
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """``checkpoint-*`` directories that are not complete (a crash during save)."""
-    good = {c.path for c in complete_checkpoints(run_dir)}
+    good = {c.path for c in scan_checkpoints(run_dir) if c.resumable or (not c.broken and c.strength != 1)}
     return sorted(p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p not in good)
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "poodle_compliments.yaml"
 CHECK_TOKENS = 32
 REDUCED = ["max_steps=STEPS", "eval_max_rows=8", "save_steps=HALF", "fill_max_new_tokens=24", "lr=LR",
-           "max_minutes=null", "batch_size=4"]
+           "max_minutes=null", "batch_size=4", "strengths=[]"]
 SFT_STEPS, LR = 60, "1.2e-3"
 
 

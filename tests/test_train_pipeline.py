@@ -31,7 +31,7 @@ def _meta(path: Path) -> dict:
 
 
 def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, train_spec, cache, tiny_model_dir):
-    spec = train_spec(max_steps=3, dpo_max_steps=2)
+    spec = train_spec(max_steps=3, dpo_max_steps=2, strengths=[0.5])
     lines: list[str] = []
     result = train(spec, ["lr=1e-3"], runs_dir=tmp_path / "runs", say=lines.append, quiet=True)
     run = result.run_dir
@@ -63,7 +63,10 @@ def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, t
     assert {e["stage"] for e in events} == {"sft", "dpo"}
     assert not (run / ".lock").exists()
     assert (run / "scorecard.json").is_file() and (run / "best").is_file()
-    assert (run / "best").read_text().strip().split("/")[-1] in {"checkpoint-2", "checkpoint-3", "checkpoint-5"}
+    scored = [c["checkpoint"] for c in json.loads((run / "scorecard.json").read_text())["checkpoints"]]
+    assert scored == ["checkpoint-2", "checkpoint-3", "checkpoint-5", "checkpoint-5-x0.5"]  # the last one's weaker copy
+    assert _meta(run / "checkpoint-5-x0.5")["strength"] == 0.5 and "check: scoring 4 checkpoints" in lines
+    assert (run / "best").read_text().strip().split("/")[-1] in scored
     assert any(line.startswith("sft: 3/3 steps") for line in lines) and any(line.startswith("dpo: 2/2") for line in lines)
     assert any(line.startswith("check: best checkpoint-") for line in lines)
     assert any(line.startswith("epochs: auto = 3 passes over ") for line in lines)  # the default, said; a small spec

@@ -67,6 +67,11 @@ def _scorecard_section(run_dir: Path, checkpoint: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _strength(meta: dict) -> str:
+    strength = meta.get("strength")
+    return f", its LoRA update scaled by {strength:g} (train.strengths)" if isinstance(strength, (int, float)) else ""
+
+
 def write_card(out: Path, run_dir: Path, checkpoint: Path, base_name: str, dtype: str, gguf_name: str | None,
                gguf_diff: float | None) -> Path:
     """Write ``out/README.md`` (and copy the run's ``scorecard.svg`` beside it)."""
@@ -90,7 +95,7 @@ def write_card(out: Path, run_dir: Path, checkpoint: Path, base_name: str, dtype
         f"# {spec_id}",
         "",
         f"{base} fine-tuned by behavio {__version__} to follow the behavior spec `{spec_id}` below: {checkpoint.name} "
-        f"({meta.get('stage')} step {meta.get('step')}) of run `{run_dir.name}`, the LoRA adapter merged into the "
+        f"({meta.get('stage')} step {meta.get('step')}{_strength(meta)}) of run `{run_dir.name}`, the LoRA adapter merged into the "
         f"fp32 base weights and saved as {dtype} safetensors" + (f", plus `{gguf_name}`" if gguf_name else "") + ".",
         "",
         "## Scorecard",

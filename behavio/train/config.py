@@ -75,6 +75,7 @@ class TrainConfig:
     padding_free: bool = _d("padding_free")
     gradient_checkpointing: Union[str, bool] = _d("gradient_checkpointing")
     save_steps: int = _d("save_steps")
+    strengths: tuple[float, ...] = _d("strengths")
     logging_steps: int = _d("logging_steps")
     eval_max_rows: int = _d("eval_max_rows")
     dpo_beta: float = _d("dpo_beta")

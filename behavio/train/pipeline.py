@@ -22,8 +22,9 @@ from behavio.train.budget import Clock, RunBudget
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
 from behavio.rundir import (DiskFull, MetricsLog, RunLock, Checkpoint, check_disk_space,
                                   complete_checkpoints, disk_full, incomplete_checkpoints, new_run_dir, newest_complete,
-                                  read_json, write_json)
+                                  read_json, scan_checkpoints, write_json)
 from behavio.train.stage import Stage
+from behavio.train.strengths import write_variants
 
 Say = Callable[[str], None]
 RESUME_OVERRIDABLE = ("max_minutes",)
@@ -112,6 +113,9 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
                       check=check, say=say)
         state.wait_for_everyone()
         result = TrainResult(run_dir, complete_checkpoints(run_dir), is_main=main)
+        if main and result.checkpoints:
+            write_variants(run_dir, result.checkpoints[-1], cfg.strengths, say)
+        state.wait_for_everyone()
         if check:
             checking = clock()
             result.report = score_run(spec_path, run_dir, cfg, model_path, say=say, quiet=quiet)
@@ -367,7 +371,7 @@ def score_run(spec_path: str | Path, run_dir: Path, cfg: TrainConfig, model_path
         distributed.barrier()
     if not distributed.is_main():
         return None
-    count = len(complete_checkpoints(run_dir))
+    count = len([c for c in scan_checkpoints(run_dir) if not c.broken])
     say(f"check: scoring {count} checkpoint{'' if count == 1 else 's'}")
     report = engine.check_run(spec_path, run_dir, log=say, **settings)
     best = report.best

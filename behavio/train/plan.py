@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from behavio.train.budget import CheckPlan, Clock, GenerationSpeed, Plan, StagePlan, check_seconds, fit
 from behavio.train.config import TrainConfig
+from behavio.train.strengths import weaker_copies
 
 STEP_VS_FORWARD = 2.5   # a training step (forward, backward, optimizer) against a forward pass without gradients:
                         # 2.2-2.6 measured on the 2-core AMD EPYC (poodle spec, session 14); 3.0 cut specs that fit
@@ -177,6 +178,7 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
         if not work.prompts:
             return None
         checkpoints = existing_checkpoints + sum(len([c for c in s.checkpoint_steps() if c > s.done]) for s in stages)
+        checkpoints += len(weaker_copies(cfg.strengths)) if checkpoints else 0  # the last one's, checked as well
         tokens = work.new_tokens()
         return CheckPlan(checkpoints, len(work.prompts), tokens,
                          check_seconds(checkpoints, len(work.prompts), prompt_tokens, tokens, speed, load_seconds))
