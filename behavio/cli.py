@@ -187,7 +187,7 @@ def preview(
 def export(
     run_dir: Path = typer.Argument(..., help="Run directory (runs/<spec>-<time>/)."),
     out_dir: Path = typer.Argument(..., help="New folder for the merged model."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best (the run's best file) or a step number."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (the run's best file), a step number, or a checkpoint's name (139-x0.8)."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32 weights."),
     gguf: bool = typer.Option(False, "--gguf", help="Also write a GGUF file (llama/qwen2), checked by loading it back."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),

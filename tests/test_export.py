@@ -123,6 +123,24 @@ def test_export_merges_the_best_checkpoint_into_a_model_plain_transformers_loads
     assert "checkpoint-2" in (bf16 / "README.md").read_text()
 
 
+def test_export_of_a_weaker_copy_merges_its_scaled_update(tiny_model_dir, tmp_path):
+    """A train.strengths copy exports as the model it was checked as: the checkpoint's update times its strength."""
+    from transformers import AutoModelForCausalLM
+
+    from behavio.rundir import inspect_checkpoint
+    from behavio.train.strengths import write_variants
+
+    run = make_run(tmp_path, tiny_model_dir, steps=(4,))
+    write_variants(run, inspect_checkpoint(run / "checkpoint-4"), [0.5])
+    result = export_run(run, tmp_path / "out", checkpoint="4-x0.5", dtype="fp32")
+    assert result.checkpoint.name == "checkpoint-4-x0.5"
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(result.out).eval()(input_ids=IDS).logits
+    assert torch.allclose(merged, adapter_logits(tiny_model_dir, run / "checkpoint-4-x0.5"), atol=1e-4)
+    assert not torch.allclose(merged, adapter_logits(tiny_model_dir, run / "checkpoint-4"), atol=1e-3)
+    assert "scaled by 0.5 (train.strengths)" in (result.out / "README.md").read_text()
+
+
 def test_export_refuses_what_it_cannot_do(scored_run, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()

@@ -66,6 +66,8 @@ def test_train_fills_trains_sft_then_dpo_and_scores_every_checkpoint(tmp_path, t
     scored = [c["checkpoint"] for c in json.loads((run / "scorecard.json").read_text())["checkpoints"]]
     assert scored == ["checkpoint-2", "checkpoint-3", "checkpoint-5", "checkpoint-5-x0.5"]  # the last one's weaker copy
     assert _meta(run / "checkpoint-5-x0.5")["strength"] == 0.5 and "check: scoring 4 checkpoints" in lines
+    svg = (run / "scorecard.svg").read_text()  # the plot is against the training step: the copy is not on it
+    assert 0 < svg.count(" at step 5: ") == svg.count(" at step 2: ")
     assert (run / "best").read_text().strip().split("/")[-1] in scored
     assert any(line.startswith("sft: 3/3 steps") for line in lines) and any(line.startswith("dpo: 2/2") for line in lines)
     assert any(line.startswith("check: best checkpoint-") for line in lines)

@@ -199,7 +199,7 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
             report.warnings.append(f"{ckpt.path / 'behavio.json'}: trained on spec hash {spec_hash[:12]}, "
                                    f"the spec is now {spec.spec_sha256[:12]}")
         meta = {"checkpoint": ckpt.name, "path": str(ckpt.path), "metrics": ckpt.meta.get("metrics") or {},
-                "generated": generated}
+                "generated": generated, "strength": ckpt.strength}
         report.cards.append(score_cases(spec.cases, _responses(spec.cases, gens), spec.thresholds, label=ckpt.name,
                                         step=ckpt.step, stage=ckpt.stage, meta=meta))
     report.broken.sort(key=lambda c: (c.step, c.name))

@@ -233,8 +233,10 @@ def best_sentence(report) -> str:
 # ---------------------------------------------------------------- HTML
 
 def svg_plot(report, width: int = 760, height: int = 320) -> str:
-    """Inline SVG: each line's pass rate (all cases) against the training step; thresholds dashed."""
-    cards = sorted(report.cards, key=lambda c: (c.step if c.step is not None else 0))
+    """Inline SVG: each line's pass rate (all cases) against the training step; thresholds dashed. Weaker copies
+    of a checkpoint (train.strengths) are not training steps: the tables show them, the plot does not."""
+    trained = [c for c in report.cards if c.meta.get("strength", 1) == 1]
+    cards = sorted(trained, key=lambda c: (c.step if c.step is not None else 0))
     behaviors = list(report.spec.thresholds) or (cards[0].lines if cards else [])
     left, right, top, bottom = 48, 170, 16, 40
     pw, ph = width - left - right, height - top - bottom

@@ -33,7 +33,8 @@ class Export:
 
 
 def pick_checkpoint(run_dir: Path, which: str) -> Path:
-    """``best`` (the run's ``best`` file, written by the check) or a step number; it must be complete."""
+    """``best`` (the run's ``best`` file, written by the check), a step number, or a checkpoint's name (``139-x0.8``
+    or ``checkpoint-139-x0.8``: a weaker copy, train.strengths); it must be complete."""
     from behavio.rundir import inspect_checkpoint
 
     if which == "best":
@@ -42,10 +43,10 @@ def pick_checkpoint(run_dir: Path, which: str) -> Path:
             raise BehavioError(f"{best}: missing; score the run first (behavio check SPEC --all-checkpoints {run_dir}) "
                                "or pass --checkpoint STEP")
         path = run_dir / best.read_text().strip()
-    elif re.fullmatch(r"\d+", which):
-        path = run_dir / f"checkpoint-{which}"
+    elif re.fullmatch(r"(checkpoint-)?\d+(-x\d+(\.\d+)?)?", which):
+        path = run_dir / (which if which.startswith("checkpoint-") else f"checkpoint-{which}")
     else:
-        raise BehavioError(f"--checkpoint {which!r}: expected best or a step number")
+        raise BehavioError(f"--checkpoint {which!r}: expected best, a step number or a checkpoint's name")
     if not path.is_dir():
         raise BehavioError(f"{path}: no such checkpoint")
     checkpoint = inspect_checkpoint(path)
