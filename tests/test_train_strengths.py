@@ -24,6 +24,15 @@ def test_the_scaled_config_scales_every_alpha_and_refuses_dora():
         scaled_config({**config, "use_dora": True}, 0.75)
 
 
+def test_a_copys_name_is_one_the_run_directory_recognizes():
+    from behavio.rundir import _NAME
+    from behavio.train.strengths import variant_name
+
+    assert [variant_name(139, s) for s in (0.8, 0.05, 0.125, 0.01)] == [
+        "checkpoint-139-x0.8", "checkpoint-139-x0.05", "checkpoint-139-x0.125", "checkpoint-139-x0.01"]
+    assert all(_NAME.match(variant_name(7, s)) for s in (0.01, 0.00001, 0.5, 0.999999))
+
+
 def _checkpoint(run: Path, step: int, model) -> Path:
     """A complete, resumable checkpoint of ``model``'s LoRA adapter (B made nonzero, so it changes the model)."""
     import torch

@@ -28,8 +28,8 @@ VARIANT = re.compile(r"^checkpoint-\d+-x(\d+(?:\.\d+)?)$")
 
 
 def variant_name(step: int, strength: float) -> str:
-    """``checkpoint-139-x0.8``."""
-    return f"checkpoint-{step}-x{strength:g}"
+    """``checkpoint-139-x0.8`` (fixed-point, never an exponent, so the run directory's name pattern matches it)."""
+    return f"checkpoint-{step}-x{f'{strength:.6f}'.rstrip('0').rstrip('.')}"
 
 
 def weaker_copies(strengths: Sequence[float]) -> list[float]:
