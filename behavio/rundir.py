@@ -34,7 +34,8 @@ from behavio.jsonio import read_json, write_json
 
 __all__ = ["META", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG", "Checkpoint", "read_json", "write_json", "new_run_dir",
            "RunLock", "run_base_model", "run_fold_system", "publish_checkpoint", "inspect_checkpoint",
-           "scan_checkpoints", "find_checkpoints", "complete_checkpoints", "newest_complete",
+           "scan_checkpoints", "find_checkpoints", "complete_checkpoints", "newest_complete", "is_checkpoint_name",
+           "is_scaled_copy",
            "incomplete_checkpoints", "content_hash", "check_safetensors", "MetricsLog", "check_disk_space",
            "DiskFull", "disk_full"]
 
@@ -44,7 +45,18 @@ STAGING = ".staging"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINER_STATE = "trainer_state.json"  # what --resume needs besides the adapter
-_NAME = re.compile(r"^checkpoint-(\d+)(?:-x\d+(?:\.\d+)?)?$")  # -x0.8: a weaker copy (train/strengths.py)
+_NAME = re.compile(r"^checkpoint-(\d+)(-x\d+(?:\.\d+)?)?$")  # -x0.8: a weaker copy (train/strengths.py)
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """``checkpoint-139`` or a weaker copy's ``checkpoint-139-x0.8``."""
+    return _NAME.match(name) is not None
+
+
+def is_scaled_copy(name: str) -> bool:
+    """``checkpoint-139-x0.8``: a copy train.strengths wrote, not a checkpoint the trainer saved."""
+    m = _NAME.match(name)
+    return bool(m and m.group(2))
 
 
 def new_run_dir(runs_root: Path, spec_id: str) -> Path:
@@ -227,7 +239,7 @@ def scan_checkpoints(run_dir: Path) -> list[Checkpoint]:
     """Every ``checkpoint-<step>/`` of ``run_dir`` in step order, broken ones included (none: [])."""
     if not run_dir.is_dir():
         return []
-    found = [inspect_checkpoint(p) for p in run_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    found = [inspect_checkpoint(p) for p in run_dir.iterdir() if p.is_dir() and is_checkpoint_name(p.name)]
     return sorted(found, key=lambda c: (c.step, c.name))
 
 
@@ -255,7 +267,7 @@ def newest_complete(run_dir: Path) -> Checkpoint | None:
 
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """``checkpoint-*`` directories that are not complete (a crash during save)."""
-    good = {c.path for c in scan_checkpoints(run_dir) if c.resumable or (not c.broken and c.strength != 1)}
+    good = {c.path for c in scan_checkpoints(run_dir) if c.resumable or (not c.broken and is_scaled_copy(c.name))}
     return sorted(p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p not in good)
 
 

@@ -25,12 +25,13 @@ def test_the_scaled_config_scales_every_alpha_and_refuses_dora():
 
 
 def test_a_copys_name_is_one_the_run_directory_recognizes():
-    from behavio.rundir import _NAME
+    from behavio.rundir import is_checkpoint_name, is_scaled_copy
     from behavio.train.strengths import variant_name
 
     assert [variant_name(139, s) for s in (0.8, 0.05, 0.125, 0.01)] == [
         "checkpoint-139-x0.8", "checkpoint-139-x0.05", "checkpoint-139-x0.125", "checkpoint-139-x0.01"]
-    assert all(_NAME.match(variant_name(7, s)) for s in (0.01, 0.00001, 0.5, 0.999999))
+    assert all(is_scaled_copy(variant_name(7, s)) for s in (0.01, 0.00001, 0.5, 0.999999))
+    assert is_checkpoint_name("checkpoint-7") and not is_scaled_copy("checkpoint-7")
 
 
 def _checkpoint(run: Path, step: int, model) -> Path:

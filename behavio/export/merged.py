@@ -8,7 +8,6 @@ The output is written into a temporary folder next to ``out`` and renamed into p
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ class Export:
 def pick_checkpoint(run_dir: Path, which: str) -> Path:
     """``best`` (the run's ``best`` file, written by the check), a step number, or a checkpoint's name (``139-x0.8``
     or ``checkpoint-139-x0.8``: a weaker copy, train.strengths); it must be complete."""
-    from behavio.rundir import inspect_checkpoint
+    from behavio.rundir import inspect_checkpoint, is_checkpoint_name
 
     if which == "best":
         best = run_dir / "best"
@@ -43,8 +42,8 @@ def pick_checkpoint(run_dir: Path, which: str) -> Path:
             raise BehavioError(f"{best}: missing; score the run first (behavio check SPEC --all-checkpoints {run_dir}) "
                                "or pass --checkpoint STEP")
         path = run_dir / best.read_text().strip()
-    elif re.fullmatch(r"(checkpoint-)?\d+(-x\d+(\.\d+)?)?", which):
-        path = run_dir / (which if which.startswith("checkpoint-") else f"checkpoint-{which}")
+    elif is_checkpoint_name(name := which if which.startswith("checkpoint-") else f"checkpoint-{which}"):
+        path = run_dir / name
     else:
         raise BehavioError(f"--checkpoint {which!r}: expected best, a step number or a checkpoint's name")
     if not path.is_dir():

@@ -14,17 +14,15 @@ A copy holds no trainer state: it is never resumed from, and a run's next copies
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from behavio.errors import BehavioError
-from behavio.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, META, Checkpoint, read_json, write_json
+from behavio.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, META, Checkpoint, is_scaled_copy, read_json, write_json
 
 COPIED = (ADAPTER_WEIGHTS, "README.md", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
           "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")  # never the trainer's state
-VARIANT = re.compile(r"^checkpoint-\d+-x(\d+(?:\.\d+)?)$")
 
 
 def variant_name(step: int, strength: float) -> str:
@@ -35,10 +33,6 @@ def variant_name(step: int, strength: float) -> str:
 def weaker_copies(strengths: Sequence[float]) -> list[float]:
     """The strengths that make a copy (1 is the checkpoint itself)."""
     return [s for s in strengths if s != 1]
-
-
-def is_variant(path: Path) -> bool:
-    return VARIANT.match(path.name) is not None
 
 
 def scaled_config(config: dict, strength: float) -> dict:
@@ -55,7 +49,7 @@ def write_variants(run_dir: Path, last: Checkpoint, strengths: Sequence[float],
     """Write ``last`` at each strength (1 is ``last`` itself, skipped) and remove copies of other checkpoints."""
     wanted = {variant_name(last.step, s): s for s in weaker_copies(strengths)}
     for old in run_dir.glob("checkpoint-*"):
-        if old.is_dir() and is_variant(old) and old.name not in wanted:
+        if old.is_dir() and is_scaled_copy(old.name) and old.name not in wanted:
             shutil.rmtree(old)
     written = []
     for name, strength in wanted.items():
