@@ -123,6 +123,24 @@ def _offsets(labels: torch.Tensor) -> torch.Tensor:
     return index - torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
 
 
+def opening_positions(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Which trained positions (``rows``, ``cols``) predict one of the first :data:`OPENING_TOKENS` tokens of their
+    trained run (an assistant turn): a mask ``[n]``."""
+    return ((labels != -100) & (_offsets(labels) < OPENING_TOKENS))[rows, cols + 1]
+
+
+def held_weights(weights: torch.Tensor | None, anchored: torch.Tensor, opening: torch.Tensor,
+                 factor: float) -> torch.Tensor | None:
+    """Cross-entropy ``weights`` (none: 1 each) times ``factor`` on the anchored positions after an answer's opening:
+    the body tokens the base model already predicts, which the KL holds to its whole distribution; the opening keeps
+    its weight (whether to refuse or prefix is decided there). Unchanged when ``factor`` is 1."""
+    if factor == 1:
+        return weights
+    held = anchored & ~opening
+    base = weights if weights is not None else torch.ones(anchored.shape[0], device=anchored.device)
+    return torch.where(held, base * factor, base)
+
+
 def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weight: float,
                     closing: float = 1.0, stop_ids: Sequence[int] = ()) -> torch.Tensor | None:
     """Cross-entropy weight of each trained position (``rows``, ``cols`` from :func:`trained_positions`): ``weight``
@@ -130,8 +148,7 @@ def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     stop token (``stop_ids``: where an answer ends), 1 elsewhere; none if both are 1."""
     if weight == 1 and (closing == 1 or not stop_ids):
         return None
-    opening = (labels != -100) & (_offsets(labels) < OPENING_TOKENS)
-    weights = torch.where(opening[rows, cols + 1], float(weight), 1.0)
+    weights = torch.where(opening_positions(labels, rows, cols), float(weight), 1.0)
     if closing != 1 and stop_ids:
         stops = torch.isin(labels[rows, cols + 1], torch.tensor(list(stop_ids), device=labels.device))
         weights = torch.where(stops, float(closing), weights)
@@ -382,16 +399,18 @@ def anchored_trainer_class():
 
     class AnchoredSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening
-        weighted ``opening_weight``, its stop token ``closing_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
+        weighted ``opening_weight``, its stop token ``closing_weight``, the anchored tokens after it
+        ``anchored_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
         the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal,
         ``+ prefix_unlikelihood x`` a scoped prefix's opening tokens' at the first token of every answer that opens
         with neither; eval loss is the unweighted CE alone."""
 
         def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float,
                      refusal_openings: Sequence[int], closing_weight: float = 1.0, prefix_unlikelihood: float = 0.0,
-                     prefix_openings: Sequence[int] = (), **kwargs):
+                     prefix_openings: Sequence[int] = (), anchored_weight: float = 1.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
+            self.anchored_weight = anchored_weight
             self.opening_weight = opening_weight
             self.closing_weight = closing_weight
             self.unlikelihood = unlikelihood
@@ -456,6 +475,8 @@ def anchored_trainer_class():
             head = Head(self.accelerator.unwrap_model(model))
             weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids)
                        if mode == "train" else None)
+            if anchored is not None:
+                weights = held_weights(weights, anchored, opening_positions(labels, rows, cols), self.anchored_weight)
             avoid = avoid_ids = None
             groups = self.opening_groups() if mode == "train" else []
             if groups:

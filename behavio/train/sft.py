@@ -45,7 +45,7 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     common = dict(model=model, args=args, processing_class=tokenizer, train_dataset=train,
                   eval_dataset=evaluation if evaluate else None, callbacks=[StageCallback(stage, evaluate)])
     trainer = planned(anchored_trainer_class())(anchor=cfg.anchor, opening_weight=cfg.opening_weight,
-                                                closing_weight=cfg.closing_weight,
+                                                closing_weight=cfg.closing_weight, anchored_weight=cfg.anchored_weight,
                                                 unlikelihood=cfg.refusal_unlikelihood,
                                                 refusal_openings=refusal_openings,
                                                 prefix_unlikelihood=cfg.prefix_unlikelihood,
