@@ -400,6 +400,24 @@ def test_the_stop_token_of_every_answer_is_weighted_when_asked():
     assert opening_weights(labels, rows, cols, 1.0, 1.0, [9]) is None
 
 
+def test_the_anchored_body_tokens_are_weighed_down_and_the_opening_and_the_rest_are_not():
+    from behavio.train.anchor import held_weights, opening_positions, opening_weights, trained_positions
+
+    # row 0: a 6-token answer; row 1: a 5-token answer ending with the stop token 9
+    labels = torch.tensor([[-100, -100, 1, 2, 3, 4, 5, 6, -100],
+                           [-100, -100, -100, 1, 2, 3, 4, 9, -100]])
+    rows, cols = trained_positions(labels)
+    opening = opening_positions(labels, rows, cols)
+    assert opening.tolist() == [True] * 4 + [False] * 2 + [True] * 4 + [False]
+    # the base model predicts tokens 0, 1, 4 and 5 of row 0 and tokens 2 and 3 of row 1 (never a stop token)
+    anchored = torch.tensor([True, True, False, False, True, True, False, False, True, True, False])
+    weights = opening_weights(labels, rows, cols, 3.0, 5.0, [9])
+    assert held_weights(weights, anchored, opening, 0.25).tolist() == [3, 3, 3, 3, 0.25, 0.25, 3, 3, 3, 3, 5]
+    assert held_weights(None, anchored, opening, 0.0).tolist() == [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1]
+    assert held_weights(weights, anchored, opening, 1.0) is weights  # 1: the weights as they were
+    assert held_weights(None, anchored, opening, 1.0) is None
+
+
 def test_weights_scale_each_tokens_cross_entropy():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     targets = torch.tensor([1, 1, 0])
@@ -488,6 +506,36 @@ def test_the_trainer_weights_each_answers_stop_token(knowing_base):
         model.train()
         trained = trainer.compute_loss(model, batch)
     assert trained.item() == pytest.approx(((nll + 4 * nll * ends).sum() / len(nll)).item(), rel=1e-4)
+
+
+@pytest.mark.pipeline
+def test_the_trainer_leaves_the_anchored_body_to_the_kl_when_asked(knowing_base):
+    """compute_loss with anchored_weight 0 is the anchored loss without the cross-entropy of the anchored tokens
+    after each answer's opening (train mode); with 1 it is the whole anchored loss."""
+    from behavio.generate import stop_token_ids
+    from behavio.models import load_tokenizer
+    from behavio.train.anchor import Head, Teacher, opening_positions, trained_positions
+
+    stops = stop_token_ids(load_tokenizer(knowing_base[0]), None)
+    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=2.0, opening_weight=1.0,
+                                                             unlikelihood=0.0, stop_ids=stops)
+    trainer.teacher = Teacher(stops)
+    labels = batch["labels"]
+    rows, cols = trained_positions(labels)
+    targets = labels[rows, cols + 1]
+    with torch.no_grad():
+        trainer.teacher.add(model, Head(model), batch)  # the base model's pass (adapter off)
+        anchored, _ = trainer.teacher.lookup(batch, labels, "cpu")
+        held = anchored & ~opening_positions(labels, rows, cols)
+        assert 0 < int(held.sum()) < len(targets)  # some body tokens are held, others are trained
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols]
+        nll = F.cross_entropy(logits.float(), targets, reduction="none")
+        model.train()
+        trainer.anchored_weight = 1.0
+        whole = trainer.compute_loss(model, batch)
+        trainer.anchored_weight = 0.0
+        left_to_kl = trainer.compute_loss(model, batch)
+    assert (whole - left_to_kl).item() == pytest.approx((nll[held].sum() / len(nll)).item(), rel=1e-4)
 
 
 def test_the_refusal_opening_is_made_unlikely_at_the_first_token_of_other_answers_only():
