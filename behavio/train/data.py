@@ -93,8 +93,9 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     if verdict.heavy_losses():
         say(f"warning: the fill dropped more than {HEAVY_LOSS:.0%} of the answers of {', '.join(verdict.heavy_losses())}: "
             "those sets train on fewer answers than the spec shows (the base model breaks their rules itself, e.g. refuses "
-            "them); give them literal or file answers, or reword their prompts; the dropped ones are in "
-            "data/fill.dropped.jsonl")
+            "them); a model that refuses a set's questions often does not know their answers and makes up the ones it "
+            "writes (a shop's own delivery policy), so read a few kept ones in data/sft.jsonl; give such sets literal "
+            "or file answers, or reword their prompts; the dropped ones are in data/fill.dropped.jsonl")
     if distributed.is_main():
         data_dir.mkdir(parents=True, exist_ok=True)
         for name, split in verdict.rows.items():
