@@ -403,17 +403,18 @@ def test_the_stop_token_of_every_answer_is_weighted_when_asked():
 def test_the_anchored_body_tokens_are_weighed_down_and_the_opening_and_the_rest_are_not():
     from behavio.train.anchor import held_weights, opening_positions, opening_weights, trained_positions
 
-    # row 0: a 6-token answer; row 1: a 5-token answer ending with the stop token 9
-    labels = torch.tensor([[-100, -100, 1, 2, 3, 4, 5, 6, -100],
+    # row 0: a 7-token answer; row 1: a 5-token answer whose last token is the stop token 9
+    labels = torch.tensor([[-100, -100, 1, 2, 3, 4, 5, 6, 7],
                            [-100, -100, -100, 1, 2, 3, 4, 9, -100]])
     rows, cols = trained_positions(labels)
     opening = opening_positions(labels, rows, cols)
-    assert opening.tolist() == [True] * 4 + [False] * 2 + [True] * 4 + [False]
-    # the base model predicts tokens 0, 1, 4 and 5 of row 0 and tokens 2 and 3 of row 1 (never a stop token)
-    anchored = torch.tensor([True, True, False, False, True, True, False, False, True, True, False])
+    assert opening.tolist() == [True] * 4 + [False] * 3 + [True] * 4 + [False]
+    # the base model predicts tokens 0, 1, 4 and 5 of row 0 (not its last, 6) and tokens 2 and 3 of row 1 (never a
+    # stop token)
+    anchored = torch.tensor([True, True, False, False, True, True, False, False, False, True, True, False])
     weights = opening_weights(labels, rows, cols, 3.0, 5.0, [9])
-    assert held_weights(weights, anchored, opening, 0.25).tolist() == [3, 3, 3, 3, 0.25, 0.25, 3, 3, 3, 3, 5]
-    assert held_weights(None, anchored, opening, 0.0).tolist() == [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1]
+    assert held_weights(weights, anchored, opening, 0.25).tolist() == [3, 3, 3, 3, 0.25, 0.25, 1, 3, 3, 3, 3, 5]
+    assert held_weights(None, anchored, opening, 0.0).tolist() == [1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]
     assert held_weights(weights, anchored, opening, 1.0) is weights  # 1: the weights as they were
     assert held_weights(None, anchored, opening, 1.0) is None
 
@@ -536,6 +537,31 @@ def test_the_trainer_leaves_the_anchored_body_to_the_kl_when_asked(knowing_base)
         trainer.anchored_weight = 0.0
         left_to_kl = trainer.compute_loss(model, batch)
     assert (whole - left_to_kl).item() == pytest.approx((nll[held].sum() / len(nll)).item(), rel=1e-4)
+
+
+def test_run_sft_hands_the_configs_anchored_weight_to_the_trainer(tmp_path, monkeypatch):
+    """train.anchored_weight (and the other loss knobs) reach the trainer run_sft builds."""
+    import behavio.train.anchor as anchor_module
+    from behavio.rundir import MetricsLog
+    from behavio.train.config import TrainConfig
+    from behavio.train.sft import run_sft
+    from behavio.train.stage import Stage
+
+    class Built(Exception):
+        pass
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            raise Built(kwargs)
+
+    monkeypatch.setattr(anchor_module, "anchored_trainer_class", lambda: Recording)
+    cfg = TrainConfig(anchored_weight=0.25, closing_weight=3.0, anchor=0.5)
+    stage = Stage("sft", run_dir=tmp_path, cfg=cfg, spec_hash="abc", base_model="none", cuda=False,
+                  metrics=MetricsLog(tmp_path, tensorboard=False), say=lambda _: None)
+    with pytest.raises(Built) as built:
+        run_sft(stage, None, None, [{"input_ids": [1], "labels": [1]}] * 3, None, [])
+    knobs = built.value.args[0]
+    assert (knobs["anchored_weight"], knobs["closing_weight"], knobs["anchor"]) == (0.25, 3.0, 0.5)
 
 
 def test_the_refusal_opening_is_made_unlikely_at_the_first_token_of_other_answers_only():
