@@ -475,7 +475,7 @@ def anchored_trainer_class():
             head = Head(self.accelerator.unwrap_model(model))
             weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids)
                        if mode == "train" else None)
-            if anchored is not None:
+            if anchored is not None and self.anchored_weight != 1:  # the default needs no second pass over the labels
                 weights = held_weights(weights, anchored, opening_positions(labels, rows, cols), self.anchored_weight)
             avoid = avoid_ids = None
             groups = self.opening_groups() if mode == "train" else []
