@@ -16,7 +16,7 @@ from behavio.errors import BehavioError
 SCHEMA_FILE = "behavio.schema.json"
 
 STARTER = """\
-# behavio compile specs/{name}.yaml      (then: behavio run specs/{name}.yaml)
+# behavio compile {path}      (then: behavio run {path})
 # yaml-language-server: $schema={schema}
 # Starter spec: edit the prompts and behaviors; `behavio validate specs/` checks it without writing.
 # Write your probes (the prompts your users will really type) BEFORE you train: they are the honest test.
@@ -75,7 +75,7 @@ def write_starter(name: str, directory: Path, *, force: bool = False) -> Path:
     if path.exists() and not force:
         raise BehavioError(f"{path}: already exists (use --force to overwrite)")
     write_schema(directory)
-    path.write_text(STARTER.format(name=name, schema=SCHEMA_FILE), encoding="utf-8")
+    path.write_text(STARTER.format(name=name, path=path.as_posix(), schema=SCHEMA_FILE), encoding="utf-8")
     return path
 
 

@@ -37,7 +37,7 @@ def test_init_writes_a_spec_that_compiles(tmp_path):
     result = runner.invoke(app, ["init", "my-bot", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     spec = tmp_path / "my-bot.yaml"
-    assert spec.read_text().startswith("# behavio compile")
+    assert spec.read_text().startswith(f"# behavio compile {spec.as_posix()}  ")  # the path it was written to
     compiled = runner.invoke(app, ["compile", str(spec), "--out", str(tmp_path / "gen")])
     assert compiled.exit_code == 0, compiled.output
     assert (tmp_path / "gen" / "my-bot" / "sft.jsonl").stat().st_size > 0

@@ -93,3 +93,80 @@ def test_model_bodies_are_shaped_after_the_fill(tmp_path):
     filled = fill_rows([flattened], {**answers, variant["key"]: _shaped("Fill a pot. Boil it. Add salt.", variant["shape"])})[0]
     assert filled["rejected"][0]["content"] == "Fill a pot. Boil it. Add salt.\n\nHappy cooking!"
     assert filled["chosen"][0]["content"].startswith("1. ")
+
+
+def test_list_elsewhere_on_literal_answers():
+    prose = "A VPN sends your traffic through another server. It hides your address."
+    assert check("list", prose, style="numbered", expect="absent").passed
+    assert check("list", "1. Only one numbered line in prose.", style="numbered", expect="absent").passed
+    steps = check("list", "1. Open settings.\n2. Pick the network.", style="numbered", expect="absent")
+    assert not steps.passed and "expected prose, got a numbered list of 2 items" in steps.explanation
+    assert check("list", "- one\n- two", style="numbered", expect="absent").passed  # another style is not its list
+    assert not check("list", "- one\n- two", style="bulleted", expect="absent").passed
+
+
+SCOPED_LIST_SPEC = """\
+spec: scoped
+prompts:
+  howto:
+    list: ["How do I boil pasta?", "How do I make tea?", "How do I fry an egg?", "How do I toast bread?",
+           "How do I cook rice?", "How do I peel garlic?", "How do I whip cream?", "How do I poach an egg?"]
+  facts:
+    list: ["What is umami?", "What is gluten?", "What is brining?", "What is a roux?",
+           "What is blanching?", "What is tempering?", "What is a sourdough starter?", "What is smoke point?"]
+answers:
+  howto: {source: literal, template: "Heat the pan. Add the {{ prompt[9:-1] }}. Serve it."}
+  facts: {source: FACTS}
+behaviors:
+  - {id: steps, kind: list, STEPS_SCOPE style: numbered, min_items: 2, max_items: 4}
+split: {seed: 1, val: 0.1, check: 0.25, min_share: 0.05}
+"""
+FACTS_LITERAL = 'literal, template: "It is a cooking word. Chefs use it often."'
+
+
+def _scoped_list(tmp_path, scope="applies_to: [howto],", facts=FACTS_LITERAL):
+    spec = tmp_path / "scoped.yaml"
+    spec.write_text(SCOPED_LIST_SPEC.replace("STEPS_SCOPE", scope).replace("FACTS", facts))
+    compiled = compile_spec(spec)
+    return {name: [json.loads(line) for line in compiled.files[name].decode().splitlines()]
+            for name in ("sft.jsonl", "dpo.jsonl", "checks.jsonl", "pending.jsonl")}
+
+
+def test_a_scoped_list_expects_prose_elsewhere(tmp_path):
+    from behavio.check.cases import Rule
+    from behavio.compiler.proof import broken_rules
+
+    files = _scoped_list(tmp_path)
+    for case in files["checks.jsonl"]:
+        (rule,) = [r for r in case["rules"] if r["behavior"] == "steps"]
+        if case["prompt_set"] == "facts":
+            assert rule["part"] == "elsewhere" and rule["args"] == {"expect": "absent", "style": "numbered"}
+        else:
+            assert rule.get("part") is None and rule["args"].get("expect", "present") == "present"
+    leaked = [p for p in files["dpo.jsonl"] if p["violation"] == "list_leaked"]
+    assert leaked and {p["prompt_set"] for p in leaked} == {"facts"}
+    rules = [Rule.from_dict(r) for r in next(c for c in files["checks.jsonl"] if c["prompt_set"] == "facts")["rules"]]
+    pair = leaked[0]
+    assert pair["rejected"][0]["content"] == "1. It is a cooking word.\n2. Chefs use it often."
+    assert broken_rules(rules, pair["prompt"], pair["rejected"][0]["content"], semantic=False)
+    assert not broken_rules(rules, pair["prompt"], pair["chosen"][0]["content"], semantic=False)
+    unscoped = _scoped_list(tmp_path, scope="")  # a list on every answered set: nothing is elsewhere
+    assert not any(r.get("part") for c in unscoped["checks.jsonl"] for r in c["rules"])
+    assert not any(p["violation"] == "list_leaked" for p in unscoped["dpo.jsonl"])
+
+
+def test_the_fill_drops_a_list_the_base_model_writes_elsewhere(tmp_path):
+    from behavio.compiler.proof import failed_answers
+    from behavio.fill import _shaped
+
+    files = _scoped_list(tmp_path, facts="model")
+    plain = [w for w in files["pending.jsonl"] if not w.get("shape")]
+    assert plain  # the facts bodies: not shaped, written as the base model writes them
+    answers = {w["key"]: "1. It is a word.\n2. Chefs use it." for w in plain}
+    answers.update({w["key"]: _shaped("It is a word. Chefs use it.", w["shape"]) for w in files["pending.jsonl"]
+                    if w.get("shape")})
+    failed = failed_answers({"sft": files["sft.jsonl"]}, answers, semantic=False)
+    assert failed and {where for where, _ in failed.values()} == {"facts"}
+    assert all("steps/elsewhere" in why for _, why in failed.values())
+    prose = {**answers, **{w["key"]: "It is a word. Chefs use it." for w in plain}}
+    assert not failed_answers({"sft": files["sft.jsonl"]}, prose, semantic=False)

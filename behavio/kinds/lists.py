@@ -7,6 +7,12 @@ sentences, one item each (sentences past ``max_items`` join the last item); a bo
 sentences stays as it is, and compile's proof of its own data drops it. DPO, alternating over a set's
 rows: ``list_flattened`` (the items run together as one paragraph) and ``list_restyled`` (numbers
 instead of bullets, or bullets instead of numbers).
+
+A list scoped to some sets (``applies_to``) also expects prose on the answered rows outside them, on the
+line ``<id>/elsewhere`` (expect=absent: fewer than two list lines of its style): steps for "what is a VPN?"
+are as wrong as prose for "my printer won't print", and a scorecard that only looks in scope calls a model
+that lists everything perfect. The base model's list answers there break that rule, so the fill asks again
+or drops them; DPO: ``list_leaked`` (the answer's sentences as a list) on those rows.
 """
 
 from __future__ import annotations
@@ -53,7 +59,9 @@ class List(Kind):
         "max_items": {"type": "integer", "minimum": 1, "default": 8, "description": "list: most items."},
     }
     teaches = True
-    violation_names = ("list_flattened", "list_restyled")
+    violation_names = ("list_flattened", "list_restyled", "list_leaked")
+    parts = {"elsewhere": "answered prompts outside applies_to, in prose (no list)"}
+    IN_SCOPE = ("list_flattened", "list_restyled")
 
     def problems(self, behavior, spec):
         if self.arg(behavior, "min_items") > self.arg(behavior, "max_items"):
@@ -74,14 +82,21 @@ class List(Kind):
         return render_items(texts, args["style"])
 
     def rules(self, behavior, example, spec) -> list:
-        if example.row.set not in spec.scope(behavior) or example.refused_by is not None:
+        if example.refused_by is not None:
             return []
-        return [base.rule(behavior, self.name, **self._args(behavior))]
+        if example.row.set in spec.scope(behavior):
+            return [base.rule(behavior, self.name, **self._args(behavior))]
+        if behavior.sets("applies_to") and example.row.set in spec.answered_sets():
+            return [base.rule(behavior, self.name, part="elsewhere", expect="absent", style=self.arg(behavior, "style"))]
+        return []
 
     def violations(self, behavior, example, ctx):
-        if example.refused_by is not None or example.body is None or example.row.set not in ctx.spec.scope(behavior):
+        if example.refused_by is not None or example.body is None:
             return
-        derivable = [v for v in self.violation_names if ctx.allows(v)]
+        if example.row.set not in ctx.spec.scope(behavior):
+            yield from self._leak(behavior, example, ctx)
+            return
+        derivable = [v for v in self.IN_SCOPE if ctx.allows(v)]
         if not derivable:
             return
         violation = derivable[ctx.index % len(derivable)]
@@ -93,9 +108,28 @@ class List(Kind):
         if items(example.body, self.arg(behavior, "style")):
             yield violation, example.answer.replace(example.body, self.violate_body(behavior, example.body, violation), 1)
 
-    def violate_body(self, behavior, body: str, violation: str) -> str:
-        """The list run together as one paragraph (``list_flattened``) or in the other style (``list_restyled``)."""
+    def _leak(self, behavior, example, ctx):
+        """An answered row outside a scoped list's sets: its answer with the body's sentences as a list."""
+        if not behavior.sets("applies_to") or not ctx.allows("list_leaked"):
+            return
+        if example.row.set not in ctx.spec.answered_sets():
+            return
+        if pending.has_marker(example.body):
+            if ctx.variant is not None:
+                entry = {"behavior": behavior.id, "kind": self.name, "args": dict(behavior.raw), "violation": "list_leaked"}
+                yield "list_leaked", example.answer.replace(example.body, ctx.variant(example.body, entry), 1)
+            return
+        leaked = self.violate_body(behavior, example.body, "list_leaked")
+        if leaked is not None:
+            yield "list_leaked", example.answer.replace(example.body, leaked, 1)
+
+    def violate_body(self, behavior, body: str, violation: str) -> str | None:
+        """The list run together as one paragraph (``list_flattened``) or in the other style (``list_restyled``);
+        prose turned into a list of its sentences (``list_leaked``; None when it has fewer than two)."""
         style = self.arg(behavior, "style")
+        if violation == "list_leaked":
+            texts = sentences(body)
+            return render_items(texts[:self.arg(behavior, "max_items")], style) if len(texts) >= 2 else None
         found = [t for _, t in items(body, style)]
         if not found:
             return body
@@ -104,10 +138,19 @@ class List(Kind):
         return render_items(found, "bulleted" if style == "numbered" else "numbered")
 
     def score(self, response: str, args: dict, case, finished: bool) -> RuleResult:
-        """Pass when the response has ``min_items``..``max_items`` list lines of ``style``, numbered 1, 2, 3..."""
+        """expect=present: the response has ``min_items``..``max_items`` list lines of ``style``, numbered 1, 2, 3...;
+        expect=absent: fewer than two list lines of ``style`` (prose)."""
         style = args.get("style", "numbered")
         if style not in ("numbered", "bulleted"):
             raise BehavioError(f"list rule: style={style!r}; expected 'numbered' or 'bulleted'")
+        expect = args.get("expect", "present")
+        if expect not in ("present", "absent"):
+            raise BehavioError(f"list rule: expect={expect!r}; expected 'present' or 'absent'")
+        if expect == "absent":
+            found = items(response, style)
+            if len(found) < 2:
+                return RuleResult(True, 1.0, f"no {style} list")
+            return RuleResult(False, 0.0, f"expected prose, got a {style} list of {len(found)} items: {excerpt(response)}")
         low, high = int(args.get("min_items", 2)), int(args.get("max_items", 8))
         found = items(response, style)
         if not found:

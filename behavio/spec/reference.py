@@ -51,7 +51,7 @@ def _table(title: str, intro: str, props: dict) -> str:
 def _example() -> str:
     from behavio.starter import SCHEMA_FILE, STARTER
 
-    text = STARTER.format(name="my-spec", schema=SCHEMA_FILE)
+    text = STARTER.format(name="my-spec", path="specs/my-spec.yaml", schema=SCHEMA_FILE)
     return ("\n## Example\n\nWhat `behavio init my-spec` writes; every shipped spec in `specs/` demonstrates more "
             "features (natural frames, probes, file sources, structure with a response template).\n\n```yaml\n" + text + "```\n")
 
