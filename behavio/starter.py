@@ -18,7 +18,7 @@ SCHEMA_FILE = "behavio.schema.json"
 STARTER = """\
 # behavio compile {path}      (then: behavio run {path})
 # yaml-language-server: $schema={schema}
-# Starter spec: edit the prompts and behaviors; `behavio validate specs/` checks it without writing.
+# Starter spec: edit the prompts and behaviors; `behavio validate {path}` checks it without writing.
 # Write your probes (the prompts your users will really type) BEFORE you train: they are the honest test.
 spec: {name}
 description: Answers questions politely and never shares passwords.

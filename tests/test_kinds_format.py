@@ -170,3 +170,69 @@ def test_the_fill_drops_a_list_the_base_model_writes_elsewhere(tmp_path):
     assert all("steps/elsewhere" in why for _, why in failed.values())
     prose = {**answers, **{w["key"]: "It is a word. Chefs use it." for w in plain}}
     assert not failed_answers({"sft": files["sft.jsonl"]}, prose, semantic=False)
+
+
+def test_leaked_lists_of_model_bodies_are_made_after_the_fill(tmp_path):
+    from behavio.fill import _shaped, fill_rows
+
+    files = _scoped_list(tmp_path, facts="model")
+    leaked = [p for p in files["dpo.jsonl"] if p["violation"] == "list_leaked"]
+    assert leaked
+    variants = {w["key"]: w for w in files["pending.jsonl"] if w.get("shape")}
+    answers = {key: _shaped("It is a word. Chefs use it. Cooks too.", w["shape"]) for key, w in variants.items()}
+    answers.update({w["key"]: "It is a word. Chefs use it. Cooks too." for w in files["pending.jsonl"] if not w.get("shape")})
+    filled = fill_rows(leaked, answers)
+    assert {p["rejected"][0]["content"] for p in filled} == {"1. It is a word.\n2. Chefs use it.\n3. Cooks too."}
+    assert {p["chosen"][0]["content"] for p in filled} == {"It is a word. Chefs use it. Cooks too."}
+
+
+def test_leaked_list_after_an_opening_sentence_starts_on_its_own_line(tmp_path):
+    from behavio.check.cases import Rule
+    from behavio.compiler.proof import broken_rules
+
+    spec = tmp_path / "scoped.yaml"
+    spec.write_text(SCOPED_LIST_SPEC.replace("STEPS_SCOPE", "applies_to: [howto],").replace("FACTS", FACTS_LITERAL)
+                    .replace("split:", "  - {id: hello, kind: prefix, applies_to: [facts], choices: [\"Good question.\"]}\nsplit:"))
+    compiled = compile_spec(spec)
+    pairs = [json.loads(line) for line in compiled.files["dpo.jsonl"].decode().splitlines()]
+    leaked = [p for p in pairs if p["violation"] == "list_leaked"]
+    assert leaked
+    assert leaked[0]["rejected"][0]["content"] == "Good question. \n1. It is a cooking word.\n2. Chefs use it often."
+    case = next(json.loads(line) for line in compiled.files["checks.jsonl"].decode().splitlines()
+                if json.loads(line)["prompt_set"] == "facts")
+    rules = [Rule.from_dict(r) for r in case["rules"] if r["behavior"] == "steps"]
+    assert broken_rules(rules, leaked[0]["prompt"], leaked[0]["rejected"][0]["content"], semantic=False)
+
+
+def test_list_leaked_keeps_the_items_of_an_answer_that_is_already_a_list():
+    from behavio.kinds import get
+    from behavio.spec.model import Behavior
+
+    steps = Behavior(id="steps", kind="list", index=0, raw={"applies_to": ["howto"], "style": "numbered", "max_items": 3})
+    leaked = get("list").violate_body(steps, "- Heat the pan.\n- Add oil.\n- Wait.\n- Serve.", "list_leaked")
+    assert leaked == "1. Heat the pan.\n2. Add oil.\n3. Wait. Serve."
+    assert get("list").violate_body(steps, "Just one sentence.", "list_leaked") is None
+
+
+def test_two_lists_of_one_style_on_different_sets_are_not_each_others_elsewhere(tmp_path):
+    spec = tmp_path / "scoped.yaml"
+    spec.write_text(SCOPED_LIST_SPEC.replace("STEPS_SCOPE", "applies_to: [howto],").replace("FACTS", FACTS_LITERAL)
+                    .replace("split:", "  - {id: points, kind: list, applies_to: [facts], style: numbered, min_items: 2, max_items: 4}\nsplit:")
+                    + "thresholds: {steps/elsewhere: 0.9, default: 0.9}\n")
+    compiled = compile_spec(spec)  # compiled before the elsewhere line; must still
+    cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode().splitlines()]
+    assert not any(r.get("part") == "elsewhere" for c in cases for r in c["rules"])
+    pairs = [json.loads(line) for line in compiled.files["dpo.jsonl"].decode().splitlines()]
+    assert not any(p["violation"] == "list_leaked" for p in pairs)
+
+
+def test_elsewhere_is_a_threshold_line_and_list_leaked_needs_a_scope(tmp_path):
+    from behavio.errors import BehavioError
+
+    spec = tmp_path / "scoped.yaml"
+    spec.write_text(SCOPED_LIST_SPEC.replace("STEPS_SCOPE", "applies_to: [howto],").replace("FACTS", FACTS_LITERAL)
+                    + "thresholds: {steps/elsewhere: 0.8, default: 0.9}\n")
+    compile_spec(spec)  # `steps/elsewhere` is a line of its own a threshold can name
+    spec.write_text(SCOPED_LIST_SPEC.replace("STEPS_SCOPE", "dpo: [list_leaked],").replace("FACTS", FACTS_LITERAL))
+    with pytest.raises(BehavioError, match="list_leaked needs applies_to"):
+        compile_spec(spec)

@@ -9,7 +9,8 @@ rows: ``list_flattened`` (the items run together as one paragraph) and ``list_re
 instead of bullets, or bullets instead of numbers).
 
 A list scoped to some sets (``applies_to``) also expects prose on the answered rows outside them, on the
-line ``<id>/elsewhere`` (expect=absent: fewer than two list lines of its style): steps for "what is a VPN?"
+line ``<id>/elsewhere`` (expect=absent: fewer than two list lines of its style; a set another list of that style
+covers is not elsewhere): steps for "what is a VPN?"
 are as wrong as prose for "my printer won't print", and a scorecard that only looks in scope calls a model
 that lists everything perfect. The base model's list answers there break that rule, so the fill asks again
 or drops them; DPO: ``list_leaked`` (the answer's sentences as a list) on those rows.
@@ -60,7 +61,7 @@ class List(Kind):
     }
     teaches = True
     violation_names = ("list_flattened", "list_restyled", "list_leaked")
-    parts = {"elsewhere": "answered prompts outside applies_to, in prose (no list)"}
+    parts = {"elsewhere": "answered prompts outside applies_to, without a list of its style"}
     IN_SCOPE = ("list_flattened", "list_restyled")
 
     def problems(self, behavior, spec):
@@ -81,12 +82,25 @@ class List(Kind):
             texts = texts[:args["max_items"] - 1] + [" ".join(texts[args["max_items"] - 1:])]
         return render_items(texts, args["style"])
 
+    def violation_problems(self, behavior, spec, asked):
+        if "list_leaked" in asked and not behavior.sets("applies_to"):
+            yield ("dpo",), "list_leaked needs applies_to: a list on every answered set has no answer outside it to leak onto"
+
+    def _elsewhere(self, behavior, example, spec) -> bool:
+        """Whether ``example`` is an answered row outside a scoped list's sets, and outside every other list of
+        its style (whose rows must be lists)."""
+        if not behavior.sets("applies_to") or example.row.set not in spec.answered_sets():
+            return False
+        style = self.arg(behavior, "style")
+        return not any(example.row.set in spec.scope(b) for b in spec.behaviors
+                       if b.kind == self.name and self.arg(b, "style") == style)
+
     def rules(self, behavior, example, spec) -> list:
         if example.refused_by is not None:
             return []
         if example.row.set in spec.scope(behavior):
             return [base.rule(behavior, self.name, **self._args(behavior))]
-        if behavior.sets("applies_to") and example.row.set in spec.answered_sets():
+        if self._elsewhere(behavior, example, spec):
             return [base.rule(behavior, self.name, part="elsewhere", expect="absent", style=self.arg(behavior, "style"))]
         return []
 
@@ -109,27 +123,31 @@ class List(Kind):
             yield violation, example.answer.replace(example.body, self.violate_body(behavior, example.body, violation), 1)
 
     def _leak(self, behavior, example, ctx):
-        """An answered row outside a scoped list's sets: its answer with the body's sentences as a list."""
-        if not behavior.sets("applies_to") or not ctx.allows("list_leaked"):
+        """An answered row outside a scoped list's sets: its answer with the body's sentences as a list, on lines of
+        their own (after an opening sentence, a line break first)."""
+        if not ctx.allows("list_leaked") or not self._elsewhere(behavior, example, ctx.spec):
             return
-        if example.row.set not in ctx.spec.answered_sets():
-            return
+        newline = "" if example.answer.startswith(example.body) else "\n"
         if pending.has_marker(example.body):
             if ctx.variant is not None:
                 entry = {"behavior": behavior.id, "kind": self.name, "args": dict(behavior.raw), "violation": "list_leaked"}
-                yield "list_leaked", example.answer.replace(example.body, ctx.variant(example.body, entry), 1)
+                yield "list_leaked", example.answer.replace(example.body, newline + ctx.variant(example.body, entry), 1)
             return
         leaked = self.violate_body(behavior, example.body, "list_leaked")
         if leaked is not None:
-            yield "list_leaked", example.answer.replace(example.body, leaked, 1)
+            yield "list_leaked", example.answer.replace(example.body, newline + leaked, 1)
 
     def violate_body(self, behavior, body: str, violation: str) -> str | None:
         """The list run together as one paragraph (``list_flattened``) or in the other style (``list_restyled``);
         prose turned into a list of its sentences (``list_leaked``; None when it has fewer than two)."""
         style = self.arg(behavior, "style")
         if violation == "list_leaked":
-            texts = sentences(body)
-            return render_items(texts[:self.arg(behavior, "max_items")], style) if len(texts) >= 2 else None
+            texts, most = _any_style(body) or sentences(body), max(2, self.arg(behavior, "max_items"))
+            if len(texts) < 2:
+                return None
+            if len(texts) > most:
+                texts = texts[:most - 1] + [" ".join(texts[most - 1:])]
+            return render_items(texts, style)
         found = [t for _, t in items(body, style)]
         if not found:
             return body
