@@ -340,6 +340,33 @@ def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(
     assert calls == [(1, keys[1:])]
 
 
+def test_fill_system_none_asks_the_base_model_without_the_spec_system_message(tmp_path, monkeypatch):
+    """train.fill_system: none writes the bodies under the base model's own default; training keeps the spec's."""
+    import behavio.embeddings
+    import behavio.fill
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import fill_and_write
+
+    text = SUPPORT.replace("billing: {source: literal, template: \"You can find {{ row.thing }} under Account, then Billing.\"}",
+                           "billing: {source: model}")
+    compiled = compile_spec(write(tmp_path, text))
+    asked: dict[str, list[dict]] = {}
+
+    def fill(rows_asked, base_model, **settings):
+        asked.update({r["key"]: r["messages"] for r in rows_asked})
+        return {r["key"]: "Open Account, then Billing." for r in rows_asked}
+
+    monkeypatch.setattr(behavio.fill, "fill_pending", fill)
+    monkeypatch.setattr(behavio.embeddings, "available", lambda: False)
+    for setting, under_system in (("spec", True), ("none", False)):
+        asked.clear()
+        written = fill_and_write(compiled, TrainConfig(fill_system=setting), Path("m"), tmp_path / setting)
+        assert asked and {any(m["role"] == "system" for m in messages) for messages in asked.values()} == {under_system}
+        billing = [r for r in written["sft"] if r["prompt_set"] == "billing"]
+        assert billing and all(r["messages"][0] == {"role": "system", "content": "You are the support assistant of Acme Cloud."}
+                               and r["messages"][-1]["content"].endswith("Open Account, then Billing.") for r in billing)
+
+
 def test_replay_answers_without_their_fact_are_not_trained():
     """The poodle spec's replay-right rule: a filled replay answer that misses its row's answer is dropped."""
     from behavio.compiler.proof import judge_filled

@@ -79,6 +79,8 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
     rows = pick_rows(compiled, cfg)
     needed = {key for split in rows.values() for row in split for key in row.get("pending", [])}
     pending = [p for p in parse_jsonl(compiled.files["pending.jsonl"]) if p["key"] in needed]
+    if cfg.fill_system == "none":
+        pending = [without_system(p) for p in pending]
     if pending:
         processes = f", shared by {distributed.size()} processes" if distributed.size() > 1 else ""
         say(f"fill: {len(pending)} answer bodies from {base_model.name} (cached after the first run{processes})")
@@ -102,6 +104,12 @@ def fill_and_write(compiled: Compiled, cfg: TrainConfig, base_model: Path, data_
             write_jsonl(data_dir / f"{name}.jsonl", split)
         write_jsonl(data_dir / "fill.dropped.jsonl", [{"why": why} for why in verdict.dropped])
     return verdict.rows
+
+
+def without_system(row: dict) -> dict:
+    """A pending answer's row asked without the spec's system message (``train.fill_system: none``): the base model
+    answers under its own default; the key, and so the training row the answer goes into, stay the same."""
+    return {**row, "messages": [m for m in row["messages"] if m.get("role") != "system"]}
 
 
 def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tuple[str, str]], rows: dict[str, list[dict]],
