@@ -113,6 +113,8 @@ NON_ANSWERS = [  # what SmolLM2 writes under a persona's system message, taken f
                                       "photos. I'm here to assist you in any way I can."),
     ("My invoice looks wrong.", "I'm sorry for any confusion. Can you please specify what you're referring to?"),
     ("how do i earn loyalty points", "Hey there, welcome to the app. I'm here to help. How can I assist you today?"),
+    ("laptop is so slow, what do i do", "1. I'm sorry for your loss.\n2. I'm here to help you with your laptop.\n"
+                                        "3. Can you please tell me more about your laptop?"),  # courtesy as numbered steps
 ]
 ANSWERS = [  # courtesy first, then an answer: on topic
     ("My flight was cancelled. What now?", "I'm sorry to hear your flight was cancelled. You can rebook it for free "
@@ -120,6 +122,8 @@ ANSWERS = [  # courtesy first, then an answer: on topic
     ("Why was I charged twice this month?", "Thanks for your billing question. I'm sorry for the trouble: the second "
                                             "charge is a pending authorization and drops off within five days."),
     ("Thanks, that's all!", "You're welcome! Have a great day."),  # courtesy asked, courtesy answered
+    ("laptop is so slow, what do i do", "1. I'm sorry to hear that.\n2. Restart the laptop to clear its memory.\n"
+                                        "3. Uninstall programs you no longer use."),
 ]
 
 

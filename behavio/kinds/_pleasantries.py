@@ -40,6 +40,7 @@ _OPENINGS = (
     r"(?:that's|what) an? (?:\w+ ){0,2}question\b", r"(?:great|good|excellent) question\b",
 )
 _PLEASANTRY = re.compile(r"^(?:" + "|".join(_OPENINGS) + r")")
+_LIST_MARKER = re.compile(r"^[ \t]*(?:\d+[.)]|[-*\u2022])[ \t]+", re.MULTILINE)  # "1. ", "2) ", "- ", "* " opening a line
 _CLAUSE_BREAK = re.compile(r"[:;]\s|\s[\u2014\u2013-]\s|,\s+(?:and|but|so)\s")
 
 
@@ -50,8 +51,9 @@ def is_pleasantry(sentence: str) -> bool:
 
 
 def only_pleasantries(text: str) -> bool:
-    """Whether ``text`` has at least one sentence and every one of them is a pleasantry."""
-    found = sentences(text)
+    """Whether ``text`` has at least one sentence and every one of them is a pleasantry; list items count as the
+    sentences they hold ("1. I'm sorry for your loss.\n2. I'm here to help you with your laptop." says nothing)."""
+    found = sentences(_LIST_MARKER.sub("", text))
     return bool(found) and all(is_pleasantry(s) for s in found)
 
 
