@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 
-from behavio import pending
 from behavio.errors import BehavioError
 from behavio.kinds import base
+from behavio.kinds._shaping import in_scope, rotated_rejections, shaped_rejection
 from behavio.kinds._text import excerpt, sentences
 from behavio.kinds.base import Kind, RuleResult
 
@@ -62,7 +62,6 @@ class List(Kind):
     teaches = True
     violation_names = ("list_flattened", "list_restyled", "list_leaked")
     parts = {"elsewhere": "answered prompts outside applies_to, without a list of its style"}
-    IN_SCOPE = ("list_flattened", "list_restyled")
 
     def problems(self, behavior, spec):
         if self.arg(behavior, "min_items") > self.arg(behavior, "max_items"):
@@ -105,37 +104,20 @@ class List(Kind):
         return []
 
     def violations(self, behavior, example, ctx):
-        if example.refused_by is not None or example.body is None:
-            return
-        if example.row.set not in ctx.spec.scope(behavior):
+        if in_scope(behavior, example, ctx.spec):
+            yield from rotated_rejections(self, behavior, example, ctx, lambda violation: violation != "list_leaked")
+        elif example.refused_by is None and example.body is not None:
             yield from self._leak(behavior, example, ctx)
-            return
-        derivable = [v for v in self.IN_SCOPE if ctx.allows(v)]
-        if not derivable:
-            return
-        violation = derivable[ctx.index % len(derivable)]
-        if pending.has_marker(example.body):  # the base model writes the body: the violation is applied after the fill
-            if ctx.variant is not None:
-                entry = {"behavior": behavior.id, "kind": self.name, "args": dict(behavior.raw), "violation": violation}
-                yield violation, example.answer.replace(example.body, ctx.variant(example.body, entry), 1)
-            return
-        if items(example.body, self.arg(behavior, "style")):
-            yield violation, example.answer.replace(example.body, self.violate_body(behavior, example.body, violation), 1)
 
     def _leak(self, behavior, example, ctx):
         """An answered row outside a scoped list's sets: its answer with the body's sentences as a list, on lines of
         their own (after an opening sentence, a line break first)."""
         if not ctx.allows("list_leaked") or not self._elsewhere(behavior, example, ctx.spec):
             return
-        newline = "" if example.answer.startswith(example.body) else "\n"
-        if pending.has_marker(example.body):
-            if ctx.variant is not None:
-                entry = {"behavior": behavior.id, "kind": self.name, "args": dict(behavior.raw), "violation": "list_leaked"}
-                yield "list_leaked", example.answer.replace(example.body, newline + ctx.variant(example.body, entry), 1)
-            return
-        leaked = self.violate_body(behavior, example.body, "list_leaked")
-        if leaked is not None:
-            yield "list_leaked", example.answer.replace(example.body, newline + leaked, 1)
+        rejected = shaped_rejection(self, behavior, example, ctx, "list_leaked")
+        if rejected is not None:
+            start = example.answer.index(example.body)  # the answer up to the body is the rejection's too
+            yield "list_leaked", rejected[:start] + ("\n" if start else "") + rejected[start:]
 
     def violate_body(self, behavior, body: str, violation: str) -> str | None:
         """The list run together as one paragraph (``list_flattened``) or in the other style (``list_restyled``);
@@ -164,13 +146,12 @@ class List(Kind):
         expect = args.get("expect", "present")
         if expect not in ("present", "absent"):
             raise BehavioError(f"list rule: expect={expect!r}; expected 'present' or 'absent'")
+        found = items(response, style)
         if expect == "absent":
-            found = items(response, style)
             if len(found) < 2:
                 return RuleResult(True, 1.0, f"no {style} list")
             return RuleResult(False, 0.0, f"expected prose, got a {style} list of {len(found)} items: {excerpt(response)}")
         low, high = int(args.get("min_items", 2)), int(args.get("max_items", 8))
-        found = items(response, style)
         if not found:
             return RuleResult(False, 0.0, f"expected a {style} list of {low}-{high} items; got {excerpt(response)}")
         numbers = [n for n, _ in found]
