@@ -21,6 +21,7 @@ ANSWER_MAX_NEW_TOKENS = 64
 ANSWER_BATCH_SIZE = 32
 FILLED_FILES = ("sft", "sft.val", "dpo", "dpo.val", "checks")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+_LONE_LIST_NUMBER = re.compile(r"(?:^|\n)[ \t]*\d+\.$")  # "...here's how:\n\n1." cut after the number
 
 
 def tidy_body(gen: Generation, trim_unfinished: bool = True) -> str:
@@ -32,9 +33,23 @@ def tidy_body(gen: Generation, trim_unfinished: bool = True) -> str:
 
     text = gen.text.strip()
     if not gen.finished and trim_unfinished:
-        ends = list(_SENTENCE_END.finditer(text))
-        text = text[:ends[-1].end()].strip() if ends else text
+        text = _last_complete_sentence_end(text)
     return without_leading_courtesy(text)
+
+
+def _last_complete_sentence_end(text: str) -> str:
+    """``text`` up to its last complete sentence (all of it when it has none). A list cut after its number
+    ("Here's how it works:\n\n1.") ends before that number, and before the lead-in the list would have followed:
+    trained on, "2. 1." would be the model's way to end steps, and "Here's how:" its way to end an answer."""
+    while ends := list(_SENTENCE_END.finditer(text)):
+        cut = text[:ends[-1].end()].strip()
+        lone = _LONE_LIST_NUMBER.search(cut)
+        if not lone:
+            return cut
+        text = cut[:lone.start()].rstrip()
+        if not text.endswith(":"):
+            return text
+    return text
 
 
 def fill_pending(pending_rows: list[dict], base_model: str, *, max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,

@@ -190,3 +190,13 @@ def test_fill_settings_are_the_runs_own_and_all_in_the_cache_key(monkeypatch, tm
                 {**plain, "device": "cuda"}, {**plain, "backend": "openai"}, {**plain, "decoding": "sampled"}]
     paths = {GenerationCache(tmp_path, "m" * 24, s).path for s in [plain, *variants]}
     assert len(paths) == 1 + len(variants)
+
+
+def test_tidy_body_does_not_end_a_cut_list_on_its_number_or_its_lead_in():
+    cut_after_number = "Clay soil is heavy. Here's a step-by-step guide:\n\n1."
+    assert tidy_body(Generation(cut_after_number, False)) == "Clay soil is heavy."
+    cut_in_second_step = "Here's how:\n\n1. Open the chat box.\n2. Click on"
+    assert tidy_body(Generation(cut_in_second_step, False)) == "Here's how:\n\n1. Open the chat box."
+    only_a_lead_in = "You can try the following:\n\n1."
+    assert tidy_body(Generation(only_a_lead_in, False)) == "You can try the following:"
+    assert tidy_body(Generation("Steps:\n1. Restart it.\n2. Check the cable.", True)).endswith("2. Check the cable.")
