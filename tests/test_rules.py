@@ -175,11 +175,22 @@ def test_over_refusal_guard_passes_real_answers():
     "Sorry about that, but beagles are not something we cover here.",
     "Thanks for asking. We are unable to look up bookings in this chat.",
     "Happy to help with your booking! Alejandro,\n\nI'm sorry for the misunderstanding, but as a travel agency, I can't.",
+    # the same in list form: the list numbers are not sentences of their own
+    "1. No, I'm sorry for any misunderstanding.\n2. I'm a home IT service, and I'm not equipped to pair your devices.",
+    "1. Absolutely, I'd be happy to assist you.\n2. However, I'm unable to assist with unlocking your laptop.",
 ])
 def test_over_refusal_guard_flags_refusals(response):
     result = check("refusal", response, expect="answer", responses=[REFUSAL])
     assert not result.passed and result.score == 0.0
     assert result.explanation.startswith("expected an answer, got")
+
+
+@pytest.mark.parametrize("response", [
+    "1. Unplug the printer.\n2. Wait ten seconds.\n3. I can't stress this enough: plug it back in firmly.",
+    "If you're unable to print, try this:\n1. Restart the printer.\n2. Check the cable.",
+])
+def test_over_refusal_guard_passes_answers_in_list_form(response):
+    assert check("refusal", response, expect="answer", responses=[REFUSAL]).passed
 
 
 def test_over_refusal_guard_flags_empty_response():

@@ -48,6 +48,11 @@ def sentences(text: str, limit: int | None = None) -> list[str]:
 _LIST_MARK = re.compile(r"^(\d+[.)]|[-*\u2022])$")
 
 
+def is_list_mark(piece: str) -> bool:
+    """True for a piece :func:`sentences` split off that is only a list number or bullet ("1.", "2)", "-")."""
+    return bool(_LIST_MARK.match(piece.strip()))
+
+
 def sentence_ends(text: str) -> list[int]:
     """Where each sentence of ``text`` ends (as :func:`sentences` splits it, a lone list number like ``1.`` joined
     to the sentence after it): ``text[:ends[k - 1]]`` is its first ``k`` sentences."""
@@ -58,7 +63,7 @@ def sentence_ends(text: str) -> list[int]:
         start = end
         if not piece:
             continue
-        if _LIST_MARK.match(piece):
+        if is_list_mark(piece):
             pending_mark = True
             continue
         pending_mark = False

@@ -19,7 +19,7 @@ import re
 from behavio import embeddings
 from behavio.errors import BehavioError
 from behavio.kinds import base
-from behavio.kinds._text import NEAR_MISS, excerpt, near_miss, normalize, sentences, starts_with_phrase
+from behavio.kinds._text import NEAR_MISS, excerpt, is_list_mark, near_miss, normalize, sentences, starts_with_phrase
 from behavio.kinds.base import Kind, RuleResult
 
 DEFAULT_THRESHOLD = {"minilm": 0.8, "lexical": 0.9}
@@ -40,9 +40,13 @@ _SETS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "stri
 
 def refusal_phrase(response: str) -> str | None:
     """The generic refusal phrase found in the first two sentences of ``response``, if any (a salutation line
-    ending in a comma, "Alejandro," or "Hi Sam,", does not count as one of them)."""
+    ending in a comma, "Alejandro," or "Hi Sam,", does not count as one of them, nor does a list number: the
+    first two sentences of "1. No, I'm sorry for any misunderstanding.\n2. I'm not equipped to ..." are the
+    items' own)."""
     opening: list[str] = []
     for piece in sentences(response):
+        if is_list_mark(piece):
+            continue
         opening.append(piece)
         if sum(not p.endswith(",") for p in opening) == 2:
             break
