@@ -69,6 +69,9 @@ def test_tidy_body_drops_the_courtesy_an_answer_opens_with():
     assert tidy_body(Generation("I'm sorry for any confusion. I'm here to help. You can pay by card.", True)) == \
         "You can pay by card."
     assert tidy_body(Generation("Hey there, welcome! Rain is water. It falls from", False)) == "Rain is water."
+    persona = "Marina, welcome to the Harbourview Hotel. I'm so glad you're enjoying your stay. The pool is heated."
+    assert tidy_body(Generation(persona, True)) == "The pool is heated."
+    assert tidy_body(Generation("Yes, the pool is heated. Marina, welcome!", True)) == "Yes, the pool is heated. Marina, welcome!"
     kept = ["I'm sorry for your loss. I'm here to help.",  # courtesy alone: left for the judge, which drops it
             "I'm sorry for your loss, but as a travel agency, I'm unable to help.",  # a refusal: the judge drops it too
             "I'm sorry for the trouble: the charge is a pending authorization.", "Rain is water. Thanks for asking!"]

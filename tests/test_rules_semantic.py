@@ -115,6 +115,10 @@ NON_ANSWERS = [  # what SmolLM2 writes under a persona's system message, taken f
     ("how do i earn loyalty points", "Hey there, welcome to the app. I'm here to help. How can I assist you today?"),
     ("laptop is so slow, what do i do", "1. I'm sorry for your loss.\n2. I'm here to help you with your laptop.\n"
                                         "3. Can you please tell me more about your laptop?"),  # courtesy as numbered steps
+    ("sauna - how late can we use it?", "Marina, welcome to the Harbourview Hotel. I'm so glad you're enjoying your "
+                                        "stay. What can I do for you today?"),  # the persona's name said to the guest
+    ("can you fix my printer", "Absolutely, I'd be happy to help you with that. Can you please provide me with your "
+                               "address?"),
 ]
 ANSWERS = [  # courtesy first, then an answer: on topic
     ("My flight was cancelled. What now?", "I'm sorry to hear your flight was cancelled. You can rebook it for free "
@@ -124,6 +128,8 @@ ANSWERS = [  # courtesy first, then an answer: on topic
     ("Thanks, that's all!", "You're welcome! Have a great day."),  # courtesy asked, courtesy answered
     ("laptop is so slow, what do i do", "1. I'm sorry to hear that.\n2. Restart the laptop to clear its memory.\n"
                                         "3. Uninstall programs you no longer use."),
+    ("is the pool heated?", "Marina, welcome to the Harbourview Hotel. Yes, the pool is heated to 28 degrees all year."),
+    ("Do you have rooms without carpet?", "Yes, I'd be happy to help: our sea-view rooms have wooden floors."),
 ]
 
 

@@ -5,7 +5,8 @@ Small chat models under a persona's system message often answer a question with 
 and we're happy to assist you with your online check-in." Trained on, such answers teach the model to
 evade (it then writes them instead of a refusal, or instead of answering); checked, they are not on topic.
 A sentence is a pleasantry when each of its clauses (split at a colon, semicolon, dash or ", and|but|so") *opens*
-with one of the forms below, so "I'm sorry to hear your flight was cancelled. You can rebook online.", "Sorry for
+with one of the forms below (after one word and a comma, as in "Marina, welcome to the hotel." or "Absolutely, I'd
+be happy to help.": under a persona's system message SmolLM2 often addresses the user by the persona's name), so "I'm sorry to hear your flight was cancelled. You can rebook online.", "Sorry for
 the trouble: the second charge is a pending authorization." and "I'm a hosting company, and I accept PayPal." hold
 an answer and are not non-answers. The fill also trims the courtesy sentences an answer opens with
 (:func:`without_leading_courtesy`): trained on, "I'm sorry for any confusion." before every answer becomes the
@@ -27,6 +28,10 @@ _OPENINGS = (
     _WE + r" (?:always |more than |very |so |really |just )?(?:here|happy|glad|delighted|pleased|ready|excited|eager)"
           r" to (?:help|assist|support|be of|hear)\b",
     _WE + r" (?:always |just )?here (?:for you|if you need)\b",
+    r"(?:i'd|i would|we'd|we would) (?:be )?(?:more than |very |so |really )?(?:happy|glad|delighted|pleased) to"
+    r" (?:help|assist)\b",
+    _WE + r" (?:so |very |really |truly )?(?:glad|happy|delighted|pleased|thrilled) (?:that )?(?:you're|you are)"
+          r" (?:enjoying|here|interested|looking|considering|planning|thinking|staying|visiting)\b",
     r"(?:how|what) (?:can|may|could) (?:i|we) (?:help|assist|do)\b",
     r"(?:please )?(?:feel free|don't hesitate|do not hesitate|let me know|let us know)\b",
     r"(?:is there )?anything else\b",
@@ -39,7 +44,7 @@ _OPENINGS = (
     r"(?:have|enjoy) (?:a|your) (?:nice|great|good|wonderful|lovely) (?:day|trip|evening|one)\b",
     r"(?:that's|what) an? (?:\w+ ){0,2}question\b", r"(?:great|good|excellent) question\b",
 )
-_PLEASANTRY = re.compile(r"^(?:" + "|".join(_OPENINGS) + r")")
+_PLEASANTRY = re.compile(r"^(?:[\w']+, )?(?:" + "|".join(_OPENINGS) + r")")  # "Marina, welcome to ...": a name first
 _LIST_MARKER = re.compile(r"^[ \t]*(?:\d+[.)]|[-*\u2022])[ \t]+", re.MULTILINE)  # "1. ", "2) ", "- ", "* " opening a line
 _CLAUSE_BREAK = re.compile(r"[:;]\s|\s[\u2014\u2013-]\s|,\s+(?:and|but|so)\s")
 
