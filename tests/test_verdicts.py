@@ -340,6 +340,48 @@ def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(
     assert calls == [(1, keys[1:])]
 
 
+def test_a_set_the_fill_would_lose_is_asked_again_even_without_fill_retries(tmp_path, monkeypatch):
+    """fill_retries: 0, and the base model refuses nearly every billing question: rather than stop the run, the fill
+    asks again for that set's answers (RESCUE_RETRIES times) and says so; a set that loses less is not asked again."""
+    import behavio.fill
+    from behavio.compiler.proof import failed_answers, judge_filled
+    from behavio.train.config import TrainConfig
+    from behavio.errors import BehavioError
+    from behavio.train.data import RESCUE_RETRIES, ask_again, pick_rows
+
+    text = SUPPORT.replace("billing: {source: literal, template: \"You can find {{ row.thing }} under Account, then Billing.\"}",
+                           "billing: {source: model}")
+    compiled = compile_spec(write(tmp_path, text))
+    picked = pick_rows(compiled, TrainConfig())
+    pending = rows(compiled, "pending.jsonl")
+    good = "Open Account, then Billing."
+    billing = sorted({k for r in picked["sft"] + picked["sft.val"] if r["prompt_set"] == "billing" for k in r["pending"]})
+    answers = {p["key"]: good for p in pending}
+    answers.update({k: "I can't help with invoices, sorry." for k in billing})  # every billing answer refused
+    failed = failed_answers(picked, answers, semantic=False)
+    with pytest.raises(BehavioError, match="too many to drop"):
+        judge_filled(compiled.spec, picked, answers, semantic=False, failed=failed)
+    calls = []
+
+    def refill(rows_asked, known, base_model, *, choice, **settings):
+        calls.append(choice)
+        return {r["key"]: good if choice == 2 else "I can't, sorry." for r in rows_asked}
+
+    monkeypatch.setattr(behavio.fill, "refill_pending", refill)
+    said = []
+    still = ask_again(pending, answers, failed, picked, TrainConfig(fill_retries=0), Path("m"), semantic=False,
+                      say=said.append)
+    assert calls == list(range(1, RESCUE_RETRIES + 1)) and still == {}
+    assert said and said[0].startswith("fill: billing would lose more than 90% of their answers")
+    assert judge_filled(compiled.spec, picked, answers, semantic=False, failed=still).rows["sft"]
+
+    calls.clear()
+    answers.update({k: "I can't help with invoices, sorry." for k in billing[:1]})  # one lost answer: no rescue
+    one = failed_answers(picked, answers, semantic=False)
+    assert ask_again(pending, answers, one, picked, TrainConfig(fill_retries=0), Path("m"), semantic=False) == one
+    assert calls == []
+
+
 def test_fill_system_none_asks_the_base_model_without_the_spec_system_message(tmp_path, monkeypatch):
     """train.fill_system: none writes the bodies under the base model's own default; training keeps the spec's."""
     import behavio.embeddings

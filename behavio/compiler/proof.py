@@ -148,6 +148,15 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
     return FillVerdict(kept, list(dict.fromkeys(why for _, why in bad.values())), losses)
 
 
+def fatal_sets(rows: dict[str, list[dict]], failed: dict[str, tuple[str, str]]) -> set[str]:
+    """The prompt sets that would lose more than :data:`FATAL_LOSS` of their answers to ``failed`` (pending key ->
+    (set, why)), which stops the run."""
+    lost: dict[str, int] = {}
+    for name, _ in failed.values():
+        lost[name] = lost.get(name, 0) + 1
+    return {name for name, n in lost.items() if n > FATAL_LOSS * _answers_of(rows, name)}
+
+
 def _answers_of(rows: dict[str, list[dict]], name: str) -> int:
     """How many answers the base model writes for prompt set ``name`` (SFT and validation): distinct answers, as
     the failures are counted -- a prompt's augmented and respelled copies share its answer."""

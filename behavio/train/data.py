@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from behavio.train.config import TrainConfig
 
 SPLITS = ("sft", "sft.val", "dpo", "dpo.val")
+RESCUE_RETRIES = 2  # asks again, with fill_retries: 0, for a set the fill would otherwise lose (see ask_again)
 MAX_LISTED_ERRORS = 5
 
 
@@ -118,25 +119,37 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
     """Ask the base model again, up to ``cfg.fill_retries`` times, for the answers in ``failed`` (pending key ->
     (set, why), the answers that broke their rows' rules), each time opening with its next choice of first token;
     ``answers`` is updated in place. Returns the answers that still fail. An answer another conversation continues
-    from (an earlier turn) is kept as it was, so that conversation's later answers still follow from it."""
-    from behavio.compiler.proof import failed_answers
+    from (an earlier turn) is kept as it was, so that conversation's later answers still follow from it.
+
+    With ``fill_retries: 0`` the answers of a set that would lose more than 90% of them, which stops the run, are
+    asked again :data:`RESCUE_RETRIES` times (that set's alone): asking again trades some refusals for answers
+    (bench/SPEC_QUALITY.md, session 22), a better bargain than no run at all."""
+    from behavio.compiler.proof import failed_answers, fatal_sets
     from behavio.fill import refill_pending, run_fill_settings
     from behavio.pending import keys_in
 
-    if not cfg.fill_retries or not failed:
+    rescued = fatal_sets(rows, failed) if not cfg.fill_retries else set()
+    retries = cfg.fill_retries or (RESCUE_RETRIES if rescued else 0)
+    if not retries or not failed:
         return failed
     context = {k for row in pending for m in row["messages"] for k in keys_in(m.get("content") or "")}
     first = len(failed)
-    for choice in range(1, cfg.fill_retries + 1):
-        again = [row for row in pending if row["key"] in failed and row["key"] not in context]
+    for choice in range(1, retries + 1):
+        again = [row for row in pending if row["key"] in failed and row["key"] not in context
+                 and (not rescued or failed[row["key"]][0] in rescued)]
         if not again:
             break
         answers.update(refill_pending(again, answers, str(base_model), choice=choice, **run_fill_settings(cfg)))
         asked = {row["key"] for row in again}
         failed = {**{k: v for k, v in failed.items() if k not in asked},
                   **failed_answers(rows, answers, semantic=semantic, keys=asked)}
-    say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
-        f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
+    if rescued:
+        say(f"fill: {', '.join(sorted(rescued))} would lose more than 90% of their answers to the base model's own "
+            f"refusals and slips, which stops the run; asked again for them with its next choice of opening word "
+            f"({RESCUE_RETRIES} times, as train.fill_retries does): {first - len(failed)} of {first} failing answers now pass")
+    else:
+        say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
+            f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
     return failed
 
 
