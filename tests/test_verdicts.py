@@ -373,6 +373,7 @@ def test_a_set_the_fill_would_lose_is_asked_again_even_without_fill_retries(tmp_
                       say=said.append)
     assert calls == list(range(1, RESCUE_RETRIES + 1)) and still == {}
     assert said and said[0].startswith("fill: billing would lose more than 90% of their answers")
+    assert said[0].endswith(f"{len(billing)} of their {len(billing)} failing answers now pass")
     assert judge_filled(compiled.spec, picked, answers, semantic=False, failed=still).rows["sft"]
 
     calls.clear()

@@ -133,7 +133,10 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
     if not retries or not failed:
         return failed
     context = {k for row in pending for m in row["messages"] for k in keys_in(m.get("content") or "")}
-    first = len(failed)
+    def asked_of(found: dict[str, tuple[str, str]]) -> int:
+        return sum(1 for name, _ in found.values() if not rescued or name in rescued)
+
+    first = asked_of(failed)
     for choice in range(1, retries + 1):
         again = [row for row in pending if row["key"] in failed and row["key"] not in context
                  and (not rescued or failed[row["key"]][0] in rescued)]
@@ -146,7 +149,7 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
     if rescued:
         say(f"fill: {', '.join(sorted(rescued))} would lose more than 90% of their answers to the base model's own "
             f"refusals and slips, which stops the run; asked again for them with its next choice of opening word "
-            f"({RESCUE_RETRIES} times, as train.fill_retries does): {first - len(failed)} of {first} failing answers now pass")
+            f"({RESCUE_RETRIES} times, as train.fill_retries does): {first - asked_of(failed)} of their {first} failing answers now pass")
     else:
         say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
             f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
