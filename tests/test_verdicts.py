@@ -289,19 +289,26 @@ def test_answers_of_pleasantries_alone_are_never_trained_on(tmp_path):
     assert all("sorry for your loss" not in json.dumps(r) for split in verdict.rows.values() for r in split)
 
 
+def _billing_answered_by_the_model(tmp_path):
+    """The support spec with its billing answers written by the base model: (compiled, picked rows, pending rows)."""
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows
+
+    text = SUPPORT.replace("billing: {source: literal, template: \"You can find {{ row.thing }} under Account, then Billing.\"}",
+                           "billing: {source: model}")
+    compiled = compile_spec(write(tmp_path, text))
+    return compiled, pick_rows(compiled, TrainConfig()), rows(compiled, "pending.jsonl")
+
+
 def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(tmp_path, monkeypatch):
     """The fill's second opinion: a failed answer is asked again with the next opening choice until it passes or the
     retries run out; what passes is trained, what never does is dropped, an earlier turn is never rewritten."""
     import behavio.fill
     from behavio.compiler.proof import failed_answers, judge_filled
     from behavio.train.config import TrainConfig
-    from behavio.train.data import ask_again, pick_rows
+    from behavio.train.data import ask_again
 
-    text = SUPPORT.replace("billing: {source: literal, template: \"You can find {{ row.thing }} under Account, then Billing.\"}",
-                           "billing: {source: model}")
-    compiled = compile_spec(write(tmp_path, text))
-    picked = pick_rows(compiled, TrainConfig())
-    pending = rows(compiled, "pending.jsonl")
+    compiled, picked, pending = _billing_answered_by_the_model(tmp_path)
     good = "Open Account, then Billing."
     answers = {p["key"]: good for p in pending}
     keys = sorted({k for r in picked["sft"] for k in r["pending"]})[:3]
@@ -345,15 +352,11 @@ def test_a_set_the_fill_would_lose_is_asked_again_even_without_fill_retries(tmp_
     asks again for that set's answers (RESCUE_RETRIES times) and says so; a set that loses less is not asked again."""
     import behavio.fill
     from behavio.compiler.proof import failed_answers, judge_filled
-    from behavio.train.config import TrainConfig
     from behavio.errors import BehavioError
-    from behavio.train.data import RESCUE_RETRIES, ask_again, pick_rows
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import RESCUE_RETRIES, ask_again
 
-    text = SUPPORT.replace("billing: {source: literal, template: \"You can find {{ row.thing }} under Account, then Billing.\"}",
-                           "billing: {source: model}")
-    compiled = compile_spec(write(tmp_path, text))
-    picked = pick_rows(compiled, TrainConfig())
-    pending = rows(compiled, "pending.jsonl")
+    compiled, picked, pending = _billing_answered_by_the_model(tmp_path)
     good = "Open Account, then Billing."
     billing = sorted({k for r in picked["sft"] + picked["sft.val"] if r["prompt_set"] == "billing" for k in r["pending"]})
     answers = {p["key"]: good for p in pending}
