@@ -21,7 +21,6 @@ ANSWER_MAX_NEW_TOKENS = 64
 ANSWER_BATCH_SIZE = 32
 FILLED_FILES = ("sft", "sft.val", "dpo", "dpo.val", "checks")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
-_LONE_LIST_NUMBER = re.compile(r"(?:^|\n)[ \t]*\d+\.$")  # "...here's how:\n\n1." cut after the number
 
 
 def tidy_body(gen: Generation, trim_unfinished: bool = True) -> str:
@@ -41,12 +40,14 @@ def _last_complete_sentence_end(text: str) -> str:
     """``text`` up to its last complete sentence (all of it when it has none). A list cut after its number
     ("Here's how it works:\n\n1.") ends before that number, and before the lead-in the list would have followed:
     trained on, "2. 1." would be the model's way to end steps, and "Here's how:" its way to end an answer."""
+    from behavio.kinds._text import is_list_mark
+
     while ends := list(_SENTENCE_END.finditer(text)):
         cut = text[:ends[-1].end()].strip()
-        lone = _LONE_LIST_NUMBER.search(cut)
-        if not lone:
+        last_line = cut.rpartition("\n")[2]
+        if not is_list_mark(last_line):
             return cut
-        text = cut[:lone.start()].rstrip()
+        text = cut[:len(cut) - len(last_line)].rstrip()
         if not text.endswith(":"):
             return text
     return text

@@ -154,7 +154,12 @@ def fatal_sets(rows: dict[str, list[dict]], failed: dict[str, tuple[str, str]]) 
     lost: dict[str, int] = {}
     for name, _ in failed.values():
         lost[name] = lost.get(name, 0) + 1
-    return {name for name, n in lost.items() if n > FATAL_LOSS * _answers_of(rows, name)}
+    return {name for name, n in lost.items() if is_fatal(n, _answers_of(rows, name))}
+
+
+def is_fatal(lost: int, answers: int) -> bool:
+    """True when a set that loses ``lost`` of its ``answers`` answers loses more than :data:`FATAL_LOSS` of them."""
+    return answers > 0 and lost > FATAL_LOSS * answers
 
 
 def _answers_of(rows: dict[str, list[dict]], name: str) -> int:
@@ -174,7 +179,7 @@ def _stop_if_fatal(spec, losses: dict[str, tuple[int, int]], failures: dict[str,
         if source is not None and source.on_failure == "error":
             problems.append(str(spec.located.issue(("answers", name), f"{len(found)} answers the base model wrote break "
                                                    f"their rules (on_failure: error); first: {found[0]}")))
-        elif total and len(found) > FATAL_LOSS * total:
+        elif is_fatal(len(found), total):
             problems.append(str(spec.located.issue(("answers", name), f"{len(found)} of {total} answers the base model "
                                                    f"wrote break their rules, too many to drop; first: {found[0]}")))
     if problems:

@@ -121,10 +121,11 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
     ``answers`` is updated in place. Returns the answers that still fail. An answer another conversation continues
     from (an earlier turn) is kept as it was, so that conversation's later answers still follow from it.
 
-    With ``fill_retries: 0`` the answers of a set that would lose more than 90% of them, which stops the run, are
+    With ``fill_retries: 0`` the answers of a set that would lose more than
+    :data:`~behavio.compiler.proof.FATAL_LOSS` of them, which stops the run, are
     asked again :data:`RESCUE_RETRIES` times (that set's alone): asking again trades some refusals for answers
     (bench/SPEC_QUALITY.md, session 22), a better bargain than no run at all."""
-    from behavio.compiler.proof import failed_answers, fatal_sets
+    from behavio.compiler.proof import FATAL_LOSS, failed_answers, fatal_sets
     from behavio.fill import refill_pending, run_fill_settings
     from behavio.pending import keys_in
 
@@ -133,26 +134,30 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tu
     if not retries or not failed:
         return failed
     context = {k for row in pending for m in row["messages"] for k in keys_in(m.get("content") or "")}
-    def asked_of(found: dict[str, tuple[str, str]]) -> int:
-        return sum(1 for name, _ in found.values() if not rescued or name in rescued)
 
-    first = asked_of(failed)
+    def asked(name: str) -> bool:
+        return not rescued or name in rescued
+
+    def failing(found: dict[str, tuple[str, str]]) -> int:
+        return sum(1 for name, _ in found.values() if asked(name))
+
+    first = failing(failed)
     for choice in range(1, retries + 1):
         again = [row for row in pending if row["key"] in failed and row["key"] not in context
-                 and (not rescued or failed[row["key"]][0] in rescued)]
+                 and asked(failed[row["key"]][0])]
         if not again:
             break
         answers.update(refill_pending(again, answers, str(base_model), choice=choice, **run_fill_settings(cfg)))
-        asked = {row["key"] for row in again}
-        failed = {**{k: v for k, v in failed.items() if k not in asked},
-                  **failed_answers(rows, answers, semantic=semantic, keys=asked)}
+        done = {row["key"] for row in again}
+        failed = {**{k: v for k, v in failed.items() if k not in done},
+                  **failed_answers(rows, answers, semantic=semantic, keys=done)}
     if rescued:
-        say(f"fill: {', '.join(sorted(rescued))} would lose more than 90% of their answers to the base model's own "
+        say(f"fill: {', '.join(sorted(rescued))} would lose more than {FATAL_LOSS:.0%} of their answers to the base model's own "
             f"refusals and slips, which stops the run; asked again for them with its next choice of opening word "
-            f"({RESCUE_RETRIES} times, as train.fill_retries does): {first - asked_of(failed)} of their {first} failing answers now pass")
+            f"({RESCUE_RETRIES} times, as train.fill_retries does): {first - failing(failed)} of their {first} failing answers now pass")
     else:
         say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
-            f"opening word (train.fill_retries: {cfg.fill_retries}), {first - len(failed)} of them now pass")
+            f"opening word (train.fill_retries: {cfg.fill_retries}), {first - failing(failed)} of them now pass")
     return failed
 
 
