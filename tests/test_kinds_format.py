@@ -236,3 +236,16 @@ def test_elsewhere_is_a_threshold_line_and_list_leaked_needs_a_scope(tmp_path):
     spec.write_text(SCOPED_LIST_SPEC.replace("STEPS_SCOPE", "dpo: [list_leaked],").replace("FACTS", FACTS_LITERAL))
     with pytest.raises(BehavioError, match="list_leaked needs applies_to"):
         compile_spec(spec)
+
+
+def test_on_topic_rules_carry_the_fixed_sentences_of_their_row(tmp_path):
+    """on_topic judges the body: each row's rule lists the sentences its answer is opened and closed with (every
+    choice of a behavior in scope, none of one whose scope the row is outside)."""
+    spec = tmp_path / "fixed.yaml"
+    spec.write_text(SCOPED_LIST_SPEC.replace("STEPS_SCOPE", "applies_to: [howto],").replace("FACTS", FACTS_LITERAL)
+                    .replace("split:", "  - {id: hello, kind: prefix, applies_to: [facts], choices: [\"Good question.\", "
+                                       "\"Nice one.\"]}\n  - {id: bye, kind: sign_off, choices: [\"Happy cooking!\"]}\n"
+                                       "  - {id: topical, kind: on_topic}\nsplit:"))
+    cases = [json.loads(line) for line in compile_spec(spec).files["checks.jsonl"].decode().splitlines()]
+    fixed = {c["prompt_set"]: next(r for r in c["rules"] if r["kind"] == "on_topic")["args"].get("fixed") for c in cases}
+    assert fixed == {"facts": ["Good question.", "Nice one.", "Happy cooking!"], "howto": ["Happy cooking!"]}

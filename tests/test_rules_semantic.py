@@ -119,6 +119,12 @@ NON_ANSWERS = [  # what SmolLM2 writes under a persona's system message, taken f
                                         "stay. What can I do for you today?"),  # the persona's name said to the guest
     ("can you fix my printer", "Absolutely, I'd be happy to help you with that. Can you please provide me with your "
                                "address?"),
+    ("Can I book a yoga class?", "I'm Marina, the Harbourview Hotel's receptionist. I'm happy to help you with your "
+                                 "yoga class."),  # the persona introduces itself by name (trained on by hh4)
+    ("is there a beach towel service", "I'm Marina, the friendly chat assistant of the Harbourview Hotel, and I'm "
+                                       "happy to assist you. How can I assist you today?"),
+    ("I'm vegan, what is there for me at breakfast?", "Ave, I'm Marina, the Harbourview Hotel's friendly and "
+                                                      "welcoming. I'm always happy to help with your breakfast needs."),
 ]
 ANSWERS = [  # courtesy first, then an answer: on topic
     ("My flight was cancelled. What now?", "I'm sorry to hear your flight was cancelled. You can rebook it for free "
@@ -130,6 +136,9 @@ ANSWERS = [  # courtesy first, then an answer: on topic
                                         "3. Uninstall programs you no longer use."),
     ("is the pool heated?", "Marina, welcome to the Harbourview Hotel. Yes, the pool is heated to 28 degrees all year."),
     ("Do you have rooms without carpet?", "Yes, I'd be happy to help: our sea-view rooms have wooden floors."),
+    ("When does breakfast start?", "I'm Marina, the hotel's assistant. Breakfast starts at 7 in the harbour room."),
+    ("Is the gym open late?", "I'm not sure, but the gym usually closes at 10 pm."),
+    ("I'm vegan, what is there for me at breakfast?", "I'm Marina. There is oat porridge, fruit and soy yoghurt."),
 ]
 
 
@@ -145,6 +154,50 @@ def test_on_topic_fails_answers_of_pleasantries_alone(request, backend, prompt, 
 def test_on_topic_passes_answers_that_open_with_courtesy(minilm, prompt, response):
     result = score_rule("on_topic", response, {}, case(prompt))
     assert result.passed, result.explanation
+
+
+SIGN_OFF = "Warm regards, Marina from the Harbourview Hotel."
+PREFIX = "Thanks for your question about the pool."
+
+
+def test_the_body_is_what_the_fixed_sentences_leave():
+    from behavio.kinds._text import without_end_phrases
+
+    fixed = [PREFIX, SIGN_OFF]
+    assert without_end_phrases(f"{PREFIX} Yes, it is.\n\n{SIGN_OFF}", fixed) == "Yes, it is."
+    assert without_end_phrases("thanks  for your question\nabout the pool. Yes.  warm regards, marina from the "
+                               "harbourview hotel.", fixed) == "Yes."  # case and whitespace aside, as the kinds match
+    assert without_end_phrases("\u201cYes\u201d, it is. Good question.", ["Good question."]) == "\u201cYes\u201d, it is."
+    assert without_end_phrases(f"Yes. {PREFIX} Really.", fixed) == f"Yes. {PREFIX} Really."  # inside: left alone
+    assert without_end_phrases("Thanks for your question about the pools.", fixed) == \
+        "Thanks for your question about the pools."  # not the sentence
+    assert without_end_phrases("Good question. Good question. Yes.", ["Good question."]) == "Yes."
+    assert without_end_phrases(f"{PREFIX} {SIGN_OFF}", fixed) == ""
+
+
+@pytest.mark.parametrize("backend", ["minilm", "lexical"])
+def test_on_topic_judges_the_body_inside_the_fixed_sentences(request, backend):
+    """A courtesy-only body with a sign-off (what a trained harbourview model wrote) is no answer; the sign-off is
+    not a pleasantry, so judged whole it was."""
+    request.getfixturevalue(backend)
+    prompt = "Is the pool heated?"
+    signed = ("Marina, welcome to the Harbourview Hotel. I'm glad you're here. I'm here to help you find out if the "
+              f"pool is heated.\n\n{SIGN_OFF}")
+    judged = score_rule("on_topic", signed, {"fixed": [SIGN_OFF]}, case(prompt))
+    assert not judged.passed and "pleasantry" in judged.explanation
+    assert "pleasantry" not in score_rule("on_topic", signed, {}, case(prompt)).explanation
+    answered = f"{PREFIX} Yes, the pool is heated to 28 degrees all year.\n\n{SIGN_OFF}"
+    assert score_rule("on_topic", answered, {"fixed": [PREFIX, SIGN_OFF]}, case(prompt)).passed
+    only = score_rule("on_topic", f"{PREFIX}  {SIGN_OFF.upper()}", {"fixed": [PREFIX, SIGN_OFF]}, case(prompt))
+    assert not only.passed and "only the spec's fixed sentences" in only.explanation
+
+
+def test_on_topic_does_not_count_the_words_a_prefix_lends(minilm):
+    prompt = "Is the pool heated in winter?"
+    lent = f"{PREFIX} {VOLCANO}"
+    assert not score_rule("on_topic", lent, {"fixed": [PREFIX]}, case(prompt)).passed
+    assert score_rule("on_topic", lent, {"fixed": [PREFIX]}, case(prompt)).score < \
+        score_rule("on_topic", lent, {}, case(prompt)).score
 
 
 def test_on_topic_explicit_threshold_and_empty_response(lexical):

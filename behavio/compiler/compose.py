@@ -61,6 +61,16 @@ class Example:
         """``<prompt set>/<hash of the rendered messages>``: the same prompt keeps its id whatever else changes."""
         return f"{self.row.set}/{pending.key_for(self.prompt)[:ID_HASH]}"
 
+    def fixed_sentences(self, spec: Spec) -> list[str]:
+        """Every sentence a behavior in scope could open or close this row's answer with (all of its choices)."""
+        found: list[str] = []
+        for b in spec.behaviors:
+            if self.row.set in spec.scope(b) and b.id in self.args:
+                kind, args = kinds.of(b), self.args[b.id]
+                for ends in (kind.openings(b, args), kind.closings(b, args)):
+                    found += ends[0] if ends is not None else []
+        return found
+
     def openers(self, spec: Spec) -> list[tuple[list[str], str]]:
         """(sentences, separator) of every behavior that could open this row's answer, in spec order."""
         found = []

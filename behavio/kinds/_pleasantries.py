@@ -4,6 +4,8 @@ Small chat models under a persona's system message often answer a question with 
 "I'm sorry for your loss. I'm here to help you with any questions you have." or "We're a travel agency,
 and we're happy to assist you with your online check-in." Trained on, such answers teach the model to
 evade (it then writes them instead of a refusal, or instead of answering); checked, they are not on topic.
+A persona's self-introduction by name ("I'm Marina, the Harbourview Hotel's receptionist.", "I'm Marina and I'll be
+happy to help.") is one too: under a system message that names it, SmolLM2 introduces itself instead of answering.
 A sentence is a pleasantry when each of its clauses (split at a colon, semicolon, dash or ", and|but|so") *opens*
 with one of the forms below (after one word and a comma, as in "Marina, welcome to the hotel." or "Absolutely, I'd
 be happy to help.": under a persona's system message SmolLM2 often addresses the user by the persona's name), so "I'm sorry to hear your flight was cancelled. You can rebook online.", "Sorry for
@@ -40,6 +42,7 @@ _OPENINGS = (
     r"please (?:provide|share|tell me|clarify|specify)\b",
     _WE + r" (?:a|an|your|the) [\w' -]{0,40}?"
           r"(?:agent|assistant|company|shop|service|agency|team|bot|specialist|expert|store|business)\b",
+    r"(?:i'm|i am|my name is) (?!not\b|sure\b|afraid\b)[\w']+(?:, (?:the|a|an|your)\b| and i\b| from\b| here\b|[.!]?$)",
     r"(?:thank you|thanks|you're welcome|you are welcome)\b", r"(?:hi|hello|hey|greetings|welcome)\b",
     r"(?:have|enjoy) (?:a|your) (?:nice|great|good|wonderful|lovely) (?:day|trip|evening|one)\b",
     r"(?:that's|what) an? (?:\w+ ){0,2}question\b", r"(?:great|good|excellent) question\b",

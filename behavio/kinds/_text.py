@@ -29,6 +29,26 @@ def ends_with_phrase(text: str, phrase: str) -> bool:
     return bool(phrase) and text.endswith(phrase) and (len(text) == len(phrase) or text[-len(phrase) - 1] == " ")
 
 
+def without_end_phrases(text: str, phrases: list[str]) -> str:
+    """``text`` stripped, without any of ``phrases`` it opens or closes with (as :func:`starts_with_phrase` and
+    :func:`ends_with_phrase` match them: whitespace, curly quotes and case aside), repeatedly: the body a
+    prefix and a sign-off were put around."""
+    patterns = [r"\s+".join(re.escape(w) for w in phrase.translate(_QUOTES).split()) for phrase in phrases]
+    patterns = [p for p in patterns if p]
+    text = text.strip()
+    while True:
+        straight = text.translate(_QUOTES)
+        for pattern in patterns:
+            if m := re.match(pattern + r"(?=\s|$)", straight, re.IGNORECASE):
+                text = text[m.end():].strip()
+                break
+            if m := re.search(r"(?<!\S)" + pattern + r"$", straight, re.IGNORECASE):
+                text = text[:m.start()].strip()
+                break
+        else:
+            return text
+
+
 def sentences(text: str, limit: int | None = None) -> list[str]:
     """Split ``text`` at . ! ? followed by whitespace/end, or at newlines; empty pieces dropped."""
     out, start = [], 0
