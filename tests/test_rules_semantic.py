@@ -125,6 +125,8 @@ NON_ANSWERS = [  # what SmolLM2 writes under a persona's system message, taken f
                                        "happy to assist you. How can I assist you today?"),
     ("I'm vegan, what is there for me at breakfast?", "Ave, I'm Marina, the Harbourview Hotel's friendly and "
                                                       "welcoming. I'm always happy to help with your breakfast needs."),
+    ("I left my phone charger in room 214. Has anyone found it?", "I'm sorry for the confusion, but I can help you "
+                                                                  "with that."),
 ]
 ANSWERS = [  # courtesy first, then an answer: on topic
     ("My flight was cancelled. What now?", "I'm sorry to hear your flight was cancelled. You can rebook it for free "
@@ -139,6 +141,7 @@ ANSWERS = [  # courtesy first, then an answer: on topic
     ("When does breakfast start?", "I'm Marina, the hotel's assistant. Breakfast starts at 7 in the harbour room."),
     ("Is the gym open late?", "I'm not sure, but the gym usually closes at 10 pm."),
     ("I'm vegan, what is there for me at breakfast?", "I'm Marina. There is oat porridge, fruit and soy yoghurt."),
+    ("Is there a bus from the station?", "We can help you arrange a taxi at the front desk; no bus runs there."),
 ]
 
 

@@ -35,6 +35,8 @@ _OPENINGS = (
     _WE + r" (?:so |very |really |truly )?(?:glad|happy|delighted|pleased|thrilled) (?:that )?(?:you're|you are)"
           r" (?:enjoying|here|interested|looking|considering|planning|thinking|staying|visiting)\b",
     r"(?:how|what) (?:can|may|could) (?:i|we) (?:help|assist|do)\b",
+    r"(?:i|we)(?: can| could| will|'ll) (?:certainly |definitely |gladly )?(?:help|assist)(?: you)?"
+    r"(?: with (?:that|this|it))?[.!]?$",  # the whole clause: "..., but I can help you with that."
     r"(?:please )?(?:feel free|don't hesitate|do not hesitate|let me know|let us know)\b",
     r"(?:is there )?anything else\b",
     r"if you (?:have|need) (?:any )?(?:[\w-]+ )?(?:questions?|help|assistance|concerns)\b",
