@@ -15,6 +15,7 @@ embedding model is installed.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from behavio import kinds, pending
@@ -131,7 +132,7 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
     failures: dict[str, list[str]] = {}
     for name, why in bad.values():
         failures.setdefault(name, []).append(why)
-    losses = {name: (len(found), _answers_of(rows, name)) for name, found in failures.items()}
+    losses = set_losses(rows, bad)
     _stop_if_fatal(spec, losses, failures, BehavioError)
     kept: dict[str, list[dict]] = {}
     for name, split in rows.items():
@@ -148,13 +149,16 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
     return FillVerdict(kept, list(dict.fromkeys(why for _, why in bad.values())), losses)
 
 
+def set_losses(rows: dict[str, list[dict]], failed: dict[str, tuple[str, str]]) -> dict[str, tuple[int, int]]:
+    """Each prompt set with answers in ``failed`` (pending key -> (set, why)) -> (answers lost, answers it has)."""
+    lost = Counter(name for name, _ in failed.values())
+    return {name: (n, _answers_of(rows, name)) for name, n in lost.items()}
+
+
 def fatal_sets(rows: dict[str, list[dict]], failed: dict[str, tuple[str, str]]) -> set[str]:
     """The prompt sets that would lose more than :data:`FATAL_LOSS` of their answers to ``failed`` (pending key ->
     (set, why)), which stops the run."""
-    lost: dict[str, int] = {}
-    for name, _ in failed.values():
-        lost[name] = lost.get(name, 0) + 1
-    return {name for name, n in lost.items() if is_fatal(n, _answers_of(rows, name))}
+    return {name for name, (lost, answers) in set_losses(rows, failed).items() if is_fatal(lost, answers)}
 
 
 def is_fatal(lost: int, answers: int) -> bool:
