@@ -50,7 +50,7 @@ def compile_cmd(
     out_dir: Path = typer.Option(Path("generated"), "--out", "-o", help="Output root; each spec goes to OUT/<spec>/."),
     fill: bool = typer.Option(False, "--fill", help="Also fill model-written answers with the base model (writes OUT/<spec>/filled/)."),
     base_model: str = typer.Option("default", "--base-model", help="Model that fills pending answers (with --fill)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table: only errors and warnings."),
     strict: bool = typer.Option(False, "--strict", help=STRICT_HELP + " A spec with warnings is not written."),
 ):
     """Compile specs into generated/<spec>/: sft, dpo, checks, pytest suite, manifest."""
@@ -144,7 +144,7 @@ def train(
     no_check: bool = typer.Option(False, "--no-check", help="Do not score the checkpoints after training."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
 ):
-    """Fill answers, train LoRA/QLoRA SFT then DPO into runs/<spec>-<time>/, score every checkpoint."""
+    """Fill answers, train LoRA/QLoRA SFT (then DPO when method has it) into runs/<spec>-<time>/, score every checkpoint."""
     raise typer.Exit(commands.train_command(spec, list(overrides or []), base_model=base_model, resume=resume, runs_dir=runs_dir,
                                    check=not no_check, quiet=quiet, err=err))
 

@@ -178,3 +178,15 @@ def test_held_count_holds_a_share_and_leaves_enough_to_learn_from():
     assert [_held_count(n, 0.1, MIN_SUBJECTS) for n in (4, 5, 6, 14, 15, 16, 20)] == [0, 1, 1, 1, 2, 2, 2]
     assert [_held_count(n, 0.25, MIN_PHRASINGS) for n in (2, 3, 4, 8, 20)] == [0, 1, 1, 2, 5]
     assert _held_count(5, 0.5, MIN_SUBJECTS) == 1 and _held_count(20, 0, MIN_SUBJECTS) == 0
+
+
+def test_a_training_prompt_equal_to_a_probe_is_dropped_and_the_warning_names_it(tmp_path):
+    probe = next(p for name, p in trained(compiled(tmp_path)) if name == "refunds")  # a trained prompt, as a probe
+    path = tmp_path / "split.yaml"
+    path.write_text(SPEC.replace("SUBJECTS", "") + f'probes:\n  refunds: ["{probe}", "toaster refund pls, it sparks"]\n')
+    result = compile_spec(path)
+    assert all(p != probe for _, p in trained(result))
+    (warning,) = [w for w in result.warnings if w.name == "check-prompts-dropped"]
+    text = str(warning)
+    assert "refunds[" in text and repr(probe) in text and "equals a probe" in text, text
+    assert f"{path}:" in text and "sparks" not in text, text

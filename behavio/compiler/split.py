@@ -56,18 +56,28 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
         out.check += check
         out.recall += recall
         out.subject += subject
-    held_out = {r.key for r in out.check + out.recall + out.subject}
-    held_out |= {normalize(p) for probes in spec.probes.values() for p in probes}
-    before = len(out.train) + len(out.val)
+    probes = {normalize(p) for probes in spec.probes.values() for p in probes}
+    held_out = {r.key for r in out.check + out.recall + out.subject} | probes
+    dropped = [r for r in out.train + out.val if r.key in held_out]
     out.train = [r for r in out.train if r.key not in held_out]
     out.val = [r for r in out.val if r.key not in held_out]
-    out.dropped_for_leak = before - len(out.train) - len(out.val)
-    if out.dropped_for_leak:
-        issues.warn("check-prompts-dropped", ("prompts",), f"{out.dropped_for_leak} training/validation prompts equal a check or probe prompt and were dropped")
+    out.dropped_for_leak = len(dropped)
+    if dropped:
+        _warn_dropped(dropped, probes, issues)
     leaked = {r.key for r in out.train + out.val} & held_out
     if leaked:  # cannot happen after the filter above; a hard guarantee, not a user error
         raise RuntimeError(f"check prompts leaked into training data: {sorted(leaked)[:3]}")
     return out
+
+
+def _warn_dropped(dropped: list[PromptRow], probes: set[str], issues: Issues) -> None:
+    """Name the training prompts that equal a held-out one, at the first one's prompt set."""
+    shown = "; ".join(f"{r.label} {r.prompt!r} equals a {'probe' if r.key in probes else 'check prompt'}"
+                      for r in dropped[:3])
+    more = f" (and {len(dropped) - 3} more)" if len(dropped) > 3 else ""
+    issues.warn("check-prompts-dropped", ("prompts", dropped[0].set),
+                f"{len(dropped)} training/validation prompt(s) equal a held-out prompt and were dropped: {shown}{more}; "
+                "keep the held-out one and reword the subject or the probe if you want both")
 
 
 def _held_out_frames(spec: Spec, rows: dict[str, list[PromptRow]]) -> set[str]:
