@@ -204,6 +204,39 @@ def test_pairing_uses_only_the_frames_the_refused_sets_use():
     assert paired
 
 
+PAIRED_EXCLUDE_SPEC = """\
+spec: paired-exclude
+system: "You are a council's assistant."
+prompts:
+  legal:
+    frames: {library: support, subjects: [suing my neighbour, my tenancy dispute, a court claim, my eviction appeal,
+                                          a lawsuit against my landlord, my legal rights], per_frame: 1}
+  bins:
+    frames: {library: questions, subjects: [my bin day, garden waste, the recycling rules, bulky waste,
+                                            the food caddy, glass collection], per_frame: 1, exclude: EXCLUDE}
+answers:
+  bins: {source: literal, template: "Here is how {{ row.subject }} works."}
+behaviors:
+  - {id: no-legal, kind: refusal, when: legal, contrast: bins, responses: ["I can't give legal advice."]}
+ignore_warnings: [contrast-frames-unpaired]
+"""
+
+
+def test_a_contrast_sets_exclude_holds_where_pairing_asks_its_subjects_in_other_libraries(tmp_path):
+    def bins_prompts(exclude: str) -> list[str]:
+        (tmp_path / "p.yaml").write_text(PAIRED_EXCLUDE_SPEC.replace("EXCLUDE", exclude))
+        compiled = compile_spec(tmp_path / "p.yaml")
+        texts = [r["messages"][-2]["content"] for r in rows(compiled, "sft.jsonl") if r["prompt_set"] == "bins"]
+        return texts + [c["messages"][-1]["content"] for c in rows(compiled, "checks.jsonl") if c["prompt_set"] == "bins"]
+
+    kept = bins_prompts("[poem]")
+    assert any("on my account" in t for t in kept)          # the support frame "I'm writing about X on my account."
+    left_out = bins_prompts("[poem, on my account]")
+    assert not any("on my account" in t for t in left_out)
+    assert any("Can you help me with" in t for t in left_out)  # the other support frames are still paired
+    assert not any("poem" in t for t in kept + left_out)
+
+
 def test_poodle_spec_minimal_pairs_share_frames(poodle):
     """The poodle prompts and the other-breed prompts are the same sentences with the subject swapped."""
     import re

@@ -301,10 +301,12 @@ def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues
               phrased: list[PromptSet]) -> list[PromptRow]:
     """Set ``name``'s subjects in the frames of ``library`` that the sets ``phrased`` use (after their ``exclude``
     and ``limit``; one subject per frame, dealt round-robin): rows the set adds as minimal pairs of another set's
-    phrasings (``Kind.paired_prompts``)."""
+    phrasings (``Kind.paired_prompts``). The set's own ``exclude`` leaves out the frames its subjects read oddly in,
+    whichever library they come from."""
     library_frames = load_frames(library) or []
     used = {f for ps in phrased for f in kept_frames(ps, library_frames)}
-    frames = [f for f in library_frames if f in used]
+    own = [text.casefold() for text in (spec.prompts[name].frames or {}).get("exclude", [])]
+    frames = [f for f in library_frames if f in used and not any(text in f.casefold() for text in own)]
     subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
     seen = {normalize(r.prompt) for r in rows}
     out = []
