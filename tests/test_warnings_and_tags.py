@@ -59,6 +59,15 @@ def test_the_frame_library_warning_is_named_generic_and_silenceable(tmp_path):
     assert not [w for w in compile_spec(_support(tmp_path, quiet)).warnings if w.name == "contrast-frames-unpaired"]
 
 
+def test_a_length_without_pairs_is_told_what_its_answers_lack(tmp_path):
+    """Written answers already within `max` give no too_long pair, and no `min` no too_short: the warning says
+    that, not another kind's reason."""
+    short = SUPPORT.replace("split:", "  - {id: brief, kind: length, applies_to: [questions], unit: words, max: 30}\nsplit:")
+    (warning,) = [w for w in compile_spec(_support(tmp_path, short)).warnings if w.name == "no-dpo-pairs"]
+    assert "'brief'" in warning.message and "longer than `max`" in warning.message, warning.message
+    assert "sections" not in warning.message
+
+
 def test_a_set_can_leave_out_frames_that_do_not_suit_its_subjects(tmp_path):
     def prompts(frames):
         files = compile_spec(_support(tmp_path, frames=frames)).files

@@ -62,6 +62,10 @@ class Length(Kind):
     teaches = True
     violation_names = ("too_long", "too_short")
     undo_violations = ("too_long",)
+    no_pairs_hint = ("too_long is an answer as long as its source wrote it before it was cut to `max`, and too_short "
+                     "one cut below `min`: no answer in its scope was longer than `max`, and `min` is unset or no answer "
+                     "has the sentences to cut below it (answers the base model writes usually are; written ones must "
+                     "be)")
 
     def problems(self, behavior, spec):
         low, high = behavior.get("min"), behavior.get("max")
