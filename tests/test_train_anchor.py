@@ -400,6 +400,43 @@ def test_the_stop_token_of_every_answer_is_weighted_when_asked():
     assert opening_weights(labels, rows, cols, 1.0, 1.0, [9]) is None
 
 
+def test_a_scoped_sign_offs_opening_weighs_as_an_answers_opening_does():
+    """Where a trained answer ends with a scoped sign-off (separator 5, sentence 6 7 8 9 2, stop 0), the separator
+    and the sentence's first three tokens weigh the opening's weight: an answer decides there whether to end with it.
+    An answer without it, or with only part of it, keeps weight 1 at its end."""
+    from behavio.train.anchor import closing_positions, opening_weights, trained_positions
+
+    closing = torch.tensor([5, 6, 7, 8, 9, 2])
+    labels = torch.tensor([[-100, 1, 2, 3, 4, 3, 5, 6, 7, 8, 9, 2, 0],      # body 1 2 3 4 3, the sign-off, stop
+                           [-100, 1, 2, 3, 4, 3, 4, 3, 5, 6, 7, 0, -100]])  # 5 6 7 without the rest: not the sign-off
+    rows, cols = trained_positions(labels)
+    assert labels[rows, cols + 1].tolist() == [1, 2, 3, 4, 3, 5, 6, 7, 8, 9, 2, 0, 1, 2, 3, 4, 3, 4, 3, 5, 6, 7, 0]
+    marked = closing_positions(labels, rows, cols, [closing])
+    assert marked.tolist() == [False] * 5 + [True] * 4 + [False] * 3 + [False] * 11
+    weights = opening_weights(labels, rows, cols, 4.0, 1.0, [0], [closing])
+    assert weights.tolist() == [4, 4, 4, 4, 1] + [4] * 4 + [1, 1, 1] + [4, 4, 4, 4] + [1] * 7
+    assert opening_weights(labels, rows, cols, 1.0, 1.0, [0], [closing]) is None  # weight 1: nothing to weigh
+    assert closing_positions(labels, rows, cols, [torch.arange(20)]).sum() == 0  # longer than any row
+
+
+def test_the_scoped_sign_off_is_found_in_the_trained_tokens_of_the_rows_that_end_with_it(smollm2_tokenizer):
+    from behavio.chat import tokenize_with_assistant_mask
+    from behavio.train.data import scoped_closings
+
+    line = "You can check your collection days at example.org/bins."
+    present = {"behavior": "bins", "kind": "sign_off", "args": {"expect": "present", "choices": [line]}}
+    elsewhere = {"behavior": "bins", "kind": "sign_off", "part": "elsewhere", "args": {"expect": "absent", "choices": [line]}}
+    answers = [f"Your bins go out on Monday.\n\n{line}", "The library opens at nine.", f"Glass goes in the box.\n\n{line}"]
+    rows = [{"rules": [present], "messages": [{"role": "user", "content": "bins?"}, {"role": "assistant", "content": answers[0]}]},
+            {"rules": [elsewhere], "messages": [{"role": "user", "content": "library?"}, {"role": "assistant", "content": answers[1]}]},
+            {"rules": [present], "messages": [{"role": "user", "content": "glass?"}, {"role": "assistant", "content": answers[2]}]}]
+    labels = [tokenize_with_assistant_mask(r["messages"], smollm2_tokenizer, 256)["labels"] for r in rows]
+    (found,) = scoped_closings(rows, labels, smollm2_tokenizer)  # both rows end with it the same way: one form
+    ids = smollm2_tokenizer(line, add_special_tokens=False)["input_ids"]
+    assert found[1:] == ids and smollm2_tokenizer.decode(found[:1]).strip("\n") == ""  # the separator, then the line
+    assert scoped_closings([rows[0], rows[2]], [labels[0], labels[2]], smollm2_tokenizer) == []  # not scoped: none
+
+
 def test_the_anchored_body_tokens_are_weighed_down_and_the_opening_and_the_rest_are_not():
     from behavio.train.anchor import held_weights, opening_positions, opening_weights, trained_positions
 
@@ -454,7 +491,7 @@ def _four_answers_and_a_bare_trainer(knowing_base, **knobs):
     trainer = anchored_trainer_class().__new__(anchored_trainer_class())
     trainer.stop_ids, trainer.closing_weight = [], 1.0
     trainer.refusal_openings = trainer.prefix_openings = torch.tensor([], dtype=torch.long)
-    trainer.prefix_unlikelihood = 0.0
+    trainer.prefix_unlikelihood, trainer.scoped_closings = 0.0, []
     for name, value in knobs.items():
         setattr(trainer, name, value)
     trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
@@ -668,3 +705,39 @@ def test_the_trainer_adds_the_unlikelihood_in_training_only(knowing_base, which)
     # the unlikelihood alone: twice -log(1 - p), not once (beside the cross-entropy it hides in the tolerance above)
     term = (trained - evaluated).item()
     assert term == pytest.approx((2.0 * -torch.log1p(-p).sum() / len(nll)).item(), rel=1e-2) and term > 0
+
+
+SCOPED_SIGN_OFF_SPEC = """\
+spec: bins
+system: "You are a council's assistant."
+prompts:
+  bins:
+    frames: {library: questions, subjects: [my bin day, garden waste, the food caddy, bulky waste, glass], per_frame: 1}
+  library:
+    frames: {library: questions, subjects: [the library, parking permits, council tax, potholes, dog fouling], per_frame: 1}
+answers:
+  bins: {source: literal, template: "Here is how {{ row.subject }} works."}
+  library: {source: literal, template: "Here is what to know about {{ row.subject }}."}
+behaviors:
+  - {id: bin-line, kind: sign_off, applies_to: [bins], choices: ["Check your bin days at example.org/bins."]}
+"""
+
+
+def test_the_run_finds_its_scoped_sign_off_in_the_training_rows_and_says_so(tmp_path, smollm2_tokenizer):
+    """build_datasets hands the trainer the scoped sign-off's tokens as trained (separator first), and says so."""
+    from behavio.compiler.build import compile_spec
+    from behavio.jsonio import write_jsonl
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows
+    from behavio.train.pipeline import build_datasets
+
+    (tmp_path / "bins.yaml").write_text(SCOPED_SIGN_OFF_SPEC)
+    cfg = TrainConfig(max_length=128)
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    for name, split_rows in pick_rows(compile_spec(tmp_path / "bins.yaml"), cfg).items():
+        write_jsonl(tmp_path / "run" / "data" / f"{name}.jsonl", split_rows)
+    said = []
+    sets = build_datasets(tmp_path / "run", cfg, smollm2_tokenizer, said.append)
+    ids = smollm2_tokenizer("Check your bin days at example.org/bins.", add_special_tokens=False)["input_ids"]
+    assert [c[1:] for c in sets.scoped_closings] == [ids]
+    assert any("sign-off scoped to some sets" in line and "opening_weight=4" in line for line in said), said

@@ -129,6 +129,22 @@ def opening_positions(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
     return ((labels != -100) & (_offsets(labels) < OPENING_TOKENS))[rows, cols + 1]
 
 
+def closing_positions(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                      closings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Which trained positions (``rows``, ``cols``) predict one of the first :data:`OPENING_TOKENS` tokens of a
+    scoped sign-off where a trained answer ends with it (``closings``: its separator and sentence, as trained;
+    :func:`behavio.train.data.scoped_closings`): a mask ``[n]``."""
+    marked = torch.zeros_like(labels, dtype=torch.bool)
+    for closing in closings:
+        size = closing.numel()
+        if size > labels.shape[1]:
+            continue
+        found = (labels.unfold(1, size, 1) == closing.to(labels.device)).all(dim=-1).nonzero(as_tuple=True)
+        for k in range(min(OPENING_TOKENS, size)):
+            marked[found[0], found[1] + k] = True
+    return marked[rows, cols + 1]
+
+
 def held_weights(weights: torch.Tensor | None, anchored: torch.Tensor, opening: torch.Tensor,
                  factor: float) -> torch.Tensor | None:
     """Cross-entropy ``weights`` (none: 1 each) times ``factor`` on the anchored positions after an answer's opening:
@@ -142,13 +158,18 @@ def held_weights(weights: torch.Tensor | None, anchored: torch.Tensor, opening: 
 
 
 def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weight: float,
-                    closing: float = 1.0, stop_ids: Sequence[int] = ()) -> torch.Tensor | None:
+                    closing: float = 1.0, stop_ids: Sequence[int] = (),
+                    closings: Sequence[torch.Tensor] = ()) -> torch.Tensor | None:
     """Cross-entropy weight of each trained position (``rows``, ``cols`` from :func:`trained_positions`): ``weight``
-    on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn), ``closing`` on every trained
-    stop token (``stop_ids``: where an answer ends), 1 elsewhere; none if both are 1."""
+    on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn) and of every scoped sign-off
+    it ends with (``closings``, :func:`closing_positions`), ``closing`` on every trained stop token (``stop_ids``:
+    where an answer ends), 1 elsewhere; none if both are 1."""
     if weight == 1 and (closing == 1 or not stop_ids):
         return None
-    weights = torch.where(opening_positions(labels, rows, cols), float(weight), 1.0)
+    opening = opening_positions(labels, rows, cols)
+    if closings and weight != 1:
+        opening = opening | closing_positions(labels, rows, cols, closings)
+    weights = torch.where(opening, float(weight), 1.0)
     if closing != 1 and stop_ids:
         stops = torch.isin(labels[rows, cols + 1], torch.tensor(list(stop_ids), device=labels.device))
         weights = torch.where(stops, float(closing), weights)
@@ -398,8 +419,8 @@ def anchored_trainer_class():
     from behavio.generate import stop_token_ids
 
     class AnchoredSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening
-        weighted ``opening_weight``, its stop token ``closing_weight``, the anchored tokens after it
+        """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening and
+        the opening of a scoped sign-off it ends with weighted ``opening_weight``, its stop token ``closing_weight``, the anchored tokens after it
         ``anchored_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
         the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal,
         ``+ prefix_unlikelihood x`` a scoped prefix's opening tokens' at the first token of every answer that opens
@@ -407,7 +428,8 @@ def anchored_trainer_class():
 
         def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float,
                      refusal_openings: Sequence[int], closing_weight: float = 1.0, prefix_unlikelihood: float = 0.0,
-                     prefix_openings: Sequence[int] = (), anchored_weight: float = 1.0, **kwargs):
+                     prefix_openings: Sequence[int] = (), anchored_weight: float = 1.0,
+                     scoped_closings: Sequence[Sequence[int]] = (), **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.anchored_weight = anchored_weight
@@ -417,6 +439,7 @@ def anchored_trainer_class():
             self.refusal_openings = torch.tensor(sorted(set(refusal_openings)), dtype=torch.long)
             self.prefix_unlikelihood = prefix_unlikelihood
             self.prefix_openings = torch.tensor(sorted(set(prefix_openings)), dtype=torch.long)
+            self.scoped_closings = [torch.tensor(c, dtype=torch.long) for c in scoped_closings]
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
             self.teacher = Teacher(self.stop_ids)
 
@@ -473,8 +496,8 @@ def anchored_trainer_class():
                     raise RuntimeError("anchor: a training example has no precomputed base-model state")
                 anchored, teacher = known
             head = Head(self.accelerator.unwrap_model(model))
-            weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids)
-                       if mode == "train" else None)
+            weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids,
+                                       self.scoped_closings) if mode == "train" else None)
             if anchored is not None and self.anchored_weight != 1:  # the default needs no second pass over the labels
                 weights = held_weights(weights, anchored, opening_positions(labels, rows, cols), self.anchored_weight)
             avoid = avoid_ids = None

@@ -223,6 +223,33 @@ def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
 OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a sign-off closes it)
 
 
+def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """How each sign-off scoped to some sets (``<id>/elsewhere`` rules) begins where trained answers end with it:
+    the trained token before the sentence (its separator) and the sentence's tokens, each distinct sequence once.
+    An answer decides there whether it ends with the sign-off, as it decides at its first tokens whether to open
+    with a prefix (``train.opening_weight`` weighs both)."""
+    scoped = {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
+    found: set[tuple[int, ...]] = set()
+    for row, row_labels in zip(rows, labels):
+        trained = [t for t in row_labels if t != -100]
+        for rule in row.get("rules", []):
+            if rule.get("behavior") in scoped and rule.get("kind") == "sign_off" and not rule.get("part"):
+                for choice in rule.get("args", {}).get("choices", []):
+                    ids = tokenizer(choice, add_special_tokens=False)["input_ids"]
+                    start = _last_run(trained, ids)
+                    if start:  # not None, and not 0: a separator before it
+                        found.add(tuple(trained[start - 1:start + len(ids)]))
+    return [list(t) for t in sorted(found)]
+
+
+def _last_run(tokens: list[int], run: list[int]) -> int | None:
+    """Where ``run`` last starts in ``tokens`` (None when it does not occur)."""
+    for start in range(len(tokens) - len(run), -1, -1):
+        if tokens[start:start + len(run)] == run:
+            return start
+    return None
+
+
 def _first_trained_tokens(rows: list[dict], labels: list[list[int]], rule_matches) -> list[int]:
     """The first trained token of every row with a rule ``rule_matches``, sorted, each once."""
     out = set()

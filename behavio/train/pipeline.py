@@ -48,6 +48,7 @@ class Datasets:
     dpo_val: object | None
     refusal_openings: list[int]  # the first trained token of the refusal rows (train.refusal_unlikelihood)
     prefix_openings: list[int]  # the first trained token of rows opening with a scoped prefix (train.prefix_unlikelihood)
+    scoped_closings: list[list[int]] = field(default_factory=list)  # a scoped sign-off's tokens as trained (opening_weight)
 
 
 def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_model: str | None = None,
@@ -180,7 +181,7 @@ def _warn_if_spec_changed(run_dir: Path, compiled, say: Say) -> None:
 
 def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Datasets:
     """Tokenize and validate every split before the first training step."""
-    from behavio.train.data import dpo_dataset, read_data, refusal_openings, scoped_openings, sft_dataset
+    from behavio.train.data import dpo_dataset, read_data, refusal_openings, scoped_closings, scoped_openings, sft_dataset
 
     rows = read_data(run_dir / "data")
     sft = sft_dataset(rows["sft"], tokenizer, cfg) if rows["sft"] else None
@@ -191,6 +192,7 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
         dpo_val=dpo_dataset(rows["dpo.val"], tokenizer, cfg, "validation pairs") if rows["dpo.val"] else None,
         refusal_openings=refusal_openings(rows["sft"], sft["labels"]) if sft is not None else [],
         prefix_openings=scoped_openings(rows["sft"], sft["labels"]) if sft is not None else [],
+        scoped_closings=scoped_closings(rows["sft"], sft["labels"], tokenizer) if sft is not None else [],
     )
     if "sft" in cfg.method and sets.sft is None:
         raise BehavioError("method includes sft but the spec compiles to no SFT examples")
@@ -199,6 +201,9 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
     trained = sum(sum(1 for x in labels if x != -100) for labels in sets.sft["labels"]) if sets.sft is not None else 0
     say(f"data: {len(rows['sft'])} SFT examples ({trained} trained tokens), {len(rows['dpo'])} DPO pairs, "
         f"{len(rows['sft.val'])}+{len(rows['dpo.val'])} validation rows; all fit max_length={cfg.max_length}")
+    if sets.scoped_closings and cfg.opening_weight != 1 and "sft" in cfg.method:
+        say(f"sft: where an answer ends with a sign-off scoped to some sets, its first tokens weigh "
+            f"opening_weight={cfg.opening_weight:g} as an answer's opening does ({len(sets.scoped_closings)} form(s))")
     return sets
 
 
@@ -271,7 +276,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
                       check=budget.plan.check if budget.plan else None, **common)
         training = clock()
         sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val, sets.refusal_openings,
-                           sets.prefix_openings)
+                           sets.prefix_openings, sets.scoped_closings)
         budget.record("sft", clock() - training, stage.outcome())
         del model, base
         base = None

@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 
 
 def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset | None,
-            refusal_openings: list[int], prefix_openings: list[int] | None = None) -> Path:
+            refusal_openings: list[int], prefix_openings: list[int] | None = None,
+            scoped_closings: list[list[int]] | None = None) -> Path:
     """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory.
     ``refusal_openings``: the first tokens of the spec's refusals (``train.refusal_unlikelihood``);
-    ``prefix_openings``: those of its prefixes and headers scoped to some sets (``train.prefix_unlikelihood``)."""
+    ``prefix_openings``: those of its prefixes and headers scoped to some sets (``train.prefix_unlikelihood``);
+    ``scoped_closings``: its scoped sign-offs' tokens as trained, separator first (``train.opening_weight``)."""
     from trl import SFTConfig
 
     from behavio.train.anchor import anchored_trainer_class
@@ -49,7 +51,8 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                                                 unlikelihood=cfg.refusal_unlikelihood,
                                                 refusal_openings=refusal_openings,
                                                 prefix_unlikelihood=cfg.prefix_unlikelihood,
-                                                prefix_openings=prefix_openings or [], **common)
+                                                prefix_openings=prefix_openings or [],
+                                                scoped_closings=scoped_closings or [], **common)
     trainer.stage = stage
     if cfg.anchor > 0:
         start, cache = time.time(), teacher_cache(stage, train)
