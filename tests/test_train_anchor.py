@@ -433,7 +433,8 @@ def test_the_scoped_sign_off_is_found_in_the_trained_tokens_of_the_rows_that_end
     labels = [tokenize_with_assistant_mask(r["messages"], smollm2_tokenizer, 256)["labels"] for r in rows]
     (found,) = scoped_closings(rows, labels, smollm2_tokenizer)  # both rows end with it the same way: one form
     ids = smollm2_tokenizer(line, add_special_tokens=False)["input_ids"]
-    assert found[1:] == ids and smollm2_tokenizer.decode(found[:1]).strip("\n") == ""  # the separator, then the line
+    separator = found[:len(found) - len(ids)]
+    assert found[len(separator):] == ids and smollm2_tokenizer.decode(separator) == "\n\n"  # the separator, the line
     assert scoped_closings([rows[0], rows[2]], [labels[0], labels[2]], smollm2_tokenizer) == []  # not scoped: none
 
 
@@ -739,5 +740,5 @@ def test_the_run_finds_its_scoped_sign_off_in_the_training_rows_and_says_so(tmp_
     said = []
     sets = build_datasets(tmp_path / "run", cfg, smollm2_tokenizer, said.append)
     ids = smollm2_tokenizer("Check your bin days at example.org/bins.", add_special_tokens=False)["input_ids"]
-    assert [c[1:] for c in sets.scoped_closings] == [ids]
+    assert [c[-len(ids):] for c in sets.scoped_closings] == [ids] and len(sets.scoped_closings[0]) > len(ids)
     assert any("sign-off scoped to some sets" in line and "opening_weight=4" in line for line in said), said

@@ -225,7 +225,7 @@ OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a
 
 def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """How each sign-off scoped to some sets (``<id>/elsewhere`` rules) begins where trained answers end with it:
-    the trained token before the sentence (its separator) and the sentence's tokens, each distinct sequence once.
+    the whitespace tokens before the sentence (its separator) and the sentence's tokens, each distinct sequence once.
     An answer decides there whether it ends with the sign-off, as it decides at its first tokens whether to open
     with a prefix (``train.opening_weight`` weighs both)."""
     scoped = {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
@@ -237,8 +237,11 @@ def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTra
                 for choice in rule.get("args", {}).get("choices", []):
                     ids = tokenizer(choice, add_special_tokens=False)["input_ids"]
                     start = _last_run(trained, ids)
-                    if start:  # not None, and not 0: a separator before it
-                        found.add(tuple(trained[start - 1:start + len(ids)]))
+                    separator = start
+                    while separator and not tokenizer.decode([trained[separator - 1]]).strip():
+                        separator -= 1  # the separator's tokens: "\n\n" may be two
+                    if start is not None and separator < start:
+                        found.add(tuple(trained[separator:start + len(ids)]))
     return [list(t) for t in sorted(found)]
 
 
