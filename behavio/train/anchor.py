@@ -420,8 +420,9 @@ def anchored_trainer_class():
 
     class AnchoredSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is the cross-entropy on the trained positions only (each answer's opening and
-        the opening of a scoped sign-off it ends with weighted ``opening_weight``, its stop token ``closing_weight``, the anchored tokens after it
-        ``anchored_weight``), ``+ anchor x KL(base || trained)`` when ``anchor > 0``, ``+ unlikelihood x``
+        the opening of a scoped sign-off it ends with weighted ``opening_weight``, its stop token
+        ``closing_weight``, the anchored tokens after its opening ``anchored_weight``), ``+ anchor x KL(base ||
+        trained)`` when ``anchor > 0``, ``+ unlikelihood x``
         the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal,
         ``+ prefix_unlikelihood x`` a scoped prefix's opening tokens' at the first token of every answer that opens
         with neither; eval loss is the unweighted CE alone."""
