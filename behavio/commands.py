@@ -77,7 +77,7 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
         if fill:
             from behavio.fill import fill_compiled_dir
 
-            fill_compiled_dir(target, base_model)
+            fill_compiled_dir(target, base_model, quiet=quiet)
         c = compiled.manifest["counts"]
         n_probe = sum(v["probe"]["rows"] for v in compiled.manifest["composition"]["prompt_sets"].values())
         table.add_row(compiled.spec.id, str(c["sft"]), str(c["sft_val"]), str(c["dpo"]), str(c["checks"] - n_probe),

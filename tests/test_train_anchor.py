@@ -413,8 +413,10 @@ def test_a_scoped_sign_offs_opening_weighs_as_an_answers_opening_does():
     assert labels[rows, cols + 1].tolist() == [1, 2, 3, 4, 3, 5, 6, 7, 8, 9, 2, 0, 1, 2, 3, 4, 3, 4, 3, 5, 6, 7, 0]
     marked = closing_positions(labels, rows, cols, [closing])
     assert marked.tolist() == [False] * 5 + [True] * 4 + [False] * 3 + [False] * 11
+    # the stop token weighs as much: stopping after the body is the other side of the same decision
     weights = opening_weights(labels, rows, cols, 4.0, 1.0, [0], [closing])
-    assert weights.tolist() == [4, 4, 4, 4, 1] + [4] * 4 + [1, 1, 1] + [4, 4, 4, 4] + [1] * 7
+    assert weights.tolist() == [4, 4, 4, 4, 1] + [4] * 4 + [1, 1, 4] + [4, 4, 4, 4] + [1] * 6 + [4]
+    assert opening_weights(labels, rows, cols, 4.0, 1.0, [0]).tolist() == [4, 4, 4, 4] + [1] * 8 + [4, 4, 4, 4] + [1] * 7
     assert opening_weights(labels, rows, cols, 1.0, 1.0, [0], [closing]) is None  # weight 1: nothing to weigh
     assert closing_positions(labels, rows, cols, [torch.arange(20)]).sum() == 0  # longer than any row
 
@@ -432,10 +434,20 @@ def test_the_scoped_sign_off_is_found_in_the_trained_tokens_of_the_rows_that_end
             {"rules": [present], "messages": [{"role": "user", "content": "glass?"}, {"role": "assistant", "content": answers[2]}]}]
     labels = [tokenize_with_assistant_mask(r["messages"], smollm2_tokenizer, 256)["labels"] for r in rows]
     (found,) = scoped_closings(rows, labels, smollm2_tokenizer)  # both rows end with it the same way: one form
-    ids = smollm2_tokenizer(line, add_special_tokens=False)["input_ids"]
-    separator = found[:len(found) - len(ids)]
-    assert found[len(separator):] == ids and smollm2_tokenizer.decode(separator) == "\n\n"  # the separator, the line
+    assert smollm2_tokenizer.decode(found) == f"\n\n{line}"  # from the end of the body: the separator, the line
     assert scoped_closings([rows[0], rows[2]], [labels[0], labels[2]], smollm2_tokenizer) == []  # not scoped: none
+
+    def form(answer: str) -> str | None:
+        row = {"rules": [present], "messages": [{"role": "user", "content": "bins?"},
+                                                 {"role": "assistant", "content": answer}]}
+        row_labels = tokenize_with_assistant_mask(row["messages"], smollm2_tokenizer, 256)["labels"]
+        found = scoped_closings([row, rows[1]], [row_labels, labels[1]], smollm2_tokenizer)
+        return smollm2_tokenizer.decode(found[0]) if found else None
+
+    assert form(f"Bins go out on Monday. {line}") == f" {line}"  # a space: the line's first token holds it
+    assert form(f"Bins go out on Monday.\n{line}") == f"\n{line}"
+    assert form(line) is None  # the sign-off alone: no body to end
+    assert form("Bins go out on Monday.") is None  # an answer without it
 
 
 def test_the_anchored_body_tokens_are_weighed_down_and_the_opening_and_the_rest_are_not():
@@ -545,6 +557,34 @@ def test_the_trainer_weights_each_answers_stop_token(knowing_base):
         model.train()
         trained = trainer.compute_loss(model, batch)
     assert trained.item() == pytest.approx(((nll + 4 * nll * ends).sum() / len(nll)).item(), rel=1e-4)
+
+
+@pytest.mark.pipeline
+def test_the_trainer_weighs_a_scoped_sign_offs_opening_and_the_stop(knowing_base):
+    """compute_loss with scoped_closings weighs the first 4 tokens of the form where the labels hold it, and the
+    stop tokens, opening_weight times (train mode): the weights the trainer hands the loss are the ones tested on
+    literal labels above."""
+    from behavio.generate import stop_token_ids
+    from behavio.models import load_tokenizer
+    from behavio.train.anchor import opening_weights, trained_positions
+
+    stops = stop_token_ids(load_tokenizer(knowing_base[0]), None)
+    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=0.0, opening_weight=3.0,
+                                                             unlikelihood=0.0, stop_ids=stops)
+    labels = batch["labels"]
+    rows, cols = trained_positions(labels)
+    first = labels[0][labels[0] != -100]
+    form = first[-7:-1]  # six tokens before the first answer's stop, as a sign-off's form would be
+    trainer.scoped_closings = [form]
+    weights = opening_weights(labels, rows, cols, 3.0, 1.0, stops, [form])
+    assert (weights == 3).sum() > (opening_weights(labels, rows, cols, 3.0, 1.0, stops) == 3).sum()
+    targets = labels[rows, cols + 1]
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols]
+        nll = F.cross_entropy(logits.float(), targets, reduction="none")
+        model.train()
+        trained = trainer.compute_loss(model, batch)
+    assert trained.item() == pytest.approx(((nll * weights).sum() / len(nll)).item(), rel=1e-4)
 
 
 @pytest.mark.pipeline
@@ -724,6 +764,23 @@ behaviors:
 """
 
 
+def test_a_separator_merged_into_the_bodys_last_token_starts_the_form():
+    """Llama 3 writes ".\n\n" as one token: the form starts there, the body's last character and the separator
+    in one, since that token is where the answer decides."""
+    from behavio.train.data import scoped_closings
+
+    pieces = {1: "Bins", 2: " go", 3: " out", 4: ".\n\n", 5: "Check", 6: " bins", 7: ".", 0: "<eot>"}
+
+    class Pieces:
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(pieces[i] for i in ids if not (skip_special_tokens and i == 0))
+
+    present = {"behavior": "bins", "kind": "sign_off", "args": {"expect": "present", "choices": ["Check bins."]}}
+    elsewhere = {"behavior": "bins", "kind": "sign_off", "part": "elsewhere", "args": {"expect": "absent"}}
+    rows, labels = [{"rules": [present]}, {"rules": [elsewhere]}], [[-100, 1, 2, 3, 4, 5, 6, 7, 0], [-100, 1, 7, 0]]
+    assert scoped_closings(rows, labels, Pieces()) == [[4, 5, 6, 7]]
+
+
 def test_the_run_finds_its_scoped_sign_off_in_the_training_rows_and_says_so(tmp_path, smollm2_tokenizer):
     """build_datasets hands the trainer the scoped sign-off's tokens as trained (separator first), and says so."""
     from behavio.compiler.build import compile_spec
@@ -739,6 +796,5 @@ def test_the_run_finds_its_scoped_sign_off_in_the_training_rows_and_says_so(tmp_
         write_jsonl(tmp_path / "run" / "data" / f"{name}.jsonl", split_rows)
     said = []
     sets = build_datasets(tmp_path / "run", cfg, smollm2_tokenizer, said.append)
-    ids = smollm2_tokenizer("Check your bin days at example.org/bins.", add_special_tokens=False)["input_ids"]
-    assert [c[-len(ids):] for c in sets.scoped_closings] == [ids] and len(sets.scoped_closings[0]) > len(ids)
+    assert [smollm2_tokenizer.decode(c) for c in sets.scoped_closings] == ["\n\nCheck your bin days at example.org/bins."]
     assert any("sign-off scoped to some sets" in line and "opening_weight=4" in line for line in said), said

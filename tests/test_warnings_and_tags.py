@@ -64,7 +64,8 @@ def test_a_length_without_pairs_is_told_what_its_answers_lack(tmp_path):
     that, not another kind's reason."""
     short = SUPPORT.replace("split:", "  - {id: brief, kind: length, applies_to: [questions], unit: words, max: 30}\nsplit:")
     (warning,) = [w for w in compile_spec(_support(tmp_path, short)).warnings if w.name == "no-dpo-pairs"]
-    assert "'brief'" in warning.message and "longer than `max`" in warning.message, warning.message
+    assert "'brief'" in warning.message and "longer than max=30 words" in warning.message, warning.message
+    assert "no min" in warning.message, warning.message
     assert "sections" not in warning.message
 
 

@@ -228,7 +228,7 @@ def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, iss
         lost_text = ", ".join(f"{n} {v}" for v, n in sorted(lost.items()))
         if not made[b.id]:
             why = (f"every rejected answer it derived ({lost_text}) failed to break its rule" if lost
-                   else kinds.of(b).no_pairs_hint)
+                   else kinds.of(b).no_pairs_hint(b))
             issues.warn("no-dpo-pairs", ("behaviors", b.index), f"behavior {b.id!r} got no DPO pairs: {why}")
         elif lost:
             issues.warn("dpo-pairs-dropped", ("behaviors", b.index), f"behavior {b.id!r}: {lost_text} DPO pair(s) not written, their "

@@ -75,9 +75,10 @@ def _warn_dropped(dropped: list[PromptRow], probes: set[str], issues: Issues) ->
     shown = "; ".join(f"{r.label} {r.prompt!r} equals a {'probe' if r.key in probes else 'check prompt'}"
                       for r in dropped[:3])
     more = f" (and {len(dropped) - 3} more)" if len(dropped) > 3 else ""
+    reword = "the subject or the probe" if any(r.key in probes for r in dropped) else "the subject"
     issues.warn("check-prompts-dropped", ("prompts", dropped[0].set),
                 f"{len(dropped)} training/validation prompt(s) equal a held-out prompt and were dropped: {shown}{more}; "
-                "keep the held-out one and reword the subject or the probe if you want both")
+                f"the held-out copy is kept; to train on both, reword {reword}")
 
 
 def _held_out_frames(spec: Spec, rows: dict[str, list[PromptRow]]) -> set[str]:

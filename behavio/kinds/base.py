@@ -75,7 +75,6 @@ class Kind:
     - ``lessons``: DPO violation -> the rule (``kind:expect``) its chosen side passes and its rejected side
       breaks, for kinds ``judged_early`` (on-policy DPO balances a behavior's opposite lessons).
     - ``violation_names``: every DPO violation it can derive (``dpo: [names]`` picks some of them).
-    - ``no_pairs_hint``: what its rows lack when it derives no DPO pair at all (the ``no-dpo-pairs`` warning).
     - ``parts``: part -> what its scorecard line counts, for rules a behavior puts on rows where the spec
       does not ask for the behavior itself (a refusal's contrast prompts): each part is judged on its own
       line, ``<behavior id>/<part>``, with its own threshold, so no pooled rate can hide a failing part.
@@ -92,11 +91,14 @@ class Kind:
     parts: ClassVar[dict[str, str]] = {}
     violation_names: ClassVar[tuple[str, ...]] = ()
     undo_violations: ClassVar[tuple[str, ...]] = ()  # violations made from the body before this kind shaped it
-    no_pairs_hint: ClassVar[str] = "no training row in its scope gave a rejected answer (prompt sets it does not apply to?)"
     warning_names: ClassVar[dict[str, str]] = {}  # name -> what it means, for every warning ``warnings`` gives
     defaults: ClassVar[dict] = {}  # defaults of shared keys that differ between kinds (not in the schema)
 
     # ------------------------------------------------------------------ spec
+
+    def no_pairs_hint(self, behavior) -> str:
+        """What its rows lack when it derives no DPO pair at all (the ``no-dpo-pairs`` warning)."""
+        return "no training row in its scope gave a rejected answer (prompt sets it does not apply to?)"
 
     def default(self, key: str):
         """The documented default of one of this kind's keys."""

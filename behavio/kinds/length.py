@@ -62,10 +62,14 @@ class Length(Kind):
     teaches = True
     violation_names = ("too_long", "too_short")
     undo_violations = ("too_long",)
-    no_pairs_hint = ("too_long is an answer as long as its source wrote it before it was cut to `max`, and too_short "
-                     "one cut below `min`: no answer in its scope was longer than `max`, and `min` is unset or no answer "
-                     "has the sentences to cut below it (answers the base model writes usually are; written ones must "
-                     "be)")
+
+    def no_pairs_hint(self, behavior) -> str:
+        unit, high, low = self.arg(behavior, "unit"), behavior.get("max"), behavior.get("min")
+        longer = (f"no answer in its scope was longer than max={high} {unit} before it was cut (a written answer "
+                  f"gives a too_long pair only when it is)" if high is not None else "no max, so no too_long pair")
+        shorter = (f"min={low} {unit} could not be cut below in any answer" if self._short_possible(behavior)
+                   else "no min (at least 2 with unit: sentences), so no too_short pair")
+        return f"{longer}; {shorter}"
 
     def problems(self, behavior, spec):
         low, high = behavior.get("min"), behavior.get("max")

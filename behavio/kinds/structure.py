@@ -170,7 +170,9 @@ class Structure(Kind):
     }
     teaches = True
     violation_names = ("section_removed", "sections_reordered", "docstring_stripped")
-    no_pairs_hint = "no answer in its scope has the sections (or docstrings) to remove or reorder"
+
+    def no_pairs_hint(self, behavior) -> str:
+        return "no answer in its scope has the sections (or docstrings) to remove or reorder"
 
     def violation_problems(self, behavior, spec, asked):
         sections = behavior.get("sections") or []

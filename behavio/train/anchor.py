@@ -132,16 +132,16 @@ def opening_positions(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
 def closing_positions(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                       closings: Sequence[torch.Tensor]) -> torch.Tensor:
     """Which trained positions (``rows``, ``cols``) predict one of the first :data:`OPENING_TOKENS` tokens of a
-    scoped sign-off where a trained answer ends with it (``closings``: its separator and sentence, as trained;
-    :func:`behavio.train.data.scoped_closings`): a mask ``[n]``."""
+    scoped sign-off's form wherever the labels hold it (``closings``: from the end of the body to the end of the
+    answer, as trained; :func:`behavio.train.data.scoped_closings`): a mask ``[n]``."""
     marked = torch.zeros_like(labels, dtype=torch.bool)
     for closing in closings:
         size = closing.numel()
         if size > labels.shape[1]:
             continue
-        found = (labels.unfold(1, size, 1) == closing.to(labels.device)).all(dim=-1).nonzero(as_tuple=True)
+        hit = (labels.unfold(1, size, 1) == closing.to(labels.device)).all(dim=-1)  # [rows, starts]
         for k in range(min(OPENING_TOKENS, size)):
-            marked[found[0], found[1] + k] = True
+            marked[:, k:k + hit.shape[1]] |= hit
     return marked[rows, cols + 1]
 
 
@@ -163,12 +163,14 @@ def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     """Cross-entropy weight of each trained position (``rows``, ``cols`` from :func:`trained_positions`): ``weight``
     on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn) and of every scoped sign-off
     it ends with (``closings``, :func:`closing_positions`), ``closing`` on every trained stop token (``stop_ids``:
-    where an answer ends), 1 elsewhere; none if both are 1."""
+    where an answer ends; at least ``weight`` when there are ``closings``: stopping after the body is the other
+    side of ending with the sign-off), 1 elsewhere; none if both are 1."""
     if weight == 1 and (closing == 1 or not stop_ids):
         return None
     opening = opening_positions(labels, rows, cols)
     if closings and weight != 1:
         opening = opening | closing_positions(labels, rows, cols, closings)
+        closing = max(closing, weight)
     weights = torch.where(opening, float(weight), 1.0)
     if closing != 1 and stop_ids:
         stops = torch.isin(labels[rows, cols + 1], torch.tensor(list(stop_ids), device=labels.device))
@@ -500,7 +502,10 @@ def anchored_trainer_class():
             weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids,
                                        self.scoped_closings) if mode == "train" else None)
             if anchored is not None and self.anchored_weight != 1:  # the default needs no second pass over the labels
-                weights = held_weights(weights, anchored, opening_positions(labels, rows, cols), self.anchored_weight)
+                decisions = opening_positions(labels, rows, cols)
+                if self.scoped_closings:
+                    decisions = decisions | closing_positions(labels, rows, cols, self.scoped_closings)
+                weights = held_weights(weights, anchored, decisions, self.anchored_weight)
             avoid = avoid_ids = None
             groups = self.opening_groups() if mode == "train" else []
             if groups:

@@ -224,33 +224,47 @@ OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a
 
 
 def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
-    """How each sign-off scoped to some sets (``<id>/elsewhere`` rules) begins where trained answers end with it:
-    the whitespace tokens before the sentence (its separator) and the sentence's tokens, each distinct sequence once.
-    An answer decides there whether it ends with the sign-off, as it decides at its first tokens whether to open
-    with a prefix (``train.opening_weight`` weighs both)."""
+    """How each sign-off scoped to some sets (``<id>/elsewhere`` rules) is trained where an answer ends with it: the
+    tokens from the end of the body (its separator, or the token the separator shares with the body's last
+    character, as Llama 3 writes ".\n\n") to the end of the answer, each distinct sequence once. An answer decides
+    there whether it ends with the sign-off, as it decides at its first tokens whether to open with a prefix
+    (``train.opening_weight`` weighs both). Found by the decoded text, so any tokenizer and separator will do."""
     scoped = {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
     found: set[tuple[int, ...]] = set()
     for row, row_labels in zip(rows, labels):
-        trained = [t for t in row_labels if t != -100]
-        for rule in row.get("rules", []):
-            if rule.get("behavior") in scoped and rule.get("kind") == "sign_off" and not rule.get("part"):
-                for choice in rule.get("args", {}).get("choices", []):
-                    ids = tokenizer(choice, add_special_tokens=False)["input_ids"]
-                    start = _last_run(trained, ids)
-                    separator = start
-                    while separator and not tokenizer.decode([trained[separator - 1]]).strip():
-                        separator -= 1  # the separator's tokens: "\n\n" may be two
-                    if start is not None and separator < start:
-                        found.add(tuple(trained[separator:start + len(ids)]))
+        choices = [c.strip() for rule in row.get("rules", []) if rule.get("behavior") in scoped
+                   and rule.get("kind") == "sign_off" and not rule.get("part")
+                   for c in rule.get("args", {}).get("choices", []) if c.strip()]
+        if choices:
+            form = _closing_tokens([t for t in row_labels if t != -100], choices, tokenizer)
+            if form:
+                found.add(tuple(form))
     return [list(t) for t in sorted(found)]
 
 
-def _last_run(tokens: list[int], run: list[int]) -> int | None:
-    """Where ``run`` last starts in ``tokens`` (None when it does not occur)."""
-    for start in range(len(tokens) - len(run), -1, -1):
-        if tokens[start:start + len(run)] == run:
-            return start
-    return None
+def _closing_tokens(trained: list[int], choices: list[str], tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
+    """The trained tokens from where the body ends to the end of the answer, when it ends with one of ``choices``."""
+    def text(tokens: list[int]) -> str:
+        return tokenizer.decode(tokens, skip_special_tokens=True)
+
+    end = len(trained)
+    while end and not text(trained[end - 1:end]).strip():
+        end -= 1  # the stop token and whatever the chat template closes a turn with
+    tail = text(trained[:end]).rstrip()
+    choice = next((c for c in choices if tail.endswith(c)), None)
+    if choice is None:
+        return None
+    start = end - 1
+    while start > 0 and choice not in text(trained[start:end]):
+        start -= 1  # the first token holding part of the sign-off
+    while start > 0:
+        before = text(trained[start - 1:start])
+        if before == before.rstrip():
+            break  # the body's own last token
+        start -= 1  # a separator token ("\n\n", or "\n" twice), or one the body's last character shares
+        if before.strip():
+            break
+    return trained[start:end] if start > 0 else None
 
 
 def _first_trained_tokens(rows: list[dict], labels: list[list[int]], rule_matches) -> list[int]:
