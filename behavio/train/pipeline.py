@@ -203,7 +203,8 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
         f"{len(rows['sft.val'])}+{len(rows['dpo.val'])} validation rows; all fit max_length={cfg.max_length}")
     if sets.scoped_closings and cfg.opening_weight != 1 and "sft" in cfg.method:
         say(f"sft: where an answer ends with a sign-off scoped to some sets, its first tokens weigh "
-            f"opening_weight={cfg.opening_weight:g} as an answer's opening does ({len(sets.scoped_closings)} form(s))")
+            f"opening_weight={cfg.opening_weight:g} as an answer's opening does, and so does every stop token "
+            f"(ending without it) ({len(sets.scoped_closings)} form(s))")
     return sets
 
 
