@@ -13,6 +13,10 @@ get no such pair) and ``too_short`` (the body cut to fewer than ``min``: its fir
 
 ``max_words`` checks what ``length`` with ``unit: words`` and only ``max`` checks, without shaping the
 training answers or deriving DPO pairs; it stays for specs that only want the check.
+
+A ``length`` with ``applies_to`` judges its own sets only: unlike a scoped prefix, sign-off, header or list there
+is no ``<id>/elsewhere`` line, since a short answer elsewhere is no mistake in itself. When the other answers must
+stay long, give them a ``length`` of their own with ``min`` (it also drops shorter answers the base model writes).
 """
 
 from __future__ import annotations
