@@ -95,10 +95,10 @@ def test_compile_twice_reports_unchanged(tmp_path):
 def test_frames_lists_the_libraries_and_reads_a_subject_in_every_frame():
     listing = runner.invoke(app, ["frames"])
     assert listing.exit_code == 0, listing.output
-    assert {"advice", "howto", "pet", "pets", "problems", "questions", "requests", "support"} <= set(listing.output.split())
+    assert {"advice", "howto", "permission", "pet", "pets", "problems", "questions", "requests", "support"} <= set(listing.output.split())
     shown = runner.invoke(app, ["frames", "support", "--subject", "my invoice"])
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()[1:]
     assert len(lines) == 42 and all("my invoice" in line and "{{" not in line for line in lines)
     unknown = runner.invoke(app, ["frames", "nope"])
-    assert unknown.exit_code == 2 and "available: advice, howto" in unknown.output and "Traceback" not in unknown.output
+    assert unknown.exit_code == 2 and "available: advice, howto, permission" in unknown.output and "Traceback" not in unknown.output

@@ -290,7 +290,7 @@ def test_every_frame_library_declares_its_subject_and_is_listed_in_the_schema():
     from behavio.spec.schema import spec_schema
 
     libraries = sorted(p.stem for p in (templates_dir() / "frames").glob("*.txt"))
-    assert {"questions", "support", "problems", "howto", "requests", "advice"} <= set(libraries)
+    assert {"questions", "support", "problems", "howto", "requests", "advice", "permission"} <= set(libraries)
     described = spec_schema()["properties"]["prompts"]["additionalProperties"]["properties"]["frames"]["properties"]["library"]["description"]
     for library in libraries:
         assert frame_subject(library), f"{library}.txt has no '#% subject:' line"
