@@ -404,7 +404,8 @@ def test_a_scoped_sign_offs_opening_weighs_as_an_answers_opening_does():
     """Where a trained answer ends with a scoped sign-off (separator 5, sentence 6 7 8 9 2, stop 0), the separator
     and the sentence's first three tokens weigh the opening's weight: an answer decides there whether to end with it.
     An answer without it, or with only part of it, keeps weight 1 at its end."""
-    from behavio.train.anchor import closing_positions, opening_weights, trained_positions
+    from behavio.train.anchor import (closing_positions, decision_positions, opening_positions, opening_weights,
+                                      trained_positions)
 
     closing = torch.tensor([5, 6, 7, 8, 9, 2])
     labels = torch.tensor([[-100, 1, 2, 3, 4, 3, 5, 6, 7, 8, 9, 2, 0],      # body 1 2 3 4 3, the sign-off, stop
@@ -419,6 +420,11 @@ def test_a_scoped_sign_offs_opening_weighs_as_an_answers_opening_does():
     assert opening_weights(labels, rows, cols, 4.0, 1.0, [0]).tolist() == [4, 4, 4, 4] + [1] * 8 + [4, 4, 4, 4] + [1] * 7
     assert opening_weights(labels, rows, cols, 1.0, 1.0, [0], [closing]) is None  # weight 1: nothing to weigh
     assert closing_positions(labels, rows, cols, [torch.arange(20)]).sum() == 0  # longer than any row
+    # where the answer decides its form, computed once for both the weights and the anchored tokens' hold
+    decisions = decision_positions(labels, rows, cols, [closing])
+    assert decisions.tolist() == [True] * 4 + [False] + [True] * 4 + [False] * 3 + [True] * 4 + [False] * 7
+    assert torch.equal(decision_positions(labels, rows, cols), opening_positions(labels, rows, cols))
+    assert opening_weights(labels, rows, cols, 4.0, 1.0, [0], [closing], decisions).tolist() == weights.tolist()
 
 
 def test_the_scoped_sign_off_is_found_in_the_trained_tokens_of_the_rows_that_end_with_it(smollm2_tokenizer):

@@ -273,9 +273,14 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
 
 def kept_frames(ps: PromptSet, frames: list[str]) -> list[str]:
     """The frames of ``ps``'s library it uses: without those its ``exclude`` names, at most its ``limit``."""
-    excluded = [text.casefold() for text in ps.frames.get("exclude", [])]
-    frames = [f for f in frames if not any(text in f.casefold() for text in excluded)]
+    frames = _without_excluded(ps, frames)
     return frames[: ps.frames.get("limit", len(frames))]
+
+
+def _without_excluded(ps: PromptSet, frames: list[str]) -> list[str]:
+    """``frames`` without those containing a text of ``ps``'s ``frames.exclude`` (case-insensitive)."""
+    excluded = [text.casefold() for text in (ps.frames or {}).get("exclude", [])]
+    return [f for f in frames if not any(text in f.casefold() for text in excluded)]
 
 
 def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -> list[tuple[str, str]]:
@@ -305,8 +310,7 @@ def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues
     whichever library they come from."""
     library_frames = load_frames(library) or []
     used = {f for ps in phrased for f in kept_frames(ps, library_frames)}
-    own = [text.casefold() for text in (spec.prompts[name].frames or {}).get("exclude", [])]
-    frames = [f for f in library_frames if f in used and not any(text in f.casefold() for text in own)]
+    frames = [f for f in _without_excluded(spec.prompts[name], library_frames) if f in used]
     subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
     seen = {normalize(r.prompt) for r in rows}
     out = []

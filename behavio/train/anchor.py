@@ -157,21 +157,29 @@ def held_weights(weights: torch.Tensor | None, anchored: torch.Tensor, opening: 
     return torch.where(held, base * factor, base)
 
 
+def decision_positions(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                       closings: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """Where an answer decides its form: the first :data:`OPENING_TOKENS` tokens of every trained run
+    (:func:`opening_positions`) and of every scoped sign-off it ends with (:func:`closing_positions`); a mask ``[n]``."""
+    opening = opening_positions(labels, rows, cols)
+    return opening | closing_positions(labels, rows, cols, closings) if closings else opening
+
+
 def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weight: float,
                     closing: float = 1.0, stop_ids: Sequence[int] = (),
-                    closings: Sequence[torch.Tensor] = ()) -> torch.Tensor | None:
+                    closings: Sequence[torch.Tensor] = (), decisions: torch.Tensor | None = None) -> torch.Tensor | None:
     """Cross-entropy weight of each trained position (``rows``, ``cols`` from :func:`trained_positions`): ``weight``
     on the first :data:`OPENING_TOKENS` tokens of every trained run (an assistant turn) and of every scoped sign-off
-    it ends with (``closings``, :func:`closing_positions`), ``closing`` on every trained stop token (``stop_ids``:
-    where an answer ends; at least ``weight`` when there are ``closings``: stopping after the body is the other
-    side of ending with the sign-off), 1 elsewhere; none if both are 1."""
+    it ends with (``closings``; ``decisions``: :func:`decision_positions` when the caller has it), ``closing`` on
+    every trained stop token (``stop_ids``: where an answer ends; at least ``weight`` when there are ``closings``:
+    stopping after the body is the other side of ending with the sign-off), 1 elsewhere; none if both are 1."""
     if weight == 1 and (closing == 1 or not stop_ids):
         return None
-    opening = opening_positions(labels, rows, cols)
     if closings and weight != 1:
-        opening = opening | closing_positions(labels, rows, cols, closings)
         closing = max(closing, weight)
-    weights = torch.where(opening, float(weight), 1.0)
+    if decisions is None:
+        decisions = decision_positions(labels, rows, cols, closings if weight != 1 else ())
+    weights = torch.where(decisions, float(weight), 1.0)
     if closing != 1 and stop_ids:
         stops = torch.isin(labels[rows, cols + 1], torch.tensor(list(stop_ids), device=labels.device))
         weights = torch.where(stops, float(closing), weights)
@@ -499,12 +507,11 @@ def anchored_trainer_class():
                     raise RuntimeError("anchor: a training example has no precomputed base-model state")
                 anchored, teacher = known
             head = Head(self.accelerator.unwrap_model(model))
+            held = anchored is not None and self.anchored_weight != 1
+            decisions = decision_positions(labels, rows, cols, self.scoped_closings) if held else None
             weights = (opening_weights(labels, rows, cols, self.opening_weight, self.closing_weight, self.stop_ids,
-                                       self.scoped_closings) if mode == "train" else None)
-            if anchored is not None and self.anchored_weight != 1:  # the default needs no second pass over the labels
-                decisions = opening_positions(labels, rows, cols)
-                if self.scoped_closings:
-                    decisions = decisions | closing_positions(labels, rows, cols, self.scoped_closings)
+                                       self.scoped_closings, decisions) if mode == "train" else None)
+            if held:
                 weights = held_weights(weights, anchored, decisions, self.anchored_weight)
             avoid = avoid_ids = None
             groups = self.opening_groups() if mode == "train" else []

@@ -215,12 +215,17 @@ def refusal_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
 def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
     """The first trained token of every SFT row that opens with a sentence scoped to some sets (a prefix or header
     whose rules expect it absent elsewhere, ``<id>/elsewhere``): how those sentences open, as trained."""
-    scoped = {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
+    scoped = _scoped_behaviors(rows)
     return _first_trained_tokens(rows, labels, lambda r: r.get("behavior") in scoped and r.get("kind") in OPENING_KINDS
                                  and not r.get("part") and r.get("args", {}).get("expect") == "present")
 
 
 OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a sign-off closes it)
+
+
+def _scoped_behaviors(rows: list[dict]) -> set[str]:
+    """The behaviors scoped to some sets: those with rules expecting them absent elsewhere (``<id>/elsewhere``)."""
+    return {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
 
 
 def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
@@ -229,7 +234,7 @@ def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTra
     character, as Llama 3 writes ".\n\n") to the end of the answer, each distinct sequence once. An answer decides
     there whether it ends with the sign-off, as it decides at its first tokens whether to open with a prefix
     (``train.opening_weight`` weighs both). Found by the decoded text, so any tokenizer and separator will do."""
-    scoped = {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
+    scoped = _scoped_behaviors(rows)
     found: set[tuple[int, ...]] = set()
     for row, row_labels in zip(rows, labels):
         choices = [c.strip() for rule in row.get("rules", []) if rule.get("behavior") in scoped
