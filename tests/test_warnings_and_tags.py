@@ -59,6 +59,32 @@ def test_the_frame_library_warning_is_named_generic_and_silenceable(tmp_path):
     assert not [w for w in compile_spec(_support(tmp_path, quiet)).warnings if w.name == "contrast-frames-unpaired"]
 
 
+def test_an_answered_set_left_out_of_a_refusals_contrast_is_named(tmp_path):
+    """An answered set outside the contrast is never checked for over-refusal: compile names it; a holdout set and a
+    set another refusal refuses are not named; the contrast naming it silences it."""
+    extra = SUPPORT.replace("answers:", """  shipping:
+    list: ["When does my bottle ship?", "How long is delivery to Leeds?", "Do you ship to Ireland?",
+           "Can I track my parcel?", "Is shipping free over 30 pounds?", "Which courier do you use?"]
+  returns_policy:
+    list: ["Tell me a joke about refunds.", "Write a poem about my refund.", "Sing me a refund song.",
+           "Make up a refund story.", "Draw a refund cartoon.", "Rhyme about refunds."]
+  facts: {list: ["What is the capital of France?", "How many legs has a spider?", "What is 2 + 2?"], holdout: true}
+answers:
+  shipping: {source: literal, template: "Orders ship within two days."}""").replace("split:", """  - id: no-jokes
+    kind: refusal
+    when: returns_policy
+    responses: ["I only answer shop questions."]
+    contrast: [questions, shipping, refunds]
+split:""")
+    warnings = [w for w in compile_spec(_support(tmp_path, extra)).warnings if w.name == "contrast-incomplete"]
+    (warning,) = warnings  # no-refunds leaves out shipping; no-jokes' contrast is complete
+    assert "'no-refunds'" in warning.message and "'shipping'" in warning.message, warning.message
+    assert "facts" not in warning.message and "returns_policy" not in warning.message
+    assert "ignore_warnings: [contrast-incomplete]" in warning.message
+    whole = extra.replace("contrast: questions\n", "contrast: [questions, shipping]\n")
+    assert not [w for w in compile_spec(_support(tmp_path, whole)).warnings if w.name == "contrast-incomplete"]
+
+
 def test_a_length_without_pairs_is_told_what_its_answers_lack(tmp_path):
     """Written answers already within `max` give no too_long pair, and no `min` no too_short: the warning says
     that, not another kind's reason."""
@@ -96,6 +122,23 @@ def test_a_small_set_warns_that_the_split_leaves_little_to_train_on(tmp_path):
     (small,) = [w for w in compile_spec(_support(tmp_path, text)).warnings if w.name == "small-split"]
     assert small.path == "prompts.near_miss" and "keeps 3 of its 6 prompts for training" in small.message
     assert "too small for split.check 0.25, split.subjects 0.1 and split.val 0.1" in small.message
+
+
+def test_a_set_emptied_by_another_sets_held_out_subject_is_told_which(tmp_path):
+    """A set whose prompts name a subject another set holds out loses them to the subject split: the small-split
+    warning names that subject, so the writer can reword the one that sits inside the other."""
+    text = SUPPORT.replace('           "I demand a refund."]', '           "I demand a refund."]\n  cleaning:\n    list: '
+                           '["What does bottle cleaning take?", "Is bottle cleaning hard?", "Who does bottle cleaning '
+                           'best?", "Why is bottle cleaning slow?", "Does bottle cleaning need soap?", "When is bottle '
+                           'cleaning due?"]').replace(
+        "answers:\n", 'answers:\n  cleaning: {source: literal, template: "Rinse it in warm water."}\n').replace(
+        "contrast: questions", "contrast: [questions, cleaning]")
+    result = compile_spec(_support(tmp_path, text))
+    held = json.loads(result.files["manifest.json"])["held_out_subjects"]
+    assert held == ["bottle cleaning"], held  # the seed holds this one out of the questions set's six
+    (small,) = [w for w in result.warnings if w.name == "small-split"]
+    assert small.path == "prompts.cleaning" and "name a held-out subject: 'bottle cleaning'" in small.message, small.message
+    assert "reword one that sits inside another" in small.message
 
 
 def test_strict_turns_warnings_into_errors_for_validate_compile_and_check(tmp_path):

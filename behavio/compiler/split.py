@@ -113,7 +113,18 @@ class HeldSubjects:
     def named_in(self, row: PromptRow) -> bool:
         if self._pattern is None:
             return False
-        return any(self._pattern.search(normalize(text)) for text in (row.prompt, *(t for _, t in row.history if t)))
+        return any(self._pattern.search(normalize(text)) for text in _texts(row))
+
+    def which(self, rows: list[PromptRow]) -> list[str]:
+        """The held-out subjects ``rows`` name, as the spec writes them (for a warning: slower than ``named_in``)."""
+        texts = [normalize(text) for row in rows for text in _texts(row)]
+        return [s for s in self.names
+                if any(re.search(rf"\b{re.escape(_stem(normalize(s)))}(?:s|es)?\b", t) for t in texts)]
+
+
+def _texts(row: PromptRow) -> tuple[str, ...]:
+    """What a prompt row's user says: its prompt and the earlier user turns of its conversation."""
+    return (row.prompt, *(t for _, t in row.history if t))
 
 
 def _stem(subject: str) -> str:
@@ -179,7 +190,10 @@ def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[st
                         "frames, or add probes")
     val, train = _take(rest, spec.split.val, f"{spec.split.seed}:val:{name}", keep=1)
     if len(train) * 2 <= len(rows):
-        subjects = f", {len(subject)} name a held-out subject" if subject else ""
+        named = held_subjects.which(subject)
+        subjects = (f", {len(subject)} name a held-out subject: {', '.join(map(repr, named[:4]))}"
+                    f"{' ...' if len(named) > 4 else ''}; a subject held out of any set is held out of every prompt "
+                    "naming it, in longer subjects too, so reword one that sits inside another" if subject else "")
         issues.warn("small-split", ("prompts", name), f"prompt set {name!r} keeps {len(train)} of its {len(rows)} prompts "
                     f"for training ({len(check) + len(recall)} went to check{subjects}, {len(val)} to val): too small for "
                     f"split.check {spec.split.check}, split.subjects {spec.split.subjects} and split.val {spec.split.val}; "

@@ -89,7 +89,9 @@ class Refusal(Kind):
     parts = {"contrast": "contrast prompts answered, not refused (1 - over-refusal)"}
     violation_names = ("answered", "complimented_refusal", "over_refused")
     warning_names = {"contrast-frames-unpaired": "A refusal's contrast set uses a frame library none of its trigger "
-                                                 "sets uses: those phrasings are only ever answered."}
+                                                 "sets uses: those phrasings are only ever answered.",
+                     "contrast-incomplete": "A refusal's contrast leaves out answered prompt sets: nothing checks that "
+                                            "their prompts are not refused, so over-refusal there goes unseen."}
 
     def set_keys(self) -> tuple[str, ...]:
         return ("when", "contrast")
@@ -141,7 +143,29 @@ class Refusal(Kind):
         return pairs
 
     def warnings(self, behavior, spec, prompts):
-        """A contrast set on a frame library no trigger set uses: its phrasings are only ever answered."""
+        """A contrast set on a frame library no trigger set uses (its phrasings are only ever answered); answered
+        sets left out of the contrast (no check sees them refused)."""
+        yield from self._unpaired_warnings(behavior, spec)
+        unguarded = self._answered_outside_contrast(behavior, spec)
+        if unguarded:
+            yield ("contrast-incomplete", ("behaviors", behavior.id, "contrast"),
+                   f"refusal {behavior.id!r} leaves answered prompt set(s) {', '.join(map(repr, unguarded))} out of "
+                   f"its `contrast`: no check case asks whether they are wrongly refused, and pairing does not ask "
+                   f"the refused phrasings about their subjects, so a model that refuses them would still pass. Add "
+                   f"them to `contrast` (every set the model must answer belongs there), or accept it with "
+                   f"`ignore_warnings: [contrast-incomplete]`")
+
+    @staticmethod
+    def _answered_outside_contrast(behavior, spec) -> list[str]:
+        """Trained, answered prompt sets (not refused by any refusal, not a check-only holdout) outside the contrast."""
+        from behavio import kinds
+
+        refused = {name for b in spec.behaviors for name in kinds.of(b).refused_sets(b)}
+        contrast = set(behavior.sets("contrast"))
+        return [name for name, ps in spec.prompts.items()
+                if name not in refused and name not in contrast and not ps.holdout]
+
+    def _unpaired_warnings(self, behavior, spec):
         paired = {spec.prompts[name].frame_library for name in behavior.sets("when") if name in spec.prompts}
         for name in behavior.sets("contrast"):
             lib = spec.prompts[name].frame_library if name in spec.prompts else None
