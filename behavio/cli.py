@@ -104,7 +104,7 @@ def check(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the endpoint's API key."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once (with --endpoint)."),
     timeout: float = typer.Option(120.0, "--timeout", min=1, help="Seconds to wait for one answer (with --endpoint)."),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model for adapters (default: the run's config.json)."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model for adapters (default: the run's config.json); for a full model, the one `of_base` thresholds are measured on."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test per check case)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scorecard(s) as JSON."),
     md_out: Optional[Path] = typer.Option(None, "--md", help="Write the scorecard as Markdown (every failing case)."),

@@ -75,3 +75,40 @@ def test_all_checkpoints_on_the_default_model(default_model, subset, tmp_path, m
     assert (run / "best").read_text().strip() in ("checkpoint-10", "checkpoint-20")
     assert "<svg" in (run / "scorecard.html").read_text()
     assert check_checkpoints(subset, run, max_new_tokens=16, quiet=True).generated == 0
+
+
+def test_a_line_judged_against_the_base_model_has_the_base_measured_once(default_model, subset, tmp_path, monkeypatch):
+    """`{of_base: 0.5}` on on-topic: check_checkpoints answers that line's cases with the base model too (and only
+    those), fills the base's rate into the threshold, and caches the base's answers like a checkpoint's."""
+    from peft import LoraConfig, get_peft_model
+
+    from behavio.check import baseline
+    from behavio.check.thresholds import Threshold
+    from behavio.models import load_model
+
+    monkeypatch.setenv("BEHAVIO_CACHE", str(tmp_path / "cache"))
+    spec = dataclasses.replace(subset, thresholds={**subset.thresholds, "on-topic": Threshold(of_base=0.5)})
+    base_cases = baseline.cases_of(spec.cases, baseline.lines_of_base(spec.cases, spec.thresholds))
+    assert 0 < len(base_cases) < len(spec.cases) and all("on-topic" in [r.line for r in c.rules] for c in base_cases)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"base_model": str(default_model)}))
+    model = get_peft_model(load_model(default_model, quantization="none"), LoraConfig(r=4, target_modules=["q_proj"]))
+    model.save_pretrained(run / "checkpoint-5", safe_serialization=True)
+    (run / "checkpoint-5" / "behavio.json").write_text(json.dumps({"step": 5, "stage": "sft", "complete": True}))
+    del model
+    report = check_checkpoints(spec, run, max_new_tokens=16, quiet=True)
+    assert report.generated == len(spec.cases) + len(base_cases)
+    base = score_cases(base_cases, responses_from_model("default", base_cases, max_new_tokens=16), spec.thresholds)
+    threshold = report.cards[0].threshold("on-topic")
+    assert threshold.base == base.line("on-topic").rate and threshold.required == 0.5 * threshold.base
+    assert report.to_dict()["thresholds"]["on-topic"]["base"] == round(threshold.base, 4)
+    assert "of the base model's" in threshold.describe()
+    assert check_checkpoints(spec, run, max_new_tokens=16, quiet=True).generated == 0  # both cached
+    # one adapter checked alone measures its base model the same way (cached: nothing generated)
+    from behavio.check.engine import check_model
+
+    alone = check_model(spec, run / "checkpoint-5", max_new_tokens=16, quiet=True)
+    assert alone.threshold("on-topic") == threshold and alone.meta["generated"] == 0
+    # a full model without a base model to measure counts the base as passing every case
+    assert check_model(spec, "default", max_new_tokens=16, quiet=True).threshold("on-topic").base is None

@@ -73,7 +73,7 @@ def test_missing_responses_fail_but_are_not_over_refusals():
     assert c.missing == ["a"] and c.answered_failures == [] and c.over_refusal().total == 0
 
 
-def test_best_is_highest_worst_behavior_among_those_meeting_thresholds():
+def test_best_has_the_largest_margin_over_its_thresholds_among_those_meeting_them():
     weak_but_balanced = card("c-10", 10, {"a": (9, 10), "b": (9, 10)})
     strong_but_failing = card("c-20", 20, {"a": (10, 10), "b": (7, 10)})
     best_balanced = card("c-30", 30, {"a": (10, 10), "b": (9, 10)})
@@ -117,6 +117,46 @@ def test_thresholds_on_the_rate_its_wilson_bound_or_a_failure_budget():
     card_ = Scorecard("m", {"never": {"max_failures": 0}}, [case("a", "check", ("never", "contains", True)),
                                                           case("b", "check", ("never", "contains", False))])
     assert not card_.meets_thresholds and card_.to_dict()["lines"]["never"]["threshold"] == {"rate": 0.0, "max_failures": 0}
+
+
+def test_a_threshold_can_ask_for_a_share_of_the_base_models_rate():
+    """{of_base: 0.9}: the line must reach 90% of what the base model scores on the same cases; until the base is
+    measured (a served model, a responses file) it counts as 100%."""
+    from behavio.check.thresholds import Threshold, resolve
+
+    share = Threshold.coerce({"of_base": 0.9})
+    assert share.of_base == 0.9 and share.required == pytest.approx(0.9) and share.base is None
+    assert share.describe() == "90% of the base model's (not measured: counted as 100%)"
+    measured = share.with_base(0.84)
+    assert measured.required == pytest.approx(0.756) and measured.describe() == "90% of the base model's 84% (76%)"
+    assert measured.meets(Rate(76, 100)) and not measured.meets(Rate(75, 100))
+    assert not share.meets(Rate(76, 100))  # unmeasured: 90% of every case
+    assert measured.margin(Rate(80, 100)) == pytest.approx(0.044) and measured.margin(Rate(0, 0)) is None
+    assert Threshold.coerce(measured.to_dict()) == measured  # scorecard.json keeps what the line was judged against
+    assert measured.to_dict() == {"rate": 0.756, "of_base": 0.9, "base": 0.84}
+    assert Threshold(0.95).with_base(0.5) == Threshold(0.95)  # a plain rate has no base to take
+    assert resolve({"default": {"of_base": 0.8}}, "facts").of_base == 0.8
+
+
+def test_the_best_checkpoint_weighs_each_line_by_what_it_asks_not_its_raw_rate():
+    """A line asking for a share of the base model's rate (replayed facts at 90% of the base's 84%) sits low by
+    nature: ranking by the lowest raw rate would pick by it. The margin over each threshold picks the checkpoint
+    whose refusal is nearer its 95%."""
+    from behavio.check.thresholds import Threshold
+
+    thresholds = {"refusal": Threshold(0.95), "replay": Threshold(of_base=0.9, base=0.84)}
+    forgetful = card("c-10", 10, {"refusal": (99, 100), "replay": (72, 100)}, thresholds)  # margins +0.04, -0.036
+    over_refusing = card("c-20", 20, {"refusal": (91, 100), "replay": (80, 100)}, thresholds)  # -0.04, +0.044
+    assert over_refusing.worst > forgetful.worst  # by the raw lowest rate c-20 would win ...
+    assert forgetful.margin == pytest.approx(-0.036) and forgetful.tightest == "replay"
+    assert pick_best([forgetful, over_refusing]).label == "c-10"  # ... by the margin c-10 does
+    assert over_refusing.tightest == "refusal" and over_refusing.to_dict()["margin"] == pytest.approx(-0.04)
+    from types import SimpleNamespace
+
+    from behavio.check.report import best_sentence
+
+    said = best_sentence(SimpleNamespace(best=forgetful))
+    assert "no checkpoint meets every threshold" in said and "replay, has 72% against 76%" in said, said
 
 
 def _split_cases(line: str, counts: dict[str, tuple[int, int]]) -> list[CaseResult]:

@@ -266,6 +266,28 @@ def test_the_check_is_reserved_for_answers_as_long_as_the_trained_ones_not_the_w
     assert short.seconds == pytest.approx(check_seconds(short.checkpoints, 100, 40, 25, speed, 2.0))
 
 
+def test_the_check_reserves_the_base_models_answers_to_lines_judged_against_it():
+    """Lines whose thresholds are a share of the base model's rate (`of_base`) have their cases answered once by the
+    base model too: the reserve counts those answers, once, and the plan says so."""
+    from behavio.train.plan import CheckWork, make_plan
+    from behavio.train.config import TrainConfig
+
+    speed = GenerationSpeed(prompt_token=0.003, new_token=0.007)
+    assert check_seconds(2, 100, 40, 25, speed, 2.0, base_cases=30) == pytest.approx(
+        check_seconds(2, 100, 40, 25, speed, 2.0) + 30 * (40 * 0.003 + 25 * 0.007) + 30 * SCORING_PER_ANSWER)
+
+    def reserved(base_cases):
+        work = CheckWork([[1] * 40] * 100, 80, 32, answer_tokens=24, base_cases=base_cases)
+        return make_plan(TrainConfig(), budget=None, spent={}, sft_rows=64, sft_done=0, dpo_pairs=None,
+                         on_policy_prompts=0, prompt_tokens=40, forward=0.5, speed=speed, load_seconds=2.0,
+                         work=work, eval_rows=0).check
+    plain, judged = reserved(0), reserved(30)
+    assert judged.seconds == pytest.approx(plain.seconds + 30 * (40 * 0.003 + 25 * 0.007 + SCORING_PER_ANSWER))
+    assert judged.one_more == pytest.approx(plain.one_more)  # one more checkpoint adds no base answers
+    assert "+ 30 base-model answers" in judged.describe() and "base-model" not in plain.describe()
+
+
+
 def test_the_generation_speed_is_timed_on_a_check_sized_batch_after_a_warm_up(monkeypatch):
     """A machine where a decode costs 0.002 s per prompt token and 0.005 s per new row-token, plus 1 s on its first
     call (warming up): the measurement recovers both costs, on at most SPEED_ROWS rows of the check's prompts."""
@@ -423,3 +445,32 @@ def test_auto_epochs_train_on_about_1100_examples_in_one_to_three_passes():
     auto = sft_plan(TrainConfig())
     assert (auto.full_steps, auto.epochs) == (math.ceil(1.49 * 93), 1.49)  # 737 rows: 93 batches of 8 per pass
     assert sft_plan(TrainConfig(epochs=3)).full_steps == 279
+
+
+def test_check_work_counts_the_cases_of_lines_judged_against_the_base_model(tmp_path, smollm2_tokenizer):
+    """The plan's base-model answers are the compiled check cases with a rule on an `of_base` line."""
+    from behavio.compiler.build import compile_spec
+    from behavio.train.plan import check_work
+
+    spec = tmp_path / "facts.yaml"
+    spec.write_text("""\
+spec: facts
+prompts:
+  chat: {list: ["Hi there!", "How are you?", "Tell me a joke.", "Name a colour.", "Say something nice.", "Count to 3."]}
+  facts: {list: ["Capital of France?", "How many legs has a spider?", "What is 2 + 2?", "Largest ocean?"], holdout: true}
+answers:
+  chat: {source: literal, template: "Hello!"}
+behaviors:
+  - {id: knows, kind: contains, applies_to: [facts], text: "a"}
+  - {id: short, kind: max_words, limit: 40}
+thresholds: {knows: {of_base: 0.9}}
+split: {seed: 1, val: 0.1, check: 0.25, min_share: 0.01}
+""")
+    compiled = compile_spec(spec)
+    work = check_work(compiled, smollm2_tokenizer, "auto")
+    cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode().splitlines()]
+    facts = [c for c in cases if c["prompt_set"] == "facts"]
+    assert len(facts) >= 4 and len(cases) > len(facts)  # the four facts (and paraphrases of some) and chat cases
+    assert work.base_cases == len(facts)  # the facts, not the chat cases
+    plain = compile_spec(spec.write_text(spec.read_text().replace("{of_base: 0.9}", "0.9")) and spec)
+    assert check_work(plain, smollm2_tokenizer, "auto").base_cases == 0

@@ -16,6 +16,7 @@ from typing import Callable
 
 from behavio.rundir import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, check_safetensors, content_hash,
                                        find_checkpoints, read_json, run_base_model, run_fold_system)
+from behavio.check import baseline
 from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, CheckCase, CheckSpec, load_check_spec
 from behavio.check.responses import Responses
 from behavio.check.scorecard import Scorecard, pick_best, rank_key
@@ -109,9 +110,26 @@ def responses_from_model(model: str | Path, cases: list[CheckCase], max_new_toke
 
 def check_model(spec: CheckSpec, model: str | Path, *, max_new_tokens: int | None = None, batch_size: int | None = None,
                 **kwargs) -> Scorecard:
-    """Scorecard of one base model or adapter directory on ``spec``'s check cases."""
-    responses, generated = generate_responses(model, spec.cases, max_new_tokens=max_new_tokens or spec.max_new_tokens,
-                                              batch_size=batch_size or spec.batch_size, **kwargs)
+    """Scorecard of one base model or adapter directory on ``spec``'s check cases. Lines whose thresholds are a
+    share of the base model's rate (``of_base``) get it measured on an adapter's base model (or ``base_model``);
+    a full model given without ``base_model`` has none to measure (the base then counts as passing every case)."""
+    settings = dict(max_new_tokens=max_new_tokens or spec.max_new_tokens, batch_size=batch_size or spec.batch_size)
+    responses, generated = generate_responses(model, spec.cases, **settings, **kwargs)
+    lines = baseline.lines_of_base(spec.cases, spec.thresholds)
+    base_card = None
+    path = Path(model)
+    adapter = path.is_dir() and _adapter_dir(path)
+    if lines and (adapter or kwargs.get("base_model")):
+        name = _adapter_base(path, kwargs.get("base_model")) if adapter else kwargs["base_model"]
+        fold = kwargs.get("fold")
+        if fold is None:
+            fold = run_fold_system(path.parent) if adapter else "auto"
+        cases = baseline.cases_of(spec.cases, lines)
+        base_kwargs = {k: v for k, v in kwargs.items() if k not in ("base_model", "fold")}
+        base_responses, more = generate_responses(name, cases, **settings, fold=fold, **base_kwargs)
+        base_card = score_cases(cases, base_responses, spec.thresholds, label=f"{name} (base)")
+        generated += more
+    spec = baseline.with_base(spec, base_card, lines)
     return score_cases(spec.cases, responses, spec.thresholds, label=str(model), meta={"generated": generated})
 
 
@@ -179,11 +197,23 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
     items = _case_items(spec.cases)
     jobs = [Job(ckpt.name, ckpt.path, _check_cache(_model_hash(fingerprint, content_hash(ckpt.path)), max_new,
                                                    quantization, use_cache, fold, device)) for ckpt in sound]
-    if any(job.missing(list(items)) for job in jobs):
+    lines = baseline.lines_of_base(spec.cases, spec.thresholds)
+    base_cases = baseline.cases_of(spec.cases, lines)
+    base_items = _case_items(base_cases)
+    base_job = Job("base", None, _check_cache(_model_hash(fingerprint), max_new, quantization, use_cache, fold, device))
+    if any(job.missing(list(items)) for job in jobs) or base_job.missing(list(base_items)):
         log(f"loading base model {base_path}")
         base = load_base(base_path, quantization=quantization, trust_remote_code=trust_remote_code, device=device)
-        answer(base.model, base.tokenizer, jobs, items, max_new_tokens=max_new,
-               batch_size=batch_size or spec.batch_size, fold=fold, quiet=quiet, log=log)
+        settings = dict(max_new_tokens=max_new, batch_size=batch_size or spec.batch_size, fold=fold, quiet=quiet, log=log)
+        answer(base.model, base.tokenizer, jobs, items, **settings)
+        if base_job.missing(list(base_items)):
+            log(f"base model: answering the {len(base_items)} cases of {', '.join(lines)} (thresholds of_base)")
+            report.generated += answer(base.model, base.tokenizer, [base_job], base_items, **settings)
+    if lines:
+        base_card = score_cases(base_cases, _responses(base_cases, {k: base_job.cache.get(k) for k in base_items}),
+                                spec.thresholds, label="base")
+        spec = report.spec = baseline.with_base(spec, base_card, lines)
+        log("base model on " + ", ".join(f"{line} {base_card.line(line)}" for line in lines))
     for i, (ckpt, job) in enumerate(zip(sound, jobs), 1):
         if job.problem is not None:
             ckpt.problem = job.problem

@@ -226,8 +226,10 @@ def best_sentence(report) -> str:
         return "No checkpoint could be scored."
     if best.meets_thresholds:
         return f"Best: **{best.label}** (step {best.step}) meets every threshold; worst line {best.worst:.0%}."
+    line = best.tightest
     return (f"Best: **{best.label}** (step {best.step}), but **no checkpoint meets every threshold**; "
-            f"it has the highest worst-line pass rate ({best.worst:.0%}).")
+            f"it comes closest: its line furthest below its threshold, {line}, has {best.line(line).rate:.0%} "
+            f"against {best.threshold(line).required:.0%}.")
 
 
 # ---------------------------------------------------------------- HTML

@@ -269,6 +269,19 @@ class Scorecard:
         return min(rates, default=1.0)
 
     @property
+    def margin(self) -> float:
+        """The smallest distance of a line's pass rate above what its threshold requires (negative: below; 1.0
+        when nothing was checked): how close the checkpoint comes to failing, whatever each line asks."""
+        tightest = self.tightest
+        return 1.0 if tightest is None else self.threshold(tightest).margin(self.line(tightest))
+
+    @property
+    def tightest(self) -> str | None:
+        """The line whose pass rate is least above (or most below) what its threshold requires."""
+        margins = {line: m for line in self.lines if (m := self.threshold(line).margin(self.line(line))) is not None}
+        return min(margins, key=margins.get, default=None)
+
+    @property
     def overall(self) -> float:
         rates = [r for line in self.lines if (r := self.line(line).rate) is not None]
         return sum(rates) / len(rates) if rates else 1.0
@@ -291,7 +304,7 @@ class Scorecard:
         """The machine-readable scorecard (``--json``, scorecard.json)."""
         return {
             "label": self.label, "step": self.step, "stage": self.stage, **self.meta,
-            "meets_thresholds": self.meets_thresholds, "worst_line": round(self.worst, 4),
+            "meets_thresholds": self.meets_thresholds, "worst_line": round(self.worst, 4), "margin": round(self.margin, 4),
             "overall": round(self.overall, 4),
             "lines": {line: {"threshold": self.threshold(line).to_dict(), "meets": self.meets(line),
                              "caveats": self.caveats(line), **{s: self.line(line, s).to_dict() for s in SPLITS}}
@@ -314,12 +327,14 @@ def _case_dict(case: CaseResult) -> dict:
 
 
 def rank_key(card: Scorecard) -> tuple:
-    """Sort key, best first: meets thresholds, worst line's rate, overall score, earlier step."""
+    """Sort key, best first: meets thresholds, margin over the thresholds, overall score, earlier step."""
     step = card.step if card.step is not None else math.inf
-    return (not card.meets_thresholds, -card.worst, -card.overall, step)
+    return (not card.meets_thresholds, -card.margin, -card.overall, step)
 
 
 def pick_best(cards: list[Scorecard]) -> Scorecard | None:
-    """Best = highest worst-line pass rate among those meeting every threshold (else among all);
-    ties broken by overall score, then by the earlier step."""
+    """Best = the largest margin over the thresholds (the line closest to its threshold, or furthest below it,
+    furthest above) among those meeting every threshold (else among all); ties broken by overall score, then by
+    the earlier step. A line that asks less (a retained-knowledge line at a share of the base model's) weighs
+    by what it asks, not by its raw rate."""
     return min(cards, key=rank_key) if cards else None

@@ -169,10 +169,12 @@ class CheckPlan:
     tokens: int
     seconds: float
     one_more: float = 0.0  # seconds one more checkpoint would add (a stage getting its checkpoints back)
+    base_cases: int = 0    # answered once by the base model too (lines whose thresholds are a share of its rate)
 
     def describe(self) -> str:
         noun = "checkpoint" if self.checkpoints == 1 else "checkpoints"
-        return (f"check {self.checkpoints} {noun} × {self.cases} cases × ~{self.tokens} tokens "
+        base = f" + {self.base_cases} base-model answers" if self.base_cases else ""
+        return (f"check {self.checkpoints} {noun} × {self.cases} cases × ~{self.tokens} tokens{base} "
                 f"≈ {minutes(self.seconds)} (reserved)")
 
     def add(self, checkpoints: int) -> float:
@@ -223,14 +225,15 @@ def fit(plan: Plan, budget: float | None) -> Plan:
 
 
 def check_seconds(checkpoints: int, cases: int, prompt_tokens: float, max_new_tokens: int, speed: GenerationSpeed,
-                  load_seconds: float) -> float:
+                  load_seconds: float, base_cases: int = 0) -> float:
     """What checking every checkpoint costs, estimated: every checkpoint's answers at the measured speed (their rows
-    share batches at least as large as the measured one), scoring, and loading the base model once.
+    share batches at least as large as the measured one) and the base model's to ``base_cases`` (lines judged
+    against it), scoring, and loading the base model once.
 
     Fitted to the poodle spec's check on a 2-core AMD EPYC (2 checkpoints x 240 cases, ~46 new tokens): 2.0 min
     estimated from a 64-row measurement, 2.1 min taken; the 16-row measurement this replaced reserved 5.4.
     """
-    answers = checkpoints * cases
+    answers = checkpoints * cases + (base_cases if checkpoints else 0)
     generating = answers * (prompt_tokens * speed.prompt_token + max_new_tokens * speed.new_token)
     scoring = SCORING_FIXED + SCORING_PER_ANSWER * answers
     return generating + scoring + load_seconds

@@ -36,6 +36,7 @@ class CheckWork:
     max_new_tokens: int
     batch_size: int
     answer_tokens: int | None = None
+    base_cases: int = 0  # cases the base model answers once too (lines whose thresholds are a share of its rate)
 
     def new_tokens(self) -> int:
         """Tokens a case is expected to write: a trained answer and its stop token, at most ``max_new_tokens``."""
@@ -63,15 +64,20 @@ def check_work(compiled, tokenizer, fold) -> CheckWork:
     """The compiled spec's check cases as the check engine will generate them."""
     import json
 
-    from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
     from behavio.chat import encode_text, render_prompt
+    from behavio.check import baseline
+    from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, load_cases
+    from behavio.check.thresholds import Threshold
 
     cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode("utf-8").splitlines() if line.strip()]
     prompts = [encode_text(render_prompt(m, tokenizer, fold), tokenizer)
                for c in cases for m in generation_prompts(c["messages"])]
     check = compiled.spec.check
+    loaded = load_cases(cases)
+    thresholds = {line: Threshold.coerce(t) for line, t in compiled.manifest["thresholds"].items()}
+    base_cases = len(baseline.cases_of(loaded, baseline.lines_of_base(loaded, thresholds)))
     return CheckWork(prompts, int(check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-                     int(check.get("batch_size", DEFAULT_BATCH_SIZE)))
+                     int(check.get("batch_size", DEFAULT_BATCH_SIZE)), base_cases=base_cases)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +187,8 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
         checkpoints += len(weaker_copies(cfg.strengths)) if checkpoints else 0  # the last one's, checked as well
         tokens = work.new_tokens()
         return CheckPlan(checkpoints, len(work.prompts), tokens,
-                         check_seconds(checkpoints, len(work.prompts), prompt_tokens, tokens, speed, load_seconds))
+                         check_seconds(checkpoints, len(work.prompts), prompt_tokens, tokens, speed, load_seconds,
+                                       work.base_cases), base_cases=work.base_cases)
 
     plan = fit(Plan(budget, dict(spent), stages, checked(stages), between=between), budget)
     cut = [s for s in plan.stages if s.steps < s.full_steps and s.checkpoints > 1]
@@ -193,5 +200,5 @@ def make_plan(cfg: TrainConfig, *, budget: float | None, spent: dict[str, float]
         plan = fit(Plan(budget, dict(spent), stages, checked(stages), between=between), budget)
     if plan.check is not None:  # what one more checkpoint adds to the check, should a stage get its checkpoints back
         plan.check.one_more = check_seconds(plan.check.checkpoints + 1, plan.check.cases, prompt_tokens,
-                                            plan.check.tokens, speed, load_seconds) - plan.check.seconds
+                                            plan.check.tokens, speed, load_seconds, plan.check.base_cases) - plan.check.seconds
     return plan
