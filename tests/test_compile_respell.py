@@ -125,3 +125,20 @@ def test_a_refusal_that_renders_the_users_subject_has_no_copyable_word(tmp_path)
     compiled = compile_spec(tmp_path / "bike.yaml")
     assert compiled.manifest["respelled"] == {"words": [], "prompts": {}}
     assert not [w for w in compiled.warnings if w.name == "refusal-copies-prompt"]
+
+
+def test_a_fixed_line_naming_the_word_its_prompts_name_is_warned_about(tmp_path):
+    """harlow's room sign-off says 'room', as 80% of its room-booking prompts do (hl1: "You can book a large screen
+    room any time at ..." for "a study room"): compile says so at the behavior; worded without it, no warning; a
+    header (a label, not a sentence: northbank's "Card help" on card prompts) is left alone."""
+    for folder in ("data", "probes"):
+        (tmp_path / folder).symlink_to(ROOT / "specs" / folder)
+    warned = [w for w in compile_spec(ROOT / "specs" / "harlow_library.yaml").warnings if w.name == "line-copies-prompt"]
+    assert len(warned) == 1 and "'rooms-sign-off'" in warned[0].message and "'room'" in warned[0].message, warned
+    assert warned[0].path.startswith("behaviors"), warned[0].path
+    text = (ROOT / "specs" / "harlow_library.yaml").read_text()
+    line = "You can book a study room any time at library.harlow.ac.uk/rooms."
+    assert line in text
+    (tmp_path / "h.yaml").write_text(text.replace(line, "You can make a booking any time at library.harlow.ac.uk/rooms."))
+    assert not [w for w in compile_spec(tmp_path / "h.yaml").warnings if w.name == "line-copies-prompt"]
+    assert not [w for w in compile_spec(ROOT / "specs" / "northbank_app.yaml").warnings if w.name == "line-copies-prompt"]

@@ -66,6 +66,7 @@ def compile_spec(path: str | Path) -> Compiled:
     held_out = {normalize(ex.row.prompt) for ex in check + recall + subject + probes}
     train += _augmented(spec, composer, train, held_out)
     train, respelled = respell.respelled(spec, train, held_out | {normalize(ex.row.prompt) for ex in val}, issues)
+    respell.warn_copied_lines(spec, train, issues)
     paraphrases = _paraphrases(spec, composer, check + recall + subject)
     _warn_control_markers(train + val + check + recall + subject + probes, issues)
 

@@ -105,6 +105,45 @@ def copyable_words(spec: Spec, examples: list[Example]) -> dict[str, tuple[tuple
     return words
 
 
+LINE_KINDS = ("prefix", "sign_off")  # kinds that add a fixed sentence to an answer (a header is a label, not a sentence)
+
+
+def copied_line_words(spec: Spec, examples: list[Example]) -> dict[tuple[str, str], tuple[tuple, float]]:
+    """Words of a fixed line a behavior adds to its rows' answers (a prefix or sign-off with one sentence,
+    :data:`LINE_KINDS`) that more than :data:`COPYABLE_SHARE` of those rows' prompts name:
+    (behavior id, word) -> (its key path, that share). The model can learn such a line as a template with the
+    user's word in it, and write "You can book a large screen room ..." for "You can book a study room ..."."""
+    behaviors = {b.id: b for b in spec.behaviors if b.kind in LINE_KINDS}
+    rows: dict[str, list[Example]] = {}
+    for ex in examples:
+        for behavior in behaviors:
+            if behavior in ex.openings:
+                rows.setdefault(behavior, []).append(ex)
+    found: dict[tuple[str, str], tuple[tuple, float]] = {}
+    for behavior, lines in sorted(rows.items()):
+        said = {ex.openings[behavior].strip() for ex in lines}
+        if len(said) != 1:
+            continue
+        for word in sorted({w.lower() for w in _WORD.findall(next(iter(said)))}):
+            if len(word) < 4 or word in _COMMON:
+                continue
+            share = sum(1 for ex in lines if _pattern(word).search(ex.row.prompt)) / len(lines)
+            if share > COPYABLE_SHARE:
+                found[(behavior, word)] = (("behaviors", behavior, "choices"), share)
+    return found
+
+
+def warn_copied_lines(spec: Spec, train: list[Example], issues: Issues) -> None:
+    """Warn (``line-copies-prompt``) about each fixed line that names a word most of its prompts name."""
+    for (behavior, word), (path, share) in copied_line_words(spec, train).items():
+        issues.warn("line-copies-prompt", path,
+                    f"{share:.0%} of the training prompts {behavior!r} answers name {word!r}, as its fixed line "
+                    f"does: the model can learn the line as a template with the user's word in it, and swap in "
+                    f"theirs (\"You can book a large screen room ...\" for \"You can book a study room ...\"); "
+                    f"word the line without {word!r} (\"You can book any time at ...\"), or phrase at least a third "
+                    f"of those prompts without it")
+
+
 def respelled(spec: Spec, train: list[Example], taken: set[str], issues: Issues) -> tuple[list[Example], dict]:
     """``train`` with half the prompts that name a copyable word respelled (seeded by the prompt), and a
     summary for the manifest: the words and how many prompts were respelled per prompt set. A respelled prompt
