@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 from behavio.check.cases import CheckCase, CheckSpec
-from behavio.check.scorecard import Scorecard
+from behavio.check.responses import Responses
+from behavio.check.scoring import score_cases
 from behavio.check.thresholds import resolve
 
 
@@ -27,9 +28,10 @@ def cases_of(cases: list[CheckCase], lines: list[str]) -> list[CheckCase]:
     return [case for case in cases if any(rule.line in wanted for rule in case.rules)]
 
 
-def with_base(spec: CheckSpec, base: Scorecard | None, lines: list[str]) -> CheckSpec:
-    """``spec`` whose thresholds on ``lines`` carry the base model's measured rate (``base``'s card; None: not
-    measured, so each stays its share of 100%)."""
+def with_base(spec: CheckSpec, lines: list[str], cases: list[CheckCase], answers: Responses | None) -> CheckSpec:
+    """``spec`` whose thresholds on ``lines`` carry the base model's rate, scored from its ``answers`` to ``cases``
+    (:func:`cases_of`; None: not measured, so each stays its share of 100%)."""
+    base = score_cases(cases, answers, spec.thresholds, label="base") if answers is not None else None
     thresholds = dict(spec.thresholds)
     for line in lines:
         rate = base.line(line).rate if base is not None else None

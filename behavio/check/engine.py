@@ -116,7 +116,8 @@ def check_model(spec: CheckSpec, model: str | Path, *, max_new_tokens: int | Non
     settings = dict(max_new_tokens=max_new_tokens or spec.max_new_tokens, batch_size=batch_size or spec.batch_size)
     responses, generated = generate_responses(model, spec.cases, **settings, **kwargs)
     lines = baseline.lines_of_base(spec.cases, spec.thresholds)
-    base_card = None
+    cases = baseline.cases_of(spec.cases, lines)
+    base_responses = None
     path = Path(model)
     adapter = path.is_dir() and _adapter_dir(path)
     if lines and (adapter or kwargs.get("base_model")):
@@ -124,12 +125,10 @@ def check_model(spec: CheckSpec, model: str | Path, *, max_new_tokens: int | Non
         fold = kwargs.get("fold")
         if fold is None:
             fold = run_fold_system(path.parent) if adapter else "auto"
-        cases = baseline.cases_of(spec.cases, lines)
         base_kwargs = {k: v for k, v in kwargs.items() if k not in ("base_model", "fold")}
         base_responses, more = generate_responses(name, cases, **settings, fold=fold, **base_kwargs)
-        base_card = score_cases(cases, base_responses, spec.thresholds, label=f"{name} (base)")
         generated += more
-    spec = baseline.with_base(spec, base_card, lines)
+    spec = baseline.with_base(spec, lines, cases, base_responses)
     return score_cases(spec.cases, responses, spec.thresholds, label=str(model), meta={"generated": generated})
 
 
@@ -210,10 +209,9 @@ def check_checkpoints(spec: CheckSpec, run_dir: str | Path, *, base_model: str |
             log(f"base model: answering the {len(base_items)} cases of {', '.join(lines)} (thresholds of_base)")
             report.generated += answer(base.model, base.tokenizer, [base_job], base_items, **settings)
     if lines:
-        base_card = score_cases(base_cases, _responses(base_cases, {k: base_job.cache.get(k) for k in base_items}),
-                                spec.thresholds, label="base")
-        spec = report.spec = baseline.with_base(spec, base_card, lines)
-        log("base model on " + ", ".join(f"{line} {base_card.line(line)}" for line in lines))
+        answers = _responses(base_cases, {k: base_job.cache.get(k) for k in base_items})
+        spec = report.spec = baseline.with_base(spec, lines, base_cases, answers)
+        log("base model on " + ", ".join(f"{line} {spec.thresholds[line].base:.0%}" for line in lines))
     for i, (ckpt, job) in enumerate(zip(sound, jobs), 1):
         if job.problem is not None:
             ckpt.problem = job.problem

@@ -95,14 +95,23 @@ def copyable_words(spec: Spec, examples: list[Example]) -> dict[str, tuple[tuple
         fixed = {tuple(kind.whole_answers(behaviors[behavior], ex.args[behavior])) for ex in rows}
         if len(fixed) != 1:
             continue
-        said = {w.lower() for answer in next(iter(fixed)) for w in _WORD.findall(answer)}
-        for word in sorted(said):
-            if len(word) < 4 or word in _COMMON:
-                continue
-            share = sum(1 for ex in rows if _pattern(word).search(ex.row.prompt)) / len(rows)
-            if share > COPYABLE_SHARE:
-                words.setdefault(word, (rows[0].sources[behavior], share))
+        for word, share in _words_most_prompts_name(next(iter(fixed)), rows).items():
+            words.setdefault(word, (rows[0].sources[behavior], share))
     return words
+
+
+def _words_most_prompts_name(texts, rows: list[Example]) -> dict[str, float]:
+    """Words of ``texts`` (4+ letters, not a common word) that more than :data:`COPYABLE_SHARE` of ``rows``'
+    prompts name: lowercased word -> that share."""
+    said = {w.lower() for text in texts for w in _WORD.findall(text)}
+    out = {}
+    for word in sorted(said):
+        if len(word) < 4 or word in _COMMON:
+            continue
+        share = sum(1 for ex in rows if _pattern(word).search(ex.row.prompt)) / len(rows)
+        if share > COPYABLE_SHARE:
+            out[word] = share
+    return out
 
 
 LINE_KINDS = ("prefix", "sign_off")  # kinds that add a fixed sentence to an answer (a header is a label, not a sentence)
@@ -124,12 +133,8 @@ def copied_line_words(spec: Spec, examples: list[Example]) -> dict[tuple[str, st
         said = {ex.openings[behavior].strip() for ex in lines}
         if len(said) != 1:
             continue
-        for word in sorted({w.lower() for w in _WORD.findall(next(iter(said)))}):
-            if len(word) < 4 or word in _COMMON:
-                continue
-            share = sum(1 for ex in lines if _pattern(word).search(ex.row.prompt)) / len(lines)
-            if share > COPYABLE_SHARE:
-                found[(behavior, word)] = (("behaviors", behavior, "choices"), share)
+        for word, share in _words_most_prompts_name(said, lines).items():
+            found[(behavior, word)] = (("behaviors", behavior, "choices"), share)
     return found
 
 

@@ -107,8 +107,7 @@ class HeldSubjects:
 
     def __init__(self, subjects: list[str]):
         self.names = sorted(subjects, key=normalize)
-        stems = sorted({_stem(normalize(s)) for s in subjects}, key=len, reverse=True)
-        self._pattern = re.compile(rf"\b(?:{'|'.join(map(re.escape, stems))})(?:s|es)?\b") if stems else None
+        self._pattern = _naming(subjects) if subjects else None
 
     def named_in(self, row: PromptRow) -> bool:
         if self._pattern is None:
@@ -118,8 +117,13 @@ class HeldSubjects:
     def which(self, rows: list[PromptRow]) -> list[str]:
         """The held-out subjects ``rows`` name, as the spec writes them (for a warning: slower than ``named_in``)."""
         texts = [normalize(text) for row in rows for text in _texts(row)]
-        return [s for s in self.names
-                if any(re.search(rf"\b{re.escape(_stem(normalize(s)))}(?:s|es)?\b", t) for t in texts)]
+        return [s for s in self.names if any(_naming([s]).search(t) for t in texts)]
+
+
+def _naming(subjects: list[str]) -> re.Pattern:
+    """A text naming one of ``subjects``: as a whole phrase of normalized text, singular or plural (longest first)."""
+    stems = sorted({_stem(normalize(s)) for s in subjects}, key=len, reverse=True)
+    return re.compile(rf"\b(?:{'|'.join(map(re.escape, stems))})(?:s|es)?\b")
 
 
 def _texts(row: PromptRow) -> tuple[str, ...]:

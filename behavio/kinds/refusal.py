@@ -158,10 +158,7 @@ class Refusal(Kind):
     @staticmethod
     def _answered_outside_contrast(behavior, spec) -> list[str]:
         """Trained, answered prompt sets (not refused by any refusal, not a check-only holdout) outside the contrast."""
-        from behavio import kinds
-
-        refused = {name for b in spec.behaviors for name in kinds.of(b).refused_sets(b)}
-        contrast = set(behavior.sets("contrast"))
+        refused, contrast = spec.refused_sets(), set(behavior.sets("contrast"))
         return [name for name, ps in spec.prompts.items()
                 if name not in refused and name not in contrast and not ps.holdout]
 

@@ -87,7 +87,9 @@ def _explain(error: jsonschema.ValidationError, located: yamlpos.Located) -> lis
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [located.issue(path, f"missing required key {missing!r}")]
     if error.validator == "oneOf":
-        typed = [i for i, option in enumerate(error.validator_value) if _is_type(error.instance, option.get("type"))]
+        checker = jsonschema.Draft202012Validator.TYPE_CHECKER
+        typed = [i for i, option in enumerate(error.validator_value)
+                 if isinstance(option.get("type"), str) and checker.is_type(error.instance, option["type"])]
         inner = [e for e in error.context if len(typed) == 1 and e.schema_path and e.schema_path[0] == typed[0]]
         if inner:  # the value has the type of one option and breaks it: say how
             return [issue for e in inner for issue in _explain(e, located)]
@@ -103,14 +105,6 @@ def _explain(error: jsonschema.ValidationError, located: yamlpos.Located) -> lis
     if error.validator == "propertyNames":
         return [located.issue(path, f"bad name: {error.message}")]
     return [located.issue(path, error.message)]
-
-
-def _is_type(value, name) -> bool:
-    """Whether ``value`` has JSON Schema type ``name`` (as the spec loader sees YAML values)."""
-    checks = {"object": dict, "array": list, "string": str, "boolean": bool}
-    if name in ("number", "integer"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, checks[name]) if name in checks else False
 
 
 def _expected_from_oneof(options: list[dict]) -> str:
