@@ -143,9 +143,8 @@ def warn_copied_lines(spec: Spec, train: list[Example], issues: Issues) -> None:
     for (behavior, word), (path, share) in copied_line_words(spec, train).items():
         issues.warn("line-copies-prompt", path,
                     f"{share:.0%} of the training prompts {behavior!r} answers name {word!r}, as its fixed line "
-                    f"does: the model can learn the line as a template with the user's word in it, and swap in "
-                    f"theirs (\"You can book a large screen room ...\" for \"You can book a study room ...\"); "
-                    f"word the line without {word!r} (\"You can book any time at ...\"), or phrase at least a third "
+                    f"does: the model can learn the line as a template with the user's word in it, and write whatever "
+                    f"word the user used in its place; word the line without {word!r}, or phrase at least a third "
                     f"of those prompts without it")
 
 
@@ -159,9 +158,9 @@ def respelled(spec: Spec, train: list[Example], taken: set[str], issues: Issues)
         if not respellings(word):
             issues.warn("refusal-copies-prompt", path,
                         f"{share:.0%} of the training prompts this refusal answers name {word!r}, as the refusal does: "
-                        f"the model can learn to write it by copying the user's word, and then swaps in theirs "
-                        f"(\"... which suite ...\" for \"... which room ...\"); phrase at least a third of the trigger "
-                        f"prompts without {word!r}, or leave it out of the refusal")
+                        f"the model can learn to write it by copying the user's word, and then writes whatever word the user "
+                        f"used in its place; phrase at least a third of the trigger prompts without {word!r}, or word the "
+                        f"refusal without it")
     words = sorted(w for w in copyable if respellings(w))
     if not words:
         return train, {"words": [], "prompts": {}}
