@@ -215,3 +215,16 @@ def _perfect_answers(cases: list) -> list[dict]:
 @pytest.fixture
 def perfect_answers():
     return _perfect_answers
+
+
+# ---------------------------------------------------------------------------------------------
+# Order
+# ---------------------------------------------------------------------------------------------
+
+LONGEST_FIRST = ("tests/test_train_e2e.py",)  # minutes on the CI kind: started first, the other worker does the rest
+
+
+def pytest_collection_modifyitems(items):
+    """The longest test first: under ``-n 2`` (pyproject's addopts) one worker runs it from the start while the
+    other works through the rest, instead of both waiting on it at the end."""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -22,15 +23,21 @@ def rows(compiled, name):
     return [json.loads(line) for line in compiled.files[name].decode().splitlines()]
 
 
+@functools.cache
+def shipped(spec: Path):
+    """A shipped spec compiled once for every test here that reads it (they never change what they get)."""
+    return compile_spec(spec)
+
+
 @pytest.fixture(scope="module")
 def poodle():
-    return compile_spec(ROOT / "specs" / "poodle_compliments.yaml")
+    return shipped(ROOT / "specs" / "poodle_compliments.yaml")
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
 def test_every_shipped_spec_compiles_and_starts_with_its_command(spec):
     assert spec.read_text().startswith("# behavio "), f"{spec.name} must start with the command that uses it"
-    compiled = compile_spec(spec)
+    compiled = shipped(spec)
     assert compiled.manifest["counts"]["sft"] > 0 and compiled.manifest["counts"]["checks"] > 0
 
 
@@ -40,7 +47,7 @@ def test_outputs_load_with_datasets(spec, tmp_path):
 
     from behavio.compiler.output import write_compiled
 
-    target, _ = write_compiled(compile_spec(spec), tmp_path)
+    target, _ = write_compiled(shipped(spec), tmp_path)
     for name in ("sft.jsonl", "sft.val.jsonl", "dpo.jsonl", "dpo.val.jsonl", "checks.jsonl"):
         ds = datasets.load_dataset("json", data_files=str(target / name), split="train")
         assert len(ds) > 0, name
@@ -159,7 +166,7 @@ def test_generated_is_fresh():
     """generated/ is committed; it must match what compiling specs/ with behavio/templates/ gives now."""
     stale = []
     for spec in SPECS:
-        compiled = compile_spec(spec)
+        compiled = shipped(spec)
         target = ROOT / "generated" / compiled.spec.id
         for name, data in compiled.files.items():
             path = target / name

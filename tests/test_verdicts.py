@@ -526,7 +526,43 @@ def test_template_and_yaml_errors_say_how_to_fix(tmp_path):
 
 # ---------------------------------------------------------------- check agrees with the compiled suite
 
-@pytest.mark.parametrize("spec_file", sorted((ROOT / "specs").glob("*.yaml")), ids=lambda p: p.stem)
+def _features(spec_file: Path) -> set[str]:
+    """What a spec exercises in the two verdict engines: its behaviors' kinds, its answer sources, its prompt sets'
+    shapes, probes, more than one refusal."""
+    import yaml
+
+    data = yaml.safe_load(spec_file.read_text())
+    behaviors = data.get("behaviors") or []
+    found = {f"kind:{b['kind']}" for b in behaviors}
+    found |= {f"source:{a.get('source')}" for a in (data.get("answers") or {}).values()}
+    found |= {f"prompts:{key}" for entry in (data.get("prompts") or {}).values() for key in entry}
+    found |= {"probes"} if data.get("probes") else set()
+    found |= {"refusals:several"} if sum(b["kind"] == "refusal" for b in behaviors) > 1 else set()
+    return found
+
+
+def covering_specs(first: str = "poodle_compliments.yaml") -> list[Path]:
+    """The poodle spec, then the fewest shipped specs (greedy) that together exercise every feature any shipped spec
+    does (:func:`_features`): a spec adds to the parity test below only what no other covers, so a new shipped
+    spec costs this test nothing unless it brings something new."""
+    specs = {path: _features(path) for path in sorted((ROOT / "specs").glob("*.yaml"))}
+    chosen = [ROOT / "specs" / first]
+    covered = set(specs[chosen[0]])
+    while missing := set().union(*specs.values()) - covered:
+        best = max(specs, key=lambda p: (len(specs[p] & missing), -sorted(specs).index(p)))
+        chosen.append(best)
+        covered |= specs[best]
+    return chosen
+
+
+def test_the_covering_specs_exercise_every_feature_of_the_shipped_ones():
+    chosen = covering_specs()
+    every = set().union(*(_features(p) for p in (ROOT / "specs").glob("*.yaml")))
+    assert set().union(*(_features(p) for p in chosen)) == every and len(chosen) < len(list((ROOT / "specs").glob("*.yaml")))
+    assert {"kind:refusal", "kind:sign_off", "kind:prefix", "source:file", "probes"} <= every
+
+
+@pytest.mark.parametrize("spec_file", covering_specs(), ids=lambda p: p.stem)
 def test_check_and_the_compiled_pytest_suite_agree_on_every_case(spec_file, tmp_path, perfect_answers, monkeypatch):
     monkeypatch.setenv("BEHAVIO_EMBEDDINGS", "lexical")
     compiled = compile_spec(spec_file)
