@@ -79,11 +79,12 @@ def embed(texts: list[str]) -> list[tuple[float, ...]]:
     if reason:
         raise RuntimeError(f"embeddings unavailable: {reason}")
     missing = list(dict.fromkeys(t for t in texts if t not in _cache))
-    if missing:
-        if len(_cache) + len(missing) > _CACHE_MAX:
-            _cache.clear()
-        _cache.update(zip(missing, _encode(missing)))
-    return [_cache[t] for t in texts]
+    fresh = dict(zip(missing, _encode(missing))) if missing else {}
+    vectors = [fresh[t] if t in fresh else _cache[t] for t in texts]  # before a full cache is emptied below
+    if len(_cache) + len(fresh) > _CACHE_MAX:
+        _cache.clear()
+    _cache.update(fresh)
+    return vectors
 
 
 def _encode(texts: list[str]) -> list[tuple[float, ...]]:

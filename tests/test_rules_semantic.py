@@ -45,6 +45,17 @@ def test_embed_returns_unit_vectors_and_caches(minilm):
     assert embeddings.embed([PHOTO])[0] is first
 
 
+def test_a_full_cache_still_returns_every_vector(minilm, monkeypatch):
+    """Regression (lf2, session 26: a run's check crashed with KeyError after 50 minutes): a batch mixing cached and
+    new texts that fills the cache past its size emptied it before the cached ones were read back."""
+    monkeypatch.setattr(embeddings, "_cache", {})
+    monkeypatch.setattr(embeddings, "_CACHE_MAX", 2)
+    photo, = embeddings.embed([PHOTO])
+    again, volcano, beagles = embeddings.embed([PHOTO, VOLCANO, BEAGLES])
+    assert again == photo and len(volcano) == len(beagles) == 384 and volcano != beagles
+    assert len(embeddings._cache) <= 2
+
+
 def test_similarity_ranks_related_text_higher(minilm):
     assert embeddings.similarity("What is photosynthesis?", PHOTO) > 0.7
     assert embeddings.similarity("What is photosynthesis?", VOLCANO) < 0.2
