@@ -166,8 +166,8 @@ def test_the_fill_drops_a_list_the_base_model_writes_elsewhere(tmp_path):
     answers.update({w["key"]: _shaped("It is a word. Chefs use it.", w["shape"]) for w in files["pending.jsonl"]
                     if w.get("shape")})
     failed = failed_answers({"sft": files["sft.jsonl"]}, answers, semantic=False)
-    assert failed and {where for where, _ in failed.values()} == {"facts"}
-    assert all("steps/elsewhere" in why for _, why in failed.values())
+    assert failed and {f.prompt_set for f in failed.values()} == {"facts"}
+    assert all("steps/elsewhere" in f.why for f in failed.values())
     prose = {**answers, **{w["key"]: "It is a word. Chefs use it." for w in plain}}
     assert not failed_answers({"sft": files["sft.jsonl"]}, prose, semantic=False)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from behavio import kinds, pending
 from behavio.check.cases import CheckCase, Rule
@@ -71,6 +72,19 @@ HEAVY_LOSS = 0.2  # a set that loses more of its base-model answers than this is
 FATAL_LOSS = 0.9  # one that loses more than this stops the run: it would train on almost nothing
 
 
+class Failure(NamedTuple):
+    """Why the fill would drop one answer the base model wrote: its prompt set, a line for the user, and the name of
+    the rule it broke (``refusal:answer``: the base model refused a prompt a refusal's contrast must answer;
+    ``non-answer``: pleasantries alone)."""
+
+    prompt_set: str
+    why: str
+    rule: str
+
+
+REFUSED_NEAR_MISS = "refusal:answer"  # Failure.rule of an answer the base model refused where a refusal's contrast answers
+
+
 @dataclass
 class FillVerdict:
     """What judging the filled rows kept, one line per answer it dropped, and per prompt set (dropped, answers)."""
@@ -86,12 +100,12 @@ class FillVerdict:
 
 
 def failed_answers(rows: dict[str, list[dict]], answers: dict[str, str], *, semantic: bool,
-                   keys: set[str] | None = None) -> dict[str, tuple[str, str]]:
+                   keys: set[str] | None = None) -> dict[str, Failure]:
     """The answers the base model wrote (pending bodies, now in ``answers``) that break their SFT rows' rules:
-    pending key -> (prompt set, why). ``keys`` judges only those answers."""
+    pending key -> :class:`Failure`. ``keys`` judges only those answers."""
     from behavio.fill import fill_rows
 
-    bad: dict[str, tuple[str, str]] = {}
+    bad: dict[str, Failure] = {}
     for name in ("sft", "sft.val"):
         for row in rows.get(name, []):
             own = [k for k in pending.keys_in(row["messages"][-1]["content"])  # its answer's, not its context's
@@ -105,17 +119,17 @@ def failed_answers(rows: dict[str, list[dict]], answers: dict[str, str], *, sema
             if broken:
                 why = (f"{row['prompt_set']}: {prompt[:50]!r} breaks {broken[0].rule.line} "
                        f"[{broken[0].rule.name}]: {broken[0].explanation}")
-                bad.update({k: (row["prompt_set"], why) for k in own})
+                bad.update({k: Failure(row["prompt_set"], why, broken[0].rule.name) for k in own})
                 continue
             for key in own:
                 if non_answer(prompt, answers[key]):
-                    bad[key] = (row["prompt_set"], f"{row['prompt_set']}: {prompt[:50]!r} is answered with pleasantries "
-                                                   f"alone: {answers[key][:60]!r}")
+                    bad[key] = Failure(row["prompt_set"], f"{row['prompt_set']}: {prompt[:50]!r} is answered with "
+                                                          f"pleasantries alone: {answers[key][:60]!r}", "non-answer")
     return bad
 
 
 def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, semantic: bool,
-                 failed: dict[str, tuple[str, str]] | None = None) -> FillVerdict:
+                 failed: dict[str, Failure] | None = None) -> FillVerdict:
     """Judge answers the base model wrote (pending bodies, now in ``answers``) with their rows' rules
     (``failed``: :func:`failed_answers` already computed for these answers).
 
@@ -130,8 +144,8 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
 
     bad = failed_answers(rows, answers, semantic=semantic) if failed is None else failed
     failures: dict[str, list[str]] = {}
-    for name, why in bad.values():
-        failures.setdefault(name, []).append(why)
+    for failure in bad.values():
+        failures.setdefault(failure.prompt_set, []).append(failure.why)
     losses = set_losses(rows, bad)
     _stop_if_fatal(spec, losses, failures, BehavioError)
     kept: dict[str, list[dict]] = {}
@@ -146,18 +160,18 @@ def judge_filled(spec, rows: dict[str, list[dict]], answers: dict[str, str], *, 
                                                            r["prompt"], r["rejected"][0]["content"],
                                                            semantic=semantic) is not False]
         kept[name] = filled
-    return FillVerdict(kept, list(dict.fromkeys(why for _, why in bad.values())), losses)
+    return FillVerdict(kept, list(dict.fromkeys(f.why for f in bad.values())), losses)
 
 
-def set_losses(rows: dict[str, list[dict]], failed: dict[str, tuple[str, str]]) -> dict[str, tuple[int, int]]:
-    """Each prompt set with answers in ``failed`` (pending key -> (set, why)) -> (answers lost, answers it has)."""
-    lost = Counter(name for name, _ in failed.values())
+def set_losses(rows: dict[str, list[dict]], failed: dict[str, Failure]) -> dict[str, tuple[int, int]]:
+    """Each prompt set with answers in ``failed`` (pending key -> :class:`Failure`) -> (answers lost, answers it has)."""
+    lost = Counter(f.prompt_set for f in failed.values())
     return {name: (n, _answers_of(rows, name)) for name, n in lost.items()}
 
 
-def fatal_sets(rows: dict[str, list[dict]], failed: dict[str, tuple[str, str]]) -> set[str]:
+def fatal_sets(rows: dict[str, list[dict]], failed: dict[str, Failure]) -> set[str]:
     """The prompt sets that would lose more than :data:`FATAL_LOSS` of their answers to ``failed`` (pending key ->
-    (set, why)), which stops the run."""
+    :class:`Failure`), which stops the run."""
     return {name for name, (lost, answers) in set_losses(rows, failed).items() if is_fatal(lost, answers)}
 
 

@@ -87,6 +87,7 @@ class TrainConfig:
     fill_max_new_tokens: int = _d("fill_max_new_tokens")
     fill_batch_size: int = _d("fill_batch_size")
     fill_retries: int = _d("fill_retries")
+    fill_rescue: str = _d("fill_rescue")
     fill_system: str = _d("fill_system")
     trust_remote_code: bool = _d("trust_remote_code")
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from behavio.compiler.build import Compiled
+    from behavio.compiler.proof import Failure
     from behavio.train.config import TrainConfig
 
 SPLITS = ("sft", "sft.val", "dpo", "dpo.val")
@@ -113,52 +114,79 @@ def without_system(row: dict) -> dict:
     return {**row, "messages": [m for m in row["messages"] if m.get("role") != "system"]}
 
 
-def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, tuple[str, str]], rows: dict[str, list[dict]],
+def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, Failure], rows: dict[str, list[dict]],
               cfg: TrainConfig, base_model: Path, *, semantic: bool,
-              say: Callable[[str], None] = lambda _: None) -> dict[str, tuple[str, str]]:
+              say: Callable[[str], None] = lambda _: None) -> dict[str, Failure]:
     """Ask the base model again, up to ``cfg.fill_retries`` times, for the answers in ``failed`` (pending key ->
-    (set, why), the answers that broke their rows' rules), each time opening with its next choice of first token;
-    ``answers`` is updated in place. Returns the answers that still fail. An answer another conversation continues
-    from (an earlier turn) is kept as it was, so that conversation's later answers still follow from it.
+    :class:`~behavio.compiler.proof.Failure`, the answers that broke their rows' rules), each time opening with its
+    next choice of first token; ``answers`` is updated in place. Returns the answers that still fail. An answer
+    another conversation continues from (an earlier turn) is kept as it was, so that conversation's later answers
+    still follow from it.
 
-    With ``fill_retries: 0`` the answers of a set that would lose more than
-    :data:`~behavio.compiler.proof.FATAL_LOSS` of them, which stops the run, are
-    asked again :data:`RESCUE_RETRIES` times (that set's alone): asking again trades some refusals for answers
-    (bench/SPEC_QUALITY.md, session 22), a better bargain than no run at all."""
-    from behavio.compiler.proof import FATAL_LOSS, failed_answers, fatal_sets
+    With ``fill_retries: 0`` some are asked again :data:`RESCUE_RETRIES` times all the same (:func:`rescued`): the
+    answers of a set that would lose more than :data:`~behavio.compiler.proof.FATAL_LOSS` of them, which stops the
+    run, and with ``fill_rescue: refusals`` the base model's own refusals of prompts a refusal's contrast answers."""
+    from behavio.compiler.proof import failed_answers
     from behavio.fill import refill_pending, run_fill_settings
     from behavio.pending import keys_in
 
-    rescued = fatal_sets(rows, failed) if not cfg.fill_retries else set()
-    retries = cfg.fill_retries or (RESCUE_RETRIES if rescued else 0)
-    if not retries or not failed:
+    todo = set(failed) if cfg.fill_retries else rescued(rows, failed, cfg)
+    retries = cfg.fill_retries or (RESCUE_RETRIES if todo else 0)
+    if not retries or not todo:
         return failed
     context = {k for row in pending for m in row["messages"] for k in keys_in(m.get("content") or "")}
-
-    def asked(name: str) -> bool:
-        return not rescued or name in rescued
-
-    def failing(found: dict[str, tuple[str, str]]) -> int:
-        return sum(1 for name, _ in found.values() if asked(name))
-
-    first = failing(failed)
+    first = {k: failed[k] for k in todo}
     for choice in range(1, retries + 1):
-        again = [row for row in pending if row["key"] in failed and row["key"] not in context
-                 and asked(failed[row["key"]][0])]
+        again = [row for row in pending if row["key"] in failed and row["key"] in todo and row["key"] not in context]
         if not again:
             break
         answers.update(refill_pending(again, answers, str(base_model), choice=choice, **run_fill_settings(cfg)))
         done = {row["key"] for row in again}
         failed = {**{k: v for k, v in failed.items() if k not in done},
                   **failed_answers(rows, answers, semantic=semantic, keys=done)}
-    if rescued:
-        say(f"fill: {', '.join(sorted(rescued))} would lose more than {FATAL_LOSS:.0%} of their answers to the base model's own "
-            f"refusals and slips, which stops the run; asked again for them with its next choice of opening word "
-            f"({RESCUE_RETRIES} times, as train.fill_retries does): {first - failing(failed)} of their {first} failing answers now pass")
-    else:
-        say(f"fill: {first} answers the base model wrote broke their rules; asked again with its next choice of "
-            f"opening word (train.fill_retries: {cfg.fill_retries}), {first - failing(failed)} of them now pass")
+    for line in _asked_again_lines(rows, first, failed, cfg):
+        say(line)
     return failed
+
+
+def rescued(rows: dict[str, list[dict]], failed: dict[str, Failure], cfg: TrainConfig) -> set[str]:
+    """The failing answers asked again under ``fill_retries: 0``: every one of a set that would lose more than
+    :data:`~behavio.compiler.proof.FATAL_LOSS` of its answers (which stops the run), and with ``fill_rescue:
+    refusals`` every answer the base model refused where a refusal's contrast must answer: dropped, those near
+    misses are the very rows that teach the refusal's boundary, so a spec whose base model refuses them trains on
+    the refusal's side alone (bench/SPEC_QUALITY.md, session 27)."""
+    from behavio.compiler.proof import REFUSED_NEAR_MISS, fatal_sets
+
+    fatal = fatal_sets(rows, failed)
+    return {k for k, f in failed.items()
+            if f.prompt_set in fatal or (cfg.fill_rescue == "refusals" and f.rule == REFUSED_NEAR_MISS)}
+
+
+def _asked_again_lines(rows: dict[str, list[dict]], first: dict[str, Failure], still: dict[str, Failure],
+                       cfg: TrainConfig) -> list[str]:
+    """What asking again did, for the run's log: one line per reason the answers in ``first`` were asked again."""
+    from behavio.compiler.proof import FATAL_LOSS, fatal_sets
+
+    def passed(keys: set[str]) -> int:
+        return len(keys - set(still))
+
+    if cfg.fill_retries:
+        return [f"fill: {len(first)} answers the base model wrote broke their rules; asked again with its next choice of "
+                f"opening word (train.fill_retries: {cfg.fill_retries}), {passed(set(first))} of them now pass"]
+    fatal = fatal_sets(rows, first)
+    lines = []
+    if fatal:
+        keys = {k for k, f in first.items() if f.prompt_set in fatal}
+        lines.append(f"fill: {', '.join(sorted(fatal))} would lose more than {FATAL_LOSS:.0%} of their answers to the base "
+                     f"model's own refusals and slips, which stops the run; asked again for them with its next choice of "
+                     f"opening word ({RESCUE_RETRIES} times, as train.fill_retries does): {passed(keys)} of their "
+                     f"{len(keys)} failing answers now pass")
+    near = {k for k, f in first.items() if f.prompt_set not in fatal}
+    if near:
+        lines.append(f"fill: the base model refused {len(near)} prompts a refusal's contrast answers (its near misses); "
+                     f"asked again with its next choice of opening word ({RESCUE_RETRIES} times, train.fill_rescue: "
+                     f"refusals): {passed(near)} of them now pass")
+    return lines
 
 
 def read_data(data_dir: Path) -> dict[str, list[dict]]:
