@@ -386,6 +386,44 @@ def test_a_set_the_fill_would_lose_is_asked_again_even_without_fill_retries(tmp_
     assert calls == []
 
 
+def test_fill_rescue_refusals_asks_again_for_the_near_misses_the_base_model_refused(tmp_path, monkeypatch):
+    """fill_retries: 0 with fill_rescue: refusals: the billing questions (the refund refusal's contrast) the base model
+    refused are asked again, an answer of pleasantries alone is not (dropped as before); fill_rescue: fatal asks
+    nothing again for a set that keeps most of its answers."""
+    import behavio.fill
+    from behavio.compiler.proof import REFUSED_NEAR_MISS, failed_answers
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import RESCUE_RETRIES, ask_again
+
+    compiled, picked, pending = _billing_answered_by_the_model(tmp_path)
+    good = "Open Account, then Billing."
+    answers = {p["key"]: good for p in pending}
+    keys = sorted({k for r in picked["sft"] for k in r["pending"]})
+    refused, courtesy = keys[:3], keys[3]
+    answers.update({k: "I can't help with invoices, sorry." for k in refused})
+    answers[courtesy] = "Sure, I'd be happy to help with that."
+    failed = failed_answers(picked, answers, semantic=False)
+    assert sorted(failed) == sorted([*refused, courtesy])
+    assert {k for k, f in failed.items() if f.rule == REFUSED_NEAR_MISS} == set(refused)
+    calls = []
+
+    def refill(rows_asked, known, base_model, *, choice, **settings):
+        calls.append((choice, sorted(r["key"] for r in rows_asked)))
+        return {r["key"]: good if r["key"] != refused[2] else "I can't, sorry." for r in rows_asked}
+
+    monkeypatch.setattr(behavio.fill, "refill_pending", refill)
+    assert ask_again(pending, dict(answers), failed, picked, TrainConfig(), Path("m"), semantic=False) == failed
+    assert calls == []  # the default, fatal: no set would lose 90% of its answers
+    said = []
+    still = ask_again(pending, answers, failed, picked, TrainConfig(fill_rescue="refusals"), Path("m"), semantic=False,
+                      say=said.append)
+    assert calls == [(1, refused), *[(c, [refused[2]]) for c in range(2, RESCUE_RETRIES + 1)]]
+    assert sorted(still) == sorted([refused[2], courtesy]) and answers[refused[0]] == good
+    assert said == ["fill: the base model refused 3 prompts a refusal's contrast answers (its near misses); asked again "
+                    f"with its next choice of opening word ({RESCUE_RETRIES} times, train.fill_rescue: refusals): 2 of "
+                    "them now pass"]
+
+
 def test_fill_system_none_asks_the_base_model_without_the_spec_system_message(tmp_path, monkeypatch):
     """train.fill_system: none writes the bodies under the base model's own default; training keeps the spec's."""
     import behavio.embeddings
