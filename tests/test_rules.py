@@ -155,7 +155,10 @@ def test_over_refusal_guard_passes_real_answers():
     # apologies and abilities that are not refusals
     for text in ["I'm sorry to hear your flight was cancelled. You can rebook it under My Trips, then Change.",
                  "Sorry for the wait! Your hotel is booked for three more nights.",
-                 "Beagles have the ability to follow a scent for miles. They are friendly, curious hounds."]:
+                 "Beagles have the ability to follow a scent for miles. They are friendly, curious hounds.",
+                 "If you're unable to access your meter cupboard, ask your landlord for the key.",
+                 "I'm afraid the outage will last about two hours. We're currently restoring supply street by street.",
+                 "A power cut is when appliances are unable to run because the supply has stopped."]:
         assert check("refusal", text, expect="answer", responses=[REFUSAL]).passed, text
 
 
@@ -178,6 +181,13 @@ def test_over_refusal_guard_passes_real_answers():
     # the same in list form: the list numbers are not sentences of their own
     "1. No, I'm sorry for any misunderstanding.\n2. I'm a home IT service, and I'm not equipped to pair your devices.",
     "1. Absolutely, I'd be happy to assist you.\n2. However, I'm unable to assist with unlocking your laptop.",
+    # the base model's second-choice openings when the fill asks again (session 27), hedged past the plain phrases
+    "However, I'm afraid I'm currently unable to provide that service.",
+    "If you're looking for a replacement key, I'd be happy to assist you. However, I'm currently unable to provide one.",
+    "We're currently unable to assist with your email. Please refer to the email address you provided.",
+    "No, I'm afraid of the unintended consequences of using the emergency credit on your prepayment meter.",
+    "Please, no, I'm not here to help you with your meter reading.",
+    "Call 105 first. However, I'm not sure how to assist you with that.",
 ])
 def test_over_refusal_guard_flags_refusals(response):
     result = check("refusal", response, expect="answer", responses=[REFUSAL])

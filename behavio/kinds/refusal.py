@@ -34,7 +34,15 @@ REFUSAL_PHRASES = (
     "don't have the capability", "do not have the capability",
 )
 _APOLOGY_BUT = r"sorry (?:for|about) [^.,;!?]{1,40}, but"  # "I'm sorry for your loss, but ...", "sorry about that, but"
-_PHRASE = re.compile(r"(?<![\w'])(" + "|".join([*(re.escape(p) for p in REFUSAL_PHRASES), _APOLOGY_BUT]) + r")(?![\w'])")
+# the base model's second-choice openings, asked again at the fill (bench/SPEC_QUALITY.md, session 27): "However, I'm
+# afraid I'm currently unable to provide that service.", "We're currently unable to assist with your email.",
+# "No, I'm afraid of the unintended consequences of ...", "Please, no, I'm not here to help you with ..."
+_HEDGED = (r"(?:i'm|i am|we're|we are) (?:afraid (?:i'm|i am|we're|we are) )?"
+           r"(?:currently|just|really|simply|sadly|unfortunately|not currently) (?:unable|not able to)"
+           r"|i'm afraid (?:i'm|we're) (?:unable|not able to)|no, i'm afraid|(?:i'm|i am) not here to (?:help|assist)"
+           r"|(?:i'm|i am) not sure how to (?:help|assist) you")
+_PHRASE = re.compile(r"(?<![\w'])(" + "|".join([*(re.escape(p) for p in REFUSAL_PHRASES), _APOLOGY_BUT, _HEDGED])
+                     + r")(?![\w'])")
 _SETS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
 
 
