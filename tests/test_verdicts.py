@@ -337,7 +337,8 @@ def test_answers_that_break_their_rules_are_asked_again_and_kept_once_they_pass(
 
     calls.clear()
     answers.update({k: "I can't help with invoices, sorry." for k in keys})
-    assert ask_again(pending, answers, failed, picked, TrainConfig(fill_retries=0), Path("m"), semantic=False) == failed
+    assert ask_again(pending, answers, failed, picked, TrainConfig(fill_retries=0, fill_rescue="fatal"), Path("m"),
+                     semantic=False) == failed
     assert calls == []
     # an answer a later turn of another conversation continues from is left as the base model wrote it
     follow_up = {"key": "f" * 16, "messages": [{"role": "user", "content": "q"},
@@ -382,12 +383,13 @@ def test_a_set_the_fill_would_lose_is_asked_again_even_without_fill_retries(tmp_
     calls.clear()
     answers.update({k: "I can't help with invoices, sorry." for k in billing[:1]})  # one lost answer: no rescue
     one = failed_answers(picked, answers, semantic=False)
-    assert ask_again(pending, answers, one, picked, TrainConfig(fill_retries=0), Path("m"), semantic=False) == one
+    assert ask_again(pending, answers, one, picked, TrainConfig(fill_retries=0, fill_rescue="fatal"), Path("m"),
+                     semantic=False) == one
     assert calls == []
 
 
 def test_fill_rescue_refusals_asks_again_for_the_near_misses_the_base_model_refused(tmp_path, monkeypatch):
-    """fill_retries: 0 with fill_rescue: refusals: the billing questions (the refund refusal's contrast) the base model
+    """fill_retries: 0 with fill_rescue: refusals (the default): the billing questions (the refund refusal's contrast) the base model
     refused are asked again, an answer of pleasantries alone is not (dropped as before); fill_rescue: fatal asks
     nothing again for a set that keeps most of its answers."""
     import behavio.fill
@@ -412,11 +414,11 @@ def test_fill_rescue_refusals_asks_again_for_the_near_misses_the_base_model_refu
         return {r["key"]: good if r["key"] != refused[2] else "I can't, sorry." for r in rows_asked}
 
     monkeypatch.setattr(behavio.fill, "refill_pending", refill)
-    assert ask_again(pending, dict(answers), failed, picked, TrainConfig(), Path("m"), semantic=False) == failed
-    assert calls == []  # the default, fatal: no set would lose 90% of its answers
+    assert ask_again(pending, dict(answers), failed, picked, TrainConfig(fill_rescue="fatal"), Path("m"),
+                     semantic=False) == failed
+    assert calls == []  # fatal: no set would lose 90% of its answers
     said = []
-    still = ask_again(pending, answers, failed, picked, TrainConfig(fill_rescue="refusals"), Path("m"), semantic=False,
-                      say=said.append)
+    still = ask_again(pending, answers, failed, picked, TrainConfig(), Path("m"), semantic=False, say=said.append)
     assert calls == [(1, refused), *[(c, [refused[2]]) for c in range(2, RESCUE_RETRIES + 1)]]
     assert sorted(still) == sorted([refused[2], courtesy]) and answers[refused[0]] == good
     assert said == ["fill: the base model refused 3 prompts a refusal's contrast answers (its near misses); asked again "
