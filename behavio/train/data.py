@@ -126,11 +126,12 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, Fa
     With ``fill_retries: 0`` some are asked again :data:`RESCUE_RETRIES` times all the same (:func:`rescued`): the
     answers of a set that would lose more than :data:`~behavio.compiler.proof.FATAL_LOSS` of them, which stops the
     run, and with ``fill_rescue: refusals`` the base model's own refusals of prompts a refusal's contrast answers."""
-    from behavio.compiler.proof import failed_answers
+    from behavio.compiler.proof import failed_answers, fatal_sets
     from behavio.fill import refill_pending, run_fill_settings
     from behavio.pending import keys_in
 
-    todo = set(failed) if cfg.fill_retries else rescued(rows, failed, cfg)
+    fatal = set() if cfg.fill_retries else fatal_sets(rows, failed)
+    todo = set(failed) if cfg.fill_retries else rescued(failed, fatal, cfg)
     retries = cfg.fill_retries or (RESCUE_RETRIES if todo else 0)
     if not retries or not todo:
         return failed
@@ -144,28 +145,28 @@ def ask_again(pending: list[dict], answers: dict[str, str], failed: dict[str, Fa
         done = {row["key"] for row in again}
         failed = {**{k: v for k, v in failed.items() if k not in done},
                   **failed_answers(rows, answers, semantic=semantic, keys=done)}
-    for line in _asked_again_lines(rows, first, failed, cfg):
+    for line in _asked_again_lines(first, failed, fatal, cfg):
         say(line)
     return failed
 
 
-def rescued(rows: dict[str, list[dict]], failed: dict[str, Failure], cfg: TrainConfig) -> set[str]:
-    """The failing answers asked again under ``fill_retries: 0``: every one of a set that would lose more than
-    :data:`~behavio.compiler.proof.FATAL_LOSS` of its answers (which stops the run), and with ``fill_rescue:
+def rescued(failed: dict[str, Failure], fatal: set[str], cfg: TrainConfig) -> set[str]:
+    """The failing answers asked again under ``fill_retries: 0``: every one of the ``fatal`` sets, which would lose
+    more than :data:`~behavio.compiler.proof.FATAL_LOSS` of their answers (and stop the run), and with ``fill_rescue:
     refusals`` every answer the base model refused where a refusal's contrast must answer: dropped, those near
     misses are the very rows that teach the refusal's boundary, so a spec whose base model refuses them trains on
     the refusal's side alone (bench/SPEC_QUALITY.md, session 27)."""
-    from behavio.compiler.proof import REFUSED_NEAR_MISS, fatal_sets
+    from behavio.compiler.proof import REFUSED_NEAR_MISS
 
-    fatal = fatal_sets(rows, failed)
     return {k for k, f in failed.items()
             if f.prompt_set in fatal or (cfg.fill_rescue == "refusals" and f.rule == REFUSED_NEAR_MISS)}
 
 
-def _asked_again_lines(rows: dict[str, list[dict]], first: dict[str, Failure], still: dict[str, Failure],
+def _asked_again_lines(first: dict[str, Failure], still: dict[str, Failure], fatal: set[str],
                        cfg: TrainConfig) -> list[str]:
-    """What asking again did, for the run's log: one line per reason the answers in ``first`` were asked again."""
-    from behavio.compiler.proof import FATAL_LOSS, fatal_sets
+    """What asking again did, for the run's log: one line per reason the answers in ``first`` were asked again
+    (``fatal``: the sets asked again because they would stop the run)."""
+    from behavio.compiler.proof import FATAL_LOSS
 
     def passed(keys: set[str]) -> int:
         return len(keys - set(still))
@@ -173,7 +174,6 @@ def _asked_again_lines(rows: dict[str, list[dict]], first: dict[str, Failure], s
     if cfg.fill_retries:
         return [f"fill: {len(first)} answers the base model wrote broke their rules; asked again with its next choice of "
                 f"opening word (train.fill_retries: {cfg.fill_retries}), {passed(set(first))} of them now pass"]
-    fatal = fatal_sets(rows, first)
     lines = []
     if fatal:
         keys = {k for k, f in first.items() if f.prompt_set in fatal}
