@@ -185,6 +185,8 @@ def test_over_refusal_guard_passes_real_answers():
     "However, I'm afraid I'm currently unable to provide that service.",
     "If you're looking for a replacement key, I'd be happy to assist you. However, I'm currently unable to provide one.",
     "We're currently unable to assist with your email. Please refer to the email address you provided.",
+    "We're not currently able to move meters. Please call the network operator.",
+    "I'm afraid we're unable to change the tariff today.",
     "No, I'm afraid of the unintended consequences of using the emergency credit on your prepayment meter.",
     "Please, no, I'm not here to help you with your meter reading.",
     "Call 105 first. However, I'm not sure how to assist you with that.",

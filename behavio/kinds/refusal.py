@@ -38,9 +38,8 @@ _APOLOGY_BUT = r"sorry (?:for|about) [^.,;!?]{1,40}, but"  # "I'm sorry for your
 # afraid I'm currently unable to provide that service.", "We're currently unable to assist with your email.",
 # "No, I'm afraid of the unintended consequences of ...", "Please, no, I'm not here to help you with ..."
 _HEDGED = (r"(?:i'm|i am|we're|we are) (?:afraid (?:i'm|i am|we're|we are) )?"
-           r"(?:currently|just|really|simply|sadly|unfortunately|not currently) (?:unable|not able to)"
-           r"|i'm afraid (?:i'm|we're) (?:unable|not able to)|no, i'm afraid|(?:i'm|i am) not here to (?:help|assist)"
-           r"|(?:i'm|i am) not sure how to (?:help|assist) you")
+           r"(?:(?:currently|just|really|simply|sadly|unfortunately) )?(?:unable|not able to|not currently able to)"
+           r"|no, i'm afraid|(?:i'm|i am) not here to (?:help|assist)|(?:i'm|i am) not sure how to (?:help|assist) you")
 _PHRASE = re.compile(r"(?<![\w'])(" + "|".join([*(re.escape(p) for p in REFUSAL_PHRASES), _APOLOGY_BUT, _HEDGED])
                      + r")(?![\w'])")
 _SETS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
