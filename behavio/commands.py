@@ -128,17 +128,20 @@ def schema_command(*, markdown: bool, rules: bool = False) -> int:
 def frames_command(library: str | None, *, subject: str | None, out: Console) -> int:
     """The frame libraries (name, what their subject reads as, frame count), or one library's frames, each with
     ``subject`` put in when given (to read a subject in every phrasing before training on it)."""
-    from behavio.compiler.expand import frame_libraries, frame_subject, load_frames
+    from behavio.compiler.expand import frame_libraries, frame_partners, frame_subject, load_frames
     from behavio.compiler.sandbox import TemplateProblem, render
 
     names = frame_libraries()
     if library is None:
-        table = Table("library", "subject reads as", "frames")
+        table = Table("library", "subject reads as", "frames", "reframed in")
         for name in names:
-            table.add_row(name, frame_subject(name) or "-", str(len(load_frames(name) or [])))
+            table.add_row(name, frame_subject(name) or "-", str(len(load_frames(name) or [])),
+                          ", ".join(frame_partners(name)) or "-")
         out.print(table)
         _plain(out, "A refusal puts its contrast sets' subjects in the frames of every library its refused sets use that "
                     "reads the subject the same way, so a contrast subject must read in all of them.")
+        _plain(out, "The `reframed` check split asks a set's subjects in the untrained frames of the libraries in its "
+                    "`reframed in` column (split.reframed), so its subjects should read there too.")
         _plain(out, "behavio frames LIBRARY --subject 'my invoice' prints every frame with that subject in it")
         return 0
     frames = load_frames(library)

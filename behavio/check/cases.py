@@ -64,8 +64,8 @@ def line_name(behavior: str, part: str | None) -> str:
 
 @dataclass(frozen=True)
 class CheckCase:
-    """A held-out prompt (``split``: ``check``, ``subject``, ``recall``, ``paraphrase`` or ``probe``) and the rules its answer
-    must pass. ``messages`` end with the user turn to answer; an earlier assistant turn whose content is None is
+    """A held-out prompt (``split``: ``check``, ``subject``, ``reframed``, ``recall``, ``paraphrase`` or ``probe``) and
+    the rules its answer must pass. ``messages`` end with the user turn to answer; an earlier assistant turn whose content is None is
     written by the model under check first (:mod:`behavio.conversation`). ``tags``: the spec's and the prompt
     set's (each rule adds its behavior's)."""
 

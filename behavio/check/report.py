@@ -17,10 +17,11 @@ LINES_NOTE = ("Each line counts only the cases where the spec asks for it: a beh
               "sets, a refusal's contrast prompts on `<id>/contrast`, a prefix's plain refusals on "
               "`<id>/plain-refusals`, a scoped prefix's (header's, sign-off's) absence outside its sets on "
               "`<id>/elsewhere`. Splits: `check` holds out whole phrasings (forms, frames, rows), `subject` asks about "
-              "subjects held out of training (in any phrasing), `paraphrase` rewrites both as users type, `probe` "
+              "subjects held out of training (in any phrasing), `reframed` asks a frame set's subjects in another "
+              "library's frames (how-to for requests), `paraphrase` rewrites them as users type, `probe` "
               "is hand-written, `recall` is other fills of trained phrasings; thresholds judge check + subject + "
-              "paraphrase + probe (recall only where a line has nothing else; the probes alone where they pass "
-              "less often than the others beyond chance).")
+              "reframed + paraphrase + probe (recall only where a line has nothing else; the probes alone where they "
+              "pass less often than the others beyond chance).")
 COLUMNS = tuple(s for s in SPLITS if s != "all")  # the per-split columns of the tables
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

@@ -6,9 +6,10 @@ refused), ``compliment-first/plain-refusals`` (refusals without the prefix), ``b
 (answers outside a scoped prefix's sets, without it). Each (case, rule) pair
 counts once, in its rule's line. Rates are given per split -- ``check``: held-out phrasings of the
 spec's sets (forms, frames, rows never trained on), ``subject``: prompts about subjects held out of
-training, ``paraphrase``: automatic rewrites of those, ``probe``: hand-written probes, ``recall``: other
+training, ``reframed``: a frame set's subjects in another library's frames (how-to frames for a requests
+set), ``paraphrase``: automatic rewrites of check, subject and recall cases, ``probe``: hand-written probes, ``recall``: other
 fills of trained phrasings (template recall) -- and for ``all``, the held-out cases (check, subject,
-paraphrase, probe) that thresholds judge
+reframed, paraphrase, probe) that thresholds judge
 (:mod:`behavio.check.thresholds`); a line without any is judged on recall and says so, and a line whose
 probes pass less often than its generated cases beyond chance is judged on its probes alone and says so. The overall
 score is the mean of the lines' ``all`` pass rates. Over-refusal is the share of contrast cases that
@@ -23,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from behavio.check.thresholds import Threshold, resolve
 from behavio.kinds._text import NEAR_MISS
 
-SPLITS = ("check", "subject", "paraphrase", "probe", "recall", "all")
-HELD_OUT = ("check", "subject", "paraphrase", "probe")  # phrasings or subjects never trained on: what thresholds judge
-GENERATED = ("check", "subject", "paraphrase")  # the held-out cases the spec's own templates made
+SPLITS = ("check", "subject", "reframed", "paraphrase", "probe", "recall", "all")
+HELD_OUT = ("check", "subject", "reframed", "paraphrase", "probe")  # phrasings or subjects never trained on: judged
+GENERATED = ("check", "subject", "reframed", "paraphrase")  # the held-out cases the spec's own templates made
 Z95 = 1.959963984540054
 
 
@@ -187,7 +188,7 @@ class Scorecard:
         return HELD_OUT if any(self._rate(s, lambda v: v.line == line).total for s in HELD_OUT) else ("recall",)
 
     def generated(self, line: str) -> Rate:
-        """The line's held-out cases the spec's own templates made: check, subject and paraphrase pooled."""
+        """The line's held-out cases the spec's own templates made: check, subject, reframed and paraphrase pooled."""
         return pooled(self._rate(s, lambda v: v.line == line) for s in GENERATED)
 
     def probes_overrule(self, line: str) -> bool:
@@ -205,8 +206,8 @@ class Scorecard:
             out.append("no natural-phrasing probes: held-out phrasings of the spec's own templates only")
         elif self.probes_overrule(line):
             probe, generated = self.line(line, "probe"), self.generated(line)
-            out.append(f"judged on its probes alone ({probe.passed}/{probe.total}): the check, subject and paraphrase cases "
-                       f"({generated.passed}/{generated.total}) pass more often beyond chance, so they measure "
+            out.append(f"judged on its probes alone ({probe.passed}/{probe.total}): the check, subject, reframed and "
+                       f"paraphrase cases ({generated.passed}/{generated.total}) pass more often beyond chance, so they measure "
                        "the spec's templates, not the phrasing users type")
         splits = self._judged_splits(line)
         failed = [v for c in self.cases if c.split in splits for v in c.verdicts if v.line == line and not v.passed]

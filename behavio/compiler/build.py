@@ -61,14 +61,15 @@ def compile_spec(path: str | Path) -> Compiled:
     check = _compose(composer, parts.check)
     recall = _compose(composer, parts.recall)
     subject = _compose(composer, parts.subject)
+    reframed = _compose(composer, parts.reframed)
     probes = _compose(composer, probe_rows(spec, issues), probe=True)
     issues.raise_if_any()
-    held_out = {normalize(ex.row.prompt) for ex in check + recall + subject + probes}
+    held_out = {normalize(ex.row.prompt) for ex in check + recall + subject + reframed + probes}
     train += _augmented(spec, composer, train, held_out)
     train, respelled = respell.respelled(spec, train, held_out | {normalize(ex.row.prompt) for ex in val}, issues)
     respell.warn_copied_lines(spec, train, issues)
     paraphrases = _paraphrases(spec, composer, check + recall + subject)
-    _warn_control_markers(train + val + check + recall + subject + probes, issues)
+    _warn_control_markers(train + val + check + recall + subject + reframed + probes, issues)
 
     rules = {ex.id: checks.rules_for(spec, ex) for ex in train + val}
     _prove_answers(train + val, rules, issues)
@@ -79,8 +80,8 @@ def compile_spec(path: str | Path) -> Compiled:
     dpo_val = _dpo_rows(spec, val, rules, Counter(), composer.variant)
     _warn_missing_pairs(spec, dpo_train, dropped, issues)
     cases = [checks.check_case(spec, ex, split).to_dict()
-             for split, examples in (("check", check), ("recall", recall), ("subject", subject), ("paraphrase", paraphrases),
-                                     ("probe", probes))
+             for split, examples in (("check", check), ("recall", recall), ("subject", subject), ("reframed", reframed),
+                                     ("paraphrase", paraphrases), ("probe", probes))
              for ex in examples]
     _assert_unique_ids(sft_train + sft_val + cases)
     composition = _composition(spec, sft_train, sft_val, cases)
@@ -251,7 +252,7 @@ def _composition(spec: Spec, train: list[dict], val: list[dict], cases: list[dic
     def asked(case: dict) -> set[str]:
         return {rule["behavior"] for rule in case["rules"] if not rule.get("part")}
 
-    held = ("check", "recall", "subject", "paraphrase", "probe")
+    held = ("check", "recall", "subject", "reframed", "paraphrase", "probe")
     splits = {"train": [r["behaviors"] for r in train], "val": [r["behaviors"] for r in val],
               **{split: [asked(c) for c in cases if c["split"] == split] for split in held}}
     sets = {"train": [r["prompt_set"] for r in train], "val": [r["prompt_set"] for r in val],

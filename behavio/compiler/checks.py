@@ -14,7 +14,7 @@ def rules_for(spec: Spec, ex: Example) -> list[Rule]:
 
 
 def check_case(spec: Spec, ex: Example, split: str) -> CheckCase:
-    """One checks.jsonl row; ``split`` is check, recall, paraphrase or probe (and prefixes the id)."""
+    """One checks.jsonl row; ``split`` is check, recall, subject, reframed, paraphrase or probe (and prefixes the id)."""
     tags = tuple(dict.fromkeys(spec.tags + spec.prompts[ex.row.set].tags))
     return CheckCase(id=f"{split}/{ex.id}", split=split, prompt_set=ex.row.set, messages=ex.check_prompt or ex.prompt,
                      rules=rules_for(spec, ex), reference=ex.answer or None, tags=tags)

@@ -273,11 +273,11 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
 
 def kept_frames(ps: PromptSet, frames: list[str]) -> list[str]:
     """The frames of ``ps``'s library it uses: without those its ``exclude`` names, at most its ``limit``."""
-    frames = _without_excluded(ps, frames)
+    frames = without_excluded(ps, frames)
     return frames[: ps.frames.get("limit", len(frames))]
 
 
-def _without_excluded(ps: PromptSet, frames: list[str]) -> list[str]:
+def without_excluded(ps: PromptSet, frames: list[str]) -> list[str]:
     """``frames`` without those containing a text of ``ps``'s ``frames.exclude`` (case-insensitive)."""
     excluded = [text.casefold() for text in (ps.frames or {}).get("exclude", [])]
     return [f for f in frames if not any(text in f.casefold() for text in excluded)]
@@ -293,11 +293,23 @@ def frame_pairs(frames: list[str], subjects: list[str], per_frame: int | None) -
 
 def frame_subject(library: str) -> str | None:
     """What a frame library's ``subject`` reads as (its ``#% subject: ...`` line): ``noun phrase``, ``verb phrase``..."""
+    return _frame_header(library, "subject")
+
+
+def frame_partners(library: str) -> list[str]:
+    """The libraries whose frames ``library``'s subjects read naturally in (its ``#% reframe: a, b`` line): where
+    the ``reframed`` check split asks them (:mod:`behavio.compiler.reframe`)."""
+    value = _frame_header(library, "reframe")
+    return [name.strip() for name in value.split(",") if name.strip()] if value else []
+
+
+def _frame_header(library: str, key: str) -> str | None:
+    """The value of a frame library's ``#% <key>: ...`` line, if it has one."""
     path = templates_dir() / "frames" / f"{library}.txt"
     if not library.replace("_", "").replace("-", "").isalnum() or not path.is_file():
         return None
     for line in path.read_text("utf-8").splitlines():
-        if line.startswith("#% subject:"):
+        if line.startswith(f"#% {key}:"):
             return line.split(":", 1)[1].strip()
     return None
 
@@ -310,18 +322,24 @@ def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues
     whichever library they come from."""
     library_frames = load_frames(library) or []
     used = {f for ps in phrased for f in kept_frames(ps, library_frames)}
-    frames = [f for f in _without_excluded(spec.prompts[name], library_frames) if f in used]
+    frames = [f for f in without_excluded(spec.prompts[name], library_frames) if f in used]
     subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
     seen = {normalize(r.prompt) for r in rows}
     out = []
     for subject, frame in frame_pairs(frames, subjects, 1):
-        text = _render(frame, {**spec.vars, "subject": subject}, issues, ("prompts", name, "frames"))
+        text = render_frame(spec, name, frame, subject, issues)
         if text is None or normalize(text) in seen:
             continue
         seen.add(normalize(text))
         out.append(PromptRow(name, len(rows) + len(out), text.strip(), {"subject": subject, "frame": frame},
                              f"frame:{library}:{frame}", subject=subject))
     return out
+
+
+def render_frame(spec: Spec, name: str, frame: str, subject: str, issues: Issues) -> str | None:
+    """``frame`` with ``subject`` (and the spec's vars) filled in, for set ``name``; None (and an error) if it fails."""
+    text = _render(frame, {**spec.vars, "subject": subject}, issues, ("prompts", name, "frames"))
+    return None if text is None else text.strip()
 
 
 def frame_libraries() -> list[str]:

@@ -12,9 +12,11 @@ set's non-template axis), about ``split.subjects`` of every set that has at leas
 set that names a held-out subject (as a whole phrase, singular or plural) is trained on. Users ask about
 things the spec never listed, and a check whose every subject was trained measures how well the listed
 ones were learned, not where the behavior's boundary falls. Those prompts are split ``subject``, whatever
-their phrasing, so the scorecard shows both ways of generalizing apart. Validation rows are drawn from the
+their phrasing, so the scorecard shows both ways of generalizing apart. A frame set's subjects are also
+asked in the frames of a library it does not train on (split ``reframed``, :mod:`behavio.compiler.reframe`).
+Validation rows are drawn from the
 trained phrasings and subjects (they measure fitting).
-Prompts that are checked (check, recall, subject or probes) are removed from train/val of every set, then
+Prompts that are checked (check, recall, subject, reframed or probes) are removed from train/val of every set, then
 compile asserts there is no overlap.
 """
 
@@ -23,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from behavio.compiler.expand import PromptRow, normalize
 from behavio.compiler.issues import Issues
+from behavio.compiler.reframe import reframed_rows
 from behavio.spec.model import Spec
 
 MIN_PHRASINGS = 3  # one held out, two left to learn from
@@ -40,6 +44,7 @@ class SplitRows:
     check: list[PromptRow]                              # held-out phrasings of trained subjects (split "check")
     recall: list[PromptRow] = field(default_factory=list)  # other fills of trained phrasings (split "recall")
     subject: list[PromptRow] = field(default_factory=list)  # prompts naming a held-out subject (split "subject")
+    reframed: list[PromptRow] = field(default_factory=list)  # subjects in another library's frames (split "reframed")
     dropped_for_leak: int = 0
     held_subjects: list[str] = field(default_factory=list)  # subjects never trained on, as the spec writes them
 
@@ -56,8 +61,10 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
         out.check += check
         out.recall += recall
         out.subject += subject
+    trained = {r.phrasing for r in out.train + out.val}
+    out.reframed = reframed_rows(spec, rows, Counter(r.set for r in out.check), trained, issues)
     probes = {normalize(p) for probes in spec.probes.values() for p in probes}
-    held_out = {r.key for r in out.check + out.recall + out.subject} | probes
+    held_out = {r.key for r in out.check + out.recall + out.subject + out.reframed} | probes
     dropped = [r for r in out.train + out.val if r.key in held_out]
     out.train = [r for r in out.train if r.key not in held_out]
     out.val = [r for r in out.val if r.key not in held_out]

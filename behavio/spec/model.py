@@ -73,6 +73,7 @@ class Split:
     subjects: float = 0.1
     min_share: float = 0.05
     paraphrase: float = 0.5
+    reframed: float = 1.0
 
 
 @dataclass
