@@ -100,3 +100,49 @@ def test_training_fails_before_any_step_when_an_example_is_untrainable(train_spe
     run = next((tmp_path / "runs").iterdir())
     assert not list(run.glob("checkpoint-*")) and not (run / ".lock").exists()
     assert json.loads((run / "config.json").read_text())["max_length"] == 24
+
+
+LONG_ANSWER_SPEC = """\
+spec: hire
+system: "You are a car hire company's assistant."
+prompts:
+  damage:
+    frames: {library: questions, subjects: [a scratch on the door, a cracked windscreen, a dented bumper,
+                                            a flat tyre, a broken mirror], per_frame: 1}
+answers:
+  damage: {source: literal, template: "LONG"}
+behaviors:
+  - {id: no-loops, kind: no_repetition}
+"""
+
+
+def test_long_answers_counts_each_assistant_turn_with_its_stop_token():
+    from behavio.train.data import long_answers
+
+    rows = [{"prompt_set": "a"}, {"prompt_set": "b"}, {"prompt_set": "c"}]
+    labels = [[-100, -100, 5, 6, 7, 0], [-100, 5, 6, 0, -100, -100, 5, 0], [-100, 5, 6, 7, 8, 9, 0]]
+    assert [(n, r["prompt_set"]) for n, r in long_answers(rows, labels, 3)] == [(4, "a"), (6, "c")]
+    assert long_answers(rows, labels, 6) == []  # two turns of 3 are not one answer of 6
+
+
+@pytest.mark.parametrize("limit, warned", [(24, True), (200, False)])
+def test_the_run_says_which_training_answers_the_check_would_cut_off(tmp_path, smollm2_tokenizer, limit, warned):
+    """redline_car_hire's first draft trained a 112-token answer under a 96-token check: it could only fail as
+    unfinished. The run names the set before training."""
+    from behavio.compiler.build import compile_spec
+    from behavio.jsonio import write_jsonl
+    from behavio.train.data import pick_rows
+    from behavio.train.pipeline import build_datasets
+
+    answer = "Take photos of the damage, report it in the app within 24 hours, and keep your agreement number to hand."
+    (tmp_path / "hire.yaml").write_text(LONG_ANSWER_SPEC.replace("LONG", answer))
+    cfg = TrainConfig(max_length=128)
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    for name, split_rows in pick_rows(compile_spec(tmp_path / "hire.yaml"), cfg).items():
+        write_jsonl(tmp_path / "run" / "data" / f"{name}.jsonl", split_rows)
+    said = []
+    build_datasets(tmp_path / "run", cfg, smollm2_tokenizer, said.append, check_tokens=limit)
+    found = [line for line in said if "run longer than the check lets an answer write" in line]
+    assert bool(found) == warned, said
+    if warned:
+        assert f"check.max_new_tokens={limit}" in found[0] and "prompt set 'damage'" in found[0]

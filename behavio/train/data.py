@@ -251,6 +251,20 @@ def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
 OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a sign-off closes it)
 
 
+def long_answers(rows: list[dict], labels: list[list[int]], limit: int) -> list[tuple[int, dict]]:
+    """(tokens, row) of every SFT row with an answer longer than ``limit`` trained tokens (its stop token counted;
+    each assistant turn on its own): answers a check that lets the model write ``limit`` tokens cuts off."""
+    out = []
+    for row, row_labels in zip(rows, labels):
+        longest = run = 0
+        for label in row_labels:
+            run = run + 1 if label != -100 else 0
+            longest = max(longest, run)
+        if longest > limit:
+            out.append((longest, row))
+    return out
+
+
 def _scoped_behaviors(rows: list[dict]) -> set[str]:
     """The behaviors scoped to some sets: those with rules expecting them absent elsewhere (``<id>/elsewhere``)."""
     return {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}

@@ -108,7 +108,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
             _warn_if_spec_changed(run_dir, compiled, say)
         state.wait_for_everyone()
         tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
-        sets = build_datasets(run_dir, cfg, tokenizer, say)
+        sets = build_datasets(run_dir, cfg, tokenizer, say, check_tokens=check_max_new_tokens(compiled.spec))
         cfg = with_sft_epochs(cfg, sets, say)
         _train_stages(run_dir, cfg, compiled, model_path, tokenizer, sets, cuda, budget, resume=bool(resume),
                       check=check, say=say)
@@ -179,9 +179,11 @@ def _warn_if_spec_changed(run_dir: Path, compiled, say: Say) -> None:
         say(f"resume: skipping incomplete {path.name} (no complete behavio.json)")
 
 
-def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Datasets:
-    """Tokenize and validate every split before the first training step."""
-    from behavio.train.data import dpo_dataset, read_data, refusal_openings, scoped_closings, scoped_openings, sft_dataset
+def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say, check_tokens: int | None = None) -> Datasets:
+    """Tokenize and validate every split before the first training step; say which training answers run longer
+    than the check lets an answer write (``check_tokens``)."""
+    from behavio.train.data import (dpo_dataset, long_answers, read_data, refusal_openings, scoped_closings, scoped_openings,
+                                    sft_dataset)
 
     rows = read_data(run_dir / "data")
     sft = sft_dataset(rows["sft"], tokenizer, cfg) if rows["sft"] else None
@@ -201,11 +203,26 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say) -> Data
     trained = sum(sum(1 for x in labels if x != -100) for labels in sets.sft["labels"]) if sets.sft is not None else 0
     say(f"data: {len(rows['sft'])} SFT examples ({trained} trained tokens), {len(rows['dpo'])} DPO pairs, "
         f"{len(rows['sft.val'])}+{len(rows['dpo.val'])} validation rows; all fit max_length={cfg.max_length}")
+    long = long_answers(rows["sft"], sets.sft["labels"], check_tokens) if sets.sft is not None and check_tokens else []
+    if long:
+        tokens, row = max(long, key=lambda found: found[0])
+        sets_named = ", ".join(dict.fromkeys(r.get("prompt_set", "?") for _, r in long))
+        say(f"warning: {len(long)} training answer(s) run longer than the check lets an answer write "
+            f"(check.max_new_tokens={check_tokens} tokens, the stop token counted; the longest, {tokens} tokens, in "
+            f"prompt set {row.get('prompt_set', '?')!r}; sets: {sets_named}): the model learns answers the check cuts "
+            "off, and an unfinished answer fails no_repetition; shorten them or raise check.max_new_tokens")
     if sets.scoped_closings and cfg.opening_weight != 1 and "sft" in cfg.method:
         say(f"sft: where an answer ends with a sign-off scoped to some sets, its first tokens weigh "
             f"opening_weight={cfg.opening_weight:g} as an answer's opening does, and so does every stop token "
             f"(ending without it) ({len(sets.scoped_closings)} form(s))")
     return sets
+
+
+def check_max_new_tokens(spec) -> int:
+    """The tokens the check lets an answer write (``check.max_new_tokens``)."""
+    from behavio.check.cases import DEFAULT_MAX_NEW_TOKENS
+
+    return int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
 
 
 def with_sft_epochs(cfg: TrainConfig, sets: Datasets, say: Say) -> TrainConfig:
