@@ -306,3 +306,26 @@ def test_a_repeated_probe_is_one_warning_at_its_first_repeat(tmp_path):
     assert [w.split(": ", 1)[1] for w in warnings] == [
         "probes.refunds[2]: probe 'Can I get a refund?' is given twice; scored once",
         "probes.refunds[3]: probe 'Where is my refund?' is given 5001 times; scored once"]
+
+
+def test_a_set_whose_own_subject_is_held_out_is_not_told_to_reword_it(tmp_path):
+    """redline's booking set lost 'the fuel policy' to split.subjects: its own subject, inside no other, so the
+    warning says it was held out, not that it sits inside another."""
+    (tmp_path / "few.yaml").write_text("""\
+spec: few
+system: "You are a car hire company's assistant."
+prompts:
+  booking:
+    frames: {library: questions, subjects: [the fuel policy, child seats, one-way hire, young drivers, the deposit],
+             per_frame: 1, limit: 6}
+answers:
+  booking: {source: literal, template: "Here is our policy on {{ row.subject }}."}
+behaviors:
+  - {id: no-loops, kind: no_repetition}
+split: {seed: 5}
+""")
+    result = compile_spec(tmp_path / "few.yaml")
+    (small,) = [w for w in result.warnings if w.name == "small-split"]
+    held = json.loads(result.files["manifest.json"])["held_out_subjects"]
+    assert len(held) == 1 and f"name a held-out subject: {held[0]!r}" in small.message, small.message
+    assert "sits inside another" not in small.message and "held out by split.subjects" in small.message

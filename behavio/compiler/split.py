@@ -201,15 +201,26 @@ def _split_set(spec: Spec, name: str, rows: list[PromptRow], held_frames: set[st
                         "frames, or add probes")
     val, train = _take(rest, spec.split.val, f"{spec.split.seed}:val:{name}", keep=1)
     if len(train) * 2 <= len(rows):
-        named = held_subjects.which(subject)
-        subjects = (f", {len(subject)} name a held-out subject: {', '.join(map(repr, named[:4]))}"
-                    f"{' ...' if len(named) > 4 else ''}; a subject held out of any set is held out of every prompt "
-                    "naming it, in longer subjects too, so reword one that sits inside another" if subject else "")
+        subjects = _held_subjects_note(subject, held_subjects) if subject else ""
         issues.warn("small-split", ("prompts", name), f"prompt set {name!r} keeps {len(train)} of its {len(rows)} prompts "
                     f"for training ({len(check) + len(recall)} went to check{subjects}, {len(val)} to val): too small for "
                     f"split.check {spec.split.check}, split.subjects {spec.split.subjects} and split.val {spec.split.val}; "
                     "add prompts, or lower them")
     return train, val, check, recall, subject
+
+
+def _held_subjects_note(subject: list[PromptRow], held_subjects: HeldSubjects) -> str:
+    """What a small-split warning says of the prompts a held-out subject took: which subjects, and, when one sits
+    inside a longer subject of these prompts, that rewording it would keep the longer one trained."""
+    named = held_subjects.which(subject)
+    note = (f", {len(subject)} name a held-out subject: {', '.join(map(repr, named[:4]))}"
+            f"{' ...' if len(named) > 4 else ''}")
+    own = {normalize(name) for name in named}
+    inside = [r for r in subject if normalize(r.subject) not in own]  # the prompt's own subject is not the held one
+    if inside:
+        return (f"{note}; a subject held out of any set is held out of every prompt naming it, in longer subjects too "
+                f"({inside[0].subject or inside[0].prompt!r} names one), so reword one that sits inside another")
+    return f"{note} (held out by split.subjects: checked, never trained)"
 
 
 def _take(rows: list[PromptRow], share: float, seed: str, keep: int = 1) -> tuple[list[PromptRow], list[PromptRow]]:
