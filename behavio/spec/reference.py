@@ -16,7 +16,8 @@ Every spec is one YAML file. Editors validate and complete it when its first lin
 as `behavio.schema.json` beside the spec it creates (`behavio schema > specs/behavio.schema.json` refreshes it
 after an upgrade); specs inside behavio's own repository use `../behavio/spec/schema.json`. Unknown keys are errors. Every string marked *Jinja* is rendered in a sandbox
 with strict undefined variables; `vars` are available everywhere, `row` holds the fields of the
-prompt's source row (file columns, `each` values, or a frame set's `subject`: an answer template such as
+prompt's source row (file columns, `each` values -- rendered: a form `"Do you sell mugs in {{ color }}?"` comes as
+"Do you sell mugs in red?" --, or a frame set's `subject`: an answer template such as
 `"{{ answers_by_subject[row.subject] }}"` gives each subject of a frame set its own written answer), `prompt`
 the prompt text.
 """
