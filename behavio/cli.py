@@ -176,10 +176,11 @@ def preview(
     template: Optional[str] = typer.Option(None, "--template", help="Use a shipped chat template: chatml, llama3, mistral, gemma."),
     fill: bool = typer.Option(False, "--fill", help="Write pending answers with the base model instead of a placeholder."),
     plain: bool = typer.Option(False, "--plain", help="Mark trained text with [[...]] instead of colour."),
+    prompt_set: Optional[str] = typer.Option(None, "--set", help="Only this prompt set's examples (default: one set after another)."),
 ):
     """Print a few training examples with the trained (loss-bearing) tokens highlighted."""
     raise typer.Exit(commands.preview_command(spec, count=count, stage=stage, base_model=base_model, template=template, fill=fill,
-                                     plain=plain, overrides=list(overrides or []), out=out))
+                                     plain=plain, overrides=list(overrides or []), out=out, prompt_set=prompt_set))
 
 
 @app.command()

@@ -313,11 +313,11 @@ def run_command(spec: Path, overrides: list[str], *, base_model: str | None, run
 
 
 def preview_command(spec: Path, *, count: int, stage: str, base_model: str | None, template: str | None, fill: bool,
-                    plain: bool, overrides: list[str], out: Console) -> int:
-    """A few training examples with the trained tokens highlighted."""
+                    plain: bool, overrides: list[str], out: Console, prompt_set: str | None = None) -> int:
+    """A few training examples (of one prompt set, when given) with the trained tokens highlighted."""
     from behavio.train.preview import build_previews, print_previews
 
     previews = build_previews(spec, count=count, stage=stage, base_model=base_model, template=template, fill=fill,
-                              overrides=overrides)
+                              overrides=overrides, prompt_set=prompt_set)
     print_previews(previews, out, plain=plain)
     return 0

@@ -46,3 +46,13 @@ def test_preview_command_prints_plain_marks(train_spec):
     assert "tokens trained" in result.output and "[[" in result.output
     bad = CliRunner().invoke(app, ["preview", str(train_spec()), "--stage", "ppo"])
     assert bad.exit_code == 2 and "expected sft or dpo" in bad.output
+
+
+def test_set_shows_only_that_prompt_sets_examples_and_names_the_others_when_it_has_none(train_spec):
+    """Without --set the first examples are one per set in turn; with it, only that set's, however many."""
+    previews = build_previews(train_spec(), count=3, prompt_set="poodle")
+    assert len(previews) == 3 and all(p.id.startswith("poodle/") for p in previews)
+    assert {p.id.split("/")[0] for p in build_previews(train_spec(), count=2)} == {"general", "poodle"}
+    bad = CliRunner().invoke(app, ["preview", str(train_spec()), "--set", "poodles"])
+    assert bad.exit_code == 2 and "no sft example of that prompt set (did you mean 'poodle'?)" in bad.output
+    assert "general" in bad.output

@@ -65,9 +65,25 @@ def _spread(rows: list[dict], count: int) -> list[dict]:
     return picked
 
 
+def _of_set(rows: list[dict], prompt_set: str, stage: str) -> list[dict]:
+    """The rows of ``prompt_set``; an error naming the sets that have rows when it has none."""
+    import difflib
+
+    picked = [r for r in rows if r.get("prompt_set") == prompt_set]
+    if not picked:
+        sets = list(dict.fromkeys(r.get("prompt_set", "") for r in rows))
+        close = difflib.get_close_matches(prompt_set, sets, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BehavioError(f"--set {prompt_set!r}: no {stage} example of that prompt set{hint}; "
+                           f"the sets with {stage} examples: {', '.join(sets)}")
+    return picked
+
+
 def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft", base_model: str | None = None,
-                   template: str | None = None, fill: bool = False, overrides: list[str] | None = None) -> list[Preview]:
-    """The first ``count`` examples of ``stage`` (``sft`` or ``dpo``: chosen and rejected) with their masks."""
+                   template: str | None = None, fill: bool = False, overrides: list[str] | None = None,
+                   prompt_set: str | None = None) -> list[Preview]:
+    """The first ``count`` examples of ``stage`` (``sft`` or ``dpo``: chosen and rejected) with their masks, of one
+    ``prompt_set`` when given (else one set after another)."""
     from behavio.chat import describe_trained_tokens, tokenize_with_assistant_mask
     from behavio.compiler.build import compile_spec
     from behavio.train.config import resolve_config
@@ -77,7 +93,9 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
         raise BehavioError(f"--stage {stage!r}: expected sft or dpo")
     compiled = compile_spec(spec_path)
     cfg = resolve_config(compiled.spec.train, overrides, base_model)
-    rows = _spread(parse_jsonl(compiled.files[f"{stage}.jsonl"]), count)
+    rows = _of_set(parse_jsonl(compiled.files[f"{stage}.jsonl"]), prompt_set, stage) if prompt_set else \
+        parse_jsonl(compiled.files[f"{stage}.jsonl"])
+    rows = _spread(rows, count)
     if fill and any(r.get("pending") for r in rows):
         from behavio.fill import fill_pending, fill_rows, run_fill_settings
 
