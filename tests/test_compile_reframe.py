@@ -131,3 +131,12 @@ def test_zero_turns_it_off_and_training_data_does_not_change(tmp_path, result):
     for name in ("sft.jsonl", "sft.val.jsonl", "dpo.jsonl"):
         assert off.files[name] == result.files[name], name
     assert [c["id"] for c in cases(off, "check")] == [c["id"] for c in cases(result, "check")]
+
+
+def test_a_probe_is_never_asked_again_as_a_reframed_case(tmp_path, result):
+    asked = [c["messages"][-1]["content"] for c in cases(result, "reframed") if c["prompt_set"] == "ticket_info"]
+    path = tmp_path / "reframe.yaml"
+    path.write_text(SPEC.replace("REFRAMED", "") + f"probes:\n  ticket_info: [{json.dumps(asked[0])}]\n")
+    again = compile_spec(path)
+    assert [c["messages"][-1]["content"] for c in cases(again, "probe")] == [asked[0]]
+    assert asked[0] not in [c["messages"][-1]["content"] for c in cases(again, "reframed")]

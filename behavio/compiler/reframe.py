@@ -23,12 +23,13 @@ from behavio.spec.model import Spec
 
 
 def reframed_rows(spec: Spec, rows: dict[str, list[PromptRow]], checked: Counter, trained: set[str],
-                  issues: Issues) -> list[PromptRow]:
+                  probes: set[str], issues: Issues) -> list[PromptRow]:
     """The ``reframed`` rows of every frame set: ``checked`` counts each set's check cases, ``trained`` holds the
-    phrasings of its training and validation rows (``frame:<library>:<frame>``)."""
+    phrasings of its training and validation rows (``frame:<library>:<frame>``); none equals a prompt of any set or
+    a probe (``probes``, normalized)."""
     if spec.split.reframed <= 0:
         return []
-    taken = {r.key for set_rows in rows.values() for r in set_rows}
+    taken = {r.key for set_rows in rows.values() for r in set_rows} | probes
     out: list[PromptRow] = []
     for name, set_rows in rows.items():
         ps = spec.prompts[name]

@@ -62,8 +62,8 @@ def split_rows(spec: Spec, rows: dict[str, list[PromptRow]], issues: Issues) -> 
         out.recall += recall
         out.subject += subject
     trained = {r.phrasing for r in out.train + out.val}
-    out.reframed = reframed_rows(spec, rows, Counter(r.set for r in out.check), trained, issues)
     probes = {normalize(p) for probes in spec.probes.values() for p in probes}
+    out.reframed = reframed_rows(spec, rows, Counter(r.set for r in out.check), trained, probes, issues)
     held_out = {r.key for r in out.check + out.recall + out.subject + out.reframed} | probes
     dropped = [r for r in out.train + out.val if r.key in held_out]
     out.train = [r for r in out.train if r.key not in held_out]
