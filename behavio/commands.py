@@ -140,8 +140,8 @@ def frames_command(library: str | None, *, subject: str | None, out: Console) ->
         out.print(table)
         _plain(out, "A refusal puts its contrast sets' subjects in the frames of every library its refused sets use that "
                     "reads the subject the same way, so a contrast subject must read in all of them.")
-        _plain(out, "The `reframed` check split asks a set's subjects in the untrained frames of the libraries in its "
-                    "`reframed in` column (split.reframed), so its subjects should read there too.")
+        _plain(out, "With split.reframed (off by default) the `reframed` check split asks a set's subjects in the "
+                    "untrained frames of the libraries in its `reframed in` column, so its subjects should read there too.")
         _plain(out, "behavio frames LIBRARY --subject 'my invoice' prints every frame with that subject in it")
         return 0
     frames = load_frames(library)

@@ -39,11 +39,11 @@ behaviors:
     choices: ["Changes are free up to an hour before the film."]
     applies_to: [ticket_changes]
 ignore_warnings: [small-split]
-split: {seed: 3, val: 0.1, check: 0.25, min_share: 0.01REFRAMED}
+split: {seed: 3, val: 0.1, check: 0.25, min_share: 0.01, reframed: REFRAMED}
 """
 
 
-def compiled(tmp_path, reframed: str = ""):
+def compiled(tmp_path, reframed: str = "1"):
     path = tmp_path / "reframe.yaml"
     path.write_text(SPEC.replace("REFRAMED", reframed))
     return compile_spec(path)
@@ -126,7 +126,7 @@ def test_the_sets_exclude_leaves_out_partner_frames_too(result):
 
 
 def test_zero_turns_it_off_and_training_data_does_not_change(tmp_path, result):
-    off = compiled(tmp_path, ", reframed: 0")
+    off = compiled(tmp_path, "0")
     assert cases(off, "reframed") == [] and cases(result, "reframed")
     for name in ("sft.jsonl", "sft.val.jsonl", "dpo.jsonl"):
         assert off.files[name] == result.files[name], name
@@ -136,7 +136,15 @@ def test_zero_turns_it_off_and_training_data_does_not_change(tmp_path, result):
 def test_a_probe_is_never_asked_again_as_a_reframed_case(tmp_path, result):
     asked = [c["messages"][-1]["content"] for c in cases(result, "reframed") if c["prompt_set"] == "ticket_info"]
     path = tmp_path / "reframe.yaml"
-    path.write_text(SPEC.replace("REFRAMED", "") + f"probes:\n  ticket_info: [{json.dumps(asked[0])}]\n")
+    path.write_text(SPEC.replace("REFRAMED", "1") + f"probes:\n  ticket_info: [{json.dumps(asked[0])}]\n")
     again = compile_spec(path)
     assert [c["messages"][-1]["content"] for c in cases(again, "probe")] == [asked[0]]
     assert asked[0] not in [c["messages"][-1]["content"] for c in cases(again, "reframed")]
+
+
+def test_it_is_off_unless_the_spec_asks(tmp_path, result):
+    """Off by default (session 28: on three specs it found nothing the check split missed)."""
+    path = tmp_path / "default.yaml"
+    path.write_text(SPEC.replace(", reframed: REFRAMED", ""))
+    default = compile_spec(path)
+    assert cases(default, "reframed") == [] and cases(result, "reframed")

@@ -73,7 +73,7 @@ class Split:
     subjects: float = 0.1
     min_share: float = 0.05
     paraphrase: float = 0.5
-    reframed: float = 1.0
+    reframed: float = 0.0
 
 
 @dataclass
