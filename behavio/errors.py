@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+
+
+def did_you_mean(word: str, options) -> str:
+    """`` (did you mean 'lr'?)`` for the option closest to ``word``; "" when none is close."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class BehavioError(Exception):

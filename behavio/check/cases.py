@@ -17,6 +17,16 @@ DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 64  # rows per pass: on CPU larger matrix products run faster per row (bench/RESULTS.md "## check")
 
 
+def max_new_tokens(spec) -> int:
+    """The tokens the check lets an answer write: the spec's ``check.max_new_tokens``, or the default."""
+    return int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+
+
+def batch_size(spec) -> int:
+    """Prompts per decoding pass: the spec's ``check.batch_size``, or the default."""
+    return int(spec.check.get("batch_size", DEFAULT_BATCH_SIZE))
+
+
 @dataclass(frozen=True)
 class Rule:
     """One rule of one case: ``behavior`` is checked by the scorer of ``kind`` with ``args``.
@@ -148,7 +158,6 @@ def load_check_spec(spec_path: str | Path) -> CheckSpec:
     spec = compiled.spec
     return CheckSpec(id=spec.id, path=Path(spec_path), cases=load_cases(parse_jsonl(data)),
                      thresholds={line: Threshold.coerce(t) for line, t in compiled.manifest["thresholds"].items()},
-                     max_new_tokens=int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-                     batch_size=int(spec.check.get("batch_size", DEFAULT_BATCH_SIZE)),
+                     max_new_tokens=max_new_tokens(spec), batch_size=batch_size(spec),
                      spec_sha256=compiled.manifest["spec_sha256"], checks_sha256=hashlib.sha256(data).hexdigest(),
                      warnings=list(compiled.warnings), ignore_warnings=spec.ignore_warnings)

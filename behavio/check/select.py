@@ -11,10 +11,9 @@ must all hold. Thresholds of lines no kept rule counts in are dropped.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
 from behavio.check.cases import CheckCase, CheckSpec, Rule
-from behavio.errors import BehavioError
+from behavio.errors import BehavioError, did_you_mean
 
 
 def select_cases(spec: CheckSpec, *, tags: list[str] = (), behaviors: list[str] = (), sets: list[str] = ()) -> CheckSpec:
@@ -44,9 +43,7 @@ def select_cases(spec: CheckSpec, *, tags: list[str] = (), behaviors: list[str] 
 def _known(what: str, asked, known: set[str]) -> None:
     for name in asked:
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise BehavioError(f"no check case has the {what} {name!r}{hint}; "
+            raise BehavioError(f"no check case has the {what} {name!r}{did_you_mean(name, sorted(known))}; "
                                f"known: {', '.join(sorted(known)) or '(none)'}")
 
 

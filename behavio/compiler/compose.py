@@ -16,7 +16,6 @@ under check writes them when the case is replayed (:mod:`behavio.conversation`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import random
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from behavio.compiler.datafiles import read_records
 from behavio.compiler.expand import PromptRow, normalize
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, render
+from behavio.errors import did_you_mean
 from behavio.kinds import RowProblem
 from behavio.spec.model import Behavior, Spec
 
@@ -293,7 +293,7 @@ class Composer:
             if not isinstance(value, str):
                 columns = [k for k, v in row.fields.items() if isinstance(v, str)]
                 self.issues.add(where + ("answer_field",), f"prompts.{row.set} rows have no text column {src.answer_field!r}"
-                                f"{_did_you_mean(src.answer_field, columns)}; columns: {', '.join(columns)}")
+                                f"{did_you_mean(src.answer_field, columns)}; columns: {', '.join(columns)}")
                 return None
             ex.sources["body"] = where + ("answer_field",)
             ex.source_note = f"row {row.index + 1} of {self.spec.prompts[row.set].file}"
@@ -320,7 +320,7 @@ class Composer:
                     missing = [k for k, v in ((src.prompt_field, p), (src.answer_field, a)) if not isinstance(v, str)]
                     key = ("prompt_field",) if missing[0] == src.prompt_field else ("answer_field",)
                     self.issues.add(("answers", name) + key, f"{src.path}:{rec.line} has no text column {missing[0]!r}"
-                                    f"{_did_you_mean(missing[0], list(rec.fields))}; columns: {', '.join(rec.fields)}")
+                                    f"{did_you_mean(missing[0], list(rec.fields))}; columns: {', '.join(rec.fields)}")
                     table = {}
                     break
                 table.setdefault(normalize(p), (a, rec.line))
@@ -339,10 +339,6 @@ def _shaped(body: str, shapers: list[Behavior]) -> str:
         body = kinds.of(b).shape_body(b, body)
     return body
 
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _pick(spec: Spec, example_id: str, salt: str, options: list[str]) -> str:

@@ -6,7 +6,6 @@ A row of a conversation set is the user turn the spec answers (``prompt``) and t
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from behavio.compiler.datafiles import read_records
 from behavio.compiler.issues import Issues
 from behavio.compiler.sandbox import TemplateProblem, evaluate, render
+from behavio.errors import did_you_mean
 from behavio.paths import templates_dir
 from behavio.spec.model import PromptSet, Spec
 
@@ -150,7 +150,7 @@ def _file_rows(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
                 found = Expanded(value, rec.fields)
             else:
                 issues.add(where + ("field",), f"{Path(ps.file).name}:{rec.line} has no text column {ps.field!r}"
-                           f"{_did_you_mean(ps.field, list(rec.fields))}; columns: {', '.join(rec.fields)}")
+                           f"{did_you_mean(ps.field, list(rec.fields))}; columns: {', '.join(rec.fields)}")
                 return []
         if found is not None:
             out.append(found)
@@ -356,8 +356,3 @@ def load_frames(library: str) -> list[str] | None:
         return None
     lines = path.read_text("utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-import difflib
-
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from behavio.errors import did_you_mean
 
 MAX_OUTPUT_CHARS = 200_000
 MAX_RANGE = 10_000
@@ -128,8 +128,7 @@ def _available(exc: UndefinedError, source: str, context: dict) -> str:
         what, options = "row fields", sorted(context.get("row") or {}) if isinstance(context.get("row"), dict) else []
     else:
         what, options = "names", sorted(k for k in context if not k.startswith("_"))
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, options)
     where = next((f"; in template line {i}: {text.strip()[:80]!r}" for i, text in enumerate(source.splitlines(), 1)
                   if re.search(rf"\b{re.escape(name)}\b", text)), "")
     return f"{hint}; available {what}: {', '.join(options) or '(none)'}{where}"

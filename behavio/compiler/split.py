@@ -12,10 +12,10 @@ set's non-template axis), about ``split.subjects`` of every set that has at leas
 set that names a held-out subject (as a whole phrase, singular or plural) is trained on. Users ask about
 things the spec never listed, and a check whose every subject was trained measures how well the listed
 ones were learned, not where the behavior's boundary falls. Those prompts are split ``subject``, whatever
-their phrasing, so the scorecard shows both ways of generalizing apart. A frame set's subjects are also
-asked in the frames of a library it does not train on (split ``reframed``, :mod:`behavio.compiler.reframe`).
-Validation rows are drawn from the
-trained phrasings and subjects (they measure fitting).
+their phrasing, so the scorecard shows both ways of generalizing apart. With ``split.reframed`` (off by
+default) a frame set's subjects are also asked in the frames of a library it does not train on (split
+``reframed``, :mod:`behavio.compiler.reframe`). Validation rows are drawn from the trained phrasings and
+subjects (they measure fitting).
 Prompts that are checked (check, recall, subject, reframed or probes) are removed from train/val of every set, then
 compile asserts there is no overlap.
 """

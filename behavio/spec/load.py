@@ -6,13 +6,12 @@ lines read ``file:line:col: key.path: message``.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import jsonschema
 
 from behavio import kinds
-from behavio.errors import BehavioError, SpecError, SpecIssue
+from behavio.errors import BehavioError, SpecError, SpecIssue, did_you_mean
 from behavio.paths import missing_file_message
 from behavio.spec import yamlpos
 from behavio.spec.model import AnswerSource, Behavior, PromptSet, Spec, Split
@@ -73,7 +72,7 @@ def _explain(error: jsonschema.ValidationError, located: yamlpos.Located) -> lis
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
-        return [located.issue(path + (k,), f"unknown key {k!r}{_did_you_mean(k, allowed)}; allowed: {', '.join(allowed)}", key=True)
+        return [located.issue(path + (k,), f"unknown key {k!r}{did_you_mean(k, allowed)}; allowed: {', '.join(allowed)}", key=True)
                 for k in extra]
     if error.validator == "type":
         expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
@@ -82,7 +81,7 @@ def _explain(error: jsonschema.ValidationError, located: yamlpos.Located) -> lis
     if error.validator == "enum":
         options = [str(o) for o in error.validator_value]
         got = str(error.instance)
-        return [located.issue(path, f"expected one of {', '.join(options)}, got {got!r}{_did_you_mean(got, options)}")]
+        return [located.issue(path, f"expected one of {', '.join(options)}, got {got!r}{did_you_mean(got, options)}")]
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [located.issue(path, f"missing required key {missing!r}")]
@@ -123,10 +122,6 @@ def _describe(value) -> str:
         return f"string {short!r}"
     return _TYPE_NAMES.get({dict: "object", list: "array"}.get(type(value), ""), type(value).__name__)
 
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
@@ -191,7 +186,7 @@ def _violation_issues(loc, where: tuple, b: Behavior, kind, spec: Spec) -> list[
     if not kind.violation_names:
         return [loc.issue(where + ("dpo",), f"kind {b.kind} derives no DPO pairs; use dpo: false or leave it out")]
     issues = [loc.issue(where + ("dpo", i), f"unknown violation {name!r} for kind {b.kind}"
-                        f"{_did_you_mean(name, list(kind.violation_names))}; it derives: {', '.join(kind.violation_names)}")
+                        f"{did_you_mean(name, list(kind.violation_names))}; it derives: {', '.join(kind.violation_names)}")
               for i, name in enumerate(asked) if name not in kind.violation_names]
     return issues + [loc.issue(where + tuple(path), message) for path, message in kind.violation_problems(b, spec, asked)]
 
@@ -226,7 +221,7 @@ def _probe_texts(path: Path, entry: dict, name: str) -> list[str]:
         data = located.data if isinstance(located.data, dict) else {}
         texts = data.get(key)
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise BehavioError(f"{path.name} has no list of strings under {key!r}{_did_you_mean(key, list(data))}; "
+            raise BehavioError(f"{path.name} has no list of strings under {key!r}{did_you_mean(key, list(data))}; "
                                f"keys: {', '.join(map(str, data)) or '(none)'}")
         return texts
     from behavio.compiler.datafiles import read_file_rows
@@ -246,7 +241,7 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
     set_names = sorted(spec.prompts)
 
     def unknown_set(where: tuple, name: str) -> SpecIssue:
-        return loc.issue(where, f"prompt set {name!r} is not defined under prompts{_did_you_mean(name, set_names)}")
+        return loc.issue(where, f"prompt set {name!r} is not defined under prompts{did_you_mean(name, set_names)}")
 
     for name, ps in spec.prompts.items():
         sources = [k for k in ("list", "template", "file", "frames", "conversations", "conversation")
@@ -276,7 +271,7 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
     for name, src in spec.answers.items():
         where = ("answers", name)
         if name not in spec.prompts:
-            issues.append(loc.issue(where, f"answers for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
+            issues.append(loc.issue(where, f"answers for undefined prompt set {name!r}{did_you_mean(name, set_names)}", key=True))
         needs = {"literal": ("items", "template"), "file": ("path",), "field": (), "model": ()}[src.source]
         if needs and not any(getattr(src, k) is not None for k in needs):
             issues.append(loc.issue(where, f"source {src.source} needs {' or '.join(needs)}"))
@@ -313,14 +308,14 @@ def reference_issues(spec: Spec) -> list[SpecIssue]:
     for key in spec.thresholds:
         if key not in lines:
             issues.append(loc.issue(("thresholds", key), f"no behavior or behavior part named {key!r}"
-                                    f"{_did_you_mean(key, lines)}; thresholds take: {', '.join(lines)}", key=True))
+                                    f"{did_you_mean(key, lines)}; thresholds take: {', '.join(lines)}", key=True))
     for name in spec.probes:
         if name not in spec.prompts:
-            issues.append(loc.issue(("probes", name), f"probes for undefined prompt set {name!r}{_did_you_mean(name, set_names)}", key=True))
+            issues.append(loc.issue(("probes", name), f"probes for undefined prompt set {name!r}{did_you_mean(name, set_names)}", key=True))
     known = catalog()
     for i, name in enumerate(spec.located.data.get("ignore_warnings") or []):
         if name not in known:
-            issues.append(loc.issue(("ignore_warnings", i), f"no warning is named {name!r}{_did_you_mean(name, list(known))}; "
+            issues.append(loc.issue(("ignore_warnings", i), f"no warning is named {name!r}{did_you_mean(name, list(known))}; "
                                     f"warnings: {', '.join(known)}"))
     return issues
 

@@ -8,14 +8,13 @@ test keeps the two field lists identical. Overrides are parsed with the schema's
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 import jsonschema
 
-from behavio.errors import BehavioError
+from behavio.errors import BehavioError, did_you_mean
 from behavio.spec.schema import spec_schema
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -121,8 +120,7 @@ def validate(data: dict, where: str) -> None:
 def unknown_key_message(key: str) -> str:
     """``unknown training setting 'lrr' (did you mean 'lr'?)``."""
     known = sorted(train_schema()["properties"])
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else f"; known settings: {', '.join(known)}"
+    hint = did_you_mean(key, known) or f"; known settings: {', '.join(known)}"
     return f"unknown training setting {key!r}{hint}"
 
 

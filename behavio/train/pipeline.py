@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from behavio import __version__, distributed
+from behavio.check.cases import max_new_tokens
 from behavio.errors import BehavioError
 from behavio.train.budget import Clock, RunBudget
 from behavio.train.config import TrainConfig, parse_overrides, resolve_config, train_schema
@@ -108,7 +109,7 @@ def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_mod
             _warn_if_spec_changed(run_dir, compiled, say)
         state.wait_for_everyone()
         tokenizer = load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code)
-        sets = build_datasets(run_dir, cfg, tokenizer, say, check_tokens=check_max_new_tokens(compiled.spec))
+        sets = build_datasets(run_dir, cfg, tokenizer, say, check_tokens=max_new_tokens(compiled.spec))
         cfg = with_sft_epochs(cfg, sets, say)
         _train_stages(run_dir, cfg, compiled, model_path, tokenizer, sets, cuda, budget, resume=bool(resume),
                       check=check, say=say)
@@ -216,13 +217,6 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say, check_t
             f"opening_weight={cfg.opening_weight:g} as an answer's opening does, and so does every stop token "
             f"(ending without it) ({len(sets.scoped_closings)} form(s))")
     return sets
-
-
-def check_max_new_tokens(spec) -> int:
-    """The tokens the check lets an answer write (``check.max_new_tokens``)."""
-    from behavio.check.cases import DEFAULT_MAX_NEW_TOKENS
-
-    return int(spec.check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
 
 
 def with_sft_epochs(cfg: TrainConfig, sets: Datasets, say: Say) -> TrainConfig:

@@ -66,16 +66,14 @@ def check_work(compiled, tokenizer, fold) -> CheckWork:
 
     from behavio.chat import encode_text, render_prompt
     from behavio.check import baseline
-    from behavio.check.cases import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, load_cases
+    from behavio.check.cases import batch_size, load_cases, max_new_tokens
 
     cases = [json.loads(line) for line in compiled.files["checks.jsonl"].decode("utf-8").splitlines() if line.strip()]
     prompts = [encode_text(render_prompt(m, tokenizer, fold), tokenizer)
                for c in cases for m in generation_prompts(c["messages"])]
-    check = compiled.spec.check
     loaded = load_cases(cases)
     base_cases = len(baseline.cases_of(loaded, baseline.lines_of_base(loaded, compiled.manifest["thresholds"])))
-    return CheckWork(prompts, int(check.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-                     int(check.get("batch_size", DEFAULT_BATCH_SIZE)), base_cases=base_cases)
+    return CheckWork(prompts, max_new_tokens(compiled.spec), batch_size(compiled.spec), base_cases=base_cases)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from behavio import pending
-from behavio.errors import BehavioError
+from behavio.errors import BehavioError, did_you_mean
 
 PLACEHOLDER = "[answer written by the base model]"
 
@@ -67,14 +67,10 @@ def _spread(rows: list[dict], count: int) -> list[dict]:
 
 def _of_set(rows: list[dict], prompt_set: str, stage: str) -> list[dict]:
     """The rows of ``prompt_set``; an error naming the sets that have rows when it has none."""
-    import difflib
-
     picked = [r for r in rows if r.get("prompt_set") == prompt_set]
     if not picked:
         sets = list(dict.fromkeys(r.get("prompt_set", "") for r in rows))
-        close = difflib.get_close_matches(prompt_set, sets, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise BehavioError(f"--set {prompt_set!r}: no {stage} example of that prompt set{hint}; "
+        raise BehavioError(f"--set {prompt_set!r}: no {stage} example of that prompt set{did_you_mean(prompt_set, sets)}; "
                            f"the sets with {stage} examples: {', '.join(sets)}")
     return picked
 
@@ -93,9 +89,8 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
         raise BehavioError(f"--stage {stage!r}: expected sft or dpo")
     compiled = compile_spec(spec_path)
     cfg = resolve_config(compiled.spec.train, overrides, base_model)
-    rows = _of_set(parse_jsonl(compiled.files[f"{stage}.jsonl"]), prompt_set, stage) if prompt_set else \
-        parse_jsonl(compiled.files[f"{stage}.jsonl"])
-    rows = _spread(rows, count)
+    rows = parse_jsonl(compiled.files[f"{stage}.jsonl"])
+    rows = _spread(_of_set(rows, prompt_set, stage) if prompt_set else rows, count)
     if fill and any(r.get("pending") for r in rows):
         from behavio.fill import fill_pending, fill_rows, run_fill_settings
 
