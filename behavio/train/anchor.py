@@ -311,10 +311,16 @@ def _key(ids: torch.Tensor, trained: torch.Tensor) -> bytes:
 
 class Teacher:
     """For every training example (by content): which trained positions are anchored (the base model's
-    top choice is the target) and the base model's last hidden state at those positions."""
+    top choice is the target) and the base model's last hidden state at those positions.
 
-    def __init__(self, free: Sequence[int] = ()):
+    ``openings``: token sequences of opening sentences (:func:`behavio.train.data.answer_openings`). An answer that
+    starts with one is read by the base model without it from its body on (``train.anchor_without_opening``): the
+    body's positions get the base model's state for the bare answer, so the anchor keeps what the base model says
+    to the question, not what it says after a sentence it never writes itself."""
+
+    def __init__(self, free: Sequence[int] = (), openings: Sequence[Sequence[int]] = ()):
         self.free = list(free)
+        self.openings = sorted({tuple(o) for o in openings if o}, key=len, reverse=True)
         self.states: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
         self.counted: set[bytes] = set()  # the examples of this run counted in positions/anchored
         self.positions = 0
@@ -322,11 +328,11 @@ class Teacher:
 
     @staticmethod
     def _pieces(inputs: dict, labels: torch.Tensor):
-        """(key, row, positions) of every example of a batch that has trained positions."""
+        """(key, row, positions, start) of every example of a batch that has trained positions."""
         for row, start, end in segments(inputs):
             trained = (labels[row, start + 1:end] != -100).nonzero(as_tuple=True)[0] + start
             if len(trained):
-                yield _key(inputs["input_ids"][row, start:end], trained - start), row, trained
+                yield _key(inputs["input_ids"][row, start:end], trained - start), row, trained, start
 
     @torch.no_grad()
     def add(self, model, head: Head, inputs: dict) -> None:
@@ -335,20 +341,38 @@ class Teacher:
         forward = {k: v for k, v in inputs.items() if k != "labels"}
         with model.disable_adapter():
             hidden = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-        for key, row, trained in self._pieces(inputs, labels):
+        for key, row, trained, start in self._pieces(inputs, labels):
             if key in self.counted:
                 continue
             if key not in self.states:
-                states = hidden[row, trained]
+                states = self._without_opening(model, inputs["input_ids"][row], start, trained, hidden[row, trained])
                 mask = agreement(head.teacher(states), labels[row, trained + 1], self.free)
                 self.states[key] = (mask.cpu(), states[mask].detach().cpu())
             self.counted.add(key)
             self.positions += len(trained)
             self.anchored += int(self.states[key][0].sum())
 
+    def _without_opening(self, model, ids: torch.Tensor, start: int, trained: torch.Tensor,
+                         states: torch.Tensor) -> torch.Tensor:
+        """``states`` (the base model's at the ``trained`` positions of the example that starts at ``start`` in the
+        row ``ids``) with the positions that predict the answer's body, when the answer opens with one of
+        :attr:`openings`, replaced by the base model's states on the example without that sentence."""
+        first = int(trained[0]) + 1  # the answer's first trained token
+        length = next((len(o) for o in self.openings if tuple(ids[first:first + len(o)].tolist()) == o), 0)
+        if not length:
+            return states
+        bare = torch.cat([ids[start:first], ids[first + length:int(trained[-1]) + 2]])[None]
+        with model.disable_adapter():
+            hidden = model(input_ids=bare, use_cache=False, output_hidden_states=True,
+                           logits_to_keep=1).hidden_states[-1][0]
+        body = trained >= first + length - 1  # the last token of the sentence predicts the body's first token
+        out = states.clone()
+        out[body] = hidden[trained[body] - start - length].to(out.dtype)
+        return out
+
     def count(self, inputs: dict) -> None:
         """Count a batch whose examples are all known (read from a cache) as :meth:`add` counts what it computes."""
-        for key, _, trained in self._pieces(inputs, inputs["labels"]):
+        for key, _, trained, _ in self._pieces(inputs, inputs["labels"]):
             if key not in self.counted:
                 self.counted.add(key)
                 self.positions += len(trained)
@@ -356,7 +380,7 @@ class Teacher:
 
     def knows(self, inputs: dict) -> bool:
         """Whether every example of a collated batch is known already (its base-model pass can be skipped)."""
-        return all(key in self.states for key, _, _ in self._pieces(inputs, inputs["labels"]))
+        return all(key in self.states for key, *_ in self._pieces(inputs, inputs["labels"]))
 
     def save(self, path: Path) -> None:
         """Write every example's state to ``path`` as safetensors (atomically: a reader sees the whole file or none)."""
@@ -393,7 +417,7 @@ class Teacher:
         """(anchored mask, hidden states of the anchored positions) in :func:`trained_positions` order,
         or None if an example of the batch is unknown."""
         masks, states = [], []
-        for key, _, _ in self._pieces(inputs, labels):
+        for key, *_ in self._pieces(inputs, labels):
             known = self.states.get(key)
             if known is None:
                 return None
@@ -440,7 +464,8 @@ def anchored_trainer_class():
         def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float,
                      refusal_openings: Sequence[int], closing_weight: float = 1.0, prefix_unlikelihood: float = 0.0,
                      prefix_openings: Sequence[int] = (), anchored_weight: float = 1.0,
-                     scoped_closings: Sequence[Sequence[int]] = (), **kwargs):
+                     scoped_closings: Sequence[Sequence[int]] = (), answer_openings: Sequence[Sequence[int]] = (),
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.anchored_weight = anchored_weight
@@ -452,7 +477,7 @@ def anchored_trainer_class():
             self.prefix_openings = torch.tensor(sorted(set(prefix_openings)), dtype=torch.long)
             self.scoped_closings = [torch.tensor(c, dtype=torch.long) for c in scoped_closings]
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
-            self.teacher = Teacher(self.stop_ids)
+            self.teacher = Teacher(self.stop_ids, answer_openings)
 
         def compute_teacher(self, cache: Path | None = None) -> int:
             """The base model's hidden states for every training example (one pass); positions kept. ``cache``: a

@@ -60,6 +60,7 @@ class TrainConfig:
     prefix_unlikelihood: float = _d("prefix_unlikelihood")
     anchor: float = _d("anchor")
     anchored_weight: float = _d("anchored_weight")
+    anchor_without_opening: bool = _d("anchor_without_opening")
     neftune_alpha: float = _d("neftune_alpha")
     dpo_lr: float = _d("dpo_lr")
     lr_scheduler: str = _d("lr_scheduler")

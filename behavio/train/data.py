@@ -251,6 +251,30 @@ def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
 OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a sign-off closes it)
 
 
+def answer_openings(rows: list[dict], labels: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """How each opening sentence (a prefix or header the row's rules expect present) is trained where an answer
+    opens with it: the answer's first trained tokens up to the end of the sentence, each distinct sequence once
+    (``train.anchor_without_opening``). Found by the decoded text; a sentence whose last token also holds what
+    follows it (a tokenizer that merges ".\n\n") ends on no token boundary and is not found."""
+    found: set[tuple[int, ...]] = set()
+    for row, row_labels in zip(rows, labels):
+        choices = [c.strip() for rule in row.get("rules", []) if rule.get("kind") in OPENING_KINDS
+                   and not rule.get("part") and rule.get("args", {}).get("expect") == "present"
+                   for c in rule.get("args", {}).get("choices", []) if c.strip()]
+        trained = [t for t in row_labels if t != -100]
+        for k in range(1, min(len(trained), MAX_OPENING_TOKENS) + 1) if choices else ():
+            text = tokenizer.decode(trained[:k], skip_special_tokens=True).strip()
+            if text in choices:
+                found.add(tuple(trained[:k]))
+                break
+            if not any(c.startswith(text) for c in choices):
+                break
+    return [list(t) for t in sorted(found)]
+
+
+MAX_OPENING_TOKENS = 96  # an opening sentence longer than this is not looked for
+
+
 def long_answers(rows: list[dict], labels: list[list[int]], limit: int) -> list[tuple[int, dict]]:
     """(tokens, row) of every SFT row with an answer longer than ``limit`` trained tokens (its stop token counted;
     each assistant turn on its own): answers a check that lets the model write ``limit`` tokens cuts off."""

@@ -50,6 +50,7 @@ class Datasets:
     refusal_openings: list[int]  # the first trained token of the refusal rows (train.refusal_unlikelihood)
     prefix_openings: list[int]  # the first trained token of rows opening with a scoped prefix (train.prefix_unlikelihood)
     scoped_closings: list[list[int]] = field(default_factory=list)  # a scoped sign-off's tokens as trained (opening_weight)
+    answer_openings: list[list[int]] = field(default_factory=list)  # opening sentences as trained (anchor_without_opening)
 
 
 def train(spec_path: str | Path, overrides: list[str] | None = None, *, base_model: str | None = None,
@@ -183,8 +184,8 @@ def _warn_if_spec_changed(run_dir: Path, compiled, say: Say) -> None:
 def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say, check_tokens: int | None = None) -> Datasets:
     """Tokenize and validate every split before the first training step; say which training answers run longer
     than the check lets an answer write (``check_tokens``)."""
-    from behavio.train.data import (dpo_dataset, long_answers, read_data, refusal_openings, scoped_closings, scoped_openings,
-                                    sft_dataset)
+    from behavio.train.data import (answer_openings, dpo_dataset, long_answers, read_data, refusal_openings,
+                                    scoped_closings, scoped_openings, sft_dataset)
 
     rows = read_data(run_dir / "data")
     sft = sft_dataset(rows["sft"], tokenizer, cfg) if rows["sft"] else None
@@ -196,6 +197,8 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say, check_t
         refusal_openings=refusal_openings(rows["sft"], sft["labels"]) if sft is not None else [],
         prefix_openings=scoped_openings(rows["sft"], sft["labels"]) if sft is not None else [],
         scoped_closings=scoped_closings(rows["sft"], sft["labels"], tokenizer) if sft is not None else [],
+        answer_openings=(answer_openings(rows["sft"], sft["labels"], tokenizer)
+                         if sft is not None and cfg.anchor_without_opening and cfg.anchor > 0 else []),
     )
     if "sft" in cfg.method and sets.sft is None:
         raise BehavioError("method includes sft but the spec compiles to no SFT examples")
@@ -288,7 +291,7 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
                       check=budget.plan.check if budget.plan else None, **common)
         training = clock()
         sft_done = run_sft(stage, model, tokenizer, sets.sft, sets.sft_val, sets.refusal_openings,
-                           sets.prefix_openings, sets.scoped_closings)
+                           sets.prefix_openings, sets.scoped_closings, sets.answer_openings)
         budget.record("sft", clock() - training, stage.outcome())
         del model, base
         base = None

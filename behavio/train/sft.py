@@ -24,11 +24,13 @@ if TYPE_CHECKING:
 
 def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset | None,
             refusal_openings: list[int], prefix_openings: list[int] | None = None,
-            scoped_closings: list[list[int]] | None = None) -> Path:
+            scoped_closings: list[list[int]] | None = None, answer_openings: list[list[int]] | None = None) -> Path:
     """Train ``model`` (a PeftModel) on the tokenized ``train`` set; returns the last checkpoint directory.
     ``refusal_openings``: the first tokens of the spec's refusals (``train.refusal_unlikelihood``);
     ``prefix_openings``: those of its prefixes and headers scoped to some sets (``train.prefix_unlikelihood``);
-    ``scoped_closings``: its scoped sign-offs' tokens as trained, separator first (``train.opening_weight``)."""
+    ``scoped_closings``: its scoped sign-offs' tokens as trained, separator first (``train.opening_weight``);
+    ``answer_openings``: its opening sentences as trained, which the anchor's base model reads the bodies without
+    (``train.anchor_without_opening``; none: it reads every answer as trained)."""
     from trl import SFTConfig
 
     from behavio.train.anchor import anchored_trainer_class
@@ -52,10 +54,11 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                                                 refusal_openings=refusal_openings,
                                                 prefix_unlikelihood=cfg.prefix_unlikelihood,
                                                 prefix_openings=prefix_openings or [],
-                                                scoped_closings=scoped_closings or [], **common)
+                                                scoped_closings=scoped_closings or [],
+                                                answer_openings=answer_openings or [], **common)
     trainer.stage = stage
     if cfg.anchor > 0:
-        start, cache = time.time(), teacher_cache(stage, train)
+        start, cache = time.time(), teacher_cache(stage, train, trainer.teacher.openings)
         reused = cache.is_file()
         positions = trainer.compute_teacher(cache)
         if stage.is_main:
@@ -65,17 +68,20 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
     return run_trainer(stage, trainer)
 
 
-def teacher_cache(stage: Stage, train: Dataset) -> Path:
+def teacher_cache(stage: Stage, train: Dataset, openings: list = ()) -> Path:
     """Where the anchor's base-model pass over ``train`` is kept: ``$BEHAVIO_CACHE/teacher/``, named by what it
-    depends on (the base model's content, how it is loaded, the batching and every example's tokens and labels),
-    so a re-run on the same data (another seed, budget or learning rate) reads it instead of running the base model."""
+    depends on (the base model's content, how it is loaded, the batching, the opening sentences it reads the
+    bodies without, and every example's tokens and labels), so a re-run on the same data (another seed, budget or
+    learning rate) reads it instead of running the base model."""
     from behavio.models import cache_root, load_settings, model_fingerprint
 
     cfg = stage.cfg
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps({"model": model_fingerprint(stage.base_model),
                               "load": load_settings(cfg.quantization, cfg.device).as_dict(),
-                              "batch": [cfg.batch_size, cfg.padding_free, cfg.packing]}, sort_keys=True).encode())
+                              "batch": [cfg.batch_size, cfg.padding_free, cfg.packing],
+                              **({"without": [list(o) for o in openings]} if openings else {})},
+                             sort_keys=True).encode())
     for row in train:
         digest.update(json.dumps([row["input_ids"], row["labels"]]).encode())
     return cache_root() / "teacher" / f"{digest.hexdigest()}.safetensors"
