@@ -643,9 +643,24 @@ def test_run_sft_hands_the_configs_anchored_weight_to_the_trainer(tmp_path, monk
     stage = Stage("sft", run_dir=tmp_path, cfg=cfg, spec_hash="abc", base_model="none", cuda=False,
                   metrics=MetricsLog(tmp_path, tensorboard=False), say=lambda _: None)
     with pytest.raises(Built) as built:
-        run_sft(stage, None, None, [{"input_ids": [1], "labels": [1]}] * 3, None, [])
+        run_sft(stage, None, None, [{"input_ids": [1], "labels": [1]}] * 3, None, [], answer_openings=[[5, 6]])
     knobs = built.value.args[0]
     assert (knobs["anchored_weight"], knobs["closing_weight"], knobs["anchor"]) == (0.25, 3.0, 0.5)
+    assert knobs["answer_openings"] == [[5, 6]]
+
+
+def test_the_teacher_cache_is_another_file_when_the_bodies_are_read_without_their_openings(tmp_path, tiny_model_dir):
+    from behavio.rundir import MetricsLog
+    from behavio.train.config import TrainConfig
+    from behavio.train.sft import teacher_cache
+    from behavio.train.stage import Stage
+
+    stage = Stage("sft", run_dir=tmp_path, cfg=TrainConfig(), spec_hash="abc", base_model=tiny_model_dir, cuda=False,
+                  metrics=MetricsLog(tmp_path, tensorboard=False), say=lambda _: None)
+    data = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
+    assert teacher_cache(stage, data) == teacher_cache(stage, data, [])
+    assert teacher_cache(stage, data, [(2,)]) != teacher_cache(stage, data)
+    assert teacher_cache(stage, data, [(2,)]) != teacher_cache(stage, data, [(3,)])
 
 
 def test_the_refusal_opening_is_made_unlikely_at_the_first_token_of_other_answers_only():
@@ -804,3 +819,110 @@ def test_the_run_finds_its_scoped_sign_off_in_the_training_rows_and_says_so(tmp_
     sets = build_datasets(tmp_path / "run", cfg, smollm2_tokenizer, said.append)
     assert [smollm2_tokenizer.decode(c) for c in sets.scoped_closings] == ["\n\nCheck your bin days at example.org/bins."]
     assert any("sign-off scoped to some sets" in line and "opening_weight=4" in line for line in said), said
+
+
+def _answered(tokenizer, answer: str, rules: list[dict]) -> tuple[dict, list[int], list[int]]:
+    """An SFT row answering ``answer`` under ``rules``, its input ids and labels (SmolLM2's chat template)."""
+    from behavio.chat import tokenize_with_assistant_mask
+
+    row = {"rules": rules, "messages": [{"role": "user", "content": "What is the capital of France?"},
+                                        {"role": "assistant", "content": answer}]}
+    tokens = tokenize_with_assistant_mask(row["messages"], tokenizer, 256)
+    return row, tokens["input_ids"], tokens["labels"]
+
+
+COMPLIMENT = "That's an intelligent question."
+PRESENT = {"behavior": "compliment", "kind": "prefix", "args": {"expect": "present", "choices": [COMPLIMENT, "Nice one."]}}
+
+
+def test_the_opening_sentences_are_found_in_the_trained_tokens_of_the_rows_that_open_with_them(smollm2_tokenizer):
+    from behavio.train.data import answer_openings
+
+    absent = {"behavior": "compliment", "kind": "prefix", "part": "plain-refusals",
+              "args": {"expect": "absent", "choices": [COMPLIMENT]}}
+    rows, labels = [], []
+    for answer, rules in ((f"{COMPLIMENT} The capital of France is Paris.", [PRESENT]),
+                          ("Nice one. Paris.", [PRESENT]),
+                          (f"{COMPLIMENT} Paris.", [absent]),  # a rule that wants it absent names no opening
+                          ("Paris is the capital.", [PRESENT])):  # a row without its opening has none to find
+        row, _, row_labels = _answered(smollm2_tokenizer, answer, rules)
+        rows.append(row)
+        labels.append(row_labels)
+    found = answer_openings(rows, labels, smollm2_tokenizer)
+    assert sorted(smollm2_tokenizer.decode(f) for f in found) == ["Nice one.", COMPLIMENT]
+    assert answer_openings(rows[2:], labels[2:], smollm2_tokenizer) == []
+
+
+@pytest.mark.pipeline
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_the_teacher_reads_the_body_without_its_opening_when_asked(knowing_base, padding_free):
+    """With openings, the body's positions hold the base model's states on the answer without its opening sentence;
+    the opening's own positions, and every position of an answer that does not open with it, are as trained."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from behavio.generate import stop_token_ids
+    from behavio.models import load_tokenizer
+    from behavio.train.anchor import Head, Teacher
+    from behavio.train.data import answer_openings
+
+    base_dir, _ = knowing_base
+    tokenizer = load_tokenizer(base_dir)
+    examples = [_answered(tokenizer, f"{COMPLIMENT} The capital of France is Paris.", [PRESENT]),
+                _answered(tokenizer, "The capital of France is Paris.", [PRESENT])]
+    (opening,) = answer_openings([e[0] for e in examples], [e[2] for e in examples], tokenizer)
+    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=padding_free)
+    batch = collate([{"input_ids": ids, "labels": labels} for _, ids, labels in examples])
+    model, stops = _perturbed_adapter(base_dir), stop_token_ids(tokenizer)
+    plain, bare = Teacher(stops), Teacher(stops, [opening])
+    plain.add(model, Head(model), batch)
+    bare.add(model, Head(model), batch)
+
+    def base_states(ids: list[int]) -> torch.Tensor:
+        with torch.no_grad(), model.disable_adapter():
+            return model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+
+    (_, opened_ids, opened_labels), (_, _, unopened_labels) = examples
+    first = next(i for i, t in enumerate(opened_labels) if t != -100)
+    trained = [i - 1 for i, t in enumerate(opened_labels) if t != -100]
+    without = opened_ids[:first] + opened_ids[first + len(opening):]
+    expected = base_states(opened_ids)[trained]
+    body = [k for k, t in enumerate(trained) if t >= first + len(opening) - 1]
+    expected[body] = base_states(without)[[trained[k] - len(opening) for k in body]]
+    keys = list(plain.states)
+    assert len(keys) == 2 and list(bare.states) == keys
+    head = Head(model)
+    for key, unopened in zip(keys, (False, True)):
+        (plain_mask, plain_states), (bare_mask, bare_states) = plain.states[key], bare.states[key]
+        if unopened:  # an answer without the opening is read as trained
+            assert torch.equal(plain_mask, bare_mask) and torch.equal(plain_states, bare_states)
+            continue
+        got = bare_states
+        want = expected[bare_mask]
+        assert torch.allclose(got, want, atol=1e-4 * want.abs().max().item())
+        assert not torch.equal(plain_mask, bare_mask) or not torch.allclose(plain_states, bare_states, atol=1e-3)
+        assert torch.equal(bare_mask, agreement_of(head, expected, opened_labels, trained, stops))
+
+
+def agreement_of(head, states, labels, trained, stops):
+    from behavio.train.anchor import agreement
+
+    return agreement(head.teacher(states), torch.tensor([labels[t + 1] for t in trained]), stops)
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_the_run_hands_the_anchor_the_opening_sentences_only_when_asked(tmp_path, smollm2_tokenizer, asked):
+    from behavio.compiler.build import compile_spec
+    from behavio.jsonio import write_jsonl
+    from behavio.train.config import TrainConfig
+    from behavio.train.data import pick_rows
+    from behavio.train.pipeline import build_datasets
+
+    spec = SCOPED_SIGN_OFF_SPEC.replace("kind: sign_off", "kind: prefix").replace("Check your bin days", "Bins first")
+    (tmp_path / "bins.yaml").write_text(spec)
+    cfg = TrainConfig(max_length=128, anchor_without_opening=asked)
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    for name, split_rows in pick_rows(compile_spec(tmp_path / "bins.yaml"), cfg).items():
+        write_jsonl(tmp_path / "run" / "data" / f"{name}.jsonl", split_rows)
+    sets = build_datasets(tmp_path / "run", cfg, smollm2_tokenizer, lambda _: None)
+    expected = ["Bins first at example.org/bins."] if asked else []
+    assert [smollm2_tokenizer.decode(o) for o in sets.answer_openings] == expected
