@@ -94,17 +94,30 @@ def validate_command(paths: list[Path], *, out: Console, err: Console, strict: b
     from behavio.compiler.build import compile_spec
 
     failed: list[str] = []
+    held: list[str] = []
     files = spec_files(paths)
     for path in files:
         try:
             compiled = compile_spec(path)
             failed += report_warnings(err, compiled.warnings, strict)
+            held += held_subjects_line(compiled.spec.id, compiled.manifest.get("held_out_subjects") or [])
         except SpecError as exc:
             failed += [str(i) for i in exc.issues]
     if failed:
         raise BehavioError("\n".join(failed))
     out.print(f"{len(files)} spec(s) valid", highlight=False)
+    for line in held:
+        out.print(line, highlight=False, markup=False)
     return 0
+
+
+def held_subjects_line(spec_id: str, subjects: list[str]) -> list[str]:
+    """What ``validate`` says of a spec's subjects held out of training (``split.subjects``), if it has any."""
+    if not subjects:
+        return []
+    return [f"{spec_id}: {len(subjects)} subject(s) held out of training, asked only by the check's subject split "
+            f"(split.subjects): {', '.join(repr(s) for s in subjects)}. A boundary case you need trained can be "
+            "listed twice, worded two ways (split.subjects: 0 holds none out)."]
 
 
 def schema_command(*, markdown: bool, rules: bool = False) -> int:

@@ -33,6 +33,15 @@ def test_validate_shipped_specs():
     assert "valid" in result.output
 
 
+def test_validate_names_the_subjects_held_out_of_training():
+    held = json.loads((ROOT / "generated" / "kestrel_mobile" / "manifest.json").read_text())["held_out_subjects"]
+    result = runner.invoke(app, ["validate", str(ROOT / "specs" / "kestrel_mobile.yaml")])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"kestrel_mobile: {len(held)} subject(s) held out of training" in said
+    assert all(repr(s) in said for s in held) and "worded two ways" in said
+
+
 def test_init_writes_a_spec_that_compiles(tmp_path):
     result = runner.invoke(app, ["init", "my-bot", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -126,3 +126,12 @@ def test_a_spec_using_the_plugin_trains_and_is_checked(plugin, tmp_path, tiny_mo
     card = result.report.best
     assert card is not None and "shouts" in card.lines and card.line("shouts").total > 0
     assert all(v.rule == "exclaims" for c in card.cases for v in c.verdicts)
+
+
+def test_the_rules_reference_lists_every_refusal_phrase_the_scorer_reads():
+    from behavio.kinds.reference import rules_markdown
+    from behavio.kinds.refusal import REFUSAL_PHRASES, refusal_phrase
+
+    section = rules_markdown(["refusal"])
+    assert all(f"`{phrase}`" in section for phrase in REFUSAL_PHRASES)
+    assert refusal_phrase("Hello. I'm not here to help with that.") and "not here to help" in section

@@ -96,6 +96,10 @@ class Kind:
 
     # ------------------------------------------------------------------ spec
 
+    def reference_notes(self) -> str:
+        """More for its section of docs/rules.md than its module docstring says (lists read from the code)."""
+        return ""
+
     def no_pairs_hint(self, behavior) -> str:
         """What its rows lack when it derives no DPO pair at all (the ``no-dpo-pairs`` warning)."""
         return "no training row in its scope gave a rejected answer (prompt sets it does not apply to?)"

@@ -58,5 +58,6 @@ def rules_markdown(names: list[str] | None = None) -> str:
     lines += [f"| [`{k.name}`](#{k.name}) | {_cell(k.summary)} | {'yes' if k.teaches else ''} | "
               f"{'yes' if k.judged_early else ''} |" for k in registered.values()]
     for kind in registered.values():
-        lines += ["", f"## {kind.name}", "", _doc(kind), "", *_keys_table(kind)]
+        notes = kind.reference_notes()
+        lines += ["", f"## {kind.name}", "", _doc(kind), *(["", notes] if notes else []), "", *_keys_table(kind)]
     return "\n".join(lines) + "\n"
