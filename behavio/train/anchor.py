@@ -341,34 +341,45 @@ class Teacher:
         forward = {k: v for k, v in inputs.items() if k != "labels"}
         with model.disable_adapter():
             hidden = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-        for key, row, trained, start in self._pieces(inputs, labels):
-            if key in self.counted:
+        pieces = [piece for piece in self._pieces(inputs, labels) if piece[0] not in self.counted]
+        bodies = self._bare_bodies(model, inputs["input_ids"], [p for p in pieces if p[0] not in self.states])
+        for key, row, trained, _ in pieces:
+            if key in self.counted:  # the same example twice in one batch
                 continue
             if key not in self.states:
-                states = self._without_opening(model, inputs["input_ids"][row], start, trained, hidden[row, trained])
+                states = hidden[row, trained]
+                if key in bodies:
+                    body, bare = bodies[key]
+                    states = states.clone()
+                    states[body] = bare.to(states.dtype)
                 mask = agreement(head.teacher(states), labels[row, trained + 1], self.free)
                 self.states[key] = (mask.cpu(), states[mask].detach().cpu())
             self.counted.add(key)
             self.positions += len(trained)
             self.anchored += int(self.states[key][0].sum())
 
-    def _without_opening(self, model, ids: torch.Tensor, start: int, trained: torch.Tensor,
-                         states: torch.Tensor) -> torch.Tensor:
-        """``states`` (the base model's at the ``trained`` positions of the example that starts at ``start`` in the
-        row ``ids``) with the positions that predict the answer's body, when the answer opens with one of
-        :attr:`openings`, replaced by the base model's states on the example without that sentence."""
-        first = int(trained[0]) + 1  # the answer's first trained token
-        length = next((len(o) for o in self.openings if tuple(ids[first:first + len(o)].tolist()) == o), 0)
-        if not length:
-            return states
-        bare = torch.cat([ids[start:first], ids[first + length:int(trained[-1]) + 2]])[None]
+    def _bare_bodies(self, model, ids: torch.Tensor, pieces: list) -> dict[bytes, tuple[torch.Tensor, torch.Tensor]]:
+        """key -> (which of its trained positions predict the answer's body, the base model's states there on the
+        example without its opening sentence) for every example of ``pieces`` whose answer opens with one of
+        :attr:`openings`; one padded forward pass of the base model (adapter disabled) for all of them."""
+        todo = []
+        for key, row, trained, start in pieces:
+            first = int(trained[0]) + 1  # the answer's first trained token
+            length = next((len(o) for o in self.openings if tuple(ids[row, first:first + len(o)].tolist()) == o), 0)
+            if length:
+                bare = torch.cat([ids[row, start:first], ids[row, first + length:int(trained[-1]) + 2]])
+                body = trained >= first + length - 1  # the sentence's last token predicts the body's first
+                todo.append((key, bare, body, trained[body] - start - length))
+        if not todo:
+            return {}
+        batch = torch.zeros(len(todo), max(len(t[1]) for t in todo), dtype=ids.dtype, device=ids.device)
+        mask = torch.zeros_like(batch)
+        for i, (_, bare, _, _) in enumerate(todo):  # padded on the right: every example keeps its positions
+            batch[i, :len(bare)], mask[i, :len(bare)] = bare, 1
         with model.disable_adapter():
-            hidden = model(input_ids=bare, use_cache=False, output_hidden_states=True,
-                           logits_to_keep=1).hidden_states[-1][0]
-        body = trained >= first + length - 1  # the last token of the sentence predicts the body's first token
-        out = states.clone()
-        out[body] = hidden[trained[body] - start - length].to(out.dtype)
-        return out
+            hidden = model(input_ids=batch, attention_mask=mask, use_cache=False, output_hidden_states=True,
+                           logits_to_keep=1).hidden_states[-1]
+        return {key: (body, hidden[i, at]) for i, (key, _, body, at) in enumerate(todo)}
 
     def count(self, inputs: dict) -> None:
         """Count a batch whose examples are all known (read from a cache) as :meth:`add` counts what it computes."""
