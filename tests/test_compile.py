@@ -305,3 +305,18 @@ def test_every_frame_library_declares_its_subject_and_is_listed_in_the_schema():
         assert len(frames) >= 20 and all("{{ subject }}" in f for f in frames), library
         assert len(set(frames)) == len(frames), f"{library}.txt repeats a frame"
         assert re.search(rf"\b{library}\b", described), f"the schema does not name the {library!r} library"
+
+
+def test_a_subject_that_is_not_a_text_is_a_located_error(tmp_path):
+    """A frame set's subjects from a variable holding nested lists (the spec fuzzer's find) is a user error at the
+    set's `subjects`, not a traceback."""
+    from behavio.errors import SpecError
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("spec: s\nvars:\n  breeds: [[beagles], pugs]\nprompts:\n  dogs:\n"
+                    "    frames: {library: pets, subjects: '{{ breeds }}'}\n"
+                    "answers:\n  dogs: {source: literal, template: 'Yes.'}\n"
+                    "behaviors:\n  - {id: loops, kind: no_repetition}\n")
+    with pytest.raises(SpecError) as raised:
+        compile_spec(spec)
+    assert re.match(r".*s\.yaml:\d+:\d+: prompts\.dogs\.frames\.subjects: each subject must be a text", str(raised.value.issues[0]))

@@ -258,6 +258,10 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
             return []
     rendered = []
     for subject in subjects:
+        if not isinstance(subject, str):
+            issues.add(where + ("subjects",), f"each subject must be a text (one phrase), got a {type(subject).__name__}: "
+                       f"{str(subject)[:60]}")
+            return []
         subject_text = _render(subject, spec.vars, issues, where + ("subjects",))
         if subject_text is None:
             return []
