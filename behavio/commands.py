@@ -62,7 +62,7 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
     from behavio.compiler.output import write_compiled
 
     failed: list[str] = []
-    table = Table("spec", "sft", "val", "dpo", "checks", "probes", "pending", "output", title="behavio compile")
+    table = Table("spec", "sft", "val", "dpo", "checks", "of them probes", "pending", "output", title="behavio compile")
     for path in spec_files(paths):
         try:
             compiled = compile_spec(path)
@@ -80,7 +80,7 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
             fill_compiled_dir(target, base_model, quiet=quiet)
         c = compiled.manifest["counts"]
         n_probe = sum(v["probe"]["rows"] for v in compiled.manifest["composition"]["prompt_sets"].values())
-        table.add_row(compiled.spec.id, str(c["sft"]), str(c["sft_val"]), str(c["dpo"]), str(c["checks"] - n_probe),
+        table.add_row(compiled.spec.id, str(c["sft"]), str(c["sft_val"]), str(c["dpo"]), str(c["checks"]),
                       str(n_probe), str(c["pending"]), "written" if changed else "unchanged")
     if not quiet and table.row_count:
         out.print(table)

@@ -50,6 +50,10 @@ def test_init_writes_a_spec_that_compiles(tmp_path):
     compiled = runner.invoke(app, ["compile", str(spec), "--out", str(tmp_path / "gen")])
     assert compiled.exit_code == 0, compiled.output
     assert (tmp_path / "gen" / "my-bot" / "sft.jsonl").stat().st_size > 0
+    counts = json.loads((tmp_path / "gen" / "my-bot" / "manifest.json").read_text())["counts"]
+    row = next(line for line in compiled.output.splitlines() if "my-bot" in line and "│" in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[4] == str(counts["checks"]) and 0 < int(cells[5]) < counts["checks"]  # the manifest's count, probes in it
     again = runner.invoke(app, ["init", "my-bot", "--dir", str(tmp_path)])
     assert again.exit_code == 2 and "already exists" in again.output
 

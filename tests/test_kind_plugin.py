@@ -135,3 +135,14 @@ def test_the_rules_reference_lists_every_refusal_phrase_the_scorer_reads():
     section = rules_markdown(["refusal"])
     assert all(f"`{phrase}`" in section for phrase in REFUSAL_PHRASES)
     assert refusal_phrase("Hello. I'm not here to help with that.") and "not here to help" in section
+
+
+def test_every_refusal_form_the_rules_reference_gives_as_an_example_reads_as_a_refusal():
+    from behavio.kinds.reference import rules_markdown
+    from behavio.kinds.refusal import PATTERN_EXAMPLES, refusal_phrase
+
+    section = rules_markdown(["refusal"])
+    for example in PATTERN_EXAMPLES:
+        assert f'"{example}"' in section
+        assert refusal_phrase(f"Hello. {example} change your booking.") is not None, example
+    assert refusal_phrase("Hello. I'm afraid of spiders, like most people.") is None

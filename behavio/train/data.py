@@ -244,11 +244,23 @@ def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
     """The first trained token of every SFT row that opens with a sentence scoped to some sets (a prefix or header
     whose rules expect it absent elsewhere, ``<id>/elsewhere``): how those sentences open, as trained."""
     scoped = _scoped_behaviors(rows)
-    return _first_trained_tokens(rows, labels, lambda r: r.get("behavior") in scoped and r.get("kind") in OPENING_KINDS
-                                 and not r.get("part") and r.get("args", {}).get("expect") == "present")
+    return _first_trained_tokens(rows, labels, lambda r: r.get("behavior") in scoped and _present_opening(r))
 
 
 OPENING_KINDS = ("prefix", "header")  # kinds whose sentence opens the answer (a sign-off closes it)
+MAX_OPENING_TOKENS = 96  # an opening sentence longer than this is not looked for
+
+
+def _rule_choices(row: dict, wanted) -> list[str]:
+    """The stripped, non-empty sentence choices of the row's rules for which ``wanted(rule)`` holds."""
+    return [c.strip() for rule in row.get("rules", []) if wanted(rule)
+            for c in rule.get("args", {}).get("choices", []) if c.strip()]
+
+
+def _present_opening(rule: dict) -> bool:
+    """A rule that wants a prefix or header sentence present at the start of this row's answer."""
+    return (rule.get("kind") in OPENING_KINDS and not rule.get("part")
+            and rule.get("args", {}).get("expect") == "present")
 
 
 def answer_openings(rows: list[dict], labels: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
@@ -258,9 +270,7 @@ def answer_openings(rows: list[dict], labels: list[list[int]], tokenizer: PreTra
     follows it (a tokenizer that merges ".\n\n") ends on no token boundary and is not found."""
     found: set[tuple[int, ...]] = set()
     for row, row_labels in zip(rows, labels):
-        choices = [c.strip() for rule in row.get("rules", []) if rule.get("kind") in OPENING_KINDS
-                   and not rule.get("part") and rule.get("args", {}).get("expect") == "present"
-                   for c in rule.get("args", {}).get("choices", []) if c.strip()]
+        choices = _rule_choices(row, _present_opening)
         trained = [t for t in row_labels if t != -100]
         for k in range(1, min(len(trained), MAX_OPENING_TOKENS) + 1) if choices else ():
             text = tokenizer.decode(trained[:k], skip_special_tokens=True).strip()
@@ -270,9 +280,6 @@ def answer_openings(rows: list[dict], labels: list[list[int]], tokenizer: PreTra
             if not any(c.startswith(text) for c in choices):
                 break
     return [list(t) for t in sorted(found)]
-
-
-MAX_OPENING_TOKENS = 96  # an opening sentence longer than this is not looked for
 
 
 def long_answers(rows: list[dict], labels: list[list[int]], limit: int) -> list[tuple[int, dict]]:
@@ -303,9 +310,8 @@ def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTra
     scoped = _scoped_behaviors(rows)
     found: set[tuple[int, ...]] = set()
     for row, row_labels in zip(rows, labels):
-        choices = [c.strip() for rule in row.get("rules", []) if rule.get("behavior") in scoped
-                   and rule.get("kind") == "sign_off" and not rule.get("part")
-                   for c in rule.get("args", {}).get("choices", []) if c.strip()]
+        choices = _rule_choices(row, lambda rule: rule.get("behavior") in scoped and rule.get("kind") == "sign_off"
+                                and not rule.get("part"))
         if choices:
             form = _closing_tokens([t for t in row_labels if t != -100], choices, tokenizer)
             if form:
