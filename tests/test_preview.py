@@ -56,3 +56,22 @@ def test_set_shows_only_that_prompt_sets_examples_and_names_the_others_when_it_h
     bad = CliRunner().invoke(app, ["preview", str(train_spec()), "--set", "poodles"])
     assert bad.exit_code == 2 and "no sft example of that prompt set (did you mean 'poodle'?)" in bad.output
     assert "general" in bad.output
+
+
+def test_preview_warns_of_the_spec_s_own_answers_the_check_would_cut_off(train_spec):
+    """The run's warning about answers longer than check.max_new_tokens, before any training: the literal answers
+    are counted, and the base model's are said to be counted at the run."""
+    def with_check_tokens(spec, tokens):
+        spec.write_text(spec.read_text().replace("check: {max_new_tokens: 8}", f"check: {{max_new_tokens: {tokens}}}"))
+        return spec
+
+    assert build_previews(with_check_tokens(train_spec(), 96), count=1)[0].warnings == ()  # every answer fits
+    spec = with_check_tokens(train_spec(), 5)
+    (warning,) = build_previews(spec, count=1)[0].warnings
+    assert "run longer than the check lets an answer write (check.max_new_tokens=5 tokens" in warning
+    assert "prompt set 'general'" in warning and "after the fill" not in warning
+    result = CliRunner().invoke(app, ["preview", str(spec), "-n", "1", "--plain"])
+    assert result.exit_code == 0 and "warning: " in result.output and "shorten them" in result.output
+    model_written = with_check_tokens(train_spec(model_answers=True), 5)
+    (warning,) = build_previews(model_written, count=1)[0].warnings  # the refusals are the spec's own, and long
+    assert "after the fill" in warning

@@ -296,6 +296,20 @@ def long_answers(rows: list[dict], labels: list[list[int]], limit: int) -> list[
     return out
 
 
+def long_answers_warning(rows: list[dict], labels: list[list[int]], limit: int | None) -> str | None:
+    """What to tell the user when training answers run longer than the check lets an answer write (``limit``
+    tokens): how many, the longest and the prompt sets they are in (``None`` when none do, or without a limit)."""
+    long = long_answers(rows, labels, limit) if limit else []
+    if not long:
+        return None
+    tokens, row = max(long, key=lambda found: found[0])
+    sets_named = ", ".join(dict.fromkeys(r.get("prompt_set", "?") for _, r in long))
+    return (f"{len(long)} training answer(s) run longer than the check lets an answer write "
+            f"(check.max_new_tokens={limit} tokens, the stop token counted; the longest, {tokens} tokens, in "
+            f"prompt set {row.get('prompt_set', '?')!r}; sets: {sets_named}): the model learns answers the check cuts "
+            "off, and an unfinished answer fails no_repetition; shorten them or raise check.max_new_tokens")
+
+
 def _scoped_behaviors(rows: list[dict]) -> set[str]:
     """The behaviors scoped to some sets: those with rules expecting them absent elsewhere (``<id>/elsewhere``)."""
     return {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}

@@ -184,7 +184,7 @@ def _warn_if_spec_changed(run_dir: Path, compiled, say: Say) -> None:
 def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say, check_tokens: int | None = None) -> Datasets:
     """Tokenize and validate every split before the first training step; say which training answers run longer
     than the check lets an answer write (``check_tokens``)."""
-    from behavio.train.data import (answer_openings, dpo_dataset, long_answers, read_data, refusal_openings,
+    from behavio.train.data import (answer_openings, dpo_dataset, long_answers_warning, read_data, refusal_openings,
                                     scoped_closings, scoped_openings, sft_dataset)
 
     rows = read_data(run_dir / "data")
@@ -207,14 +207,9 @@ def build_datasets(run_dir: Path, cfg: TrainConfig, tokenizer, say: Say, check_t
     trained = sum(sum(1 for x in labels if x != -100) for labels in sets.sft["labels"]) if sets.sft is not None else 0
     say(f"data: {len(rows['sft'])} SFT examples ({trained} trained tokens), {len(rows['dpo'])} DPO pairs, "
         f"{len(rows['sft.val'])}+{len(rows['dpo.val'])} validation rows; all fit max_length={cfg.max_length}")
-    long = long_answers(rows["sft"], sets.sft["labels"], check_tokens) if sets.sft is not None and check_tokens else []
+    long = long_answers_warning(rows["sft"], sets.sft["labels"], check_tokens) if sets.sft is not None else None
     if long:
-        tokens, row = max(long, key=lambda found: found[0])
-        sets_named = ", ".join(dict.fromkeys(r.get("prompt_set", "?") for _, r in long))
-        say(f"warning: {len(long)} training answer(s) run longer than the check lets an answer write "
-            f"(check.max_new_tokens={check_tokens} tokens, the stop token counted; the longest, {tokens} tokens, in "
-            f"prompt set {row.get('prompt_set', '?')!r}; sets: {sets_named}): the model learns answers the check cuts "
-            "off, and an unfinished answer fails no_repetition; shorten them or raise check.max_new_tokens")
+        say(f"warning: {long}")
     if sets.scoped_closings and cfg.opening_weight != 1 and "sft" in cfg.method:
         say(f"sft: where an answer ends with a sign-off scoped to some sets, its first tokens weigh "
             f"opening_weight={cfg.opening_weight:g} as an answer's opening does, and so does every stop token "

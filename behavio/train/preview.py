@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from behavio import pending
+from behavio.check.cases import max_new_tokens
 from behavio.errors import BehavioError, did_you_mean
 
 PLACEHOLDER = "[answer written by the base model]"
@@ -25,6 +26,7 @@ class Preview:
     trained_tokens: int
     total_tokens: int
     notes: tuple[str, ...] = ()  # how the tokenizer was converted to another chat template
+    warnings: tuple[str, ...] = ()  # what the run would warn about the spec's training answers
 
 
 def preview_tokenizer(base_model: str, template: str | None = None):
@@ -89,6 +91,7 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
         raise BehavioError(f"--stage {stage!r}: expected sft or dpo")
     compiled = compile_spec(spec_path)
     cfg = resolve_config(compiled.spec.train, overrides, base_model)
+    every_sft = _placeholders(parse_jsonl(compiled.files["sft.jsonl"]))
     rows = parse_jsonl(compiled.files[f"{stage}.jsonl"])
     rows = _spread(_of_set(rows, prompt_set, stage) if prompt_set else rows, count)
     if fill and any(r.get("pending") for r in rows):
@@ -99,6 +102,7 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
         rows = fill_rows(rows, fill_pending(waiting, cfg.base_model, **run_fill_settings(cfg)))
     rows = _placeholders(rows)
     tokenizer, notes = preview_tokenizer(cfg.base_model, template)
+    warnings = _long_answers(every_sft, tokenizer, cfg, max_new_tokens(compiled.spec))
     conversations = []
     for row in rows:
         if stage == "sft":
@@ -110,8 +114,21 @@ def build_previews(spec_path: str | Path, *, count: int = 3, stage: str = "sft",
     for example_id, messages in conversations:
         tokens = tokenize_with_assistant_mask(messages, tokenizer, cfg.max_length, fold=cfg.fold_system, example_id=example_id)
         segments = describe_trained_tokens(messages, tokenizer, fold=cfg.fold_system, max_length=cfg.max_length)
-        previews.append(Preview(example_id, segments, sum(tokens["assistant_masks"]), len(tokens["input_ids"]), notes))
+        previews.append(Preview(example_id, segments, sum(tokens["assistant_masks"]), len(tokens["input_ids"]), notes,
+                                warnings))
     return previews
+
+
+def _long_answers(rows: list[dict], tokenizer, cfg, limit: int | None) -> tuple[str, ...]:
+    """The run's warning about training answers longer than the check lets an answer write, for the answers the
+    spec writes itself (the base model's are counted by the run, after the fill)."""
+    from behavio.train.data import long_answers_warning, sft_features
+
+    labels = [features["labels"] for features in sft_features(rows, tokenizer, cfg)]
+    found = long_answers_warning(rows, labels, limit)
+    if found and any(r.get("pending") for r in rows):
+        found += "; the answers the base model writes are counted by the run, after the fill"
+    return (found,) if found else ()
 
 
 def render_plain(preview: Preview) -> str:
@@ -126,6 +143,8 @@ def print_previews(previews: list[Preview], console, plain: bool = False) -> Non
 
     for note in dict.fromkeys(n for p in previews for n in p.notes):
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    for warning in dict.fromkeys(w for p in previews for w in p.warnings):
+        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     for preview in previews:
         if plain or not console.is_terminal:
             console.print(render_plain(preview), markup=False, highlight=False, soft_wrap=True)
