@@ -142,3 +142,15 @@ def test_a_fixed_line_naming_the_word_its_prompts_name_is_warned_about(tmp_path)
     (tmp_path / "h.yaml").write_text(text.replace(line, "You can make a booking any time at library.harlow.ac.uk/rooms."))
     assert not [w for w in compile_spec(tmp_path / "h.yaml").warnings if w.name == "line-copies-prompt"]
     assert not [w for w in compile_spec(ROOT / "specs" / "northbank_app.yaml").warnings if w.name == "line-copies-prompt"]
+
+
+def test_the_copied_word_warnings_describe_the_words_they_skip_as_the_code_does():
+    """The warning's reference names the word length and a few common words it skips: each named word is skipped."""
+    import re
+
+    from behavio.compiler.respell import _COMMON
+    from behavio.spec.warning_names import CORE
+
+    text = CORE["refusal-copies-prompt"]
+    named = re.findall(r"'(\w+)'", text)
+    assert named and all(word in _COMMON for word in named) and "four letters or more" in text

@@ -19,10 +19,11 @@ CORE = {
     "control-markers": "Spec text or data holds chat control markers such as <|im_end|>; they are neutralized, never "
                        "used as control tokens.",
     "probe-repeated": "A probe is given twice in one prompt set; it is scored once.",
-    "refusal-copies-prompt": "More than 2/3 of the prompts a refusal answers name a plain word the refusal says: the "
+    "refusal-copies-prompt": "More than 2/3 of the prompts a refusal answers name a plain word the refusal says (a "
+                             "word of four letters or more, not a common one such as 'that', 'your' or 'help'): the "
                              "model can learn the refusal by copying the user's word, and swap in theirs.",
     "line-copies-prompt": "More than 2/3 of the prompts a fixed line (a prefix or sign-off) is added to name "
-                          "a word the line says: the model can learn the line as a template and swap in the user's "
+                          "a word the line says (four letters or more, not a common one): the model can learn the line as a template and swap in the user's "
                           "word.",
     "no-dpo-pairs": "A behavior whose kind derives DPO pairs got none (it matters when train.method has dpo).",
     "dpo-pairs-dropped": "Some DPO pairs of a behavior were not written: their rejected answer did not break its rule.",
