@@ -154,7 +154,7 @@ def test_strict_turns_warnings_into_errors_for_validate_compile_and_check(tmp_pa
     responses.write_text("")
     check = runner.invoke(app, ["check", "--strict", str(spec), "--responses", str(responses)])
     assert check.exit_code == 2 and "error[contrast-frames-unpaired]" in check.output
-    quiet = _support(tmp_path, SUPPORT.replace("split:", "ignore_warnings: [contrast-frames-unpaired]\nsplit:"))
+    quiet = _support(tmp_path, SUPPORT.replace("split:", "ignore_warnings: [contrast-frames-unpaired, unprobed]\nsplit:"))
     assert runner.invoke(app, ["validate", "--strict", str(quiet)]).exit_code == 0
 
 
@@ -170,7 +170,7 @@ def test_run_strict_stops_before_training(tmp_path):
 def test_missing_responses_are_named_in_the_terminal_and_strict_fails_on_them(tmp_path):
     from behavio.check import load_check_spec
 
-    spec = _support(tmp_path, SUPPORT.replace("split:", "ignore_warnings: [contrast-frames-unpaired]\nsplit:"))
+    spec = _support(tmp_path, SUPPORT.replace("split:", "ignore_warnings: [contrast-frames-unpaired, unprobed]\nsplit:"))
     cases = load_check_spec(spec).cases
     answered, missing = cases[:-2], [c.id for c in cases[-2:]]
     responses = tmp_path / "responses.jsonl"
@@ -329,3 +329,21 @@ split: {seed: 5}
     held = json.loads(result.files["manifest.json"])["held_out_subjects"]
     assert len(held) == 1 and f"name a held-out subject: {held[0]!r}" in small.message, small.message
     assert "sits inside another" not in small.message and "held out by split.subjects" in small.message
+
+
+def test_each_decision_line_no_probe_asks_is_named_and_a_probed_one_is_not(tmp_path):
+    """A refusal and its contrast without hand-written probes: both lines named, with the sets to key probes by;
+    probes on the refused set silence its line only; the plain lines (no decision) are never named."""
+    def unprobed(text):
+        return [w.message for w in compile_spec(_support(tmp_path, text)).warnings if w.name == "unprobed"]
+
+    bare = unprobed(SUPPORT)
+    assert len(bare) == 2
+    assert "'no-refunds'" in bare[0] and "(refunds)" in bare[0] and "`probes:`" in bare[0]
+    assert "'no-refunds/contrast'" in bare[1] and "(questions)" in bare[1]
+    (tmp_path / "probes.yaml").write_text('refund: ["can i get my money back for the blue one", "refund pls"]\n')
+    probed = SUPPORT.replace("split:", "probes: {refunds: {file: probes.yaml, key: refund}}\nsplit:")
+    (left,) = unprobed(probed)
+    assert "'no-refunds/contrast'" in left
+    quiet = probed.replace("split:", "ignore_warnings: [unprobed]\nsplit:")
+    assert unprobed(quiet) == []
