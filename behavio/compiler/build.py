@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio import __version__, kinds, pending
+from behavio.check.cases import line_name
+from behavio.check.scorecard import GENERATED
 from behavio.compiler import checks, dpo, proof, respell, rewrites
 from behavio.compiler.compose import Composer, Example
 from behavio.compiler.expand import PromptRow, expand_all, normalize, pair_rows
@@ -238,9 +240,6 @@ def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, iss
                         "rejected answer did not break its rule")
 
 
-GENERATED_SPLITS = ("check", "subject", "reframed", "paraphrase")
-
-
 def _warn_unprobed(spec: Spec, cases: list[dict], issues: Issues) -> None:
     """Warn (``unprobed``) about each line of a decision -- a refusal and its contrast, a behavior scoped to some
     sets and its absence elsewhere -- that no hand-written probe asks: its scorecard number will come from the
@@ -252,10 +251,10 @@ def _warn_unprobed(spec: Spec, cases: list[dict], issues: Issues) -> None:
         for rule in case["rules"]:
             if rule["kind"] != "refusal" and rule["behavior"] not in scoped:
                 continue
-            line = f"{rule['behavior']}/{rule['part']}" if rule.get("part") else rule["behavior"]
+            line = line_name(rule["behavior"], rule.get("part"))
             if case["split"] == "probe":
                 probed.add(line)
-            elif case["split"] in GENERATED_SPLITS:
+            elif case["split"] in GENERATED:
                 generated.setdefault(line, []).append(case["prompt_set"])
     index = {b.id: b.index for b in spec.behaviors}
     for line, sets in sorted(generated.items(), key=lambda item: (index[item[0].split("/")[0]], item[0])):
