@@ -72,6 +72,12 @@ def line_name(behavior: str, part: str | None) -> str:
     return f"{behavior}/{part}" if part else behavior
 
 
+def scoped_behaviors(rows: list[dict]) -> set[str]:
+    """The behaviors scoped to some sets: those with rules expecting them absent elsewhere (``<id>/elsewhere``), in
+    rows that carry their rules as dicts (SFT rows, check cases)."""
+    return {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
+
+
 @dataclass(frozen=True)
 class CheckCase:
     """A held-out prompt (``split``: ``check``, ``subject``, ``reframed``, ``recall``, ``paraphrase`` or ``probe``) and

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from behavio import __version__, kinds, pending
-from behavio.check.cases import line_name
+from behavio.check.cases import line_name, scoped_behaviors
 from behavio.check.scorecard import GENERATED
 from behavio.compiler import checks, dpo, proof, respell, rewrites
 from behavio.compiler.compose import Composer, Example
@@ -244,7 +244,7 @@ def _warn_unprobed(spec: Spec, cases: list[dict], issues: Issues) -> None:
     """Warn (``unprobed``) about each line of a decision -- a refusal and its contrast, a behavior scoped to some
     sets and its absence elsewhere -- that no hand-written probe asks: its scorecard number will come from the
     spec's own templates alone, which predicted the probes worst exactly on these lines."""
-    scoped = {r["behavior"] for case in cases for r in case["rules"] if r.get("part") == "elsewhere"}
+    scoped = scoped_behaviors(cases)
     generated: dict[str, list[str]] = {}
     probed: set[str] = set()
     for case in cases:

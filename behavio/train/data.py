@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from behavio.chat import prepare_messages, tokenize_with_assistant_mask
+from behavio.check.cases import scoped_behaviors
 from behavio.errors import BehavioError
 from behavio.jsonio import parse_jsonl, read_jsonl, write_jsonl
 
@@ -243,7 +244,7 @@ def refusal_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
 def scoped_openings(rows: list[dict], labels: list[list[int]]) -> list[int]:
     """The first trained token of every SFT row that opens with a sentence scoped to some sets (a prefix or header
     whose rules expect it absent elsewhere, ``<id>/elsewhere``): how those sentences open, as trained."""
-    scoped = _scoped_behaviors(rows)
+    scoped = scoped_behaviors(rows)
     return _first_trained_tokens(rows, labels, lambda r: r.get("behavior") in scoped and _present_opening(r))
 
 
@@ -310,18 +311,13 @@ def long_answers_warning(rows: list[dict], labels: list[list[int]], limit: int |
             "off, and an unfinished answer fails no_repetition; shorten them or raise check.max_new_tokens")
 
 
-def _scoped_behaviors(rows: list[dict]) -> set[str]:
-    """The behaviors scoped to some sets: those with rules expecting them absent elsewhere (``<id>/elsewhere``)."""
-    return {r["behavior"] for row in rows for r in row.get("rules", []) if r.get("part") == "elsewhere"}
-
-
 def scoped_closings(rows: list[dict], labels: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """How each sign-off scoped to some sets (``<id>/elsewhere`` rules) is trained where an answer ends with it: the
     tokens from the end of the body (its separator, or the token the separator shares with the body's last
     character, as Llama 3 writes ".\n\n") to the end of the answer, each distinct sequence once. An answer decides
     there whether it ends with the sign-off, as it decides at its first tokens whether to open with a prefix
     (``train.opening_weight`` weighs both). Found by the decoded text, so any tokenizer and separator will do."""
-    scoped = _scoped_behaviors(rows)
+    scoped = scoped_behaviors(rows)
     found: set[tuple[int, ...]] = set()
     for row, row_labels in zip(rows, labels):
         choices = _rule_choices(row, lambda rule: rule.get("behavior") in scoped and rule.get("kind") == "sign_off"
