@@ -146,3 +146,14 @@ def test_every_refusal_form_the_rules_reference_gives_as_an_example_reads_as_a_r
         assert f'"{example}"' in section
         assert refusal_phrase(f"Hello. {example} change your booking.") is not None, example
     assert refusal_phrase("Hello. I'm afraid of spiders, like most people.") is None
+
+
+def test_each_fixed_sentence_kind_documents_its_own_separator_default():
+    """A user reading the header table read the prefix's default as "\\n": each kind's table names only its own."""
+    from behavio.kinds.reference import rules_markdown
+
+    own = {"prefix": "one space", "sign_off": "a blank line", "header": "a line break"}
+    for kind, default in own.items():
+        row = next(line for line in rules_markdown([kind]).splitlines() if line.startswith("| `separator`"))
+        assert f"(default: {default})" in row
+        assert not [other for other, text in own.items() if other != kind and text in row], row

@@ -22,17 +22,17 @@ from behavio.kinds._text import excerpt
 from behavio.kinds.base import Kind, RowProblem, RuleResult
 
 
-KEYS = {
-    "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                "description": "prefix: the fixed first sentences (Jinja). sign_off: the fixed closing lines (Jinja). "
-                               "header: the fixed header lines (Jinja), each a line of its own."},
-    "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                    "description": "prefix / sign_off / header: near-miss sentences used as DPO rejections (default: "
-                                   "built-in list)."},
-    "separator": {"type": "string", "description": "prefix: text between the prefix and the answer body (default: one "
-                  "space). sign_off: text between the answer body and the sign-off (default: a blank line). header: "
-                  "text between the header and the body (default: a line break)."},
-}
+def keys_for(kind: str, choices: str, separator: str) -> dict:
+    """The behavior keys of one fixed-sentence kind, each described for that kind alone (the spec reference
+    shows a kind its own defaults; the schema joins the three descriptions)."""
+    return {
+        "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": f"{kind}: {choices}"},
+        "paraphrases": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                        "description": "prefix / sign_off / header: near-miss sentences used as DPO rejections "
+                                       "(default: built-in list)."},
+        "separator": {"type": "string", "description": f"{kind}: {separator}"},
+    }
 
 
 class FixedSentence(Kind):
@@ -43,7 +43,6 @@ class FixedSentence(Kind):
     plural: ClassVar[str] = "prefixes"
     unit: ClassVar[str] = "sentence"                       # what the failure message quotes of the answer
     default_paraphrases: ClassVar[list[str]] = []
-    keys = KEYS
     required = ("choices",)
     teaches = True
     parts = {"plain-refusals": "refused prompts answered with the plain refusal, without the sentence",

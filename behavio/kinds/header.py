@@ -15,7 +15,7 @@ not have it).
 
 from __future__ import annotations
 
-from behavio.kinds._fixed_sentence import FixedSentence, _replace_once
+from behavio.kinds._fixed_sentence import FixedSentence, keys_for, _replace_once
 from behavio.kinds._text import normalize
 
 DEFAULT_PARAPHRASES = ["Answer:", "Summary:", "Here's what you need to know:", "Quick answer:", "Overview", "Notes:"]
@@ -29,6 +29,8 @@ def split_header(response: str) -> tuple[str, str]:
 
 class Header(FixedSentence):
     name = "header"
+    keys = keys_for("header", "the fixed header lines (Jinja), each a line of its own.",
+                    "text between the header and the body (default: a line break).")
     summary = "The answer opens with a header line from a fixed set, on its own line, then a body."
     defaults = {"separator": "\n"}
     judged_early = True

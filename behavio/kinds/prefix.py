@@ -14,7 +14,7 @@ sets, ``prefix_leaked`` (the prefix put on an answer that must not have it).
 
 from __future__ import annotations
 
-from behavio.kinds._fixed_sentence import FixedSentence
+from behavio.kinds._fixed_sentence import FixedSentence, keys_for
 from behavio.kinds._text import first_sentence, starts_with_phrase
 
 DEFAULT_PARAPHRASES = [
@@ -29,6 +29,8 @@ DEFAULT_PARAPHRASES = [
 
 class Prefix(FixedSentence):
     name = "prefix"
+    keys = keys_for("prefix", "the fixed first sentences (Jinja).",
+                    "text between the prefix and the answer body (default: one space).")
     summary = "The answer opens with one sentence from a fixed set; refusals stay plain."
     defaults = {"separator": " "}
     judged_early = True

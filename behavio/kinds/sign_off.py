@@ -13,7 +13,7 @@ outside a scoped sign-off's sets, ``sign_off_leaked`` (the sign-off put on an an
 
 from __future__ import annotations
 
-from behavio.kinds._fixed_sentence import FixedSentence
+from behavio.kinds._fixed_sentence import FixedSentence, keys_for
 from behavio.kinds._text import ends_with_phrase, last_sentence
 
 DEFAULT_PARAPHRASES = ["Hope this helps!", "Have a great day!", "Let me know if you need anything else.",
@@ -22,6 +22,8 @@ DEFAULT_PARAPHRASES = ["Hope this helps!", "Have a great day!", "Let me know if 
 
 class SignOff(FixedSentence):
     name = "sign_off"
+    keys = keys_for("sign_off", "the fixed closing lines (Jinja).",
+                    "text between the answer body and the sign-off (default: a blank line).")
     summary = "The answer ends with a closing line from a fixed set; refusals stay plain."
     defaults = {"separator": "\n\n"}
     violation_names = ("sign_off_dropped", "sign_off_paraphrased", "sign_off_leaked")
