@@ -62,7 +62,8 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
     from behavio.compiler.output import write_compiled
 
     failed: list[str] = []
-    table = Table("spec", "sft", "val", "dpo", "checks", "of them probes", "pending", "output", title="behavio compile")
+    table = Table("spec", "sft", "val", "dpo", "checks", "probes", "pending", "output", title="behavio compile",
+                  caption="checks: every check case, the probes among them")
     for path in spec_files(paths):
         try:
             compiled = compile_spec(path)

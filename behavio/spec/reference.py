@@ -81,8 +81,8 @@ def reference_markdown() -> str:
                     props["prompts"]["additionalProperties"]["properties"]),
              _table("Answer source (`answers.<prompt set>`)", props["answers"]["additionalProperties"]["description"],
                     props["answers"]["additionalProperties"]["properties"]),
-             _table("Behavior (`behaviors[]`)", "Which keys each kind takes is checked; see docs/rules.md for what each kind checks "
-                    "and the compiler's docstring in behavio/compiler/dpo.py for the DPO violations each kind generates.",
+             _table("Behavior (`behaviors[]`)", "Which keys each kind takes is checked; docs/rules.md says, kind by kind, what it "
+                    "checks and which rejected answers it writes as DPO pairs.",
                     props["behaviors"]["items"]["properties"]),
              _warnings()]
     return "\n".join(parts)
