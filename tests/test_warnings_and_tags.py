@@ -347,3 +347,18 @@ def test_each_decision_line_no_probe_asks_is_named_and_a_probed_one_is_not(tmp_p
     assert "'no-refunds/contrast'" in left
     quiet = probed.replace("split:", "ignore_warnings: [unprobed]\nsplit:")
     assert unprobed(quiet) == []
+
+
+def test_a_decision_line_with_fewer_than_ten_probes_is_named_with_its_count(tmp_path):
+    """Two refund probes: the refusal's line is named as few-probes (one probe is 50 points of it); ten are
+    enough, and the warning can be accepted by name."""
+    def few(probes: int, extra: str = ""):
+        lines = ", ".join(f'"refund me for order {n}"' for n in range(probes))
+        (tmp_path / "probes.yaml").write_text(f"refund: [{lines}]\n")
+        text = SUPPORT.replace("split:", f"probes: {{refunds: {{file: probes.yaml, key: refund}}}}\n{extra}split:")
+        return [w.message for w in compile_spec(_support(tmp_path, text)).warnings if w.name == "few-probes"]
+
+    (two,) = few(2)
+    assert "'no-refunds'" in two and "2 hand-written probe(s)" in two and "50 points" in two and "(refunds)" in two
+    assert few(10) == [] and few(9) != []
+    assert few(2, "ignore_warnings: [few-probes]\n") == []

@@ -240,31 +240,41 @@ def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, iss
                         "rejected answer did not break its rule")
 
 
+MIN_PROBES = 10  # a decision line with fewer hand-written probes is warned about (`few-probes`)
+
+
 def _warn_unprobed(spec: Spec, cases: list[dict], issues: Issues) -> None:
-    """Warn (``unprobed``) about each line of a decision -- a refusal and its contrast, a behavior scoped to some
-    sets and its absence elsewhere -- that no hand-written probe asks: its scorecard number will come from the
-    spec's own templates alone, which predicted the probes worst exactly on these lines."""
+    """Warn about each line of a decision -- a refusal and its contrast, a behavior scoped to some sets and its
+    absence elsewhere -- that no hand-written probe asks (``unprobed``: its scorecard number will come from the
+    spec's own templates alone, which predicted the probes worst exactly on these lines) or that fewer than
+    :data:`MIN_PROBES` ask (``few-probes``: one probe is more than a tenth of its rate)."""
     scoped = scoped_behaviors(cases)
     generated: dict[str, list[str]] = {}
-    probed: set[str] = set()
+    probes: Counter = Counter()
     for case in cases:
         for rule in case["rules"]:
             if rule["kind"] != "refusal" and rule["behavior"] not in scoped:
                 continue
             line = line_name(rule["behavior"], rule.get("part"))
             if case["split"] == "probe":
-                probed.add(line)
+                probes[line] += 1
             elif case["split"] in GENERATED:
                 generated.setdefault(line, []).append(case["prompt_set"])
     index = {b.id: b.index for b in spec.behaviors}
     for line, sets in sorted(generated.items(), key=lambda item: (index[item[0].split("/")[0]], item[0])):
-        if line not in probed:
-            named = ", ".join(dict.fromkeys(sets))
-            issues.warn("unprobed", ("behaviors", index[line.split("/")[0]]),
+        named, where = ", ".join(dict.fromkeys(sets)), ("behaviors", index[line.split("/")[0]])
+        if not probes[line]:
+            issues.warn("unprobed", where,
                         f"no hand-written probe asks scorecard line {line!r}: its number will come from held-out "
                         f"phrasings of the spec's own templates alone, which passed 96-100% on a spec whose probes "
                         f"passed 75-78% (kestrel_mobile, bench/SPEC_QUALITY.md). Write prompts as your users type "
                         f"them, before training, under `probes:` keyed by one of its sets ({named})")
+        elif probes[line] < MIN_PROBES:
+            issues.warn("few-probes", where,
+                        f"scorecard line {line!r} has {probes[line]} hand-written probe(s): one of them is "
+                        f"{100 / probes[line]:.0f} points of its rate, so its verdict turns on a single answer. Write "
+                        f"{MIN_PROBES} or more (the README's checklist asks 15), before training, under `probes:` keyed "
+                        f"by one of its sets ({named})")
 
 
 def _assert_unique_ids(rows: list[dict]) -> None:

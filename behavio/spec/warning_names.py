@@ -21,6 +21,8 @@ CORE = {
     "probe-repeated": "A probe is given twice in one prompt set; it is scored once.",
     "unprobed": "A refusal, its contrast, a behavior scoped to some sets or its absence elsewhere has no hand-written "
                 "probe: its scorecard line measures the spec's own templates only.",
+    "few-probes": "A refusal, its contrast, a behavior scoped to some sets or its absence elsewhere has fewer than 10 "
+                  "hand-written probes: one probe is more than a tenth of its scorecard line's rate.",
     "refusal-copies-prompt": "More than 2/3 of the prompts a refusal answers name a plain word the refusal says (a "
                              "word of four letters or more, not a common one such as 'that', 'your' or 'help'): the "
                              "model can learn the refusal by copying the user's word, and swap in theirs.",
