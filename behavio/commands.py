@@ -104,11 +104,12 @@ def validate_command(paths: list[Path], *, out: Console, err: Console, strict: b
             held += held_subjects_line(compiled.spec.id, compiled.manifest.get("held_out_subjects") or [])
         except SpecError as exc:
             failed += [str(i) for i in exc.issues]
+    if not failed:
+        out.print(f"{len(files)} spec(s) valid", highlight=False)
+    for line in held:  # said under --strict too: the subjects are what a user fixing a warning needs to see
+        out.print(line, highlight=False, markup=False)
     if failed:
         raise BehavioError("\n".join(failed))
-    out.print(f"{len(files)} spec(s) valid", highlight=False)
-    for line in held:
-        out.print(line, highlight=False, markup=False)
     return 0
 
 

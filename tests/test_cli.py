@@ -42,6 +42,18 @@ def test_validate_names_the_subjects_held_out_of_training():
     assert all(repr(s) in said for s in held) and "worded two ways" in said
 
 
+def test_validate_strict_still_names_the_held_out_subjects_when_a_warning_fails_it(tmp_path):
+    """A README-only user whose spec failed --strict on a warning could not see which subjects were held out."""
+    text = (ROOT / "specs" / "kestrel_mobile.yaml").read_text()
+    without_probes = text[:text.index("\nprobes:")] + text[text.index("\nthresholds:"):]  # unprobed: a warning
+    (tmp_path / "data").symlink_to(ROOT / "specs" / "data")
+    (tmp_path / "kestrel_mobile.yaml").write_text(without_probes)
+    result = runner.invoke(app, ["validate", str(tmp_path / "kestrel_mobile.yaml"), "--strict"])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "unprobed" in said and "spec(s) valid" not in said
+    assert "kestrel_mobile:" in said and "held out of training" in said
+
+
 def test_init_writes_a_spec_that_compiles(tmp_path):
     result = runner.invoke(app, ["init", "my-bot", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
