@@ -59,6 +59,8 @@ def test_init_writes_a_spec_that_compiles(tmp_path):
     assert result.exit_code == 0, result.output
     spec = tmp_path / "my-bot.yaml"
     assert spec.read_text().startswith(f"# behavio compile {spec.as_posix()}  ")  # the path it was written to
+    strict = runner.invoke(app, ["validate", str(spec), "--strict"])
+    assert strict.exit_code == 0, strict.output  # a starter that shows what good looks like: no warning
     compiled = runner.invoke(app, ["compile", str(spec), "--out", str(tmp_path / "gen")])
     assert compiled.exit_code == 0, compiled.output
     assert (tmp_path / "gen" / "my-bot" / "sft.jsonl").stat().st_size > 0
