@@ -85,7 +85,7 @@ def compile_spec(path: str | Path) -> Compiled:
              for split, examples in (("check", check), ("recall", recall), ("subject", subject), ("reframed", reframed),
                                      ("paraphrase", paraphrases), ("probe", probes))
              for ex in examples]
-    _warn_unprobed(spec, cases, issues)
+    _warn_probe_coverage(spec, cases, issues)
     _assert_unique_ids(sft_train + sft_val + cases)
     composition = _composition(spec, sft_train, sft_val, cases)
     _enforce_min_share(spec, composition, issues)
@@ -243,7 +243,7 @@ def _warn_missing_pairs(spec: Spec, dpo_train: list[dict], dropped: Counter, iss
 MIN_PROBES = 10  # a decision line with fewer hand-written probes is warned about (`few-probes`)
 
 
-def _warn_unprobed(spec: Spec, cases: list[dict], issues: Issues) -> None:
+def _warn_probe_coverage(spec: Spec, cases: list[dict], issues: Issues) -> None:
     """Warn about each line of a decision -- a refusal and its contrast, a behavior scoped to some sets and its
     absence elsewhere -- that no hand-written probe asks (``unprobed``: its scorecard number will come from the
     spec's own templates alone, which predicted the probes worst exactly on these lines) or that fewer than
