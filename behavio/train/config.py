@@ -45,6 +45,7 @@ class TrainConfig:
     method: tuple[str, ...] = _d("method")
     quantization: str = _d("quantization")
     device: str = _d("device")
+    cpu_precision: str = _d("cpu_precision")
     max_minutes: float | None = _d("max_minutes")
     epochs: Union[float, str] = _d("epochs")  # "auto" until the run resolves it (plan.sft_epochs)
     max_steps: int | None = _d("max_steps")

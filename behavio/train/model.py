@@ -95,11 +95,38 @@ def trained_adapter(model, adapter_dir: Path) -> PeftModel:
         raise BehavioError(f"{adapter_dir}: adapter does not load ({type(exc).__name__}: {exc})") from None
 
 
-def precision(cuda: bool) -> dict:
-    """Mixed-precision flags for the trainer: bf16 (or fp16) on CUDA, fp32 on CPU."""
+def precision(cfg: TrainConfig, cuda: bool) -> dict:
+    """Mixed-precision flags for the trainer: bf16 (or fp16) on CUDA; on CPU, bf16 autocast when
+    ``cpu_precision`` asks for it or (``auto``) when the CPU multiplies bf16 natively, fp32 otherwise."""
     import torch
 
     if not cuda:
-        return {"bf16": False, "fp16": False, "use_cpu": True}
+        return {"bf16": cpu_bf16(cfg), "fp16": False, "use_cpu": True}
     bf16 = torch.cuda.is_bf16_supported()
     return {"bf16": bf16, "fp16": not bf16}
+
+
+def cpu_bf16(cfg: TrainConfig) -> bool:
+    """True when training on the CPU computes in bf16 autocast (``cpu_precision``; ``auto``: native bf16 only)."""
+    return cfg.cpu_precision == "bf16" or (cfg.cpu_precision == "auto" and bool(native_bf16()))
+
+
+def native_bf16() -> str | None:
+    """The instruction set this CPU multiplies bf16 with (``avx512_bf16`` or ``amx_bf16``), or None."""
+    import torch
+
+    try:
+        capabilities = torch.cpu.get_capabilities()
+    except Exception:  # an older torch or an unknown CPU: assume the slow path
+        return None
+    return next((name for name in ("amx_bf16", "avx512_bf16") if capabilities.get(name)), None)
+
+
+def describe_cpu_precision(cfg: TrainConfig) -> str:
+    """One line for the run log: how SFT and DPO compute on this CPU and why."""
+    native = native_bf16()
+    if cpu_bf16(cfg):
+        why = f"the CPU has {native}" if native else "cpu_precision=bf16, though this CPU has no native bf16: expect slow steps"
+        return f"precision: training in bf16 autocast ({why}); weights, fill and checks in fp32; cpu_precision=fp32 turns it off"
+    why = "cpu_precision=fp32" if cfg.cpu_precision == "fp32" else "this CPU has no native bf16 (avx512_bf16, amx_bf16)"
+    return f"precision: training in fp32 ({why})"

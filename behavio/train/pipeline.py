@@ -243,10 +243,12 @@ def _train_stages(run_dir: Path, cfg: TrainConfig, compiled, model_path: Path, t
     """SFT then DPO, continuing from the newest complete checkpoint when resuming; planned inside the budget."""
     from accelerate import PartialState
 
-    from behavio.train.model import load_for_training, new_adapter, trained_adapter
+    from behavio.train.model import describe_cpu_precision, load_for_training, new_adapter, trained_adapter
 
     state = PartialState()
     main = state.is_main_process
+    if not cuda:
+        say(describe_cpu_precision(cfg))
     last = newest_complete(run_dir) if resume else None
     metrics = MetricsLog(run_dir)
     if last is not None:

@@ -99,7 +99,7 @@ def trainer_args(stage: Stage, *, lr: float, epochs: float, max_steps: int | Non
         "remove_unused_columns": True,
         "disable_tqdm": not stage.is_main,
         "save_only_model": False,
-        **precision(stage.cuda),
+        **precision(cfg, stage.cuda),
     }
 
 
