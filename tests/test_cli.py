@@ -128,4 +128,4 @@ def test_frames_lists_the_libraries_and_reads_a_subject_in_every_frame():
     lines = shown.output.splitlines()[1:]
     assert len(lines) == 42 and all("my invoice" in line and "{{" not in line for line in lines)
     unknown = runner.invoke(app, ["frames", "nope"])
-    assert unknown.exit_code == 2 and "available: advice, howto, permission" in unknown.output and "Traceback" not in unknown.output
+    assert unknown.exit_code == 2 and "available: advice, can_i, howto, permission" in unknown.output and "Traceback" not in unknown.output

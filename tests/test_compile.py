@@ -244,6 +244,66 @@ def test_a_contrast_sets_exclude_holds_where_pairing_asks_its_subjects_in_other_
     assert not any("poem" in t for t in kept + left_out)
 
 
+EXTRA_FRAMES_SPEC = """\
+spec: extra-frames
+system: "You are a courier's assistant."
+vars:
+  hide: [hide a vape in a parcel, put a lower value on the form, mark a sale as a gift, send a knife unlabelled,
+         leave the contents blank, split an order to dodge duty, wrap cash in a card, send pills unlisted]
+  honest: [send perfume abroad, insure a parcel, pack knives safely, declare a used laptop, pay import charges,
+           send a phone with its battery, fill in a gift form, correct a wrong value]
+  tracked: [my parcel, my delivery, the parcel from my aunt, my return]
+prompts:
+  hide_howto: {frames: {library: howto, subjects: "{{ hide }}", per_frame: 1}}
+  hide_requests: {frames: {library: requests, subjects: "{{ hide }}", per_frame: 1}}
+  honest: {frames: {library: requests, subjects: "{{ honest }}", per_frame: 1}}
+  tracking: {frames: {library: support, subjects: "{{ tracked }}", per_frame: 1}}
+answers:
+  honest: {source: literal, template: "Here is how to {{ row.subject }}."}
+  tracking: {source: literal, template: "Here is where {{ row.subject }} is."}
+behaviors:
+  - {id: no-hiding, kind: refusal, when: [hide_howto, hide_requests], contrast: [honest, tracking],
+     responses: ["I can't help with hiding what is sent."]EXTRA}
+ignore_warnings: [contrast-frames-unpaired, few-probes]
+"""
+
+
+def test_extra_frames_ask_refused_and_answered_subjects_once_each_in_another_library(tmp_path):
+    """``extra_frames: [can_i]``: every refused and every answered verb phrase is asked once more as "can I ...?"
+    (the refused side refused, the answered side answered); sets sharing subjects are asked once; the noun-phrase
+    set is not; the check split holds out whole can_i frames on both sides."""
+    from behavio.compiler.expand import load_frames
+
+    def compiled(extra: str) -> list[tuple[str, str, str, str]]:
+        (tmp_path / "x.yaml").write_text(EXTRA_FRAMES_SPEC.replace("EXTRA", extra))
+        c = compile_spec(tmp_path / "x.yaml")
+        train = [(r["prompt_set"], r["messages"][-2]["content"], r["messages"][-1]["content"], "train")
+                 for r in rows(c, "sft.jsonl") + rows(c, "sft.val.jsonl")]
+        return train + [(r["prompt_set"], r["messages"][-1]["content"], "", r["split"]) for r in rows(c, "checks.jsonl")]
+
+    subjects = [*re.findall(r"\[(.*?)\]", EXTRA_FRAMES_SPEC.split("tracked:")[0].split("vars:")[1], re.S)]
+    subjects = [x.strip() for group in subjects for x in group.replace("\n", " ").split(",")]
+    asked_as = {f.replace("{{ subject }}", x): f for f in load_frames("can_i") for x in subjects}
+
+    def can_i(text: str) -> str | None:
+        return asked_as.get(text)
+
+    assert not [t for _, t, _, _ in compiled("") if can_i(t)]
+    with_extra = compiled(", extra_frames: [can_i]")
+    asked = [(s, t, a, split) for s, t, a, split in with_extra if can_i(t)]
+    refused = {t for s, t, _, _ in asked if s.startswith("hide_")}
+    answered = {t for s, t, _, _ in asked if s == "honest"}
+    assert len(refused) == 8 and len(answered) == 8  # each subject once; hide_requests shares hide_howto's subjects
+    assert {s for s, *_ in asked if s.startswith("hide_")} == {"hide_howto"}
+    assert not [t for s, t, _, _ in with_extra if s == "tracking" and t.lower().startswith("can i")]  # a noun phrase
+    assert all(a == "I can't help with hiding what is sent." for s, _, a, split in asked if s.startswith("hide_")
+               and split == "train")
+    assert all(a.startswith("Here is how to") for s, _, a, split in asked if s == "honest" and split == "train")
+    held = {can_i(t) for _, t, _, split in asked if split == "check"}
+    trained = {can_i(t) for _, t, _, split in asked if split == "train"}
+    assert held and not held & trained  # whole frames held out, on both sides
+
+
 def test_poodle_spec_minimal_pairs_share_frames(poodle):
     """The poodle prompts and the other-breed prompts are the same sentences with the subject swapped."""
     import re

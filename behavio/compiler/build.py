@@ -19,7 +19,7 @@ from behavio.check.cases import line_name, scoped_behaviors
 from behavio.check.scorecard import GENERATED
 from behavio.compiler import checks, dpo, proof, respell, rewrites
 from behavio.compiler.compose import Composer, Example
-from behavio.compiler.expand import PromptRow, expand_all, normalize, pair_rows
+from behavio.compiler.expand import PromptRow, expand_all, extra_rows, normalize, pair_rows
 from behavio.compiler.issues import Issues
 from behavio.compiler.split import split_rows
 from behavio.compiler.suite import render_suite, suite_filename
@@ -45,6 +45,12 @@ def compile_spec(path: str | Path) -> Compiled:
     issues = Issues(spec)
     rows = expand_all(spec, issues)
     issues.raise_if_any()
+    dealt: Counter = Counter()  # frames of each extra library handed out so far
+    for behavior in spec.behaviors:
+        for library, name in kinds.of(behavior).extra_phrasings(behavior, spec):
+            added = extra_rows(spec, library, name, rows[name], issues, dealt[library])
+            dealt[library] += len(added)
+            rows[name] = rows[name] + added
     for behavior in spec.behaviors:
         kind = kinds.of(behavior)
         for library, name in kind.paired_prompts(behavior, spec):

@@ -340,6 +340,24 @@ def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues
     return out
 
 
+def extra_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues: Issues, start: int) -> list[PromptRow]:
+    """Set ``name``'s subjects, each once, in the frames of ``library`` (after the set's ``exclude``), frames dealt
+    in turn from ``start`` so that sets asked in the same library take different ones (``Kind.extra_phrasings``)."""
+    frames = without_excluded(spec.prompts[name], load_frames(library) or [])
+    subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
+    seen = {normalize(r.prompt) for r in rows}
+    out = []
+    for i, subject in enumerate(subjects if frames else []):
+        frame = frames[(start + i) % len(frames)]
+        text = render_frame(spec, name, frame, subject, issues)
+        if text is None or normalize(text) in seen:
+            continue
+        seen.add(normalize(text))
+        out.append(PromptRow(name, len(rows) + len(out), text, {"subject": subject, "frame": frame},
+                             f"frame:{library}:{frame}", subject=subject))
+    return out
+
+
 def render_frame(spec: Spec, name: str, frame: str, subject: str, issues: Issues) -> str | None:
     """``frame`` with ``subject`` (and the spec's vars) filled in, for set ``name``; None (and an error) if it fails."""
     text = _render(frame, {**spec.vars, "subject": subject}, issues, ("prompts", name, "frames"))

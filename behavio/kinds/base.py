@@ -130,6 +130,11 @@ class Kind:
         and adds them to the set (minimal pairs: a phrasing the behavior keys on, with a subject it must not)."""
         return []
 
+    def extra_phrasings(self, behavior: Behavior, spec: Spec) -> list[tuple[str, str]]:
+        """(frame library, prompt set) pairs: the compiler asks each of the set's subjects once more in one of the
+        library's frames and adds the rows to the set (another way of asking, on both sides of a decision)."""
+        return []
+
     def problems(self, behavior: Behavior, spec: Spec) -> Iterable[Problem]:
         """Cross-checks the JSON Schema cannot express (key paths below the behavior)."""
         return ()

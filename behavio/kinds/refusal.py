@@ -14,6 +14,7 @@ refusal (``complimented_refusal``); a contrast row's rejected side is the refusa
 
 from __future__ import annotations
 
+import json
 import re
 
 from behavio import embeddings
@@ -93,6 +94,12 @@ class Refusal(Kind):
                                        "sets too, where both libraries take the same kind of subject, so every phrasing "
                                        "that is refused is also answered (minimal pairs; answers from the contrast set's "
                                        "source: model or a literal template)."},
+        "extra_frames": {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "default": [],
+                         "description": "refusal: frame libraries (e.g. can_i) to ask the subjects of the refused and the "
+                                        "contrast frame sets in as well, each subject once, where the library takes "
+                                        "the same kind of subject as the set's own: one more way of asking, seen "
+                                        "refused and answered alike, so the way a question is asked does not decide "
+                                        "the refusal. Sets that share their subjects are asked once."},
     }
     required = ("when", "responses")
     scoped = False
@@ -158,11 +165,39 @@ class Refusal(Kind):
             ps, source = spec.prompts.get(name), spec.answers.get(name)
             if ps is None or ps.frame_library is None or source is None:
                 continue
-            if source.source not in ("model", "literal") or (source.source == "literal" and source.template is None):
+            if not self._writable(source):
                 continue
             pairs += [(lib, name) for lib in sorted(refused) if lib != ps.frame_library
                       and frame_subject(lib) is not None and frame_subject(lib) == frame_subject(ps.frame_library)]
         return pairs
+
+    def extra_phrasings(self, behavior, spec) -> list[tuple[str, str]]:
+        """Each extra library, for the first refused and the first contrast frame set of every subject list that
+        reads in it (a contrast set only where its answers can be written for new prompts)."""
+        from behavio.compiler.expand import frame_subject
+
+        out = []
+        for library in self.arg(behavior, "extra_frames") or []:
+            for side in ("when", "contrast"):
+                seen = set()
+                for name in behavior.sets(side):
+                    ps = spec.prompts.get(name)
+                    if ps is None or ps.frame_library in (None, library) or frame_subject(library) is None:
+                        continue
+                    if frame_subject(library) != frame_subject(ps.frame_library):
+                        continue
+                    if side == "contrast" and not self._writable(spec.answers.get(name)):
+                        continue
+                    subjects = json.dumps(ps.frames["subjects"], sort_keys=True)
+                    if subjects not in seen:
+                        seen.add(subjects)
+                        out.append((library, name))
+        return out
+
+    @staticmethod
+    def _writable(source) -> bool:
+        """True when answers for new prompts of a set can be written: the model's, or a literal template."""
+        return source is not None and (source.source == "model" or (source.source == "literal" and source.template is not None))
 
     def warnings(self, behavior, spec, prompts):
         """A contrast set on a frame library no trigger set uses (its phrasings are only ever answered); answered
