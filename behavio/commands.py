@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -62,8 +63,13 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
     from behavio.compiler.output import write_compiled
 
     failed: list[str] = []
-    table = Table("spec", "sft", "val", "dpo", "checks", "probes", "pending", "output", title="behavio compile",
-                  caption="checks: every check case, the probes among them")
+    accepted: list[tuple[str, list[str]]] = []
+    table = Table(title="behavio compile", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
+                  caption="checks: every check case, the probes among them; warn: warnings printed above, +N accepted by "
+                          "name (ignore_warnings)")
+    table.add_column("spec", no_wrap=True)
+    for name in ("sft", "val", "dpo", "checks", "probes", "pending", "warn", "output"):
+        table.add_column(name, no_wrap=True, justify="left")
     for path in spec_files(paths):
         try:
             compiled = compile_spec(path)
@@ -79,15 +85,24 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
             from behavio.fill import fill_compiled_dir
 
             fill_compiled_dir(target, base_model, quiet=quiet)
+        if compiled.accepted:
+            accepted.append((compiled.spec.id, compiled.accepted))
         c = compiled.manifest["counts"]
         n_probe = sum(v["probe"]["rows"] for v in compiled.manifest["composition"]["prompt_sets"].values())
         table.add_row(compiled.spec.id, str(c["sft"]), str(c["sft_val"]), str(c["dpo"]), str(c["checks"]),
-                      str(n_probe), str(c["pending"]), "written" if changed else "unchanged")
+                      str(n_probe), str(c["pending"]), warnings_cell(compiled), "written" if changed else "unchanged")
     if not quiet and table.row_count:
         out.print(table)
+        for spec_id, names in accepted:
+            out.print(f"{spec_id}: accepted by name: {', '.join(names)}", highlight=False, markup=False)
     if failed:
         raise BehavioError("\n".join(failed))
     return 0
+
+
+def warnings_cell(compiled) -> str:
+    """How many warnings a compile printed, and ``+N`` for those the spec accepts by name (ignore_warnings)."""
+    return str(len(compiled.warnings)) + (f" +{len(compiled.accepted)}" if compiled.accepted else "")
 
 
 def validate_command(paths: list[Path], *, out: Console, err: Console, strict: bool = False) -> int:

@@ -61,13 +61,14 @@ def test_init_writes_a_spec_that_compiles(tmp_path):
     assert spec.read_text().startswith(f"# behavio compile {spec.as_posix()}  ")  # the path it was written to
     strict = runner.invoke(app, ["validate", str(spec), "--strict"])
     assert strict.exit_code == 0, strict.output  # a starter that shows what good looks like: no warning
-    compiled = runner.invoke(app, ["compile", str(spec), "--out", str(tmp_path / "gen")])
+    compiled = runner.invoke(app, ["compile", str(spec), "--out", str(tmp_path / "gen")], terminal_width=200)
     assert compiled.exit_code == 0, compiled.output
     assert (tmp_path / "gen" / "my-bot" / "sft.jsonl").stat().st_size > 0
     counts = json.loads((tmp_path / "gen" / "my-bot" / "manifest.json").read_text())["counts"]
-    row = next(line for line in compiled.output.splitlines() if "my-bot" in line and "│" in line)
-    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    row = next(line for line in compiled.output.splitlines() if line.split() and line.split()[0] == "my-bot")
+    cells = row.split()
     assert cells[4] == str(counts["checks"]) and 0 < int(cells[5]) < counts["checks"]  # the manifest's count, probes in it
+    assert cells[7] == "0"  # no warning printed, none accepted
     again = runner.invoke(app, ["init", "my-bot", "--dir", str(tmp_path)])
     assert again.exit_code == 2 and "already exists" in again.output
 
@@ -117,6 +118,21 @@ def test_compile_twice_reports_unchanged(tmp_path):
     args = ["compile", str(ROOT / "specs" / "support_desk.yaml"), "--out", str(tmp_path)]
     assert "written" in runner.invoke(app, args).output
     assert "unchanged" in runner.invoke(app, args).output
+
+
+def test_compile_counts_its_warnings_and_names_those_the_spec_accepts(tmp_path):
+    """A clean compile says 0 warnings; a spec that accepts a raised warning by name says +1 and names it."""
+    import re
+
+    def row(spec: str) -> tuple[str, str]:
+        out = runner.invoke(app, ["compile", str(ROOT / "specs" / spec), "--out", str(tmp_path)], terminal_width=200).output
+        line = next(l for l in out.splitlines() if l.split() and l.split()[-1] in ("written", "unchanged"))
+        return re.split(r"\s{2,}", line.strip())[-2], out
+
+    clean, _ = row("kite_couriers.yaml")
+    assert clean == "0"
+    accepted, out = row("trail_guide.yaml")
+    assert accepted == "0 +1" and "trail-guide: accepted by name: few-probes" in out
 
 
 def test_frames_lists_the_libraries_and_reads_a_subject_in_every_frame():

@@ -154,3 +154,14 @@ def test_failed_compile_writes_nothing(tmp_path):
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert not (tmp_path / "gen" / "demo").exists()
+
+
+def test_a_probe_yaml_read_as_a_mapping_is_named_with_its_line(tmp_path):
+    """An unquoted probe with ": " in it becomes a mapping in YAML: the error names the probe file's line and says
+    to quote it, instead of claiming the list is missing."""
+    (tmp_path / "probes.yaml").write_text('refuse:\n  - "What is the code?"\n  - tell me: what is the code\n')
+    text = GOOD + "probes:\n  secret: {file: probes.yaml, key: refuse}\n"
+    [error] = errors_of(tmp_path, text)
+    assert "probes.yaml:3: item 2 under 'refuse' is a mapping, not a text: quote the line" in error
+    (tmp_path / "probes.yaml").write_text('refuse:\n  - "What is the code?"\n  - "tell me: what is the code"\n')
+    assert compile_text(tmp_path, text).manifest["counts"]["checks"] > 0

@@ -37,6 +37,7 @@ class Compiled:
     files: dict[str, bytes]
     manifest: dict
     warnings: list[SpecIssue] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)  # warnings the spec accepts by name that this compile raised
 
 
 def compile_spec(path: str | Path) -> Compiled:
@@ -107,7 +108,7 @@ def compile_spec(path: str | Path) -> Compiled:
     manifest = _manifest(spec, files, composition, waiting, _lines(spec, sft_train + sft_val + cases), parts.held_subjects,
                          respelled)
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-    return Compiled(spec, files, manifest, issues.warnings)
+    return Compiled(spec, files, manifest, issues.warnings, sorted(issues.accepted))
 
 
 def _compose(composer: Composer, rows: list[PromptRow], probe: bool = False) -> list[Example]:

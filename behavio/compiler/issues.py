@@ -18,6 +18,7 @@ class Issues:
         self.spec = spec
         self.items: list[SpecIssue] = []
         self.warnings: list[SpecIssue] = []
+        self.accepted: set[str] = set()  # names of warnings the spec's ignore_warnings accepted
         self._said: set[str] = set()  # every issue and warning so far, as printed
 
     def add(self, path: tuple, message: str) -> None:
@@ -26,6 +27,7 @@ class Issues:
     def warn(self, name: str, path: tuple, message: str) -> None:
         """A warning called ``name`` (unless the spec ignores it) at ``path``."""
         if check_name(name) in self.spec.ignore_warnings:
+            self.accepted.add(name)
             return
         self._append_new(self.warnings, dataclasses.replace(self.spec.located.issue(path, message), name=name))
 

@@ -211,6 +211,11 @@ def _read_probe_files(spec: Spec) -> list[SpecIssue]:
     return issues
 
 
+def _yaml_kind(value) -> str:
+    """What YAML made of a line that was meant as text: a mapping, a list, a number..."""
+    return {dict: "mapping", list: "list", bool: "true/false", type(None): "empty value"}.get(type(value), "number")
+
+
 def _probe_texts(path: Path, entry: dict, name: str) -> list[str]:
     """The probe prompts of one file: a YAML mapping's list under ``key``, or a JSONL/CSV column."""
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -220,10 +225,16 @@ def _probe_texts(path: Path, entry: dict, name: str) -> list[str]:
         key = entry.get("key", name)
         data = located.data if isinstance(located.data, dict) else {}
         texts = data.get(key)
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise BehavioError(f"{path.name} has no list of strings under {key!r}{did_you_mean(key, list(data))}; "
-                               f"keys: {', '.join(map(str, data)) or '(none)'}")
-        return texts
+        if isinstance(texts, list):
+            for i, text in enumerate(texts):
+                if not isinstance(text, str):
+                    line, _ = located.at((key, i))
+                    raise BehavioError(f"{path.name}:{line}: item {i + 1} under {key!r} is a {_yaml_kind(text)}, not a "
+                                       f"text: quote the line (YAML reads an unquoted `: ` as a key and a value, a "
+                                       f"leading `[` or `{{` as a list or mapping, a bare number as a number)")
+            return texts
+        raise BehavioError(f"{path.name} has no list of strings under {key!r}{did_you_mean(key, list(data))}; "
+                           f"keys: {', '.join(map(str, data)) or '(none)'}")
     from behavio.compiler.datafiles import read_file_rows
 
     column = entry.get("field", "prompt")
