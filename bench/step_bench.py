@@ -1,11 +1,14 @@
-# python bench/step_bench.py [--spec specs/poodle_compliments.yaml] [--steps 24] [--repeats 3]   (prints a table)
-"""What reusing freed memory buys an SFT step: ``behavio train`` with glibc's default allocator vs behavio's setting.
+# python bench/step_bench.py [--compare allocator|precision] [--spec specs/poodle_compliments.yaml] [--steps 24] [--repeats 3]
+"""What a setting buys an SFT step: ``behavio train`` with a baseline and with behavio's choice, alternating.
+
+``--compare allocator`` (the default): glibc's default allocator (``BEHAVIO_KEEP_FREED_MEMORY=0``: every large
+freed block goes back to the kernel and the next one faults in page by page) against behavio's setting
+(behavio/process_settings.py). ``--compare precision``: ``cpu_precision=fp32`` against ``cpu_precision=bf16``
+(bf16 autocast; what ``auto`` picks on a CPU with AVX512-BF16 or AMX).
 
 Each run is ``behavio train SPEC method=sft max_steps=N`` (no check, no saved checkpoints but the last) in a fresh
-process; the two variants alternate so machine noise hits both alike. ``BEHAVIO_KEEP_FREED_MEMORY=0`` is the
-baseline (glibc returns every large freed block to the kernel, and the next one faults in page by page);
-the default is behavio's (behavio/process_settings.py). Reported: s/step from the run's own summary line,
-and the minor page faults and system CPU seconds of the whole process.
+process; the two variants alternate so machine noise hits both alike. Reported: s/step from the run's own summary
+line, and the minor page faults and system CPU seconds of the whole process.
 """
 
 from __future__ import annotations
@@ -24,15 +27,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import machine  # noqa: E402  (bench/quality.py: the machine line of every results file)
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"glibc default (BEHAVIO_KEEP_FREED_MEMORY=0)": "0", "behavio (freed memory kept)": "1"}
+COMPARISONS = {  # name -> {variant: (environment, overrides)}, the baseline first
+    "allocator": {"glibc default (BEHAVIO_KEEP_FREED_MEMORY=0)": ({"BEHAVIO_KEEP_FREED_MEMORY": "0"}, []),
+                  "behavio (freed memory kept)": ({"BEHAVIO_KEEP_FREED_MEMORY": "1"}, [])},
+    "precision": {"fp32 (cpu_precision=fp32)": ({}, ["cpu_precision=fp32"]),
+                  "bf16 autocast (cpu_precision=bf16)": ({}, ["cpu_precision=bf16"])},
+}
 
 
-def one_run(spec: str, steps: int, keep: str) -> dict:
+def one_run(spec: str, steps: int, env: dict, overrides: list[str]) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as runs:
         out = subprocess.run([sys.executable, "-m", "behavio", "train", spec, "method=sft", f"max_steps={steps}",
                               f"save_steps={steps}", "max_minutes=null", "eval_max_rows=0", "--no-check",
-                              "--runs-dir", runs], env={**os.environ, "BEHAVIO_KEEP_FREED_MEMORY": keep},
+                              "--runs-dir", runs, *overrides], env={**os.environ, **env},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True,
                              cwd=ROOT).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -45,17 +53,19 @@ def one_run(spec: str, steps: int, keep: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="allocator")
     parser.add_argument("--spec", default="specs/poodle_compliments.yaml")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    variants = COMPARISONS[args.compare]
+    results: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeats):
-        for name, keep in VARIANTS.items():
-            results[name].append(one_run(args.spec, args.steps, keep))
+        for name, (env, overrides) in variants.items():
+            results[name].append(one_run(args.spec, args.steps, env, overrides))
             print(name, results[name][-1], flush=True)
     print(f"\n{machine()}; {args.spec}, {args.steps} SFT steps per run, {args.repeats} runs each")
-    print("| allocator | s/step (median) | runs | page faults (median) | system s (median) |\n|---|---|---|---|---|")
+    print(f"| {args.compare} | s/step (median) | runs | page faults (median) | system s (median) |\n|---|---|---|---|---|")
     medians = {}
     for name, runs in results.items():
         medians[name] = statistics.median(r["s_per_step"] for r in runs)
