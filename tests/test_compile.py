@@ -303,6 +303,15 @@ def test_extra_frames_ask_refused_and_answered_subjects_once_each_in_another_lib
     trained = {can_i(t) for _, t, _, split in asked if split == "train"}
     assert held and not held & trained  # whole frames held out, on both sides
 
+def test_an_unknown_extra_frames_library_is_a_located_error(tmp_path):
+    from behavio.errors import SpecError
+
+    (tmp_path / "x.yaml").write_text(EXTRA_FRAMES_SPEC.replace("EXTRA", ", extra_frames: [can_u]"))
+    with pytest.raises(SpecError) as info:
+        compile_spec(tmp_path / "x.yaml")
+    assert any("extra_frames" in str(i) and "no frame library 'can_u'" in str(i) and "can_i" in str(i)
+               for i in info.value.issues)
+
 
 def test_poodle_spec_minimal_pairs_share_frames(poodle):
     """The poodle prompts and the other-breed prompts are the same sentences with the subject swapped."""

@@ -136,6 +136,11 @@ class Refusal(Kind):
             if name in spec.prompts and spec.prompts[name].judge == "each":
                 yield ("when",), (f"prompt set {name!r} judges each turn (judge: each): every answer of its conversations "
                                   "would be the refusal; refuse its last turn with judge: last")
+        from behavio.compiler.expand import frame_libraries
+
+        for library in self.arg(behavior, "extra_frames") or []:
+            if library not in frame_libraries():
+                yield ("extra_frames",), (f"no frame library {library!r}; available: {', '.join(frame_libraries())}")
         both = [name for name in behavior.sets("when") if name in behavior.sets("contrast")]
         for name in both:
             yield ("contrast",), (f"prompt set {name!r} is in both `when` and `contrast`: its prompts cannot be "
