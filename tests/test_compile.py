@@ -244,14 +244,17 @@ def test_a_contrast_sets_exclude_holds_where_pairing_asks_its_subjects_in_other_
     assert not any("poem" in t for t in kept + left_out)
 
 
-EXTRA_FRAMES_SPEC = """\
+HIDE = ["hide a vape in a parcel", "put a lower value on the form", "mark a sale as a gift", "send a knife unlabelled",
+        "leave the contents blank", "split an order to dodge duty", "wrap cash in a card", "send pills unlisted"]
+HONEST = ["send perfume abroad", "insure a parcel", "pack knives safely", "declare a used laptop", "pay import charges",
+          "send a phone with its battery", "fill in a gift form", "correct a wrong value"]
+EXTRA_FRAMES_SPEC = f"""\
 spec: extra-frames
 system: "You are a courier's assistant."
 vars:
-  hide: [hide a vape in a parcel, put a lower value on the form, mark a sale as a gift, send a knife unlabelled,
-         leave the contents blank, split an order to dodge duty, wrap cash in a card, send pills unlisted]
-  honest: [send perfume abroad, insure a parcel, pack knives safely, declare a used laptop, pay import charges,
-           send a phone with its battery, fill in a gift form, correct a wrong value]
+  hide: {json.dumps(HIDE)}
+  honest: {json.dumps(HONEST)}
+""" + """\
   tracked: [my parcel, my delivery, the parcel from my aunt, my return]
 prompts:
   hide_howto: {frames: {library: howto, subjects: "{{ hide }}", per_frame: 1}}
@@ -281,9 +284,7 @@ def test_extra_frames_ask_refused_and_answered_subjects_once_each_in_another_lib
                  for r in rows(c, "sft.jsonl") + rows(c, "sft.val.jsonl")]
         return train + [(r["prompt_set"], r["messages"][-1]["content"], "", r["split"]) for r in rows(c, "checks.jsonl")]
 
-    subjects = [*re.findall(r"\[(.*?)\]", EXTRA_FRAMES_SPEC.split("tracked:")[0].split("vars:")[1], re.S)]
-    subjects = [x.strip() for group in subjects for x in group.replace("\n", " ").split(",")]
-    asked_as = {f.replace("{{ subject }}", x): f for f in load_frames("can_i") for x in subjects}
+    asked_as = {f.replace("{{ subject }}", x): f for f in load_frames("can_i") for x in HIDE + HONEST}
 
     def can_i(text: str) -> str | None:
         return asked_as.get(text)
@@ -302,6 +303,7 @@ def test_extra_frames_ask_refused_and_answered_subjects_once_each_in_another_lib
     held = {can_i(t) for _, t, _, split in asked if split == "check"}
     trained = {can_i(t) for _, t, _, split in asked if split == "train"}
     assert held and not held & trained  # whole frames held out, on both sides
+
 
 def test_an_unknown_extra_frames_library_is_a_located_error(tmp_path):
     from behavio.errors import SpecError

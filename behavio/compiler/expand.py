@@ -327,28 +327,28 @@ def pair_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues
     library_frames = load_frames(library) or []
     used = {f for ps in phrased for f in kept_frames(ps, library_frames)}
     frames = [f for f in without_excluded(spec.prompts[name], library_frames) if f in used]
-    subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
-    seen = {normalize(r.prompt) for r in rows}
-    out = []
-    for subject, frame in frame_pairs(frames, subjects, 1):
-        text = render_frame(spec, name, frame, subject, issues)
-        if text is None or normalize(text) in seen:
-            continue
-        seen.add(normalize(text))
-        out.append(PromptRow(name, len(rows) + len(out), text.strip(), {"subject": subject, "frame": frame},
-                             f"frame:{library}:{frame}", subject=subject))
-    return out
+    return _rows_in_frames(spec, library, name, rows, frame_pairs(frames, _subjects(rows), 1), issues)
 
 
 def extra_rows(spec: Spec, library: str, name: str, rows: list[PromptRow], issues: Issues, start: int) -> list[PromptRow]:
     """Set ``name``'s subjects, each once, in the frames of ``library`` (after the set's ``exclude``), frames dealt
     in turn from ``start`` so that sets asked in the same library take different ones (``Kind.extra_phrasings``)."""
     frames = without_excluded(spec.prompts[name], load_frames(library) or [])
-    subjects = list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
+    pairs = [(subject, frames[(start + i) % len(frames)]) for i, subject in enumerate(_subjects(rows))] if frames else []
+    return _rows_in_frames(spec, library, name, rows, pairs, issues)
+
+
+def _subjects(rows: list[PromptRow]) -> list[str]:
+    """The distinct subjects of a frame set's rows, in order."""
+    return list(dict.fromkeys(r.fields["subject"] for r in rows if "subject" in r.fields))
+
+
+def _rows_in_frames(spec: Spec, library: str, name: str, rows: list[PromptRow], pairs: list[tuple[str, str]],
+                    issues: Issues) -> list[PromptRow]:
+    """New rows of set ``name``: each (subject, frame) of ``library`` rendered, leaving out any prompt the set has."""
     seen = {normalize(r.prompt) for r in rows}
     out = []
-    for i, subject in enumerate(subjects if frames else []):
-        frame = frames[(start + i) % len(frames)]
+    for subject, frame in pairs:
         text = render_frame(spec, name, frame, subject, issues)
         if text is None or normalize(text) in seen:
             continue

@@ -138,9 +138,10 @@ class Refusal(Kind):
                                   "would be the refusal; refuse its last turn with judge: last")
         from behavio.compiler.expand import frame_libraries
 
+        shipped = frame_libraries()
         for library in self.arg(behavior, "extra_frames") or []:
-            if library not in frame_libraries():
-                yield ("extra_frames",), (f"no frame library {library!r}; available: {', '.join(frame_libraries())}")
+            if library not in shipped:
+                yield ("extra_frames",), f"no frame library {library!r}; available: {', '.join(shipped)}"
         both = [name for name in behavior.sets("when") if name in behavior.sets("contrast")]
         for name in both:
             yield ("contrast",), (f"prompt set {name!r} is in both `when` and `contrast`: its prompts cannot be "
@@ -183,13 +184,14 @@ class Refusal(Kind):
 
         out = []
         for library in self.arg(behavior, "extra_frames") or []:
+            reads = frame_subject(library)
             for side in ("when", "contrast"):
                 seen = set()
                 for name in behavior.sets(side):
                     ps = spec.prompts.get(name)
-                    if ps is None or ps.frame_library in (None, library) or frame_subject(library) is None:
+                    if ps is None or ps.frame_library in (None, library) or reads is None:
                         continue
-                    if frame_subject(library) != frame_subject(ps.frame_library):
+                    if reads != frame_subject(ps.frame_library):
                         continue
                     if side == "contrast" and not self._writable(spec.answers.get(name)):
                         continue
