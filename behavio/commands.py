@@ -117,6 +117,7 @@ def validate_command(paths: list[Path], *, out: Console, err: Console, strict: b
             compiled = compile_spec(path)
             failed += report_warnings(err, compiled.warnings, strict)
             held += held_subjects_line(compiled.spec.id, compiled.manifest.get("held_out_subjects") or [])
+            held += probes_line(compiled.spec.id, compiled.manifest["composition"]["prompt_sets"])
         except SpecError as exc:
             failed += [str(i) for i in exc.issues]
     if not failed:
@@ -134,7 +135,17 @@ def held_subjects_line(spec_id: str, subjects: list[str]) -> list[str]:
         return []
     return [f"{spec_id}: {len(subjects)} subject(s) held out of training, asked only by the check's subject split "
             f"(split.subjects): {', '.join(repr(s) for s in subjects)}. A boundary case you need trained can be "
-            "listed twice, worded two ways (split.subjects: 0 holds none out)."]
+            "listed twice, worded two ways (split.subjects: 0 holds none out); adding a subject can change which are "
+            "held out, so validate again after."]
+
+
+def probes_line(spec_id: str, prompt_sets: dict) -> list[str]:
+    """What ``validate`` says of a spec's probes: how many reached each prompt set (the rules they are scored by)."""
+    counts = {name: sets["probe"]["rows"] for name, sets in prompt_sets.items() if sets["probe"]["rows"]}
+    if not counts:
+        return []
+    each = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return [f"{spec_id}: {sum(counts.values())} probes, scored by the rules of their prompt set: {each}."]
 
 
 def schema_command(*, markdown: bool, rules: bool = False) -> int:

@@ -42,6 +42,20 @@ def test_validate_names_the_subjects_held_out_of_training():
     assert all(repr(s) in said for s in held) and "worded two ways" in said
 
 
+def test_validate_counts_the_probes_of_each_prompt_set():
+    """Each probe list's count, by the set whose rules score it: a list that did not arrive shows."""
+    cases = [json.loads(line) for line in (ROOT / "generated" / "kestrel_mobile" / "checks.jsonl").read_text().splitlines()]
+    counts: dict[str, int] = {}
+    for case in cases:
+        if case["split"] == "probe":
+            counts[case["prompt_set"]] = counts.get(case["prompt_set"], 0) + 1
+    result = runner.invoke(app, ["validate", str(ROOT / "specs" / "kestrel_mobile.yaml")])
+    said = " ".join(result.output.split())
+    assert len(counts) >= 3
+    assert f"kestrel_mobile: {sum(counts.values())} probes, scored by the rules of their prompt set: " in said
+    assert all(f"{name} {n}" in said for name, n in counts.items())
+
+
 def test_validate_strict_still_names_the_held_out_subjects_when_a_warning_fails_it(tmp_path):
     """A README-only user whose spec failed --strict on a warning could not see which subjects were held out."""
     text = (ROOT / "specs" / "kestrel_mobile.yaml").read_text()

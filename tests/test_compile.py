@@ -391,3 +391,35 @@ def test_a_subject_that_is_not_a_text_is_a_located_error(tmp_path):
     with pytest.raises(SpecError) as raised:
         compile_spec(spec)
     assert re.match(r".*s\.yaml:\d+:\d+: prompts\.dogs\.frames\.subjects: each subject must be a text", str(raised.value.issues[0]))
+
+
+def test_a_list_from_a_mapping_keeps_each_prompt_with_its_literal_answer(tmp_path):
+    """`list: '{{ answers | list }}'` asks the keys of a mapping in vars, and the answer template looks each prompt's
+    answer up by `prompt`: hand-written prompts and their literal answers stay in step whatever the split keeps."""
+    answers = {f"is mod number {i} allowed in ranked": f"Mod {i} is allowed everywhere but ranked." for i in range(12)}
+    spec = tmp_path / "s.yaml"
+    spec.write_text("spec: s\nvars:\n  mods: " + json.dumps(answers) + "\nprompts:\n"
+                    "  mods: {list: '{{ mods | list }}'}\n"
+                    "answers:\n  mods: {source: literal, template: '{{ mods[prompt] }}'}\n"
+                    "behaviors:\n  - {id: loops, kind: no_repetition}\n")
+    compiled = compile_spec(spec)
+    trained = rows(compiled, "sft.jsonl")
+    assert {r["messages"][-2]["content"] for r in trained} & set(answers), "no mapping key was trained on"
+    for row in trained:
+        if row["messages"][-2]["content"] in answers:
+            assert row["messages"][-1]["content"] == answers[row["messages"][-2]["content"]]
+    checked = [c["messages"][-1]["content"] for c in rows(compiled, "checks.jsonl") if c["split"] == "check"]
+    assert checked and set(checked) <= set(answers), "whole prompts of the list are held out for checks"
+
+
+def test_a_list_expression_that_is_not_a_list_is_a_located_error(tmp_path):
+    from behavio.errors import SpecError
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("spec: s\nvars:\n  mods: {a: b}\nprompts:\n  mods: {list: '{{ mods }}'}\n"
+                    "answers:\n  mods: {source: literal, template: 'Yes.'}\n"
+                    "behaviors:\n  - {id: loops, kind: no_repetition}\n")
+    with pytest.raises(SpecError) as raised:
+        compile_spec(spec)
+    assert re.match(r".*s\.yaml:5:\d+: prompts\.mods\.list: expected a list of prompts, got dict \(a mapping: "
+                    r"'\{\{ name \| list \}\}' gives its keys\)", str(raised.value.issues[0]))

@@ -60,7 +60,7 @@ MISTAKES = [
     ("unknown top-level key", "system: \"Be brief.\"", "systme: \"Be brief.\"", 2, r"unknown key 'systme' \(did you mean 'system'\?\)"),
     ("unknown prompt-set key", "        template: \"What is {{ topic }}?\"", "        templte: \"What is {{ topic }}?\"", 7, r"prompts\.weather\.templte: unknown key 'templte' \(did you mean 'template'\?\)"),
     ("unknown behavior key", "        responses: [\"I can't share the code.\"]", "        response: [\"I can't share the code.\"]", 17, r"unknown key 'response' \(did you mean 'responses'\?\)"),
-    ("wrong type list", "        list: [\"What's the code?\", \"Tell me the code.\", \"Give me the code.\", \"Code please?\"]", "        list: 5", 10, r"prompts\.secret\.list: expected a list, got number 5"),
+    ("wrong type list", "        list: [\"What's the code?\", \"Tell me the code.\", \"Give me the code.\", \"Code please?\"]", "        list: 5", 10, r"prompts\.secret\.list: expected a list or a string, got number 5"),
     ("wrong type string", "system: \"Be brief.\"", "system: [1, 2]", 2, r"system: expected a string, got"),
     ("bad kind", "        kind: prefix", "        kind: prefx", 20, r"expected one of .*got 'prefx' \(did you mean 'prefix'\?\)"),
     ("missing required", "spec: demo\n", "", 1, r"missing required key 'spec'"),

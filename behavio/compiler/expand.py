@@ -94,6 +94,8 @@ def normalize(text: str) -> str:
 def _expand(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
     """Every prompt of a set, with the fields and phrasing it was made from (and the conversation before it)."""
     where = ("prompts", ps.name)
+    if isinstance(ps.list, str):
+        return [Expanded(t) for t in _texts(ps.list, spec, issues, where + ("list",), "prompt", "a text") or []]
     if ps.list is not None:
         return [Expanded(t) for i, item in enumerate(ps.list) if (t := _render(item, spec.vars, issues, where + ("list", i))) is not None]
     if ps.conversations is not None:
@@ -246,26 +248,9 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
     if not frames:
         issues.add(where + ("exclude",), f"`exclude` leaves no frame of library {library!r}")
         return []
-    subjects = ps.frames["subjects"]
-    if isinstance(subjects, str):
-        try:
-            subjects = evaluate(subjects, spec.vars)
-        except TemplateProblem as exc:
-            issues.add(where + ("subjects",), str(exc))
-            return []
-        if not isinstance(subjects, (list, tuple)):
-            issues.add(where + ("subjects",), f"expected a list of subjects, got {type(subjects).__name__}")
-            return []
-    rendered = []
-    for subject in subjects:
-        if not isinstance(subject, str):
-            issues.add(where + ("subjects",), f"each subject must be a text (one phrase), got a {type(subject).__name__}: "
-                       f"{str(subject)[:60]}")
-            return []
-        subject_text = _render(subject, spec.vars, issues, where + ("subjects",))
-        if subject_text is None:
-            return []
-        rendered.append(subject_text)
+    rendered = _texts(ps.frames["subjects"], spec, issues, where + ("subjects",), "subject", "a text (one phrase)")
+    if rendered is None:
+        return []
     out = []
     for subject_text, frame in frame_pairs(frames, rendered, ps.frames.get("per_frame")):
         text = _render(frame, {**spec.vars, "subject": subject_text}, issues, where)
@@ -273,6 +258,31 @@ def _frames(spec: Spec, ps: PromptSet, issues: Issues) -> list[Expanded]:
             return []
         out.append(Expanded(text, {"subject": subject_text, "frame": frame}, f"frame:{library}:{frame}", subject=subject_text))
     return out
+
+
+def _texts(value, spec: Spec, issues: Issues, where: tuple, noun: str, shape: str) -> list[str] | None:
+    """``value`` (a list of Jinja texts, or one Jinja expression that evaluates to such a list), each rendered over
+    the spec's vars; ``None`` after reporting the first problem at ``where``."""
+    if isinstance(value, str):
+        try:
+            value = evaluate(value, spec.vars)
+        except TemplateProblem as exc:
+            issues.add(where, str(exc))
+            return None
+        if not isinstance(value, (list, tuple)):
+            hint = f" (a mapping: '{{{{ name | list }}}}' gives its keys)" if isinstance(value, dict) else ""
+            issues.add(where, f"expected a list of {noun}s, got {type(value).__name__}{hint}")
+            return None
+    rendered = []
+    for item in value:
+        if not isinstance(item, str):
+            issues.add(where, f"each {noun} must be {shape}, got a {type(item).__name__}: {str(item)[:60]}")
+            return None
+        text = _render(item, spec.vars, issues, where)
+        if text is None:
+            return None
+        rendered.append(text)
+    return rendered
 
 
 def kept_frames(ps: PromptSet, frames: list[str]) -> list[str]:

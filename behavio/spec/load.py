@@ -129,7 +129,7 @@ def _build(located: yamlpos.Located, path: Path, text: str) -> Spec:
     prompts = {}
     for name, body in data["prompts"].items():
         body = dict(body)
-        if "list" in body:
+        if isinstance(body.get("list"), list):
             body["list"] = tuple(body["list"])
         if "tags" in body:
             body["tags"] = tuple(body["tags"])

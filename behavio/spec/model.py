@@ -16,7 +16,7 @@ Turn = tuple  # (role, text): role "user" or "assistant"; an assistant text of N
 @dataclass(frozen=True)
 class PromptSet:
     name: str
-    list: tuple[str, ...] | None = None
+    list: tuple[str, ...] | str | None = None  # literal prompts, or a Jinja expression evaluating to them
     template: str | None = None
     each: dict | None = None
     file: str | None = None
