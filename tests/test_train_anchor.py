@@ -623,57 +623,6 @@ def test_the_trainer_leaves_the_anchored_body_to_the_kl_when_asked(knowing_base)
     assert (whole - left_to_kl).item() == pytest.approx((nll[held].sum() / len(nll)).item(), rel=1e-4)
 
 
-def test_unanchoring_the_first_tokens_keeps_the_teacher_rows_in_step():
-    """The mask loses the first-token positions and the teacher loses exactly their rows, the others kept in order."""
-    from behavio.train.anchor import first_tokens, unanchored_first_tokens
-
-    labels = torch.tensor([[-100, -100, 5, 6, 7, 2], [-100, 8, 9, 2, -100, -100]])
-    rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)
-    first = first_tokens(labels, rows, cols)
-    assert first.tolist() == [True, False, False, False, True, False, False]  # 5 and 8 open their answers
-    anchored = torch.tensor([True, True, False, True, True, True, False])
-    teacher = torch.arange(5.0).unsqueeze(1)  # one row per anchored position, in order
-    kept, rows_left = unanchored_first_tokens(anchored, teacher, first)
-    assert kept.tolist() == [False, True, False, True, False, True, False]
-    assert rows_left.squeeze(1).tolist() == [1.0, 2.0, 4.0]
-
-
-@pytest.mark.pipeline
-def test_the_trainer_leaves_the_first_token_to_the_cross_entropy_when_asked(knowing_base, monkeypatch):
-    """anchor_first_token false: the KL is handed the anchored positions without each answer's first token (and the
-    teacher rows of the rest); true: all of them."""
-    import behavio.train.anchor as anchor_module
-    from behavio.generate import stop_token_ids
-    from behavio.models import load_tokenizer
-    from behavio.train.anchor import Head, Teacher, first_tokens, trained_positions
-
-    stops = stop_token_ids(load_tokenizer(knowing_base[0]), None)
-    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=1.0, opening_weight=1.0,
-                                                             unlikelihood=0.0, stop_ids=stops, anchored_weight=1.0)
-    trainer.teacher = Teacher(stops)
-    labels = batch["labels"]
-    rows, cols = trained_positions(labels)
-    handed = []
-    real = anchor_module.chunked_losses
-
-    def recording(head, student, targets, anchored, teacher, **kwargs):
-        handed.append((anchored.clone(), teacher.shape[0]))
-        return real(head, student, targets, anchored, teacher, **kwargs)
-
-    monkeypatch.setattr(anchor_module, "chunked_losses", recording)
-    with torch.no_grad():
-        trainer.teacher.add(model, Head(model), batch)
-        model.train()
-        for flag in (True, False):
-            trainer.anchor_first_token = flag
-            trainer.compute_loss(model, batch)
-    (everything, n_all), (without_first, n_rest) = handed
-    first = first_tokens(labels, rows, cols)
-    assert int((everything & first).sum()) > 0  # the base model predicts some answers' first token
-    assert torch.equal(without_first, everything & ~first)
-    assert (n_all, n_rest) == (int(everything.sum()), int(without_first.sum()))
-
-
 def test_run_sft_hands_the_configs_anchored_weight_to_the_trainer(tmp_path, monkeypatch):
     """train.anchored_weight (and the other loss knobs) reach the trainer run_sft builds."""
     import behavio.train.anchor as anchor_module
@@ -690,14 +639,13 @@ def test_run_sft_hands_the_configs_anchored_weight_to_the_trainer(tmp_path, monk
             raise Built(kwargs)
 
     monkeypatch.setattr(anchor_module, "anchored_trainer_class", lambda: Recording)
-    cfg = TrainConfig(anchored_weight=0.25, closing_weight=3.0, anchor=0.5, anchor_first_token=False)
+    cfg = TrainConfig(anchored_weight=0.25, closing_weight=3.0, anchor=0.5)
     stage = Stage("sft", run_dir=tmp_path, cfg=cfg, spec_hash="abc", base_model="none", cuda=False,
                   metrics=MetricsLog(tmp_path, tensorboard=False), say=lambda _: None)
     with pytest.raises(Built) as built:
         run_sft(stage, None, None, [{"input_ids": [1], "labels": [1]}] * 3, None, [], answer_openings=[[5, 6]])
     knobs = built.value.args[0]
     assert (knobs["anchored_weight"], knobs["closing_weight"], knobs["anchor"]) == (0.25, 3.0, 0.5)
-    assert knobs["anchor_first_token"] is False
     assert knobs["answer_openings"] == [[5, 6]]
 
 

@@ -186,24 +186,12 @@ def opening_weights(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     return weights
 
 
-def first_tokens(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Which trained positions (``rows``, ``cols``) predict the first token of their trained run (an assistant turn):
-    where an answer decides whether it refuses, opens with a prefix or answers; a mask ``[n]``."""
-    return ((labels != -100) & (_offsets(labels) == 0))[rows, cols + 1]
-
-
-def unanchored_first_tokens(anchored: torch.Tensor, teacher: torch.Tensor,
-                            first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``anchored`` (a mask ``[n]``) and its ``teacher`` rows (``[anchored.sum(), vocab]``) without the positions
-    ``first`` marks (``train.anchor_first_token: false``)."""
-    return anchored & ~first, teacher[~first[anchored]]
-
-
 def unlikely_openings(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                       openings: torch.Tensor) -> torch.Tensor:
     """Which trained positions (``rows``, ``cols``) must make the refusal's ``openings`` unlikely: the first token
     of every trained answer that does not itself open with one of them (a mask ``[n]``)."""
-    return first_tokens(labels, rows, cols) & ~torch.isin(labels[rows, cols + 1], openings)
+    first = ((labels != -100) & (_offsets(labels) == 0))[rows, cols + 1]
+    return first & ~torch.isin(labels[rows, cols + 1], openings)
 
 
 def avoided_openings(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
@@ -488,10 +476,9 @@ def anchored_trainer_class():
                      refusal_openings: Sequence[int], closing_weight: float = 1.0, prefix_unlikelihood: float = 0.0,
                      prefix_openings: Sequence[int] = (), anchored_weight: float = 1.0,
                      scoped_closings: Sequence[Sequence[int]] = (), answer_openings: Sequence[Sequence[int]] = (),
-                     anchor_first_token: bool = True, **kwargs):
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
-            self.anchor_first_token = anchor_first_token
             self.anchored_weight = anchored_weight
             self.opening_weight = opening_weight
             self.closing_weight = closing_weight
@@ -555,8 +542,6 @@ def anchored_trainer_class():
                 if known is None:
                     raise RuntimeError("anchor: a training example has no precomputed base-model state")
                 anchored, teacher = known
-                if not self.anchor_first_token:
-                    anchored, teacher = unanchored_first_tokens(anchored, teacher, first_tokens(labels, rows, cols))
             head = Head(self.accelerator.unwrap_model(model))
             held = anchored is not None and self.anchored_weight != 1
             decisions = decision_positions(labels, rows, cols, self.scoped_closings) if held else None

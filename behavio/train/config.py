@@ -62,7 +62,6 @@ class TrainConfig:
     anchor: float = _d("anchor")
     anchored_weight: float = _d("anchored_weight")
     anchor_without_opening: bool = _d("anchor_without_opening")
-    anchor_first_token: bool = _d("anchor_first_token")
     neftune_alpha: float = _d("neftune_alpha")
     dpo_lr: float = _d("dpo_lr")
     lr_scheduler: str = _d("lr_scheduler")

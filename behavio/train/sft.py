@@ -55,8 +55,7 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                                                 prefix_unlikelihood=cfg.prefix_unlikelihood,
                                                 prefix_openings=prefix_openings or [],
                                                 scoped_closings=scoped_closings or [],
-                                                answer_openings=answer_openings or [],
-                                                anchor_first_token=cfg.anchor_first_token, **common)
+                                                answer_openings=answer_openings or [], **common)
     trainer.stage = stage
     if cfg.anchor > 0:
         start, cache = time.time(), teacher_cache(stage, train, trainer.teacher.openings)
