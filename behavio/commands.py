@@ -88,7 +88,7 @@ def compile_command(paths: list[Path], *, out_dir: Path, fill: bool, base_model:
         if compiled.accepted:
             accepted.append((compiled.spec.id, compiled.accepted))
         c = compiled.manifest["counts"]
-        n_probe = sum(v["probe"]["rows"] for v in compiled.manifest["composition"]["prompt_sets"].values())
+        n_probe = sum(probe_counts(compiled.manifest["composition"]["prompt_sets"]).values())
         table.add_row(compiled.spec.id, str(c["sft"]), str(c["sft_val"]), str(c["dpo"]), str(c["checks"]),
                       str(n_probe), str(c["pending"]), warnings_cell(compiled), "written" if changed else "unchanged")
     if not quiet and table.row_count:
@@ -139,9 +139,14 @@ def held_subjects_line(spec_id: str, subjects: list[str]) -> list[str]:
             "held out, so validate again after."]
 
 
+def probe_counts(prompt_sets: dict) -> dict[str, int]:
+    """Probes per prompt set that has any, from the manifest's ``composition.prompt_sets``."""
+    return {name: sets["probe"]["rows"] for name, sets in prompt_sets.items() if sets["probe"]["rows"]}
+
+
 def probes_line(spec_id: str, prompt_sets: dict) -> list[str]:
     """What ``validate`` says of a spec's probes: how many reached each prompt set (the rules they are scored by)."""
-    counts = {name: sets["probe"]["rows"] for name, sets in prompt_sets.items() if sets["probe"]["rows"]}
+    counts = probe_counts(prompt_sets)
     if not counts:
         return []
     each = ", ".join(f"{name} {n}" for name, n in counts.items())
