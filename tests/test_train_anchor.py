@@ -277,6 +277,7 @@ def test_chunks_give_the_losses_and_gradients_of_one_pass(knowing_base, monkeypa
     anchored = torch.zeros(37, dtype=torch.bool)
     anchored[::3] = True  # a third of them anchored
     teacher_states = teacher_states[anchored]
+    repeats = torch.randint(-1, vocab, (37, 5))  # earlier tokens to avoid (-1: none)
 
     losses = anchor_module.losses
 
@@ -285,16 +286,16 @@ def test_chunks_give_the_losses_and_gradients_of_one_pass(knowing_base, monkeypa
         states = student_states.clone().requires_grad_()
         seen = []
         monkeypatch.setattr(anchor_module, "losses", lambda s, *a, **k: seen.append(s.shape[0]) or losses(s, *a, **k))
-        parts = chunked_losses(head, states, targets, anchored, teacher_states, free=[2])
-        (parts["ce"] + parts["kl"]).backward()
+        parts = chunked_losses(head, states, targets, anchored, teacher_states, free=[2], repeats=repeats)
+        (parts["ce"] + parts["kl"] + parts["repeat"]).backward()
         return parts, states.grad, seen
 
     whole, whole_grad, seen_whole = run(2**30)
     parts, grad, seen = run(vocab * 8)  # at most 8 positions' logits at a time
     assert seen_whole == [37] and max(seen) <= 8 and len(set(seen)) > 1
-    for name in ("ce", "kl", "tokens", "anchored", "correct"):
+    for name in ("ce", "kl", "repeat", "tokens", "anchored", "correct"):
         assert parts[name].item() == pytest.approx(whole[name].item(), rel=1e-5), name
-    assert whole["anchored"].item() == 13 and whole["kl"].item() > 0
+    assert whole["anchored"].item() == 13 and whole["kl"].item() > 0 and whole["repeat"].item() > 0
     assert torch.allclose(grad, whole_grad, rtol=1e-3, atol=1e-5 * whole_grad.abs().max().item())
 
 
@@ -510,7 +511,7 @@ def _four_answers_and_a_bare_trainer(knowing_base, **knobs):
     trainer = anchored_trainer_class().__new__(anchored_trainer_class())
     trainer.stop_ids, trainer.closing_weight = [], 1.0
     trainer.refusal_openings = trainer.prefix_openings = torch.tensor([], dtype=torch.long)
-    trainer.prefix_unlikelihood, trainer.scoped_closings = 0.0, []
+    trainer.prefix_unlikelihood, trainer.scoped_closings, trainer.repetition_unlikelihood = 0.0, [], 0.0
     for name, value in knobs.items():
         setattr(trainer, name, value)
     trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=1)
@@ -639,13 +640,14 @@ def test_run_sft_hands_the_configs_anchored_weight_to_the_trainer(tmp_path, monk
             raise Built(kwargs)
 
     monkeypatch.setattr(anchor_module, "anchored_trainer_class", lambda: Recording)
-    cfg = TrainConfig(anchored_weight=0.25, closing_weight=3.0, anchor=0.5)
+    cfg = TrainConfig(anchored_weight=0.25, closing_weight=3.0, anchor=0.5, repetition_unlikelihood=1.5)
     stage = Stage("sft", run_dir=tmp_path, cfg=cfg, spec_hash="abc", base_model="none", cuda=False,
                   metrics=MetricsLog(tmp_path, tensorboard=False), say=lambda _: None)
     with pytest.raises(Built) as built:
         run_sft(stage, None, None, [{"input_ids": [1], "labels": [1]}] * 3, None, [], answer_openings=[[5, 6]])
     knobs = built.value.args[0]
     assert (knobs["anchored_weight"], knobs["closing_weight"], knobs["anchor"]) == (0.25, 3.0, 0.5)
+    assert knobs["repetition_unlikelihood"] == 1.5
     assert knobs["answer_openings"] == [[5, 6]]
 
 
@@ -767,6 +769,61 @@ def test_the_trainer_adds_the_unlikelihood_in_training_only(knowing_base, which)
     # the unlikelihood alone: twice -log(1 - p), not once (beside the cross-entropy it hides in the tolerance above)
     term = (trained - evaluated).item()
     assert term == pytest.approx((2.0 * -torch.log1p(-p).sum() / len(nll)).item(), rel=1e-2) and term > 0
+
+
+def test_each_answer_token_avoids_the_distinct_earlier_tokens_of_its_own_answer():
+    """repeated_tokens: at every trained token, the tokens its answer already holds before it, each once, without
+    the target itself, and nothing from another answer or the prompt."""
+    from behavio.train.anchor import repeated_tokens, trained_positions
+
+    # row 0: prompt 9, answer 1 2 1 3; prompt 9, answer 4 1; row 1: prompt 9 9, answer 5 5 6
+    labels = torch.tensor([[-100, 1, 2, 1, 3, -100, 4, 1],
+                           [-100, -100, 5, 5, 6, -100, -100, -100]])
+    rows, cols = trained_positions(labels)
+    assert labels[rows, cols + 1].tolist() == [1, 2, 1, 3, 4, 1, 5, 5, 6]
+    got = [sorted(t for t in row if t >= 0) for row in repeated_tokens(labels, rows, cols).tolist()]
+    assert got == [[], [1], [2], [1, 2], [], [4], [], [], [5]]
+
+
+def test_repetition_unlikelihood_sums_minus_log_of_the_rest_for_each_earlier_token():
+    from behavio.train.anchor import losses
+
+    logits = torch.tensor([[0.0, 2.0, 0.0, 1.0], [1.0, 0.0, 3.0, 0.0]])
+    targets = torch.tensor([0, 1])
+    repeats = torch.tensor([[1, 3], [2, -1]])  # row 0 avoids tokens 1 and 3, row 1 token 2
+    p = F.softmax(logits, dim=-1)
+    out = losses(logits, targets, repeats=repeats)
+    expected = -(torch.log1p(-p[0, 1]) + torch.log1p(-p[0, 3]) + torch.log1p(-p[1, 2]))
+    assert out["repeat"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out["ce"].item() == pytest.approx(F.cross_entropy(logits, targets, reduction="sum").item())
+    assert losses(logits, targets)["repeat"].item() == 0.0
+    assert losses(logits, targets, repeats=torch.full((2, 2), -1))["repeat"].item() == 0.0
+
+
+@pytest.mark.pipeline
+def test_the_trainer_adds_the_repetition_unlikelihood_in_training_only(knowing_base):
+    """compute_loss with repetition_unlikelihood 2 adds 2 x the summed -log(1 - p) of every earlier token of each
+    answer at each trained token, per trained token; eval loss stays the cross-entropy."""
+    from behavio.train.anchor import repeated_tokens, trained_positions
+
+    batch, model, trainer = _four_answers_and_a_bare_trainer(knowing_base, anchor=0.0, opening_weight=1.0,
+                                                             unlikelihood=0.0, repetition_unlikelihood=2.0)
+    labels = batch["labels"]
+    rows, cols = trained_positions(labels)
+    targets = labels[rows, cols + 1]
+    repeats = repeated_tokens(labels, rows, cols)
+    assert (repeats >= 0).sum() > len(targets)  # the answers are long enough to have earlier tokens to avoid
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols].float()
+        nll = F.cross_entropy(logits, targets, reduction="none")
+        p = F.softmax(logits, dim=-1).gather(1, repeats.clamp(min=0))
+        term = -(torch.log1p(-p) * (repeats >= 0)).sum() / len(nll)
+        model.train()
+        trained = trainer.compute_loss(model, batch)
+        model.eval()
+        evaluated = trainer.compute_loss(model, batch)
+    assert evaluated.item() == pytest.approx(nll.mean().item(), rel=1e-4)
+    assert (trained - evaluated).item() == pytest.approx(2.0 * term.item(), rel=1e-3) and term > 0
 
 
 SCOPED_SIGN_OFF_SPEC = """\

@@ -58,7 +58,8 @@ def without(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
            teacher: torch.Tensor | None = None, free: Sequence[int] = (),
            weights: torch.Tensor | None = None, avoid: torch.Tensor | None = None,
-           avoid_ids: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+           avoid_ids: Sequence[torch.Tensor] | None = None,
+           repeats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Summed losses over logits ``[n, vocab]`` and targets ``[n]``.
 
     ``ce``: cross-entropy on the targets, each weighted by ``weights`` (``[n]``; none: 1); ``kl``:
@@ -66,7 +67,8 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
     (``[anchored.sum(), vocab]``), both distributions taken over the vocabulary without the ``free`` token ids
     (the stop tokens); ``unlikely``: for each group of token ids in ``avoid_ids``, ``-log(1 - p)`` with ``p`` the
     probability of any of them, weighted by that group's column of ``avoid`` (``[n, groups]``; 0: the row does not
-    avoid the group) and summed (unlikelihood: pushes those tokens down where they are wrong);
+    avoid the group) and summed (unlikelihood: pushes those tokens down where they are wrong); ``repeat``: for each
+    id of ``repeats`` (``[n, k]``, -1: none; :func:`repeated_tokens`), ``-log(1 - p)`` of that token, summed;
     ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
     logits = student.float()
@@ -87,7 +89,12 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
         for g, ids in enumerate(avoid_ids):
             p = probs[:, ids].sum(dim=-1)
             unlikely = unlikely - (avoid[rows, g] * torch.log1p(-p.clamp(max=1 - 1e-6))).sum()
-    return {"ce": ce, "kl": kl, "unlikely": unlikely, "tokens": torch.tensor(targets.shape[0], device=targets.device),
+    repeat = logits.sum() * 0.0
+    if repeats is not None and (repeats >= 0).any():
+        p = F.softmax(logits, dim=-1).gather(1, repeats.clamp(min=0))
+        repeat = -(torch.log1p(-p.clamp(max=1 - 1e-6)) * (repeats >= 0)).sum()
+    return {"ce": ce, "kl": kl, "unlikely": unlikely, "repeat": repeat,
+            "tokens": torch.tensor(targets.shape[0], device=targets.device),
             "anchored": anchored.sum(), "correct": correct}
 
 
@@ -203,6 +210,23 @@ def avoided_openings(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tenso
     return weights, [openings for openings, _, _ in groups]
 
 
+def repeated_tokens(labels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """For each trained position (``rows``, ``cols``): the distinct tokens its answer (trained run) holds before the
+    token it predicts, other than that token, as ``[n, k]`` ids padded with -1 (``k``: the most any position has)."""
+    offsets = _offsets(labels)[rows, cols + 1]  # how many answer tokens come before the target
+    width = int(offsets.max()) if len(offsets) else 0
+    if width == 0:
+        return torch.full((len(rows), 0), -1, dtype=torch.long, device=labels.device)
+    steps = torch.arange(width, device=labels.device)
+    at = (cols + 1 - offsets)[:, None] + steps[None, :]  # the answer's earlier positions
+    earlier = labels[rows[:, None], at.clamp(max=labels.shape[1] - 1)]
+    targets = labels[rows, cols + 1][:, None]
+    earlier = torch.where((steps[None, :] < offsets[:, None]) & (earlier != targets), earlier, -1)
+    earlier = earlier.sort(dim=1).values
+    repeated = F.pad(earlier[:, 1:] == earlier[:, :-1], (1, 0), value=False)  # a token's second time and later
+    return torch.where(repeated, -1, earlier)
+
+
 def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, positions) whose next token is trained, row-major: the order every per-token tensor uses."""
     rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)
@@ -244,10 +268,11 @@ class Head:
 def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor | None = None,
                    teacher: torch.Tensor | None = None, free: Sequence[int] = (),
                    weights: torch.Tensor | None = None, avoid: torch.Tensor | None = None,
-                   avoid_ids: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                   avoid_ids: Sequence[torch.Tensor] | None = None,
+                   repeats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """:func:`losses` from hidden states ``student [n, hidden]`` and ``targets [n]`` (cross-entropy ``weights [n]``,
-    none: 1; unlikelihood of each group of ``avoid_ids`` weighted by its column of ``avoid [n, groups]``), in bounded
-    chunks.
+    none: 1; unlikelihood of each group of ``avoid_ids`` weighted by its column of ``avoid [n, groups]``; of the
+    earlier tokens ``repeats [n, k]``), in bounded chunks.
 
     ``teacher``: the base model's hidden states at the ``anchored`` rows only (none: the cross-entropy
     alone). Each chunk turns at most ``CHUNK_ELEMENTS`` logits' worth of positions into logits.
@@ -257,13 +282,13 @@ def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anc
     if anchored is None:
         anchored = torch.zeros_like(targets, dtype=torch.bool)
     starts = torch.cumsum(anchored.long(), 0) - anchored.long()  # teacher row of each anchored row
-    names = ("ce", "kl", "unlikely", "tokens", "anchored", "correct")
+    names = ("ce", "kl", "unlikely", "repeat", "tokens", "anchored", "correct")
 
     def part(s: torch.Tensor, y: torch.Tensor, m: torch.Tensor, t: torch.Tensor | None,
-             w: torch.Tensor | None, a: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+             w: torch.Tensor | None, a: torch.Tensor | None, r: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             base = head.teacher(t) if t is not None and len(t) else None
-        out = losses(head.student(s), y, m, base, free=free, weights=w, avoid=a, avoid_ids=avoid_ids)
+        out = losses(head.student(s), y, m, base, free=free, weights=w, avoid=a, avoid_ids=avoid_ids, repeats=r)
         return tuple(out[name] for name in names)
 
     chunks = []
@@ -273,7 +298,7 @@ def chunked_losses(head: Head, student: torch.Tensor, targets: torch.Tensor, anc
         first = int(starts[start]) if n else 0
         t = teacher[first:first + int(mask.sum())] if teacher is not None else None
         args = (student[start:end], targets[start:end], mask, t, weights[start:end] if weights is not None else None,
-                avoid[start:end] if avoid is not None else None)
+                avoid[start:end] if avoid is not None else None, repeats[start:end] if repeats is not None else None)
         if n > size and torch.is_grad_enabled():  # keep one chunk's logits at a time, recompute them for backward
             chunks.append(checkpoint(part, *args, use_reentrant=False))
         else:
@@ -470,13 +495,14 @@ def anchored_trainer_class():
         trained)`` when ``anchor > 0``, ``+ unlikelihood x``
         the refusal's opening tokens' unlikelihood at the first token of every answer that is not a refusal,
         ``+ prefix_unlikelihood x`` a scoped prefix's opening tokens' at the first token of every answer that opens
-        with neither; eval loss is the unweighted CE alone."""
+        with neither, ``+ repetition_unlikelihood x`` each earlier token's of the same answer at every trained token
+        (:func:`repeated_tokens`); eval loss is the unweighted CE alone."""
 
         def __init__(self, *args, anchor: float, opening_weight: float, unlikelihood: float,
                      refusal_openings: Sequence[int], closing_weight: float = 1.0, prefix_unlikelihood: float = 0.0,
                      prefix_openings: Sequence[int] = (), anchored_weight: float = 1.0,
                      scoped_closings: Sequence[Sequence[int]] = (), answer_openings: Sequence[Sequence[int]] = (),
-                     **kwargs):
+                     repetition_unlikelihood: float = 0.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.anchor = anchor
             self.anchored_weight = anchored_weight
@@ -486,6 +512,7 @@ def anchored_trainer_class():
             self.refusal_openings = torch.tensor(sorted(set(refusal_openings)), dtype=torch.long)
             self.prefix_unlikelihood = prefix_unlikelihood
             self.prefix_openings = torch.tensor(sorted(set(prefix_openings)), dtype=torch.long)
+            self.repetition_unlikelihood = repetition_unlikelihood
             self.scoped_closings = [torch.tensor(c, dtype=torch.long) for c in scoped_closings]
             self.stop_ids = stop_token_ids(self.processing_class, self.model)
             self.teacher = Teacher(self.stop_ids, answer_openings)
@@ -554,16 +581,21 @@ def anchored_trainer_class():
             if groups:
                 moved = [tuple(t.to(labels.device) for t in g[:2]) + (g[2],) for g in groups]
                 avoid, avoid_ids = avoided_openings(labels, rows, cols, moved)
+            repeats = (repeated_tokens(labels, rows, cols)
+                       if mode == "train" and self.repetition_unlikelihood > 0 else None)
             parts = chunked_losses(head, student, labels[rows, cols + 1], anchored, teacher, free=self.stop_ids,
-                                   weights=weights, avoid=avoid, avoid_ids=avoid_ids)
+                                   weights=weights, avoid=avoid, avoid_ids=avoid_ids, repeats=repeats)
             tokens = num_items_in_batch if num_items_in_batch is not None else parts["tokens"]
             tokens = torch.as_tensor(tokens, device=student.device).clamp(min=1)
             ce, kl, unlikely = parts["ce"] / tokens, parts["kl"] / tokens, parts["unlikely"] / tokens
+            repeat = parts["repeat"] / tokens
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 scale = self.accelerator.num_processes
-                ce, kl, unlikely = ce * scale, kl * scale, unlikely * scale
+                ce, kl, unlikely, repeat = ce * scale, kl * scale, unlikely * scale, repeat * scale
             self._log_parts(mode, parts, inputs)
-            return ce + self.anchor * kl + unlikely if mode == "train" else ce
+            if mode != "train":
+                return ce
+            return ce + self.anchor * kl + unlikely + self.repetition_unlikelihood * repeat
 
         def _log_parts(self, mode: str, parts: dict, inputs: dict) -> None:
             gather = self.accelerator.gather_for_metrics
@@ -578,6 +610,8 @@ def anchored_trainer_class():
             metrics["mean_token_accuracy"].append((gather(parts["correct"].detach()).sum() / tokens).item())
             if mode == "train" and self.opening_groups():  # the weighted terms, per trained token
                 metrics["opening_unlikelihood"].append((gather(parts["unlikely"].detach()).sum() / tokens).item())
+            if mode == "train" and self.repetition_unlikelihood > 0:
+                metrics["repetition_unlikelihood"].append((gather(parts["repeat"].detach()).sum() / tokens).item())
             if mode == "train" and self.anchor > 0:
                 metrics["anchor_kl"].append((gather(parts["kl"].detach()).sum() / anchored.clamp(min=1)).item())
                 metrics["anchored_share"].append((anchored / tokens).item())

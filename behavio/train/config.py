@@ -59,6 +59,7 @@ class TrainConfig:
     closing_weight: float = _d("closing_weight")
     refusal_unlikelihood: float = _d("refusal_unlikelihood")
     prefix_unlikelihood: float = _d("prefix_unlikelihood")
+    repetition_unlikelihood: float = _d("repetition_unlikelihood")
     anchor: float = _d("anchor")
     anchored_weight: float = _d("anchored_weight")
     anchor_without_opening: bool = _d("anchor_without_opening")

@@ -55,7 +55,8 @@ def run_sft(stage: Stage, model, tokenizer, train: Dataset, evaluation: Dataset 
                                                 prefix_unlikelihood=cfg.prefix_unlikelihood,
                                                 prefix_openings=prefix_openings or [],
                                                 scoped_closings=scoped_closings or [],
-                                                answer_openings=answer_openings or [], **common)
+                                                answer_openings=answer_openings or [],
+                                                repetition_unlikelihood=cfg.repetition_unlikelihood, **common)
     trainer.stage = stage
     if cfg.anchor > 0:
         start, cache = time.time(), teacher_cache(stage, train, trainer.teacher.openings)
