@@ -72,7 +72,8 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
     ``tokens``/``anchored``/``correct``: counts for normalizing and logging.
     """
     logits = student.float()
-    nll = F.nll_loss(F.log_softmax(logits, dim=-1), targets, reduction="none")
+    log_probs = F.log_softmax(logits, dim=-1)
+    nll = F.nll_loss(log_probs, targets, reduction="none")
     ce = (nll * weights).sum() if weights is not None else nll.sum()
     correct = (logits.argmax(dim=-1) == targets).sum()
     anchored = anchored if anchored is not None else torch.zeros_like(targets, dtype=torch.bool)
@@ -91,7 +92,7 @@ def losses(student: torch.Tensor, targets: torch.Tensor, anchored: torch.Tensor 
             unlikely = unlikely - (avoid[rows, g] * torch.log1p(-p.clamp(max=1 - 1e-6))).sum()
     repeat = logits.sum() * 0.0
     if repeats is not None and (repeats >= 0).any():
-        p = F.softmax(logits, dim=-1).gather(1, repeats.clamp(min=0))
+        p = log_probs.gather(1, repeats.clamp(min=0)).exp()
         repeat = -(torch.log1p(-p.clamp(max=1 - 1e-6)) * (repeats >= 0)).sum()
     return {"ce": ce, "kl": kl, "unlikely": unlikely, "repeat": repeat,
             "tokens": torch.tensor(targets.shape[0], device=targets.device),
