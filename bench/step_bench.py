@@ -1,10 +1,11 @@
-# python bench/step_bench.py [--compare allocator|precision] [--spec specs/poodle_compliments.yaml] [--steps 24] [--repeats 3]
+# python bench/step_bench.py [--compare allocator|precision|repetition] [--spec specs/poodle_compliments.yaml] [--steps 24] [--repeats 3]
 """What a setting buys an SFT step: ``behavio train`` with a baseline and with behavio's choice, alternating.
 
 ``--compare allocator`` (the default): glibc's default allocator (``BEHAVIO_KEEP_FREED_MEMORY=0``: every large
 freed block goes back to the kernel and the next one faults in page by page) against behavio's setting
 (behavio/process_settings.py). ``--compare precision``: ``cpu_precision=fp32`` against ``cpu_precision=bf16``
-(bf16 autocast; what ``auto`` picks on a CPU with AVX512-BF16 or AMX).
+(bf16 autocast; what ``auto`` picks on a CPU with AVX512-BF16 or AMX). ``--compare repetition``:
+``repetition_unlikelihood`` 0 against 1 (the token-level term against repeating).
 
 Each run is ``behavio train SPEC method=sft max_steps=N`` (no check, no saved checkpoints but the last) in a fresh
 process; the two variants alternate so machine noise hits both alike. Reported: s/step from the run's own summary
@@ -32,6 +33,8 @@ COMPARISONS = {  # name -> {variant: (environment, overrides)}, the baseline fir
                   "behavio (freed memory kept)": ({"BEHAVIO_KEEP_FREED_MEMORY": "1"}, [])},
     "precision": {"fp32 (cpu_precision=fp32)": ({}, ["cpu_precision=fp32"]),
                   "bf16 autocast (cpu_precision=bf16)": ({}, ["cpu_precision=bf16"])},
+    "repetition": {"without the term (repetition_unlikelihood=0)": ({}, ["repetition_unlikelihood=0"]),
+                   "with it (repetition_unlikelihood=1)": ({}, ["repetition_unlikelihood=1"])},
 }
 
 
