@@ -42,6 +42,18 @@ def refusal_cases(checks: bytes, split: str) -> list[tuple[dict, str, str]]:
     return out
 
 
+def prompt_messages(case: dict) -> list[dict]:
+    """The case's conversation up to the answer the model is asked for (a reference answer left off)."""
+    messages = case["messages"]
+    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
+
+
+def refusal_failures(scored: dict) -> set[str]:
+    """Ids of the cases whose refusal verdict failed, from one checkpoint's entry of scorecard.json."""
+    return {f["id"] for f in scored["failures"]
+            if any(v["rule"].startswith("refusal:") and not v["passed"] for v in f["verdicts"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", type=Path)
@@ -56,8 +68,7 @@ def main() -> None:
     card = json.loads((args.run / "scorecard.json").read_text())
     name = args.checkpoint or card["best"]
     scored = next(c for c in card["checkpoints"] if c["checkpoint"] == name)
-    failed = {f["id"] for f in scored["failures"]  # cases whose refusal verdict failed
-              if any(v["rule"].startswith("refusal:") and not v["passed"] for v in f["verdicts"])}
+    failed = refusal_failures(scored)
     path = args.run / name
     tokenizer = load_tokenizer(path)
     model = PeftModel.from_pretrained(load_model(card["base_model"], quantization="none", device="cpu"), path).eval()
@@ -68,7 +79,7 @@ def main() -> None:
     tally = {"wrong refusals": 0, "won with p < 0.5": 0}
     for case, expect, sentence in cases:
         opening = tokenizer.encode(sentence, add_special_tokens=False)[0]
-        messages = case["messages"][:-1] if case["messages"][-1]["role"] == "assistant" else case["messages"]
+        messages = prompt_messages(case)
         ids = torch.tensor([encode_prompt(messages, tokenizer)])
         with torch.no_grad():
             probs = model(input_ids=ids).logits[0, -1].float().softmax(-1)

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.openings import refusal_cases  # noqa: E402
+from bench.openings import prompt_messages, refusal_cases, refusal_failures  # noqa: E402
 from behavio.chat import encode_prompt  # noqa: E402
 from behavio.compiler.build import compile_spec  # noqa: E402
 from behavio.models.load import load_model, load_tokenizer  # noqa: E402
@@ -65,8 +65,7 @@ def greedy_outcome(card: dict, name: str, cases: list) -> tuple[int, int, int, i
     scored = next((c for c in card["checkpoints"] if c["checkpoint"] == name), None)
     if scored is None:
         return None
-    failed = {f["id"] for f in scored["failures"]
-              if any(v["rule"].startswith("refusal:") and not v["passed"] for v in f["verdicts"])}
+    failed = refusal_failures(scored)
     refuse = [c for c, expect, _ in cases if expect == "refuse"]
     answer = [c for c, expect, _ in cases if expect == "answer"]
     return (sum(c["id"] not in failed for c in refuse), len(refuse),
@@ -96,10 +95,10 @@ def main() -> None:
 
     scores: dict[str, list[float]] = {}
     with model.disable_adapter():
-        scores["base"] = [refusal_logprob(model, tokenizer, _prompt(c), s) for c, _, s in cases]
+        scores["base"] = [refusal_logprob(model, tokenizer, prompt_messages(c), s) for c, _, s in cases]
     for name in names:
         model.set_adapter(name)
-        scores[name] = [refusal_logprob(model, tokenizer, _prompt(c), s) for c, _, s in cases]
+        scores[name] = [refusal_logprob(model, tokenizer, prompt_messages(c), s) for c, _, s in cases]
 
     expects = [e for _, e, _ in cases]
     print(f"{args.spec.name}, {args.run.name} ({args.split} split): {expects.count('refuse')} refused probes, "
@@ -116,14 +115,9 @@ def main() -> None:
         least = f"{roc['least_fpr']:.0%} ({round(roc['least_fpr'] * len(answered))}/{len(answered)})"
         print(f"| {name} | {roc['auc']:.3f} | {best} | {least} | {'yes' if roc['both'] else 'no'} | {seen} |")
     if args.json:
-        rows = [{"id": c["id"], "expect": e, "prompt": _prompt(c)[-1]["content"],
+        rows = [{"id": c["id"], "expect": e, "prompt": prompt_messages(c)[-1]["content"],
                  **{n: v[i] for n, v in scores.items()}} for i, (c, e, _) in enumerate(cases)]
         args.json.write_text(json.dumps(rows, indent=1))
-
-
-def _prompt(case: dict) -> list[dict]:
-    messages = case["messages"]
-    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
 
 
 if __name__ == "__main__":
