@@ -32,7 +32,7 @@ from bench.refusal_roc import roc_summary  # noqa: E402
 from behavio.chat import encode_prompt  # noqa: E402
 from behavio.compiler.build import compile_spec  # noqa: E402
 
-L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 FOLDS = 4
 
 
@@ -145,6 +145,7 @@ def sentence_vectors(prompts: list[list[dict]]) -> torch.Tensor:
 
 
 def report(name: str, features: dict[str, torch.Tensor], train, probes) -> str:
+    """A table row: the cross-validated choice of layer and L2, scored on the probes, alone and as the oracle."""
     prompts, labels, groups = train
     probe_prompts, probe_labels = probes
     chosen, l2, cv = choose({k: v[: len(prompts)] for k, v in features.items()}, labels, groups)
@@ -153,6 +154,25 @@ def report(name: str, features: dict[str, torch.Tensor], train, probes) -> str:
     y_train = torch.tensor(labels)
     scores = fit_logistic(x_train, y_train, l2)(x_probe)
     oracle = oracle_scores(x_train, y_train, x_probe, probe_labels, l2)
+    return f"| {name} ({chosen}, L2 {l2:g}) | {cv:.3f} | {_cells(scores, oracle, probe_labels)} |"
+
+
+def upper_bound(name: str, features: dict[str, torch.Tensor], train, probes) -> str:
+    """The best probe AUC of every layer and L2 weight, chosen *on the probes*: what no fair choice can beat."""
+    n, labels = len(train[0]), torch.tensor(train[1])
+    probe_labels = probes[1]
+    best = None
+    for key, x in features.items():
+        for l2 in L2_GRID:
+            scores = fit_logistic(x[:n], labels, l2)(x[n:])
+            oracle = oracle_scores(x[:n], labels, x[n:], probe_labels, l2)
+            found = (auc(scores, probe_labels), auc(oracle, probe_labels), key, l2, scores, oracle)
+            best = found if best is None or found[:2] > best[:2] else best
+    _, _, key, l2, scores, oracle = best
+    return f"| {name}: best on the probes ({key}, L2 {l2:g}; optimistic) | - | {_cells(scores, oracle, probe_labels)} |"
+
+
+def _cells(scores: torch.Tensor, oracle: torch.Tensor, probe_labels: list[int]) -> str:
     cells = []
     for s in (scores, oracle):
         refused = [float(v) for v, y in zip(s, probe_labels) if y]
@@ -160,7 +180,7 @@ def report(name: str, features: dict[str, torch.Tensor], train, probes) -> str:
         roc = roc_summary(refused, answered)
         cells.append(f"{roc['auc']:.3f} | {round(roc['best_tpr'] * len(refused))}/{len(refused)} | "
                      f"{round(roc['least_fpr'] * len(answered))}/{len(answered)} | {'yes' if roc['both'] else 'no'}")
-    return f"| {name} ({chosen}, L2 {l2:g}) | {cv:.3f} | {cells[0]} | {cells[1]} |"
+    return " | ".join(cells)
 
 
 def main() -> None:
@@ -193,8 +213,10 @@ def main() -> None:
           "least wrongly refused at >= 95% refused | both | oracle AUC | oracle best refused | "
           "oracle least wrongly refused | oracle both |\n|---|---|---|---|---|---|---|---|---|---|")
     probes = (probe_prompts, probe_labels)
-    print(report("base model hidden state", hidden_states(model, tokenizer, everything, layers), train, probes))
-    print(report("all-MiniLM-L6-v2 sentence vector", {"user turn": sentence_vectors(everything)}, train, probes))
+    for name, features in (("base model hidden state", hidden_states(model, tokenizer, everything, layers)),
+                           ("all-MiniLM-L6-v2 sentence vector", {"user turn": sentence_vectors(everything)})):
+        print(report(name, features, train, probes))
+        print(upper_bound(name, features, train, probes))
 
 
 if __name__ == "__main__":
