@@ -9,7 +9,9 @@ tests that need it are skipped when the wheel is not installed.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,19 @@ import pytest
 from behavio.process_settings import set_up_process
 
 set_up_process()  # the tests train and generate in this process: the same settings as the `behavio` command
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_bench(name: str):
+    """bench/<name>.py as a module (bench/ is scripts, not a package; its imports of each other need the root)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizers

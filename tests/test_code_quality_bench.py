@@ -1,19 +1,13 @@
 """bench/code_quality.py's measures on hand-written answers (no model). Run: pytest tests/test_code_quality_bench.py"""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "code_quality.py"
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("code_quality", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("code_quality")
 
 
 # Built exactly like the spec's response_template from the first row of specs/data/code_instructions.jsonl.

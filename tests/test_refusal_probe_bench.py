@@ -1,23 +1,16 @@
 """bench/refusal_probe.py's pieces on literal rows and features (no model). Run: pytest tests/test_refusal_probe_bench.py"""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def probe():
-    sys.path.insert(0, str(ROOT))
-    spec = importlib.util.spec_from_file_location("refusal_probe", ROOT / "bench" / "refusal_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("refusal_probe")
 
 
 def _row(prompt: str, prompt_set: str, expect: str | None) -> str:

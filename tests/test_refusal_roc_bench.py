@@ -1,21 +1,13 @@
 """bench/refusal_roc.py's ROC summary on literal scores (no model). Run: pytest tests/test_refusal_roc_bench.py"""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def roc():
-    sys.path.insert(0, str(ROOT))
-    spec = importlib.util.spec_from_file_location("refusal_roc", ROOT / "bench" / "refusal_roc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.roc_summary
+    return load_bench("refusal_roc").roc_summary
 
 
 def test_separated_scores_meet_both_targets(roc):
