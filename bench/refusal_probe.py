@@ -199,6 +199,8 @@ def main() -> None:
     cases = refusal_cases(compiled.files["checks.jsonl"], "probe")
     probe_prompts = [prompt_messages(c) for c, _, _ in cases]
     probe_labels = [int(e == "refuse") for _, e, _ in cases]
+    if not any(probe_labels) or all(probe_labels) or not any(train[1]):
+        raise SystemExit(f"{args.spec}: needs refused and answered probes of a refusal rule, and refused training rows")
     base = resolve_base_model(args.base_model)
     model = load_model(base, quantization="none", device="cpu").eval()
     tokenizer = load_tokenizer(base)
